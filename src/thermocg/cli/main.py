@@ -1,0 +1,75 @@
+"""``thermocg <stage> CONFIG``: the command line, thin over the library.
+
+A user error (:class:`~thermocg.errors.ThermocgError`) prints one line and exits
+with status 2; ``--debug`` shows the traceback. Heavy imports happen inside the
+stage functions, so ``thermocg --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+STAGES = {
+    "reference": "all-atom reference MD (OpenMM) at every temperature, with per-molecule energies",
+}
+
+
+def _run_reference(config, args) -> None:
+    from thermocg.reference.stage import run_reference
+    manifest = run_reference(config, force=args.force, show_progress=not args.quiet)
+    for label, s in manifest.get("summary", {}).items():
+        nvt = s.get("nvt")
+        if isinstance(nvt, dict):
+            logging.getLogger("thermocg").info(
+                "%s: %d frames, %.1f ns/day MD, worst |sum u_J - E|/|E| = %.1e", label, nvt["frames"],
+                nvt["md_ns_per_day"], nvt["max_decomposition_rel_error"])
+
+
+HANDLERS = {"reference": _run_reference}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from thermocg import __version__
+
+    p = argparse.ArgumentParser(
+        prog="thermocg",
+        description="Temperature-transferable coarse-grained force fields from thermal response forces.",
+        epilog="stages:\n" + "\n".join(f"  {k:<12} {v}" for k, v in STAGES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"thermocg {__version__}")
+    sub = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    for name, help_text in STAGES.items():
+        s = sub.add_parser(name, help=help_text, description=help_text)
+        s.add_argument("config", metavar="CONFIG", help="TOML configuration file")
+        s.add_argument("--force", action="store_true",
+                       help="regenerate outputs made by a different config (they are deleted)")
+        s.add_argument("--quiet", action="store_true", help="no progress bars")
+        s.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="thermocg: %(message)s", stream=sys.stderr)
+    from thermocg.config import load_config
+    from thermocg.errors import ThermocgError
+
+    try:
+        config = load_config(args.config)
+        HANDLERS[args.stage](config, args)
+    except ThermocgError as err:
+        if args.debug:
+            raise
+        print(f"thermocg {args.stage}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"thermocg {args.stage}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

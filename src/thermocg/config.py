@@ -1,0 +1,197 @@
+"""The configuration: one TOML file read into frozen, validated pydantic models.
+
+Sections follow the pipeline stages; key names carry their units
+(``temperatures_K``, ``timestep_fs``, ``cutoff_A``). Unknown keys are rejected.
+Relative paths are taken relative to the directory of the config file.
+
+A configuration error becomes a :class:`~thermocg.errors.ConfigError` whose
+message names the file, the field, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from thermocg.errors import ConfigError
+from thermocg.reference.water import WATER_MODELS, box_length_A
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+def _check_multiple(value_fs: float, step_fs: float, value_name: str, step_name: str) -> None:
+    """Both arguments in fs; raise if value is not a whole number of steps."""
+    n = value_fs / step_fs
+    if abs(n - round(n)) > 1e-6:
+        raise ValueError(
+            f"{value_name} ({value_fs:g} fs) must be a whole multiple of {step_name} ({step_fs:g} fs)"
+        )
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(_Section):
+    """Settings shared by every stage (``[run]``)."""
+
+    #: Directory that receives every stage's outputs (relative to the config file).
+    directory: Path = Path("runs/default")
+    #: Master seed; each temperature derives its own from it.
+    seed: int = Field(2026, ge=0, lt=2**31)
+    #: Where to compute: ``auto`` picks a GPU when one is present.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Parallel local processes for per-temperature work (``auto``: one per core
+    #: on CPU, up to the number of temperatures; one on a GPU).
+    processes: int | Literal["auto"] = "auto"
+
+    @model_validator(mode="after")
+    def _check_processes(self):
+        if self.processes != "auto" and self.processes < 1:
+            raise ValueError(f"processes must be 'auto' or >= 1, found {self.processes}")
+        return self
+
+
+class NVESection(_Section):
+    """NVE (velocity Verlet) segments for dynamics: ``[reference.nve]``."""
+
+    #: Number of segments per temperature, started from sampled NVT frames spread over the run.
+    n_segments: int = Field(4, ge=0)
+    #: Length of each segment.
+    length_ps: PositiveFloat = 20.0
+    #: Interval between saved frames.
+    frame_interval_fs: PositiveFloat = 100.0
+    #: Velocity Verlet timestep.
+    timestep_fs: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _check_intervals(self):
+        _check_multiple(self.frame_interval_fs, self.timestep_fs, "frame_interval_fs", "timestep_fs")
+        _check_multiple(self.length_ps * 1000.0, self.frame_interval_fs, "length_ps", "frame_interval_fs")
+        return self
+
+
+DEFAULT_TEMPERATURES_K = (250.0, 275.0, 300.0, 350.0, 400.0, 450.0, 500.0, 600.0, 700.0)
+
+
+class ReferenceSection(_Section):
+    """All-atom reference MD with OpenMM: ``[reference]``."""
+
+    water_model: Literal["spce"] = "spce"
+    n_molecules: int = Field(512, ge=2)
+    density_g_cm3: PositiveFloat = 0.997
+    temperatures_K: tuple[PositiveFloat, ...] = Field(DEFAULT_TEMPERATURES_K, min_length=1)
+    #: Real-space cutoff of PME and of Lennard-Jones.
+    cutoff_A: PositiveFloat = 9.0
+    #: OpenMM's ewaldErrorTolerance (1e-5: PME energies within ~4e-6 of a converged Ewald sum).
+    ewald_error_tolerance: float = Field(1.0e-5, gt=0, lt=0.1)
+    timestep_fs: PositiveFloat = 2.0
+    friction_per_ps: PositiveFloat = 1.0
+    equilibration_ps: float = Field(100.0, ge=0)
+    n_frames: int = Field(100, ge=1)
+    frame_interval_ps: PositiveFloat = 1.0
+    #: Largest allowed |sum_J u_J - E_pot| / |E_pot| per frame; a frame above it stops the run.
+    energy_check_rtol: float = Field(1.0e-5, gt=0)
+    nve: NVESection = Field(default_factory=NVESection)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(set(self.temperatures_K)) != len(self.temperatures_K):
+            raise ValueError(f"temperatures_K has duplicates: {list(self.temperatures_K)}")
+        _check_multiple(self.frame_interval_ps * 1000.0, self.timestep_fs, "frame_interval_ps", "timestep_fs")
+        _check_multiple(self.equilibration_ps * 1000.0, self.timestep_fs, "equilibration_ps", "timestep_fs")
+        box = self.box_length_A
+        if self.cutoff_A >= box / 2:
+            raise ValueError(
+                f"cutoff_A = {self.cutoff_A:g} needs a box edge above {2 * self.cutoff_A:g} Å, but "
+                f"{self.n_molecules} molecules at {self.density_g_cm3:g} g/cm3 give {box:.2f} Å; "
+                "use more molecules or a smaller cutoff"
+            )
+        if self.nve.n_segments > self.n_frames:
+            raise ValueError(
+                f"nve.n_segments = {self.nve.n_segments} exceeds n_frames = {self.n_frames}: "
+                "each segment starts from a different sampled frame"
+            )
+        return self
+
+    @property
+    def box_length_A(self) -> float:
+        """Edge of the cubic box in Å."""
+        return box_length_A(self.n_molecules, self.density_g_cm3, WATER_MODELS[self.water_model].molar_mass)
+
+
+class Config(_Section):
+    """A whole thermocg configuration."""
+
+    run: RunSection = Field(default_factory=RunSection)
+    reference: ReferenceSection = Field(default_factory=ReferenceSection)
+    #: The file this configuration was read from (set by :func:`load_config`).
+    source: Path | None = Field(None, exclude=True)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory, resolved against the config file's directory."""
+        base = self.source.parent if self.source is not None else Path.cwd()
+        return (base / self.run.directory).resolve()
+
+    def section_hash(self, *names: str) -> str:
+        """A stable hash of the named sections (plus the seed): what a stage's outputs depend on.
+
+        ``run.device`` and ``run.processes`` change how, not what, and are left out.
+        """
+        payload = {name: getattr(self, name).model_dump(mode="json") for name in names}
+        payload["seed"] = self.run.seed
+        text = json.dumps(payload, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a TOML configuration file.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or unreadable, is not valid TOML, or a field is
+        unknown or invalid. The message names the file and the field.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file: {err.strerror or err}") from err
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    return config_from_dict(data, source=path)
+
+
+def config_from_dict(data: dict, source: Path | None = None) -> Config:
+    """Validate a configuration given as a dict (the parsed TOML)."""
+    where = str(source) if source is not None else "<config>"
+    try:
+        return Config.model_validate({**data, "source": source})
+    except ValidationError as err:
+        raise ConfigError(f"{where}: {_describe(err)}") from err
+
+
+def _describe(err: ValidationError) -> str:
+    """One line per problem: the field, what was expected, what was found."""
+    lines = []
+    for e in err.errors():
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{loc}' (found {e['input']!r}); check the spelling and the section")
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] in ("value_error", "assertion_error"):
+            lines.append(f"field '{loc}': {msg}" if loc else msg)
+        else:
+            lines.append(f"field '{loc}': expected {msg.removeprefix('Input should be ')}, found {e['input']!r}")
+    return "; ".join(lines)

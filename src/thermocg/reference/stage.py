@@ -1,0 +1,181 @@
+"""The reference stage: all-atom water at every configured temperature.
+
+``run_reference(config)`` builds the water box once, writes the topology
+(``system.pdb``, for MDAnalysis and friends) and the OpenMM system
+(``system.xml``), then samples every temperature, in parallel local processes
+when there are cores for it, each with its own progress bar. Outputs in
+``<run.directory>/reference/``::
+
+    manifest.json            config hash, outputs, per-temperature summary
+    system.pdb, system.xml   topology and OpenMM system (same at every temperature)
+    T300K.h5md               NVT frames (H5MD), per-molecule energies included
+    T300K-nve00.h5md ...     NVE segments for dynamics
+
+A finished stage is skipped when re-run with the same config; a stage made by a
+different config is an error unless ``force=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import queue
+import shutil
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+
+from thermocg.config import Config
+from thermocg.errors import ConfigError, SimulationError, ThermocgError
+
+log = logging.getLogger(__name__)
+
+STAGE = "reference"
+
+
+def reference_dir(config: Config) -> Path:
+    return config.run_dir / STAGE
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _read_manifest(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: unreadable stage manifest ({err}); remove it or pass --force") from err
+
+
+def _plan_processes(config: Config, n_tasks: int, platform_is_gpu: bool) -> tuple[int, int]:
+    """(processes, OpenMM CPU threads per process)."""
+    cores = os.cpu_count() or 1
+    if config.run.processes != "auto":
+        procs = min(config.run.processes, n_tasks)
+    else:
+        procs = 1 if platform_is_gpu else max(1, min(cores, n_tasks))
+    return procs, max(1, cores // procs)
+
+
+def run_reference(config: Config, force: bool = False, show_progress: bool = True) -> dict:
+    """Run (or resume, or skip) the reference stage; returns the manifest dict."""
+    from thermocg.reference import engine, sampler  # OpenMM import kept out of CLI start-up
+    import openmm as mm
+    import openmm.app as app
+
+    ref = config.reference
+    out = reference_dir(config)
+    out.mkdir(parents=True, exist_ok=True)
+    config_hash = config.section_hash("reference")
+    manifest_path = out / "manifest.json"
+    manifest = _read_manifest(manifest_path)
+    if manifest is not None and manifest.get("config_hash") != config_hash:
+        if not force:
+            raise ConfigError(
+                f"{out}: made by a different [reference] config (hash {manifest.get('config_hash')}, this "
+                f"config {config_hash}); pass --force to regenerate it, or set another run.directory")
+        log.warning("--force: removing the reference outputs in %s", out)
+        shutil.rmtree(out)
+        out.mkdir(parents=True)
+        manifest = None
+    if manifest is not None and manifest.get("complete"):
+        log.info("reference: up to date (%s)", out)
+        return manifest
+
+    rng = np.random.default_rng(np.random.SeedSequence([config.run.seed, 0]))
+    topology, positions = engine.build_water_box(ref.n_molecules, ref.density_g_cm3, ref.water_model, rng)
+    system = engine.create_system(topology, ref.water_model, ref.cutoff_A, ref.ewald_error_tolerance)
+    system_xml = mm.XmlSerializer.serialize(system)
+    config_text = config.model_dump_json(exclude={"source"})
+    _atomic_write_text(manifest_path, json.dumps(
+        {"stage": STAGE, "config_hash": config_hash, "complete": False, "config": json.loads(config_text)},
+        indent=2))
+    _atomic_write_text(out / "system.xml", system_xml)
+    pdb = out / ".system.pdb.tmp"
+    with open(pdb, "w") as fh:
+        app.PDBFile.writeFile(topology, positions / 10.0, fh)  # PDBFile takes nm
+    os.replace(pdb, out / "system.pdb")
+
+    gpu = engine.choose_platform(config.run.device)[0].getName() != "CPU"
+    procs, threads = _plan_processes(config, len(ref.temperatures_K), gpu)
+    seeds = np.random.SeedSequence(config.run.seed).spawn(len(ref.temperatures_K))
+    species = np.array([a.element.atomic_number for a in topology.atoms()], dtype=np.int32)
+    tasks = [sampler.TemperatureTask(
+        temperature_K=float(t), seed=int(s.generate_state(1)[0] % 2**30), out_dir=out, system_xml=system_xml,
+        initial_positions_A=positions, box_A=np.full(3, ref.box_length_A),
+        molecule_index=engine.molecule_index(topology), species=species,
+        reference=ref.model_dump(mode="json"), config_hash=config_hash, config_text=config_text,
+        device=config.run.device, threads=threads) for t, s in zip(ref.temperatures_K, seeds)]
+    log.info("reference: %d temperatures, %d molecules, %d process(es) x %d thread(s), platform %s -> %s",
+             len(tasks), ref.n_molecules, procs, threads, "GPU" if gpu else "CPU", out)
+    summaries = _run_tasks(tasks, procs, show_progress)
+
+    manifest = {"stage": STAGE, "config_hash": config_hash, "complete": True,
+                "outputs": {t.label: [t.nvt_path.name] + [t.nve_path(k).name
+                                                          for k in range(ref.nve.n_segments)] for t in tasks},
+                "summary": summaries, "config": json.loads(config_text)}
+    _atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _run_tasks(tasks, procs: int, show_progress: bool) -> dict:
+    from tqdm.auto import tqdm
+
+    from thermocg.reference.sampler import sample_temperature
+
+    bars = {t.label: tqdm(total=t.total_steps, desc=f"reference {t.label}", unit="step", position=i,
+                          disable=not show_progress, leave=True, dynamic_ncols=True)
+            for i, t in enumerate(tasks)}
+    summaries, errors = {}, []
+    try:
+        if procs == 1:
+            for t in tasks:
+                try:
+                    summaries[t.label] = sample_temperature(t, bars[t.label].update)
+                except ThermocgError as err:
+                    errors.append(err)
+        else:
+            ctx = mp.get_context("spawn")
+            with ctx.Manager() as manager, ProcessPoolExecutor(procs, mp_context=ctx) as pool:
+                q = manager.Queue()
+                futures = {pool.submit(_worker, t, q): t for t in tasks}
+                pending = set(futures)
+                while pending:
+                    _drain(q, bars)
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        try:
+                            summaries[futures[fut].label] = fut.result()
+                        except ThermocgError as err:
+                            errors.append(err)
+                _drain(q, bars)
+    finally:
+        for b in bars.values():
+            b.close()
+    if errors:
+        if len(errors) == 1:
+            raise errors[0]
+        raise SimulationError("; ".join(str(e) for e in errors))
+    return summaries
+
+
+def _worker(task, q):
+    from thermocg.reference.sampler import sample_temperature
+    return sample_temperature(task, lambda n: q.put((task.label, n)))
+
+
+def _drain(q, bars) -> None:
+    while True:
+        try:
+            label, n = q.get_nowait()
+        except queue.Empty:
+            return
+        bars[label].update(n)
