@@ -275,6 +275,27 @@ class EnergyDecomposition:
         dict of (n_molecules,) arrays: ``real``, ``reciprocal``, ``self``,
         ``excluded``, ``exceptions``, ``lennard_jones``, ``dispersion``, ``bonded``.
         """
+        return self._evaluate(positions, box)[0]
+
+    def __call__(self, positions, box) -> np.ndarray:
+        """Per-molecule energies ``u_J``, shape (n_molecules,), kcal/mol."""
+        return sum(self.components(positions, box).values())
+
+    def with_cutoff_ambiguity(self, positions, box, width_A: float = 1e-4) -> tuple[np.ndarray, float]:
+        """Per-molecule energies and the energy of pairs within ``width_A`` of the cutoff.
+
+        The truncated pair terms jump at the cutoff (|V_LJ(rc)| is ~0.01 kcal/mol
+        for water O-O at 6 Å). An engine computing distances in single
+        precision (OpenMM's CPU and mixed CUDA platforms) can put a pair at
+        ``|r - rc| < 1e-6`` Å on the other side of the cutoff; it happens about
+        once in a few thousand frames of 64 waters. The second return value,
+        the summed |energy| of pairs in that band, is the part of
+        ``sum u_J - E_engine`` that such a decision can explain.
+        """
+        comps, ambiguous = self._evaluate(positions, box, width_A)
+        return sum(comps.values()), ambiguous
+
+    def _evaluate(self, positions, box, width_A: float = 0.0) -> tuple[dict[str, np.ndarray], float]:
         x = np.asarray(positions, dtype=_F64)
         box = np.asarray(box, dtype=_F64)
         if box.shape == (3, 3):
@@ -283,15 +304,20 @@ class EnergyDecomposition:
             box = np.diag(box).copy()
         if x.shape != self.nb.charges.shape + (3,):
             raise ValueError(f"positions have shape {x.shape}, expected {self.nb.charges.shape + (3,)}")
-        if 2 * self.nb.cutoff_A >= box.min():
-            raise ValueError(f"cutoff {self.nb.cutoff_A} Å is not below half the box edge {box.min()} Å")
+        rc = self.nb.cutoff_A
+        if 2 * (rc + width_A) >= box.min():
+            raise ValueError(f"cutoff {rc} Å is not below half the box edge {box.min()} Å")
         nb, ke, a, nm = self.nb, units.COULOMB, self.nb.alpha_per_A, self.n_molecules
         q = nb.charges
         out: dict[str, np.ndarray] = {}
+        ambiguous = 0.0
 
-        pairs = self._drop_exceptions(_pairs_within(x, box, nb.cutoff_A, self._charged))
+        pairs = self._drop_exceptions(_pairs_within(x, box, rc + width_A, self._charged))
         r = np.linalg.norm(_minimum_image(x[pairs[:, 0]] - x[pairs[:, 1]], box), axis=1)
-        out["real"] = self._split_pairs(pairs, ke * q[pairs[:, 0]] * q[pairs[:, 1]] * erfc(a * r) / r)
+        e = ke * q[pairs[:, 0]] * q[pairs[:, 1]] * erfc(a * r) / r
+        ambiguous += float(np.sum(np.abs(e[np.abs(r - rc) < width_A])))
+        inside = r < rc
+        out["real"] = self._split_pairs(pairs[inside], e[inside])
 
         out["reciprocal"] = np.bincount(self.mol, 0.5 * q * self.reciprocal_potential(x, box), nm)
         out["self"] = np.bincount(self.mol, -ke * a / np.sqrt(np.pi) * q * q, nm)
@@ -305,17 +331,19 @@ class EnergyDecomposition:
         else:
             out["excluded"] = out["exceptions"] = np.zeros(nm)
 
-        lj_pairs = self._drop_exceptions(_pairs_within(x, box, nb.cutoff_A, self._lj_atoms))
+        lj_pairs = self._drop_exceptions(_pairs_within(x, box, rc + width_A, self._lj_atoms))
         i, j = lj_pairs[:, 0], lj_pairs[:, 1]
         rl = np.linalg.norm(_minimum_image(x[i] - x[j], box), axis=1)
         e_lj = _lj(rl, 0.5 * (nb.sigma[i] + nb.sigma[j]), np.sqrt(nb.epsilon[i] * nb.epsilon[j]))
-        out["lennard_jones"] = self._split_pairs(lj_pairs, e_lj)
+        ambiguous += float(np.sum(np.abs(e_lj[np.abs(rl - rc) < width_A])))
+        inside = rl < rc
+        out["lennard_jones"] = self._split_pairs(lj_pairs[inside], e_lj[inside])
 
-        disp = dispersion_correction_energy(nb.sigma, nb.epsilon, nb.cutoff_A, float(np.prod(box))) \
+        disp = dispersion_correction_energy(nb.sigma, nb.epsilon, rc, float(np.prod(box))) \
             if nb.dispersion_correction else 0.0
         out["dispersion"] = np.full(nm, disp / nm)
         out["bonded"] = self._bonded(x, box)
-        return out
+        return out, ambiguous
 
     def _bonded(self, x, box) -> np.ndarray:
         b = self.bonded
@@ -331,7 +359,3 @@ class EnergyDecomposition:
             for col in range(3):
                 total += np.bincount(self.mol[b.angles[:, col]], e / 3.0, self.n_molecules)
         return total
-
-    def __call__(self, positions, box) -> np.ndarray:
-        """Per-molecule energies ``u_J``, shape (n_molecules,), kcal/mol."""
-        return sum(self.components(positions, box).values())

@@ -24,12 +24,14 @@ _NM = u.nanometer
 _KJ = u.kilojoule_per_mole
 
 
-def build_water_box(n_molecules: int, density_g_cm3: float, water_model: str, rng: np.random.Generator):
-    """A cubic box of rigid water molecules at an exact density.
+def build_water_box(n_molecules: int, density_g_cm3: float, water_model: str):
+    """A cubic box of ``n_molecules`` rigid water molecules at an exact density.
 
-    Molecules sit on the sites of a simple cubic lattice (a random subset of
-    the sites when ``n_molecules`` is not a cube) with random orientations; the
-    stage minimises the energy before any dynamics.
+    OpenMM's ``Modeller.addSolvent`` cuts the molecules from its pre-equilibrated
+    liquid water box; their centres of mass are then scaled to the box edge of
+    the requested density (molecules stay intact). A liquid start matters: from
+    a lattice, melting absorbs heat and the first ~10 ps run several per cent
+    cold. The stage minimises the energy before any dynamics.
 
     Returns
     -------
@@ -39,27 +41,19 @@ def build_water_box(n_molecules: int, density_g_cm3: float, water_model: str, rn
     """
     model = WATER_MODELS[water_model]
     edge = box_length_A(n_molecules, density_g_cm3, model.molar_mass)
-    n_side = int(np.ceil(n_molecules ** (1 / 3) - 1e-9))
-    sites = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    sites = sites[np.sort(rng.choice(len(sites), n_molecules, replace=False))]
-    centres = (sites + 0.5) * edge / n_side
-
-    half = np.deg2rad(model.angle_hoh_deg) / 2
-    local = model.r_oh_A * np.array([[0, 0, 0], [np.sin(half), np.cos(half), 0], [-np.sin(half), np.cos(half), 0]])
-    top = app.Topology()
-    chain = top.addChain()
-    positions = np.empty((3 * n_molecules, 3))
-    for m in range(n_molecules):
-        res = top.addResidue("HOH", chain)
-        o = top.addAtom("O", app.element.oxygen, res)
-        h1 = top.addAtom("H1", app.element.hydrogen, res)
-        h2 = top.addAtom("H2", app.element.hydrogen, res)
-        top.addBond(o, h1)
-        top.addBond(o, h2)
-        rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-        positions[3 * m:3 * m + 3] = centres[m] + local @ rot.T
+    modeller = app.Modeller(app.Topology(), [])
+    modeller.addSolvent(app.ForceField(model.forcefield_file), model=water_model, numAdded=n_molecules,
+                        neutralize=False)
+    top = modeller.topology
+    x = np.array(modeller.getPositions().value_in_unit(_NM)) * units.NM_TO_A
+    old_edge = top.getPeriodicBoxVectors()[0][0].value_in_unit(_NM) * units.NM_TO_A
+    mol = molecule_index(top)
+    m = np.array([a.element.mass.value_in_unit(u.dalton) for a in top.atoms()])
+    com = np.stack([np.bincount(mol, m * x[:, k]) for k in range(3)], 1) / np.bincount(mol, m)[:, None]
+    com_new = (com - old_edge * np.floor(com / old_edge)) * (edge / old_edge)
+    x = x - com[mol] + com_new[mol]
     top.setPeriodicBoxVectors(np.eye(3) * edge / units.NM_TO_A * _NM)
-    return top, positions
+    return top, x
 
 
 def create_system(topology, water_model: str, cutoff_A: float, ewald_error_tolerance: float,
@@ -68,6 +62,20 @@ def create_system(topology, water_model: str, cutoff_A: float, ewald_error_toler
     ff = app.ForceField(WATER_MODELS[water_model].forcefield_file)
     return ff.createSystem(topology, nonbondedMethod=app.PME, nonbondedCutoff=cutoff_A / units.NM_TO_A * _NM,
                            ewaldErrorTolerance=ewald_error_tolerance, rigidWater=rigid)
+
+
+def minimize(system: mm.System, positions_A: np.ndarray, box_A: np.ndarray, tolerance: float = 10.0) -> np.ndarray:
+    """Local energy minimisation (L-BFGS), returns positions in Å.
+
+    Runs on one CPU thread on purpose: with several threads OpenMM's energy sums
+    are not bitwise reproducible, L-BFGS's line search follows them, and the
+    minimised structure (hence the whole run) would differ between runs.
+    """
+    context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("CPU"),
+                         {"Threads": "1", "DeterministicForces": "true"})
+    set_state(context, positions_A, box_A=box_A)
+    mm.LocalEnergyMinimizer.minimize(context, tolerance=tolerance)
+    return snapshot(context, forces=False).positions
 
 
 def molecule_index(topology) -> np.ndarray:
@@ -107,6 +115,9 @@ def decomposition_for(system: mm.System, context: mm.Context, mol_index: np.ndar
         raise ConfigError("the energy decomposition needs a PME or Ewald NonbondedForce")
     if nb.getUseSwitchingFunction():
         raise ConfigError("the energy decomposition does not support a Lennard-Jones switching function")
+    # OpenMM sets up PME lazily; before the first force evaluation (e.g. right after
+    # loadCheckpoint) getPMEParametersInContext fails with std::bad_cast.
+    context.getState(getEnergy=True)
     alpha_nm = nb.getPMEParametersInContext(context)[0]  # also filled in for Ewald
     n = system.getNumParticles()
     q, sig, eps = np.empty(n), np.empty(n), np.empty(n)
@@ -167,6 +178,8 @@ def choose_platform(device: str, threads: int | None = None) -> tuple[mm.Platfor
             raise ConfigError(f"device = 'cuda' but OpenMM has no CUDA platform (it has {names}); "
                               "install openmm-cuda-12 or use device = 'cpu'")
         return mm.Platform.getPlatformByName("CUDA"), {"Precision": "mixed"}
+    # Bitwise-reproducible trajectories need one thread: with several, OpenMM's CPU
+    # platform sums in a varying order (even with DeterministicForces) and runs diverge.
     props = {"Threads": str(threads or os.cpu_count() or 1)}
     return mm.Platform.getPlatformByName("CPU"), props
 

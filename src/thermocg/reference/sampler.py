@@ -45,7 +45,7 @@ class TemperatureTask:
     seed: int
     out_dir: Path
     system_xml: str
-    initial_positions_A: np.ndarray
+    initial_positions_A: np.ndarray  # energy-minimised
     box_A: np.ndarray
     molecule_index: np.ndarray
     species: np.ndarray
@@ -209,7 +209,6 @@ def _run_nvt(task: TemperatureTask, progress: Progress) -> dict:
         for stale in (part, chk):
             stale.unlink(missing_ok=True)
         engine.set_state(context, task.initial_positions_A, box_A=task.box_A)
-        mm.LocalEnergyMinimizer.minimize(context, tolerance=10.0)
         context.setVelocitiesToTemperature(task.temperature_K * u.kelvin, task.seed)
         context.setStepCount(0)
         writer = _new_nvt_writer(part, task, context, system)
@@ -278,14 +277,15 @@ def _write_frame(writer: H5MDWriter, context, decomposition, rtol: float, where:
     if not np.isfinite(s.potential_energy) or not np.all(np.isfinite(s.forces)):
         raise SimulationError(f"{where}: potential energy {s.potential_energy} or forces not finite at step "
                               f"{s.step}; {kept}")
-    u_mol = decomposition(s.positions, s.box)
+    u_mol, ambiguous = decomposition.with_cutoff_ambiguity(s.positions, s.box)
     err = float(u_mol.sum() - s.potential_energy)
     rel = abs(err) / abs(s.potential_energy)
-    if rel > rtol:
+    # a pair within 1e-4 Å of the cutoff may be on the other side in the engine's single precision
+    if abs(err) > rtol * abs(s.potential_energy) + ambiguous:
         raise SimulationError(
             f"{where}: per-molecule energies sum to {u_mol.sum():.6f} kcal/mol but OpenMM's total is "
-            f"{s.potential_energy:.6f} at step {s.step} (relative error {rel:.2e} > energy_check_rtol {rtol:g}); "
-            f"{kept}")
+            f"{s.potential_energy:.6f} at step {s.step} (relative error {rel:.2e} > energy_check_rtol {rtol:g}, "
+            f"pairs at the cutoff explain {ambiguous:.2e} kcal/mol); {kept}")
     n_dof = engine.degrees_of_freedom(context.getSystem())
     writer.append(s.step, s.time_ps, {
         "particles/all/position": s.positions, "particles/all/velocity": s.velocities,

@@ -90,10 +90,12 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
         log.info("reference: up to date (%s)", out)
         return manifest
 
-    rng = np.random.default_rng(np.random.SeedSequence([config.run.seed, 0]))
-    topology, positions = engine.build_water_box(ref.n_molecules, ref.density_g_cm3, ref.water_model, rng)
+    topology, positions = engine.build_water_box(ref.n_molecules, ref.density_g_cm3, ref.water_model)
     system = engine.create_system(topology, ref.water_model, ref.cutoff_A, ref.ewald_error_tolerance)
     system_xml = mm.XmlSerializer.serialize(system)
+    box = np.full(3, ref.box_length_A)
+    log.info("reference: minimising the energy of the initial lattice")
+    positions = engine.minimize(system, positions, box)
     config_text = config.model_dump_json(exclude={"source"})
     _atomic_write_text(manifest_path, json.dumps(
         {"stage": STAGE, "config_hash": config_hash, "complete": False, "config": json.loads(config_text)},
@@ -110,7 +112,7 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
     species = np.array([a.element.atomic_number for a in topology.atoms()], dtype=np.int32)
     tasks = [sampler.TemperatureTask(
         temperature_K=float(t), seed=int(s.generate_state(1)[0] % 2**30), out_dir=out, system_xml=system_xml,
-        initial_positions_A=positions, box_A=np.full(3, ref.box_length_A),
+        initial_positions_A=positions, box_A=box,
         molecule_index=engine.molecule_index(topology), species=species,
         reference=ref.model_dump(mode="json"), config_hash=config_hash, config_text=config_text,
         device=config.run.device, threads=threads) for t, s in zip(ref.temperatures_K, seeds)]

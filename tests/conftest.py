@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny water systems built in code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from thermocg.config import config_from_dict
+
+#: A reference config small enough for the default suite: 64 waters, 6 Å cutoff.
+TINY = {
+    "run": {"seed": 7, "device": "cpu", "processes": 2},
+    "reference": {
+        "n_molecules": 64, "temperatures_K": [300.0, 500.0], "cutoff_A": 6.0,
+        "equilibration_ps": 5.0, "n_frames": 40, "frame_interval_ps": 0.1,
+        "nve": {"n_segments": 1, "length_ps": 1.0, "frame_interval_fs": 20.0, "timestep_fs": 1.0},
+    },
+}
+
+
+def tiny_config(tmp_path, **reference_overrides):
+    data = {"run": {**TINY["run"], "directory": str(tmp_path / "run")},
+            "reference": {**TINY["reference"], **reference_overrides}}
+    return config_from_dict(data, source=tmp_path / "config.toml")
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory):
+    """The reference stage run once on the tiny config (two temperatures in two processes)."""
+    from thermocg.reference.stage import run_reference
+
+    tmp = tmp_path_factory.mktemp("tiny")
+    config = tiny_config(tmp)
+    manifest = run_reference(config, show_progress=False)
+    return config, manifest
+
+
+def water_context(n_molecules=64, cutoff_A=6.0, ewald_error_tolerance=1e-5, temperature_K=300.0, steps=100,
+                  seed=0, platform="CPU", rigid=True):
+    """An equilibrated-ish OpenMM context of SPC/E water; returns (topology, system, context)."""
+    import openmm as mm
+
+    from thermocg.reference import engine
+
+    top, pos = engine.build_water_box(n_molecules, 0.997, "spce")
+    system = engine.create_system(top, "spce", cutoff_A, ewald_error_tolerance, rigid=rigid)
+    integ = mm.LangevinMiddleIntegrator(temperature_K, 1.0, 0.002 if rigid else 0.0005)
+    integ.setRandomNumberSeed(seed + 1)
+    ctx = mm.Context(system, integ, mm.Platform.getPlatformByName(platform))
+    engine.set_state(ctx, pos)
+    mm.LocalEnergyMinimizer.minimize(ctx, tolerance=10.0)
+    ctx.setVelocitiesToTemperature(temperature_K, seed + 2)
+    integ.step(steps)
+    return top, system, ctx

@@ -1,0 +1,100 @@
+"""Config: defaults, validation messages (file, field, expected, found), hashing."""
+
+from __future__ import annotations
+
+import pytest
+
+from thermocg.config import config_from_dict, load_config
+from thermocg.errors import ConfigError
+
+
+def test_defaults_are_the_design_defaults():
+    c = config_from_dict({})
+    r = c.reference
+    assert r.n_molecules == 512 and r.water_model == "spce" and r.cutoff_A == 9.0
+    assert r.temperatures_K == (250, 275, 300, 350, 400, 450, 500, 600, 700)
+    assert r.ewald_error_tolerance == 1e-5 and r.timestep_fs == 2.0 and r.friction_per_ps == 1.0
+    # 512 molecules of 18.0153 g/mol at 0.997 g/cm3: V = 512 * 18.0153 / 0.997 / 0.602214 Å^3
+    assert r.box_length_A == pytest.approx((512 * 18.015324 / 0.997 / 0.602214076) ** (1 / 3), rel=1e-9)
+
+
+def test_config_is_frozen():
+    c = config_from_dict({})
+    with pytest.raises(Exception):
+        c.reference.n_molecules = 3
+
+
+def _message(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert msg.startswith(str(p)), msg
+    assert "\n" not in msg
+    return msg
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    msg = _message(tmp_path, "[reference]\ntemperature_K = [300.0]\n")
+    assert "unknown key 'reference.temperature_K'" in msg
+
+
+def test_unknown_section(tmp_path):
+    assert "unknown key 'refrence'" in _message(tmp_path, "[refrence]\nn_molecules = 3\n")
+
+
+def test_nonpositive_temperature(tmp_path):
+    msg = _message(tmp_path, "[reference]\ntemperatures_K = [300.0, -5.0]\n")
+    assert "reference.temperatures_K[1]" in msg and "greater than 0" in msg and "found -5.0" in msg
+
+
+def test_zero_temperature(tmp_path):
+    assert "temperatures_K[0]" in _message(tmp_path, "[reference]\ntemperatures_K = [0.0]\n")
+
+
+def test_box_too_small_for_cutoff(tmp_path):
+    msg = _message(tmp_path, "[reference]\nn_molecules = 64\ncutoff_A = 9.0\n")
+    assert "cutoff_A = 9" in msg and "12.43 Å" in msg and "64 molecules" in msg
+
+
+def test_wrong_type(tmp_path):
+    msg = _message(tmp_path, "[reference]\nn_molecules = 'many'\n")
+    assert "reference.n_molecules" in msg and "'many'" in msg
+
+
+def test_interval_not_multiple_of_timestep(tmp_path):
+    msg = _message(tmp_path, "[reference]\nframe_interval_ps = 0.003\n")
+    assert "frame_interval_ps" in msg and "timestep_fs" in msg
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_bad_toml(tmp_path):
+    assert "not valid TOML" in _message(tmp_path, "[reference\n")
+
+
+def test_run_dir_relative_to_config_file(tmp_path):
+    p = tmp_path / "sub" / "c.toml"
+    p.parent.mkdir()
+    p.write_text('[run]\ndirectory = "out"\n')
+    assert load_config(p).run_dir == (tmp_path / "sub" / "out").resolve()
+
+
+def test_hash_tracks_what_changes_outputs():
+    a = config_from_dict({})
+    assert a.section_hash("reference") == config_from_dict({"run": {"device": "cpu", "processes": 1}}).section_hash(
+        "reference")
+    assert a.section_hash("reference") != config_from_dict({"run": {"seed": 1}}).section_hash("reference")
+    assert a.section_hash("reference") != config_from_dict(
+        {"reference": {"n_frames": 99}}).section_hash("reference")
+
+
+def test_examples_are_valid():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2] / "examples"
+    for name in ("quick.toml", "water.toml"):
+        load_config(root / name)
