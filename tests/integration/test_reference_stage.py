@@ -228,6 +228,25 @@ def test_corrupt_existing_output_is_reported(tmp_path):
         run_reference(config, show_progress=False)
 
 
+def test_deleted_output_is_regenerated_and_foreign_file_refused(tmp_path):
+    config = _small(tmp_path)
+    run_reference(config, show_progress=False)
+    out = reference_dir(config)
+    nve = out / "T350K-nve00.h5md"
+    nve.unlink()
+    run_reference(config, show_progress=False)  # regenerates only the missing segment
+    assert nve.exists() and read_h5md(nve).elements["particles/all/position"].shape[0] == 11
+    # a file from another config in place of an output (no manifest to catch it first)
+    (out / "manifest.json").unlink()
+    other = _small(tmp_path, "other")
+    changed = other.model_copy(update={"run": other.run.model_copy(update={"seed": 99})})
+    run_reference(changed, show_progress=False)
+    (out / "T350K.h5md").unlink()
+    (reference_dir(changed) / "T350K.h5md").rename(out / "T350K.h5md")
+    with pytest.raises(DataFormatError, match=r"T350K\.h5md: made by a different \[reference\] config"):
+        run_reference(config, show_progress=False)
+
+
 def test_cli_prints_one_line_for_a_bad_config(tmp_path, capsys):
     from thermocg.cli.main import main
     p = tmp_path / "bad.toml"

@@ -87,8 +87,12 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
         out.mkdir(parents=True)
         manifest = None
     if manifest is not None and manifest.get("complete"):
-        log.info("reference: up to date (%s)", out)
-        return manifest
+        missing = [name for files in manifest.get("outputs", {}).values() for name in files
+                   if not (out / name).exists()]
+        if not missing:
+            log.info("reference: up to date (%s)", out)
+            return manifest
+        log.warning("reference: %d output file(s) missing (%s); regenerating them", len(missing), missing[0])
 
     topology, positions = engine.build_water_box(ref.n_molecules, ref.density_g_cm3, ref.water_model)
     system = engine.create_system(topology, ref.water_model, ref.cutoff_A, ref.ewald_error_tolerance)
