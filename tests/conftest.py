@@ -15,12 +15,13 @@ TINY = {
         "equilibration_ps": 5.0, "n_frames": 40, "frame_interval_ps": 0.1,
         "nve": {"n_segments": 1, "length_ps": 1.0, "frame_interval_fs": 20.0, "timestep_fs": 1.0},
     },
+    "targets": {"r_e_A": 4.5, "r_e_check_A": [3.5, 4.5, 5.5], "baseline_cutoff_A": 6.0, "baseline_n_basis": 20},
 }
 
 
 def tiny_config(tmp_path, **reference_overrides):
     data = {"run": {**TINY["run"], "directory": str(tmp_path / "run")},
-            "reference": {**TINY["reference"], **reference_overrides}}
+            "reference": {**TINY["reference"], **reference_overrides}, "targets": TINY["targets"]}
     return config_from_dict(data, source=tmp_path / "config.toml")
 
 

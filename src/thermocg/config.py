@@ -126,11 +126,40 @@ class ReferenceSection(_Section):
         return box_length_A(self.n_molecules, self.density_g_cm3, WATER_MODELS[self.water_model].molar_mass)
 
 
+class TargetsSection(_Section):
+    """CG mapping and thermal-response targets: ``[targets]``."""
+
+    #: Local-regression radius: u_loc,I sums the per-molecule energies within r_e of bead I.
+    r_e_A: PositiveFloat = 6.0
+    #: Radii of the r_e convergence check (written to targets/convergence.json).
+    r_e_check_A: tuple[PositiveFloat, ...] = (3.5, 4.5, 5.5, 6.5, 7.5)
+    #: Baseline models for F0, U_J and v: pairwise splines fitted by least squares
+    #: (the HIP-NN-TS baselines come with the training stage).
+    baseline: Literal["pair-spline"] = "pair-spline"
+    #: Pair cutoff and number of hat functions of the spline baselines.
+    baseline_cutoff_A: PositiveFloat = 8.0
+    baseline_n_basis: int = Field(40, ge=2)
+    #: Cross-fitting folds (over frames): a frame's baselines never see that frame.
+    cv_folds: int = Field(5, ge=1)
+    #: Ridge regularisation of the baseline fits, relative to the normal matrix's mean diagonal.
+    ridge: float = Field(1e-8, ge=0)
+
+
 class Config(_Section):
     """A whole thermocg configuration."""
 
     run: RunSection = Field(default_factory=RunSection)
     reference: ReferenceSection = Field(default_factory=ReferenceSection)
+    targets: TargetsSection = Field(default_factory=TargetsSection)
+
+    @model_validator(mode="after")
+    def _check_targets(self):
+        half = self.reference.box_length_A / 2
+        for name in ("baseline_cutoff_A",):
+            value = getattr(self.targets, name)
+            if value >= half:
+                raise ValueError(f"targets.{name} = {value:g} must be below half the box edge ({half:.2f} Å)")
+        return self
     #: The file this configuration was read from (set by :func:`load_config`).
     source: Path | None = Field(None, exclude=True)
 

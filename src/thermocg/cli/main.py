@@ -13,6 +13,7 @@ import sys
 
 STAGES = {
     "reference": "all-atom reference MD (OpenMM) at every temperature, with per-molecule energies",
+    "targets": "map to one bead per molecule; baselines and thermal-response targets per temperature",
 }
 
 
@@ -27,7 +28,17 @@ def _run_reference(config, args) -> None:
                 nvt["md_ns_per_day"], nvt["max_decomposition_rel_error"])
 
 
-HANDLERS = {"reference": _run_reference}
+def _run_targets(config, args) -> None:
+    from thermocg.targets.stage import run_targets
+    manifest = run_targets(config, force=args.force, show_progress=not args.quiet)
+    log = logging.getLogger("thermocg")
+    for label, s in manifest.get("summary", {}).items():
+        log.info("%s: F0 R2 %.3f, U R2 %.3f, order-1 SNR/sample %.3f, order-2 SNR/sample %.3f "
+                 "(~%.0f frames for 10%% on F2)", label, s["force_baseline_r2"], s["energy_baseline_r2"],
+                 s["order1"]["snr_per_sample"], s["order2"]["snr_per_sample"], s["order2"]["frames_for_10_percent"])
+
+
+HANDLERS = {"reference": _run_reference, "targets": _run_targets}
 
 
 def build_parser() -> argparse.ArgumentParser:

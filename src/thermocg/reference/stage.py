@@ -22,14 +22,14 @@ import logging
 import multiprocessing as mp
 import os
 import queue
-import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
 
 from thermocg.config import Config
-from thermocg.errors import ConfigError, SimulationError, ThermocgError
+from thermocg.errors import SimulationError, ThermocgError
+from thermocg.stagedir import StageDir, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +38,6 @@ STAGE = "reference"
 
 def reference_dir(config: Config) -> Path:
     return config.run_dir / STAGE
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _read_manifest(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: unreadable stage manifest ({err}); remove it or pass --force") from err
 
 
 def _plan_processes(config: Config, n_tasks: int, platform_is_gpu: bool) -> tuple[int, int]:
@@ -73,38 +58,21 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
 
     ref = config.reference
     out = reference_dir(config)
-    out.mkdir(parents=True, exist_ok=True)
     config_hash = config.section_hash("reference")
-    manifest_path = out / "manifest.json"
-    manifest = _read_manifest(manifest_path)
-    if manifest is not None and manifest.get("config_hash") != config_hash:
-        if not force:
-            raise ConfigError(
-                f"{out}: made by a different [reference] config (hash {manifest.get('config_hash')}, this "
-                f"config {config_hash}); pass --force to regenerate it, or set another run.directory")
-        log.warning("--force: removing the reference outputs in %s", out)
-        shutil.rmtree(out)
-        out.mkdir(parents=True)
-        manifest = None
-    if manifest is not None and manifest.get("complete"):
-        missing = [name for files in manifest.get("outputs", {}).values() for name in files
-                   if not (out / name).exists()]
-        if not missing:
-            log.info("reference: up to date (%s)", out)
-            return manifest
-        log.warning("reference: %d output file(s) missing (%s); regenerating them", len(missing), missing[0])
+    stage = StageDir(out, STAGE, config_hash, "[reference]")
+    manifest = stage.prepare(force)
+    if manifest is not None:
+        return manifest
 
     topology, positions = engine.build_water_box(ref.n_molecules, ref.density_g_cm3, ref.water_model)
     system = engine.create_system(topology, ref.water_model, ref.cutoff_A, ref.ewald_error_tolerance)
     system_xml = mm.XmlSerializer.serialize(system)
     box = np.full(3, ref.box_length_A)
-    log.info("reference: minimising the energy of the initial lattice")
+    log.info("reference: minimising the energy of the initial box")
     positions = engine.minimize(system, positions, box)
     config_text = config.model_dump_json(exclude={"source"})
-    _atomic_write_text(manifest_path, json.dumps(
-        {"stage": STAGE, "config_hash": config_hash, "complete": False, "config": json.loads(config_text)},
-        indent=2))
-    _atomic_write_text(out / "system.xml", system_xml)
+    stage.write_manifest(False, json.loads(config_text))
+    atomic_write_text(out / "system.xml", system_xml)
     pdb = out / ".system.pdb.tmp"
     with open(pdb, "w") as fh:
         app.PDBFile.writeFile(topology, positions / 10.0, fh)  # PDBFile takes nm
@@ -124,12 +92,9 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
              len(tasks), ref.n_molecules, procs, threads, "GPU" if gpu else "CPU", out)
     summaries = _run_tasks(tasks, procs, show_progress)
 
-    manifest = {"stage": STAGE, "config_hash": config_hash, "complete": True,
-                "outputs": {t.label: [t.nvt_path.name] + [t.nve_path(k).name
-                                                          for k in range(ref.nve.n_segments)] for t in tasks},
-                "summary": summaries, "config": json.loads(config_text)}
-    _atomic_write_text(manifest_path, json.dumps(manifest, indent=2))
-    return manifest
+    outputs = {t.label: [t.nvt_path.name] + [t.nve_path(k).name for k in range(ref.nve.n_segments)]
+               for t in tasks}
+    return stage.write_manifest(True, json.loads(config_text), outputs, summaries)
 
 
 def _run_tasks(tasks, procs: int, show_progress: bool) -> dict:

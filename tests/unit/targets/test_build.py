@@ -8,7 +8,7 @@ import pytest
 from thermocg.frames import read_reference
 from thermocg.mapping import map_reference
 from thermocg.reference.stage import reference_dir
-from thermocg.targets.build import Baselines, thermal_targets
+from thermocg.targets.build import thermal_targets
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +18,14 @@ def cg(tiny_reference):
 
 
 def _baselines(cg):
-    mean_u = cg.bead_energy.mean()
-    return Baselines(force=lambda x, b: np.zeros_like(x),
-                     bead_energy=lambda x, b: np.full(x.shape[:2], mean_u),
-                     variance=lambda x, b: np.full(x.shape[:2], 4.0))
+    """Constant baselines: F0 = 0, U_J = the mean per-molecule energy, v = 4."""
+    return (np.zeros_like(cg.forces), np.full(cg.bead_energy.shape, cg.bead_energy.mean()),
+            np.full(cg.bead_energy.shape, 4.0))
 
 
 def test_targets_follow_the_formulas(cg):
-    t = thermal_targets(cg, _baselines(cg), r_e=4.0)
+    f0, u, v = _baselines(cg)
+    t = thermal_targets(cg, f0, u, r_e=4.0, variance=v)
     mean_u = cg.bead_energy.mean()
     k, i = 3, 17
     d = cg.positions[k] - cg.positions[k, i]
@@ -41,8 +41,9 @@ def test_targets_follow_the_formulas(cg):
 
 def test_global_limit_of_local_targets(cg):
     """r_e beyond the box: the local sum is the total energy, as in the global variant."""
-    g = thermal_targets(cg, _baselines(cg), r_e=None)
-    big = thermal_targets(cg, _baselines(cg), r_e=100.0)
+    f0, u, _ = _baselines(cg)
+    g = thermal_targets(cg, f0, u, r_e=None)
+    big = thermal_targets(cg, f0, u, r_e=100.0)
     # sum of u_J = the engine's total within the decomposition check (1e-5 relative)
     np.testing.assert_allclose(big.u_loc, g.u_loc, rtol=1e-5)
     atol = 1e-5 * np.abs(g.u_loc).max() * np.abs(cg.forces).max()
@@ -54,14 +55,15 @@ def test_local_targets_are_less_noisy(cg):
     Measured on 64 waters at 300 K, r_e = 4 Å, constant baselines: std ratio 0.63 (not the
     naive sqrt(5/64) = 0.28: per-molecule energies share pair terms and are anti-correlated,
     so the total energy fluctuates less than the sum of its parts). The gain grows with N."""
-    loc = thermal_targets(cg, _baselines(cg), r_e=4.0, order=1)
-    glob = thermal_targets(cg, _baselines(cg), r_e=None, order=1)
+    f0, u, _ = _baselines(cg)
+    loc = thermal_targets(cg, f0, u, r_e=4.0)
+    glob = thermal_targets(cg, f0, u, r_e=None)
     assert loc.t1.std() < 0.8 * glob.t1.std()
 
 
 def test_bad_baselines_are_reported(cg):
-    b = Baselines(force=lambda x, box: np.zeros(x.shape[:2]), bead_energy=lambda x, box: np.zeros(x.shape[:2]))
-    with pytest.raises(ValueError, match="force baseline returned shape"):
-        thermal_targets(cg, b, r_e=4.0)
-    with pytest.raises(ValueError, match="variance baseline"):
-        thermal_targets(cg, Baselines(_baselines(cg).force, _baselines(cg).bead_energy), r_e=4.0)
+    f0, u, v = _baselines(cg)
+    with pytest.raises(ValueError, match="force baseline has shape"):
+        thermal_targets(cg, f0[..., 0], u, r_e=4.0)
+    with pytest.raises(ValueError, match="energy baseline is not finite"):
+        thermal_targets(cg, f0, np.full_like(u, np.nan), r_e=4.0)

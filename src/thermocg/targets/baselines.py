@@ -1,0 +1,160 @@
+"""Pairwise spline baselines: the conditional means the targets need, by linear least squares.
+
+The thermal-response targets need baselines fitted in order (THEORY.md §3):
+F0 (force matching), per-bead energies U_J(R), and v(R) ~ E[(u_loc - c)^2 | R].
+The production baselines are HIP-NN-TS models (training stage); these pairwise
+ones are the classic multiscale-CG force matching (Noid et al. 2008) and its
+energy analogue — linear in their parameters, so they fit in seconds with no
+training loop, and they are good first baselines (the targets only need them
+reasonable: errors enter as products, THEORY.md §3).
+
+Models, for beads I with pair distances r_IK < rc (minimum image), basis B_k
+(piecewise-linear "hat" functions on a uniform grid from ``r_min_A`` to rc):
+
+* force:     ``F0_I = sum_K g(r_IK) rhat_KI``,  ``g(r) = sum_k a_k B_k(r)``  (a pair force, conservative)
+* energy:    ``U_I = a_0 + 1/2 sum_K phi(r_IK)``, ``phi = sum_k b_k B_k``
+* variance:  ``v_I = c_0 + sum_K psi(r_IK)``,     ``psi = sum_k c_k B_k``
+
+Fits use ridge-regularised normal equations accumulated frame by frame. With
+``folds > 1`` the predictions are cross-fitted: each frame's baseline comes from
+a fit that did not see that frame, so a baseline never absorbs the noise of the
+sample it is subtracted from.
+
+Why our own code: no library fits these (MS-CG codes such as BOCS or OpenMSCG
+are standalone programs for LAMMPS/GROMACS data, not Python libraries).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+
+@dataclass(frozen=True)
+class PairBasis:
+    """Hat functions on ``n_basis`` uniform knots from ``r_min_A`` to ``cutoff_A``."""
+
+    cutoff_A: float = 8.0
+    r_min_A: float = 2.0
+    n_basis: int = 40
+
+    @property
+    def knots(self) -> np.ndarray:
+        return np.linspace(self.r_min_A, self.cutoff_A, self.n_basis)
+
+    def weights(self, r):
+        """(index k, weight of B_k, index k+1, weight of B_{k+1}) for distances r."""
+        h = (self.cutoff_A - self.r_min_A) / (self.n_basis - 1)
+        t = np.clip((np.asarray(r) - self.r_min_A) / h, 0.0, self.n_basis - 1 - 1e-12)
+        k = np.floor(t).astype(np.int64)
+        w = t - k
+        return k, 1.0 - w, k + 1, w
+
+    def evaluate(self, coef, r):
+        """sum_k coef_k B_k(r)."""
+        k0, w0, k1, w1 = self.weights(r)
+        return coef[k0] * w0 + coef[k1] * w1
+
+
+def _pairs(x, box, cutoff):
+    """(i, j, d = x_i - x_j minimum image, r) for i < j closer than cutoff."""
+    w = x - box * np.floor(x / box)
+    w = np.where(w >= box, 0.0, w)
+    p = cKDTree(w, boxsize=box).query_pairs(r=cutoff, output_type="ndarray")
+    d = x[p[:, 0]] - x[p[:, 1]]
+    d -= box * np.round(d / box)
+    return p[:, 0], p[:, 1], d, np.linalg.norm(d, axis=1)
+
+
+def pair_features(positions, box, basis: PairBasis) -> tuple[np.ndarray, np.ndarray]:
+    """Features of one frame.
+
+    Returns
+    -------
+    force_design : (N, 3, K)  d F_I,c / d a_k for the pair-force model
+    pair_sum : (N, K)         sum_K B_k(r_IK) (energy and variance models)
+    """
+    x = np.asarray(positions, dtype=np.float64)
+    n, kb = len(x), basis.n_basis
+    i, j, d, r = _pairs(x, np.asarray(box, dtype=np.float64), basis.cutoff_A)
+    rhat = d / r[:, None]  # from j to i
+    force = np.zeros((n, 3, kb))
+    psum = np.zeros((n, kb))
+    for k, w in (basis.weights(r)[:2], basis.weights(r)[2:]):
+        contrib = w[:, None] * rhat  # (P, 3)
+        np.add.at(force, (i, slice(None), k), contrib)
+        np.add.at(force, (j, slice(None), k), -contrib)
+        np.add.at(psum, (i, k), w)
+        np.add.at(psum, (j, k), w)
+    return force, psum
+
+
+@dataclass(frozen=True)
+class PairBaselineFit:
+    """Fitted coefficients (the last fit on all frames, for reporting and reuse)."""
+
+    basis: PairBasis
+    force_coef: np.ndarray  # (K,) g(r) on the knots, kcal/(mol Å)
+    energy_coef: np.ndarray  # (K + 1,) constant, then phi on the knots, kcal/mol
+
+
+def _solve(ata, aty, ridge):
+    scale = np.mean(np.diag(ata)) if np.any(ata) else 1.0
+    return np.linalg.solve(ata + ridge * scale * np.eye(len(ata)), aty)
+
+
+def _folds(n_frames, folds):
+    folds = max(1, min(folds, n_frames))
+    return np.array_split(np.arange(n_frames), folds)
+
+
+def fit_force_and_energy(positions, box, forces, bead_energy, basis: PairBasis, folds: int = 5,
+                         ridge: float = 1e-8):
+    """Cross-fitted F0 (F, N, 3) and U (F, N) predictions, and the all-frame fit.
+
+    Parameters
+    ----------
+    positions (F, N, 3) Å; box (F, 3) Å; forces (F, N, 3) mapped forces; bead_energy (F, N) u_J.
+    """
+    n_frames, n, _ = positions.shape
+    kb = basis.n_basis
+    feats = [pair_features(positions[f], box[f], basis) for f in range(n_frames)]
+    fa = np.zeros((n_frames, kb, kb))
+    fy = np.zeros((n_frames, kb))
+    ea = np.zeros((n_frames, kb + 1, kb + 1))
+    ey = np.zeros((n_frames, kb + 1))
+    for f, (fd, ps) in enumerate(feats):
+        a = fd.reshape(-1, kb)
+        fa[f], fy[f] = a.T @ a, a.T @ forces[f].reshape(-1)
+        e = np.concatenate([np.ones((n, 1)), 0.5 * ps], axis=1)
+        ea[f], ey[f] = e.T @ e, e.T @ bead_energy[f]
+    f0 = np.empty_like(np.asarray(forces, dtype=np.float64))
+    u = np.empty((n_frames, n))
+    for held in _folds(n_frames, folds):
+        train = np.setdiff1d(np.arange(n_frames), held) if folds > 1 else held
+        a_coef = _solve(fa[train].sum(0), fy[train].sum(0), ridge)
+        e_coef = _solve(ea[train].sum(0), ey[train].sum(0), ridge)
+        for f in held:
+            fd, ps = feats[f]
+            f0[f] = fd @ a_coef
+            u[f] = e_coef[0] + 0.5 * ps @ e_coef[1:]
+    fit = PairBaselineFit(basis, _solve(fa.sum(0), fy.sum(0), ridge), _solve(ea.sum(0), ey.sum(0), ridge))
+    return f0, u, fit
+
+
+def fit_variance(positions, box, squared_residual, basis: PairBasis, folds: int = 5, ridge: float = 1e-8):
+    """Cross-fitted v (F, N): regression of (u_loc - c)^2 on a constant plus a pair sum."""
+    n_frames, n, _ = positions.shape
+    design = [np.concatenate([np.ones((n, 1)), pair_features(positions[f], box[f], basis)[1]], axis=1)
+              for f in range(n_frames)]
+    va = np.stack([d.T @ d for d in design])
+    vy = np.stack([d.T @ squared_residual[f] for f, d in enumerate(design)])
+    v = np.empty((n_frames, n))
+    for held in _folds(n_frames, folds):
+        train = np.setdiff1d(np.arange(n_frames), held) if folds > 1 else held
+        coef = _solve(va[train].sum(0), vy[train].sum(0), ridge)
+        for f in held:
+            v[f] = design[f] @ coef
+    return v

@@ -1,0 +1,65 @@
+"""Pairwise spline baselines: exact recovery of functions in the basis, cross-fitting."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from thermocg.targets.baselines import PairBasis, fit_force_and_energy, fit_variance, pair_features
+
+BASIS = PairBasis(cutoff_A=5.0, r_min_A=1.0, n_basis=12)
+
+
+def _system(rng, n_frames=6, n=50, box=11.0):
+    x = rng.uniform(0, box, (n_frames, n, 3))
+    return x, np.full((n_frames, 3), box)
+
+
+def _exact(x, box, g_coef, phi_coef, e0):
+    """Forces and bead energies of a pair model in the basis span, by explicit loops."""
+    n_frames, n, _ = x.shape
+    forces, energy = np.zeros_like(x), np.full((n_frames, n), e0)
+    for f in range(n_frames):
+        for i in range(n):
+            d = x[f, i] - x[f]
+            d -= box[f] * np.round(d / box[f])
+            r = np.linalg.norm(d, axis=1)
+            ok = (r > 0) & (r < BASIS.cutoff_A)
+            forces[f, i] = np.sum(BASIS.evaluate(g_coef, r[ok])[:, None] * d[ok] / r[ok, None], axis=0)
+            energy[f, i] += 0.5 * np.sum(BASIS.evaluate(phi_coef, r[ok]))
+    return forces, energy
+
+
+def test_functions_in_the_basis_are_recovered_exactly():
+    rng = np.random.default_rng(0)
+    x, box = _system(rng)
+    g = rng.normal(size=BASIS.n_basis)
+    phi = rng.normal(size=BASIS.n_basis)
+    forces, energy = _exact(x, box, g, phi, e0=-3.0)
+    f0, u, fit = fit_force_and_energy(x, box, forces, energy, BASIS, folds=3, ridge=1e-12)
+    np.testing.assert_allclose(fit.force_coef, g, atol=1e-6)
+    np.testing.assert_allclose(fit.energy_coef, np.concatenate([[-3.0], phi]), atol=1e-6)
+    np.testing.assert_allclose(f0, forces, atol=1e-6)  # cross-fitted predictions too
+    np.testing.assert_allclose(u, energy, atol=1e-6)
+
+
+def test_variance_model_recovers_a_pair_sum():
+    rng = np.random.default_rng(1)
+    x, box = _system(rng)
+    psi = rng.uniform(0, 1, BASIS.n_basis)
+    target = np.stack([2.0 + pair_features(x[f], box[f], BASIS)[1] @ psi for f in range(len(x))])
+    np.testing.assert_allclose(fit_variance(x, box, target, BASIS, folds=2, ridge=1e-12), target, atol=1e-6)
+
+
+def test_cross_fitted_prediction_ignores_its_own_frame():
+    rng = np.random.default_rng(2)
+    x, box = _system(rng, n_frames=4)
+    forces = rng.normal(size=x.shape)
+    energy = rng.normal(size=x.shape[:2])
+    f_a, u_a, _ = fit_force_and_energy(x, box, forces, energy, BASIS, folds=4)
+    forces2, energy2 = forces.copy(), energy.copy()
+    forces2[1] += 5.0 * rng.normal(size=forces[1].shape)
+    energy2[1] += 3.0
+    f_b, u_b, _ = fit_force_and_energy(x, box, forces2, energy2, BASIS, folds=4)
+    np.testing.assert_allclose(f_b[1], f_a[1], atol=1e-10)  # frame 1's baseline never saw frame 1
+    np.testing.assert_allclose(u_b[1], u_a[1], atol=1e-10)
+    assert np.abs(f_b[0] - f_a[0]).max() > 1e-3  # ... the other frames' baselines did
