@@ -103,3 +103,164 @@ class TwoStateOracle:
 def beta_of(temperature_K: float) -> float:
     """beta = 1 / (kB T) in mol/kcal."""
     return 1.0 / (units.KB * temperature_K)
+
+
+def _switch(r, rc, width=1.0):
+    """1 below rc - width, 0 beyond rc, the cubic 1 - 3x^2 + 2x^3 between (value and slope
+    continuous); returns S and dS/dr."""
+    x = np.clip((np.asarray(r, dtype=np.float64) - (rc - width)) / width, 0.0, 1.0)
+    return 1 - 3 * x * x + 2 * x**3, (-6 * x + 6 * x * x) / width
+
+
+@dataclass(frozen=True)
+class PairTwoStateOracle:
+    """A many-body liquid with exact F, F1, F2 per bead (THEORY.md §5, pairwise version).
+
+    Every pair of beads within ``cutoff_A`` carries a hidden state s in {0, 1}
+    (degeneracy ``g`` of s = 1), independent between pairs given the positions:
+    ``u = sum_pairs [V(r) + eps(r) s]``. With ``p(r) = g e^{-beta eps}/(1 + g e^{-beta eps})``
+    the pair PMF is ``w = V - ln(1 + g e^{-beta eps}) / beta`` and, along the unit
+    vector from j to i, each pair adds to bead i
+
+        F   = -(V' + eps' p),   F1 = eps' eps p (1 - p),   F2 = -eps' eps^2 p (1 - p)(1 - 2p).
+
+    Bead energies: ``u_J`` = half of every pair energy involving J. Functions:
+    ``V = a (sigma / r)^12 S(r)``, ``eps = e0 (r_m - r) S(r)``, S a smooth switch
+    from 1 to 0 over the last 1 Å before the cutoff. The defaults put F1 and F2 where
+    pairs are common (3-4.5 Å) and give F2 a sign change. Units: Å, kcal/mol.
+    """
+
+    cutoff_A: float = 5.0
+    a: float = 1.0
+    sigma: float = 2.7
+    e0: float = 1.0
+    r_m: float = 3.8
+    g: float = 2.0
+
+    def V(self, r):
+        s, _ = _switch(r, self.cutoff_A)
+        return self.a * (self.sigma / r) ** 12 * s
+
+    def dV(self, r):
+        s, ds = _switch(r, self.cutoff_A)
+        lj = self.a * (self.sigma / r) ** 12
+        return -12 * lj / r * s + lj * ds
+
+    def eps(self, r):
+        s, _ = _switch(r, self.cutoff_A)
+        return self.e0 * (self.r_m - r) * s
+
+    def deps(self, r):
+        s, ds = _switch(r, self.cutoff_A)
+        return -self.e0 * s + self.e0 * (self.r_m - r) * ds
+
+    def p(self, r, beta):
+        z = beta * self.eps(r) - np.log(self.g)
+        return 0.5 * (1 - np.tanh(z / 2))
+
+    def w(self, r, beta):
+        """Pair PMF in kcal/mol, shifted by ln(1 + g)/beta so that it is 0 at and beyond the cutoff.
+
+        Every pair has a hidden state, but beyond the cutoff both states have energy 0:
+        they add the same constant -ln(1 + g)/beta to every pair's PMF, no force and
+        no energy, so leaving them out (the shift) changes nothing physical.
+        """
+        shifted = self.V(r) - (np.logaddexp(0.0, np.log(self.g) - beta * self.eps(r)) - np.log1p(self.g)) / beta
+        return np.where(r < self.cutoff_A, shifted, 0.0)
+
+    # -- configurations ------------------------------------------------------------
+    def pairs(self, positions, box):
+        """(i, j, unit vector from j to i, r) for pairs i < j within the cutoff."""
+        from scipy.spatial import cKDTree
+        x = np.asarray(positions, dtype=np.float64)
+        b = np.asarray(box, dtype=np.float64)
+        wrapped = x - b * np.floor(x / b)
+        wrapped = np.where(wrapped >= b, 0.0, wrapped)
+        p = cKDTree(wrapped, boxsize=b).query_pairs(r=self.cutoff_A, output_type="ndarray")
+        d = x[p[:, 0]] - x[p[:, 1]]
+        d -= b * np.round(d / b)
+        r = np.linalg.norm(d, axis=1)
+        return p[:, 0], p[:, 1], d / r[:, None], r
+
+    def _per_bead(self, i, j, rhat, magnitude, n):
+        out = np.zeros((n, 3))
+        np.add.at(out, i, magnitude[:, None] * rhat)
+        np.add.at(out, j, -magnitude[:, None] * rhat)
+        return out
+
+    def exact(self, positions, box, beta, r_e=None):
+        """Exact conditional quantities at one configuration.
+
+        Returns dict with ``F``, ``F1``, ``F2`` (N, 3); ``U`` (N,) the bead energy
+        baselines <u_J>; and, when ``r_e`` is given, the exact conditional means of
+        the local targets with exact baselines: ``t1_mean`` and ``t2_mean`` (each pair
+        (I, J) enters u_loc,I with weight 1/2 + 1/2 [r_IJ < r_e], so r_e >= cutoff gives
+        F1 and F2 exactly and a shorter r_e shows the truncation bias) and ``v`` (N,),
+        the exact Var(u_loc,I | R).
+        """
+        n = len(positions)
+        i, j, rhat, r = self.pairs(positions, box)
+        p = self.p(r, beta)
+        de, e = self.deps(r), self.eps(r)
+        out = {
+            "F": self._per_bead(i, j, rhat, -(self.dV(r) + de * p), n),
+            "F1": self._per_bead(i, j, rhat, de * e * p * (1 - p), n),
+            "F2": self._per_bead(i, j, rhat, -de * e * e * p * (1 - p) * (1 - 2 * p), n),
+            "U": 0.5 * (np.bincount(i, self.V(r) + e * p, n) + np.bincount(j, self.V(r) + e * p, n)),
+        }
+        if r_e is not None:
+            from thermocg.targets.local import neighbour_matrix
+            near = neighbour_matrix(positions, box, r_e)
+            inside = np.asarray(near[i, j]).ravel() > 0
+            wgt = np.where(inside, 1.0, 0.5)
+            out["t1_mean"] = self._per_bead(i, j, rhat, wgt * de * e * p * (1 - p), n)
+            out["t2_mean"] = self._per_bead(i, j, rhat, -wgt**2 * de * e * e * p * (1 - p) * (1 - 2 * p), n)
+            var = e * e * p * (1 - p)
+            # Var(u_loc,I): pair (a, b) enters bead I's local sum with weight
+            # 1/2 [a near I] + 1/2 [b near I]; pairs are independent given R.
+            near_a = near[:, i].toarray()  # (N, P): is the pair's first bead within r_e of I
+            near_b = near[:, j].toarray()
+            out["v"] = ((0.5 * near_a + 0.5 * near_b) ** 2) @ var
+        return out
+
+    def sample_hidden(self, positions, box, beta, rng: np.random.Generator):
+        """One exact draw of every pair's hidden state: mapped forces f (N, 3) and bead energies (N,)."""
+        n = len(positions)
+        i, j, rhat, r = self.pairs(positions, box)
+        s = (rng.random(len(r)) < self.p(r, beta)).astype(np.float64)
+        f = self._per_bead(i, j, rhat, -(self.dV(r) + self.deps(r) * s), n)
+        pair_u = self.V(r) + self.eps(r) * s
+        return f, 0.5 * (np.bincount(i, pair_u, n) + np.bincount(j, pair_u, n))
+
+    def sample_positions(self, n, box, beta, rng: np.random.Generator, sweeps=200, step_A=0.4, start=None):
+        """Metropolis Monte Carlo on the pair PMF ``sum w``: ``n`` beads in an orthorhombic box.
+
+        Single-bead moves, uniform in a cube of half-width ``step_A``; returns the
+        final positions and the acceptance ratio. (Only the positions come from MC;
+        the hidden states are drawn exactly by :meth:`sample_hidden`.)
+        """
+        b = np.asarray(box, dtype=np.float64)
+        if start is None:
+            m = int(np.ceil(n ** (1 / 3)))
+            grid = np.stack(np.meshgrid(*[np.arange(m)] * 3, indexing="ij"), -1).reshape(-1, 3)[:n]
+            x = (grid + 0.5) * b / m
+        else:
+            x = np.array(start, dtype=np.float64)
+
+        def bead_energy(k, xk):
+            d = x - xk
+            d -= b * np.round(d / b)
+            r = np.linalg.norm(d, axis=1)
+            r[k] = np.inf
+            r = r[r < self.cutoff_A]
+            return float(np.sum(self.w(r, beta)))
+
+        accepted = 0
+        for _ in range(sweeps):
+            for k in rng.permutation(n):
+                trial = x[k] + rng.uniform(-step_A, step_A, 3)
+                delta = bead_energy(k, trial) - bead_energy(k, x[k])
+                if delta <= 0 or rng.random() < np.exp(-beta * delta):
+                    x[k] = trial
+                    accepted += 1
+        return x, accepted / (sweeps * n)
