@@ -130,9 +130,9 @@ class TargetsSection(_Section):
     """CG mapping and thermal-response targets: ``[targets]``."""
 
     #: Local-regression radius: u_loc,I sums the per-molecule energies within r_e of bead I.
-    r_e_A: PositiveFloat = 6.0
+    r_e_A: PositiveFloat = 6.5
     #: Radii of the r_e convergence check (written to targets/convergence.json).
-    r_e_check_A: tuple[PositiveFloat, ...] = (3.5, 4.5, 5.5, 6.5, 7.5)
+    r_e_check_A: tuple[PositiveFloat, ...] = (3.5, 4.5, 5.5, 6.5, 7.5, 8.5)
     #: Baseline models for F0, U_J and v: pairwise splines fitted by least squares
     #: (the HIP-NN-TS baselines come with the training stage).
     baseline: Literal["pair-spline"] = "pair-spline"

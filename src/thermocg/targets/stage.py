@@ -108,29 +108,29 @@ def signal_to_noise(cg: CGFrames, target: np.ndarray, basis: PairBasis, ridge: f
             "frames_for_10_percent": float(need)}
 
 
-def r_e_convergence(cg: CGFrames, f0, u_base, radii, basis: PairBasis, ridge: float) -> list[dict]:
-    """The order-1 target as r_e grows: its spread and its fitted pair function.
+def r_e_convergence(cg: CGFrames, f0, u_base, radii, basis: PairBasis, ridge: float, folds: int = 5) -> list[dict]:
+    """How the order-1 target's conditional mean changes as r_e grows.
 
-    For each radius the order-1 target is regressed with the pairwise force
-    model; ``change_vs_largest`` is the RMS difference of the fitted F1 from the
-    one at the largest radius, relative to that one's RMS, and ``fit_noise`` the
-    fit's own statistical error on the same scale (noise RMS x sqrt(parameters /
-    samples) / F1 RMS). Truncation bias falls and noise grows with r_e; r_e has
-    converged where the change is within the fit noise.
+    The truncation bias of radius r_e relative to the largest radius R is the
+    conditional mean of ``D = t1(R) - t1(r_e) = -(f - F0)(u_shell - c_shell)``, the
+    covariance of the force with the energies in the shell between r_e and R.
+    Its size is estimated without the noise floor by :func:`signal_to_noise`
+    (cross-fitted pairwise regression of D): ``bias_rms`` (0 when nothing beyond
+    the noise is found), next to ``F1_rms``, the same estimate for t1(r_e) itself.
+    r_e has converged when ``bias_rms / F1_rms`` is small; the noise of t1 grows
+    with r_e (``t1_std``), which is the price of a larger radius.
     """
-    fitted = []
+    t_max = thermal_targets(cg, f0, u_base, max(radii)).t1
+    rows = []
     for r_e in radii:
         t1 = thermal_targets(cg, f0, u_base, r_e).t1
-        pred, _, fit = fit_force_and_energy(cg.positions, cg.box, t1, cg.bead_energy, basis, folds=1, ridge=ridge)
-        noise = float(np.sqrt(np.mean((t1 - pred) ** 2)))
-        fitted.append((r_e, float(t1.std()), pred, fit.force_coef, noise))
-    ref_pred = fitted[-1][2]
-    scale = float(np.sqrt(np.mean(ref_pred**2))) or 1.0
-    n_samples = t1.size
-    return [{"r_e_A": r, "t1_std": s, "F1_rms": float(np.sqrt(np.mean(p**2))),
-             "change_vs_largest": float(np.sqrt(np.mean((p - ref_pred) ** 2)) / scale),
-             "fit_noise": noise * np.sqrt(basis.n_basis / n_samples) / scale,
-             "F1_pair_function": coef.tolist()} for r, s, p, coef, noise in fitted]
+        own = signal_to_noise(cg, t1, basis, ridge, folds)
+        bias = signal_to_noise(cg, t_max - t1, basis, ridge, folds)
+        rows.append({"r_e_A": r_e, "t1_std": float(t1.std()), "F1_rms": own["signal_rms"],
+                     "bias_rms_vs_largest": bias["signal_rms"],
+                     "relative_bias": bias["signal_rms"] / own["signal_rms"] if own["signal_rms"] else float("inf"),
+                     "frames_for_10_percent": own["frames_for_10_percent"]})
+    return rows
 
 
 def _write(path: Path, cg: CGFrames, res: dict, config: Config, source: Path, source_hash: str,
@@ -198,7 +198,7 @@ def run_targets(config: Config, force: bool = False, show_progress: bool = True)
         out = stage.path / f"{label}.h5md"
         _write(out, cg, res, config, source, ref_stage.config_hash, config_hash)
         convergence[label] = r_e_convergence(cg, res["f0"], res["u_baseline"], config.targets.r_e_check_A,
-                                             basis, config.targets.ridge)
+                                             basis, config.targets.ridge, config.targets.cv_folds)
         outputs[label] = [out.name]
         summary[label] = res["summary"]
         log.info("targets %s: force baseline R2 %.3f, energy baseline R2 %.3f, t1 local/global spread %.2f",
