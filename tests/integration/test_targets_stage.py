@@ -85,6 +85,21 @@ def test_rerun_is_up_to_date_and_changes_are_refused(tiny_targets):
         run_targets(changed, show_progress=False)
 
 
+def test_mismatched_frames_are_refused(tiny_targets):
+    import dataclasses
+    from thermocg.targets.stage import check_frames
+    config, _ = tiny_targets
+    source = reference_dir(config) / "T300K.h5md"
+    cg = map_reference(read_reference(source))
+    check_frames(cg, config, source)  # the real thing passes
+    with pytest.raises(DataFormatError, match="63 molecules, but the config has n_molecules = 64"):
+        check_frames(dataclasses.replace(cg, positions=cg.positions[:, :63]), config, source)
+    with pytest.raises(DataFormatError, match="box edges"):
+        check_frames(dataclasses.replace(cg, box=cg.box * 1.01), config, source)
+    with pytest.raises(DataFormatError, match="not in temperatures_K"):
+        check_frames(dataclasses.replace(cg, temperature_K=301.0), config, source)
+
+
 def test_missing_reference_is_a_clear_error(tmp_path):
     with pytest.raises(DataFormatError, match="no complete reference stage; run `thermocg reference`"):
         run_targets(tiny_config(tmp_path), show_progress=False)

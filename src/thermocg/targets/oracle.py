@@ -26,6 +26,12 @@ import numpy as np
 from thermocg import units
 
 
+def _occupation(eps, beta, g):
+    """g e^{-beta eps} / (1 + g e^{-beta eps}), the logistic function computed stably."""
+    z = beta * eps - np.log(g)
+    return 0.5 * (1 - np.tanh(z / 2))
+
+
 @dataclass(frozen=True)
 class TwoStateOracle:
     """Parameters: ``V = k/2 x^2 + q x^4``, ``eps = e0 + e1 x``, degeneracy ``g``."""
@@ -50,9 +56,8 @@ class TwoStateOracle:
         return np.full_like(np.asarray(x, dtype=np.float64), self.e1)
 
     def p(self, x, beta):
-        """Probability of s = 1 given x (a logistic function, computed stably)."""
-        z = beta * self.eps(x) - np.log(self.g)
-        return 0.5 * (1 - np.tanh(z / 2))
+        """Probability of s = 1 given x."""
+        return _occupation(self.eps(x), beta, self.g)
 
     # -- exact conditional quantities ---------------------------------------------
     def W(self, x, beta):
@@ -155,8 +160,8 @@ class PairTwoStateOracle:
         return -self.e0 * s + self.e0 * (self.r_m - r) * ds
 
     def p(self, r, beta):
-        z = beta * self.eps(r) - np.log(self.g)
-        return 0.5 * (1 - np.tanh(z / 2))
+        """Probability of the pair state s = 1 at distance r."""
+        return _occupation(self.eps(r), beta, self.g)
 
     def w(self, r, beta):
         """Pair PMF in kcal/mol, shifted by ln(1 + g)/beta so that it is 0 at and beyond the cutoff.

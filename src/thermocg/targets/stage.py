@@ -45,6 +45,19 @@ def targets_dir(config: Config) -> Path:
     return config.run_dir / STAGE
 
 
+def check_frames(cg: CGFrames, config: Config, source: Path) -> None:
+    """Refuse reference frames that do not match the config (bead count, box, temperature)."""
+    ref = config.reference
+    n = cg.positions.shape[1]
+    if n != ref.n_molecules:
+        raise DataFormatError(f"{source}: {n} molecules, but the config has n_molecules = {ref.n_molecules}")
+    if not np.allclose(cg.box, ref.box_length_A, rtol=1e-6):
+        raise DataFormatError(f"{source}: box edges {cg.box[0]} Å, but the config's density gives "
+                              f"{ref.box_length_A:.4f} Å")
+    if not any(abs(cg.temperature_K - t) < 1e-9 for t in ref.temperatures_K):
+        raise DataFormatError(f"{source}: temperature {cg.temperature_K} K is not in temperatures_K")
+
+
 def _cross_fitted_mean(values: np.ndarray, folds: int) -> np.ndarray:
     """Per frame, the mean of ``values`` (F, N) over the other folds' frames (a constant model)."""
     out = np.empty_like(values)
@@ -194,6 +207,7 @@ def run_targets(config: Config, force: bool = False, show_progress: bool = True)
         label = temperature_label(temp)
         source = ref_dir / f"{label}.h5md"
         cg = map_reference(read_reference(source))
+        check_frames(cg, config, source)
         res = compute_targets(cg, config)
         out = stage.path / f"{label}.h5md"
         _write(out, cg, res, config, source, ref_stage.config_hash, config_hash)
