@@ -1,0 +1,152 @@
+"""The temperature-dependent CG force field ``W(R; beta) = W_prior + W0 + dB W1 + dB^2/2 W2``.
+
+THEORY.md §2: an expansion of the PMF around ``beta0`` with ``dB = beta - beta0``;
+forces are ``-grad_R W`` at the requested temperature. The heads W0, W1, W2 are
+energy heads of one HIP-NN-TS network (hippynn ``HipnnQuad`` + ``HEnergyNode`` with
+``n_target = 3``: one shared representation, three heads); the repulsive prior
+belongs to W0 and is the same at every temperature. Everything that is not graph
+wiring is plain torch (STYLE.md).
+
+Units: Å, kcal/mol, K; beta in mol/kcal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from thermocg import units
+from thermocg.models.prior import RepulsivePrior
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """HIP-NN-TS hyperparameters (hippynn ``HipnnQuad`` module kwargs)."""
+
+    cutoff_A: float = 6.0
+    dist_soft_min_A: float = 2.0
+    dist_soft_max_A: float = 5.5
+    n_features: int = 32
+    n_sensitivities: int = 10
+    n_interaction_layers: int = 1
+    n_atom_layers: int = 2
+
+
+def build_network(settings: NetworkSettings, n_heads: int = 3):
+    """The hippynn graph: (species, positions, cell) -> per-system head energies and the pair list.
+
+    Returns a ``hippynn.graphs.GraphModule`` whose outputs are, in order:
+    head energies (n_systems, n_heads), pair_first, pair_second, pair_dist (P,),
+    and the system index of each (flattened, unpadded) bead.
+    """
+    from hippynn.graphs import GraphModule, inputs, networks, targets
+    from hippynn.graphs.nodes.indexers import acquire_encoding_padding
+    from hippynn.graphs.nodes.pairs import KDTreePairsMemory
+
+    species = inputs.SpeciesNode(db_name="species")
+    positions = inputs.PositionsNode(db_name="positions")
+    cell = inputs.CellNode(db_name="cell")
+    enc, padidx = acquire_encoding_padding([species], species_set=[0, 1])
+    pairs = KDTreePairsMemory("pairs", (positions, enc, padidx, cell), dist_hard_max=settings.cutoff_A, skin=0.0)
+    net = networks.HipnnQuad(
+        "hipnn", (padidx, pairs), periodic=True,
+        module_kwargs=dict(possible_species=[0, 1], n_features=settings.n_features,
+                           n_sensitivities=settings.n_sensitivities, dist_soft_min=settings.dist_soft_min_A,
+                           dist_soft_max=settings.dist_soft_max_A, dist_hard_max=settings.cutoff_A,
+                           n_interaction_layers=settings.n_interaction_layers,
+                           n_atom_layers=settings.n_atom_layers))
+    heads = targets.HEnergyNode("heads", net, module_kwargs={"n_target": n_heads})
+    return GraphModule([species, positions, cell], [heads.mol_energy, pairs.pair_first, pairs.pair_second,
+                                                    pairs.pair_dist, padidx.mol_index])
+
+
+def beta_of(temperature_K):
+    """beta = 1 / (kB T), mol/kcal (works on floats, arrays and tensors)."""
+    return 1.0 / (units.KB * temperature_K)
+
+
+class ThermalForceField(torch.nn.Module):
+    """``W(R; T) = W_prior + W0 + dB W1 + dB^2/2 W2`` on one-bead-per-molecule systems.
+
+    Parameters
+    ----------
+    network : GraphModule from :func:`build_network`
+    prior : RepulsivePrior
+    beta0 : float
+        Reference inverse temperature, mol/kcal.
+    order : int
+        0 (force matching: W0 only), 1 or 2: the highest head used.
+    settings : NetworkSettings
+        Kept for saving and reloading.
+    """
+
+    def __init__(self, network, prior: RepulsivePrior, beta0: float, order: int = 2,
+                 settings: NetworkSettings | None = None):
+        super().__init__()
+        if order not in (0, 1, 2):
+            raise ValueError(f"order must be 0, 1 or 2, found {order}")
+        self.network = network
+        self.prior = prior
+        self.register_buffer("beta0", torch.tensor(float(beta0), dtype=torch.float64))
+        self.order = order
+        self.settings = settings or NetworkSettings()
+
+    def heads(self, species, positions, cell):
+        """Per-system W_prior + W0, W1, W2 (each (n_systems,)) and nothing temperature-dependent."""
+        e, first, second, dist, system = self.network(species, positions, cell)
+        n_sys = positions.shape[0]
+        prior = self.prior(first, second, dist, system[first], n_sys)[:, 0]
+        return prior + e[:, 0], e[:, 1], e[:, 2]
+
+    def energy(self, species, positions, cell, temperature_K):
+        """W per system, shape (n_systems,), kcal/mol; ``temperature_K`` a float or (n_systems,)."""
+        w0, w1, w2 = self.heads(species, positions, cell)
+        t = torch.as_tensor(temperature_K, dtype=w0.dtype, device=w0.device)
+        db = beta_of(t) - self.beta0.to(w0.dtype)
+        w = w0
+        if self.order >= 1:
+            w = w + db * w1
+        if self.order >= 2:
+            w = w + 0.5 * db * db * w2
+        return w.expand(positions.shape[0]) if w.dim() == 0 else w
+
+    def energy_and_forces(self, species, positions, cell, temperature_K, create_graph: bool = False):
+        """(W (n_systems,), forces (n_systems, n_beads, 3)) with forces = -dW/dR."""
+        x = positions if positions.requires_grad else positions.detach().requires_grad_(True)
+        w = self.energy(species, x, cell, temperature_K)
+        (grad,) = torch.autograd.grad(w.sum(), x, create_graph=create_graph)
+        return w, -grad
+
+    # -- numpy interface ------------------------------------------------------------
+    def _tensors(self, positions, box):
+        p = next(q for q in self.network.parameters() if q.is_floating_point())  # hippynn has int params too
+        x = torch.as_tensor(np.asarray(positions), dtype=p.dtype, device=p.device)
+        if x.dim() == 2:
+            x = x[None]
+        b = np.asarray(box, dtype=np.float64)
+        b = np.broadcast_to(b, (x.shape[0], 3)) if b.ndim == 1 else b
+        cell = torch.as_tensor(np.stack([np.diag(row) for row in b]), dtype=p.dtype, device=p.device)
+        species = torch.ones(x.shape[:2], dtype=torch.long, device=p.device)
+        return species, x, cell
+
+    def forces_numpy(self, positions, box, temperature_K) -> np.ndarray:
+        """Forces in kcal/(mol Å) for positions (N, 3) or (B, N, 3) Å, box (3,) or (B, 3) Å."""
+        species, x, cell = self._tensors(positions, box)
+        _, f = self.energy_and_forces(species, x, cell, temperature_K)
+        out = f.detach().cpu().numpy()
+        return out[0] if np.ndim(positions) == 2 else out
+
+    def energy_numpy(self, positions, box, temperature_K) -> np.ndarray:
+        species, x, cell = self._tensors(positions, box)
+        with torch.no_grad():
+            w = self.energy(species, x, cell, temperature_K)
+        out = w.cpu().numpy()
+        return out[0] if np.ndim(positions) == 2 else out
+
+    def metadata(self) -> dict:
+        """What a saved model carries besides its weights."""
+        return {"beta0_mol_per_kcal": float(self.beta0), "T0_K": float(1.0 / (units.KB * float(self.beta0))),
+                "order": self.order, "network": asdict(self.settings), "prior": self.prior.parameters_dict(),
+                "units": {"length": units.LENGTH, "energy": units.ENERGY, "temperature": units.TEMPERATURE}}

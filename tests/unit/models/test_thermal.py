@@ -1,0 +1,107 @@
+"""The temperature-dependent force field W = W_prior + W0 + dB W1 + dB^2/2 W2 (untrained
+network, float64): forces are -grad W, invariances, and the beta derivatives of the force
+are the heads' gradients (THEORY.md §2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from thermocg import units
+from thermocg.models.prior import RepulsivePrior
+from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of, build_network
+
+T0 = 300.0
+
+
+@pytest.fixture(scope="module")
+def model():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        net = build_network(NetworkSettings(cutoff_A=6.0, n_features=16, n_sensitivities=8))
+        yield ThermalForceField(net, RepulsivePrior(2.5, 10.0), beta_of(T0), order=2)
+    finally:
+        torch.set_default_dtype(old)
+
+
+@pytest.fixture(scope="module")
+def frame(tiny_reference):
+    from thermocg.frames import read_reference
+    from thermocg.mapping import map_reference
+    from thermocg.reference.stage import reference_dir
+    config, _ = tiny_reference
+    cg = map_reference(read_reference(reference_dir(config) / "T300K.h5md"))
+    return cg.positions[0], cg.box[0]
+
+
+def _tensors(model, x, box):
+    return model._tensors(x, box)
+
+
+def test_forces_are_minus_the_gradient(model, frame):
+    x, box = frame
+    for temp in (250.0, 450.0):
+        f = model.forces_numpy(x, box, temp)
+        h = 1e-5
+        for bead, k in ((0, 0), (7, 1), (30, 2)):
+            xp, xm = x.copy(), x.copy()
+            xp[bead, k] += h
+            xm[bead, k] -= h
+            fd = -(model.energy_numpy(xp, box, temp) - model.energy_numpy(xm, box, temp)) / (2 * h)
+            assert f[bead, k] == pytest.approx(fd, rel=1e-5, abs=1e-7)
+
+
+def test_translation_rotation_permutation(model, frame):
+    x, box = frame
+    e0, f0 = model.energy_numpy(x, box, 400.0), model.forces_numpy(x, box, 400.0)
+    assert model.energy_numpy(x + np.array([1.3, -7.0, 40.0]), box, 400.0) == pytest.approx(e0, rel=1e-10)
+    perm = np.random.default_rng(1).permutation(len(x))
+    assert model.energy_numpy(x[perm], box, 400.0) == pytest.approx(e0, rel=1e-10)
+    np.testing.assert_allclose(model.forces_numpy(x[perm], box, 400.0), f0[perm], atol=1e-9)
+    # a 90-degree rotation about z maps the cubic periodic system onto itself
+    rot = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    xr = x @ rot.T
+    assert model.energy_numpy(xr, box, 400.0) == pytest.approx(e0, rel=1e-10)
+    np.testing.assert_allclose(model.forces_numpy(xr, box, 400.0), f0 @ rot.T, atol=1e-9)
+
+
+def test_beta_derivatives_of_the_force_are_the_heads(model, frame):
+    """dF/dbeta at beta0 = -grad W1, d2F/dbeta2 = -grad W2 (finite differences in beta of the
+    full model's forces vs autograd of the heads), and at T0 only W_prior + W0 act."""
+    x, box = frame
+    species, xt, cell = _tensors(model, x, box)
+    xt.requires_grad_(True)
+    w0, w1, w2 = model.heads(species, xt, cell)
+    g0, g1, g2 = (torch.autograd.grad(w.sum(), xt, retain_graph=True)[0][0].numpy() for w in (w0, w1, w2))
+    b0 = beta_of(T0)
+    h = 1e-3 * b0
+
+    def forces_at(beta):
+        return model.forces_numpy(x, box, 1.0 / (units.KB * beta))
+
+    fp, fm, fc = forces_at(b0 + h), forces_at(b0 - h), forces_at(b0)
+    np.testing.assert_allclose(fc, -g0, atol=1e-10)
+    np.testing.assert_allclose((fp - fm) / (2 * h), -g1, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose((fp - 2 * fc + fm) / h**2, -g2, rtol=1e-3, atol=1e-5 * np.abs(g2).max() + 1e-8)
+    assert np.abs(g1).max() > 0 and np.abs(g2).max() > 0
+
+
+def test_batched_temperatures_equal_separate_calls(model, frame):
+    x, box = frame
+    xs = np.stack([x, x + 0.05])
+    boxes = np.stack([box, box])
+    species, xt, cell = _tensors(model, xs, boxes)
+    w, f = model.energy_and_forces(species, xt, cell, torch.tensor([260.0, 520.0]))
+    for k, temp in enumerate((260.0, 520.0)):
+        assert float(w[k]) == pytest.approx(model.energy_numpy(xs[k], box, temp), rel=1e-10)
+        np.testing.assert_allclose(f[k].numpy(), model.forces_numpy(xs[k], box, temp), atol=1e-9)
+
+
+def test_order_zero_is_temperature_independent(model, frame):
+    x, box = frame
+    m0 = ThermalForceField(model.network, model.prior, float(model.beta0), order=0)
+    np.testing.assert_allclose(m0.forces_numpy(x, box, 250.0), m0.forces_numpy(x, box, 700.0), atol=0)
+    assert model.metadata()["T0_K"] == pytest.approx(T0)
