@@ -1,0 +1,162 @@
+"""Fitting the heads of a :class:`ThermalForceField` to the targets (THEORY.md §3).
+
+Each head's negative gradient is regressed on its own target, at the reference
+temperature: ``-grad(W_prior + W0)`` on the mapped forces t0, ``-grad W1`` on t1,
+``-grad W2`` on t2 — conditional means, so squared error is the right loss. The
+loss of order k is the mean squared error divided by the variance of its target
+(so the weights in the config compare like with like). A plain torch loop, not
+hippynn's ``setup_and_train``: the heads are trained against different targets
+through one custom wrapper (prior + temperature), which its single-target
+assembly does not express.
+
+Float32 by default; Adam; the learning rate halves when the validation loss
+stalls; early stopping keeps the best state; a checkpoint after every epoch
+(temporary name, then rename) lets an interrupted training resume.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from thermocg.models.thermal import ThermalForceField
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    max_epochs: int = 200
+    batch_frames: int = 4
+    learning_rate: float = 1e-3
+    lr_patience: int = 10
+    lr_factor: float = 0.5
+    early_stop_patience: int = 30
+    valid_fraction: float = 0.2
+    #: loss weight of the order-0, 1, 2 targets (0 switches an order off)
+    weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    seed: int = 0
+
+
+@dataclass
+class TrainingData:
+    """CG frames at the reference temperature and their targets.
+
+    positions (F, N, 3) Å; box (F, 3) Å; targets {order: (F, N, 3)} (0: mapped forces,
+    1: t1, 2: t2; any subset).
+    """
+
+    positions: np.ndarray
+    box: np.ndarray
+    targets: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self):
+        f = self.positions.shape[0]
+        for k, t in self.targets.items():
+            if t.shape != self.positions.shape:
+                raise ValueError(f"order-{k} targets have shape {t.shape}, expected {self.positions.shape}")
+        if self.box.shape != (f, 3):
+            raise ValueError(f"box has shape {self.box.shape}, expected ({f}, 3)")
+
+
+def _predictions(model: ThermalForceField, x, cell, species, orders):
+    """-grad of (prior + W0), W1, W2 for the requested orders, with a graph for backprop."""
+    x = x.detach().requires_grad_(True)
+    heads = model.heads(species, x, cell)
+    return {k: -torch.autograd.grad(heads[k].sum(), x, create_graph=True)[0] for k in orders}
+
+
+def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSettings = TrainSettings(),
+                checkpoint: Path | None = None, show_progress: bool = True) -> dict:
+    """Train ``model`` in place; returns the history (per-epoch train/valid loss, lr, best epoch)."""
+    from tqdm.auto import tqdm
+
+    orders = [k for k in sorted(data.targets) if settings.weights[k] > 0]
+    if not orders:
+        raise ValueError("no target with a positive loss weight")
+    dtype = next(q for q in model.parameters() if q.is_floating_point()).dtype
+    rng = np.random.default_rng(settings.seed)
+    n = data.positions.shape[0]
+    order_idx = rng.permutation(n)
+    n_valid = max(1, int(round(settings.valid_fraction * n)))
+    valid, train = order_idx[:n_valid], order_idx[n_valid:]
+    if len(train) == 0:
+        raise ValueError(f"{n} frames leave none for training after a {settings.valid_fraction} validation split")
+    x_all = torch.as_tensor(data.positions, dtype=dtype)
+    cell_all = torch.as_tensor(np.stack([np.diag(b) for b in data.box]), dtype=dtype)
+    species_all = torch.ones(x_all.shape[:2], dtype=torch.long)
+    targets = {k: torch.as_tensor(data.targets[k], dtype=dtype) for k in orders}
+    scale = {k: float(targets[k][train].var()) or 1.0 for k in orders}
+
+    params = [p for p in model.parameters() if p.requires_grad and p.is_floating_point()]
+    opt = torch.optim.Adam(params, lr=settings.learning_rate)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=settings.lr_factor,
+                                                       patience=settings.lr_patience)
+    history = {"train": [], "valid": [], "lr": [], "best_epoch": -1, "best_valid": float("inf"),
+               "train_frames": train.tolist(), "valid_frames": valid.tolist()}
+    best_state = None
+    start = 0
+    torch_gen = torch.Generator().manual_seed(settings.seed)
+    if checkpoint is not None and Path(checkpoint).exists():
+        ck = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        history, best_state, start = ck["history"], ck["best_state"], ck["epoch"] + 1
+        torch_gen.set_state(ck["generator"])
+        log.info("training: resuming at epoch %d from %s", start, checkpoint)
+
+    def loss_of(idx):
+        pred = _predictions(model, x_all[idx], cell_all[idx], species_all[idx], orders)
+        return sum(settings.weights[k] * torch.mean((pred[k] - targets[k][idx]) ** 2) / scale[k] for k in orders)
+
+    def valid_loss():
+        chunks = [valid[b:b + settings.batch_frames] for b in range(0, len(valid), settings.batch_frames)]
+        return float(sum(float(loss_of(torch.as_tensor(c))) * len(c) for c in chunks) / len(valid))
+
+    if start == 0:
+        history["valid_before"] = valid_loss()
+    bar = tqdm(range(start, settings.max_epochs), desc="training", unit="epoch", disable=not show_progress)
+    for epoch in bar:
+        model.train()
+        perm = torch.as_tensor(train)[torch.randperm(len(train), generator=torch_gen)]
+        total = 0.0
+        for b in range(0, len(perm), settings.batch_frames):
+            idx = perm[b:b + settings.batch_frames]
+            opt.zero_grad()
+            loss = loss_of(idx)
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+        v = valid_loss()
+        sched.step(v)
+        history["train"].append(total / len(train))
+        history["valid"].append(v)
+        history["lr"].append(opt.param_groups[0]["lr"])
+        if v < history["best_valid"]:
+            history["best_valid"], history["best_epoch"] = v, epoch
+            best_state = copy.deepcopy(model.state_dict())  # hippynn adds non-tensor entries
+        bar.set_postfix(train=f"{history['train'][-1]:.4f}", valid=f"{v:.4f}")
+        if checkpoint is not None:
+            _save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "scheduler": sched.state_dict(), "history": history, "best_state": best_state,
+                               "epoch": epoch, "generator": torch_gen.get_state()})
+        if epoch - history["best_epoch"] >= settings.early_stop_patience:
+            log.info("training: early stop at epoch %d (best %d)", epoch, history["best_epoch"])
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history
+
+
+def _save(path: Path, obj) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
