@@ -16,12 +16,15 @@ TINY = {
         "nve": {"n_segments": 1, "length_ps": 1.0, "frame_interval_fs": 20.0, "timestep_fs": 1.0},
     },
     "targets": {"r_e_A": 4.5, "r_e_check_A": [3.5, 4.5, 5.5], "baseline_cutoff_A": 6.0, "baseline_n_basis": 20},
+    "train": {"variants": ["fm", "trf2"], "cutoff_A": 6.0, "n_features": 16, "n_sensitivities": 8,
+              "max_epochs": 2, "batch_frames": 8, "valid_fraction": 0.25, "learning_rate": 3e-3},
 }
 
 
 def tiny_config(tmp_path, **reference_overrides):
     data = {"run": {**TINY["run"], "directory": str(tmp_path / "run")},
-            "reference": {**TINY["reference"], **reference_overrides}, "targets": TINY["targets"]}
+            "reference": {**TINY["reference"], **reference_overrides}, "targets": TINY["targets"],
+            "train": TINY["train"]}
     return config_from_dict(data, source=tmp_path / "config.toml")
 
 
@@ -34,6 +37,15 @@ def tiny_reference(tmp_path_factory):
     config = tiny_config(tmp)
     manifest = run_reference(config, show_progress=False)
     return config, manifest
+
+
+@pytest.fixture(scope="session")
+def tiny_targets(tiny_reference):
+    """The targets stage run once on the tiny reference run."""
+    from thermocg.targets.stage import run_targets
+
+    config, _ = tiny_reference
+    return config, run_targets(config, show_progress=False)
 
 
 def water_context(n_molecules=64, cutoff_A=6.0, ewald_error_tolerance=1e-5, temperature_K=300.0, steps=100,

@@ -8,7 +8,7 @@ mapping, targets, training, simulation, evaluation and report.
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_config", "read_reference"]
+__all__ = ["__version__", "load_config", "load_model", "read_reference"]
 
 
 def __getattr__(name):  # lazy: keep ``import thermocg`` (and the CLI) fast
@@ -18,4 +18,7 @@ def __getattr__(name):  # lazy: keep ``import thermocg`` (and the CLI) fast
     if name == "read_reference":
         from thermocg.frames import read_reference
         return read_reference
+    if name == "load_model":
+        from thermocg.models.stage import load_model
+        return load_model
     raise AttributeError(f"module 'thermocg' has no attribute {name!r}")

@@ -145,20 +145,53 @@ class TargetsSection(_Section):
     ridge: float = Field(1e-8, ge=0)
 
 
+class TrainSection(_Section):
+    """Training of the CG force fields: ``[train]``."""
+
+    #: Model variants to train: fm (order 0 at T0), trf1, trf2 (thermal heads from the targets).
+    variants: tuple[Literal["fm", "trf1", "trf2"], ...] = ("fm", "trf2")
+    #: Reference temperature T0 (one of reference.temperatures_K).
+    T0_K: PositiveFloat = 300.0
+    #: HIP-NN-TS network (hippynn HipnnQuad): pair cutoff and sizes.
+    cutoff_A: PositiveFloat = 6.0
+    dist_soft_min_A: PositiveFloat = 2.0
+    dist_soft_max_A: PositiveFloat = 5.5
+    n_features: int = Field(32, ge=1)
+    n_sensitivities: int = Field(10, ge=1)
+    n_interaction_layers: int = Field(1, ge=1)
+    n_atom_layers: int = Field(2, ge=1)
+    #: Repulsive prior: width dr and onset fraction p (THEORY.md §7).
+    prior_width_A: PositiveFloat = 0.15
+    prior_p: float = Field(0.05, gt=0, lt=1)
+    #: Optimisation.
+    max_epochs: int = Field(200, ge=1)
+    batch_frames: int = Field(4, ge=1)
+    learning_rate: PositiveFloat = 1e-3
+    lr_patience: int = Field(10, ge=1)
+    early_stop_patience: int = Field(30, ge=1)
+    valid_fraction: float = Field(0.2, gt=0, lt=1)
+    #: Loss weights of the order-0, 1, 2 targets.
+    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
 class Config(_Section):
     """A whole thermocg configuration."""
 
     run: RunSection = Field(default_factory=RunSection)
     reference: ReferenceSection = Field(default_factory=ReferenceSection)
     targets: TargetsSection = Field(default_factory=TargetsSection)
+    train: TrainSection = Field(default_factory=TrainSection)
 
     @model_validator(mode="after")
     def _check_targets(self):
         half = self.reference.box_length_A / 2
-        for name in ("baseline_cutoff_A",):
-            value = getattr(self.targets, name)
+        for section, name in (("targets", "baseline_cutoff_A"), ("train", "cutoff_A")):
+            value = getattr(getattr(self, section), name)
             if value >= half:
-                raise ValueError(f"targets.{name} = {value:g} must be below half the box edge ({half:.2f} Å)")
+                raise ValueError(f"{section}.{name} = {value:g} must be below half the box edge ({half:.2f} Å)")
+        if "train" in self.model_fields_set and self.train.T0_K not in self.reference.temperatures_K:
+            raise ValueError(f"train.T0_K = {self.train.T0_K:g} is not one of reference.temperatures_K "
+                             f"{list(self.reference.temperatures_K)}")
         return self
     #: The file this configuration was read from (set by :func:`load_config`).
     source: Path | None = Field(None, exclude=True)

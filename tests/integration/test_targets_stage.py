@@ -17,12 +17,6 @@ from thermocg.targets.baselines import PairBasis, fit_force_and_energy
 from thermocg.targets.stage import run_targets, targets_dir
 
 
-@pytest.fixture(scope="module")
-def tiny_targets(tiny_reference):
-    config, _ = tiny_reference
-    return config, run_targets(config, show_progress=False)
-
-
 def test_outputs_and_provenance(tiny_targets):
     config, manifest = tiny_targets
     out = targets_dir(config)

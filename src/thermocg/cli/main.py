@@ -14,6 +14,7 @@ import sys
 STAGES = {
     "reference": "all-atom reference MD (OpenMM) at every temperature, with per-molecule energies",
     "targets": "map to one bead per molecule; baselines and thermal-response targets per temperature",
+    "train": "train the CG force fields (fm, trf1, trf2) at T0 on the targets",
 }
 
 
@@ -38,7 +39,17 @@ def _run_targets(config, args) -> None:
                  s["order1"]["snr_per_sample"], s["order2"]["snr_per_sample"], s["order2"]["frames_for_10_percent"])
 
 
-HANDLERS = {"reference": _run_reference, "targets": _run_targets}
+def _run_train(config, args) -> None:
+    from thermocg.models.stage import run_train
+    manifest = run_train(config, force=args.force, show_progress=not args.quiet)
+    for variant, s in manifest.get("summary", {}).items():
+        if isinstance(s, dict):
+            logging.getLogger("thermocg").info(
+                "%s: validation loss %.4f -> %.4f (normalised MSE) in %d epochs", variant,
+                s["valid_loss_before"] or float("nan"), s["best_valid_loss"], s["epochs"])
+
+
+HANDLERS = {"reference": _run_reference, "targets": _run_targets, "train": _run_train}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,11 +65,12 @@ class TrainingData:
             raise ValueError(f"box has shape {self.box.shape}, expected ({f}, 3)")
 
 
-def _predictions(model: ThermalForceField, x, cell, species, orders):
-    """-grad of (prior + W0), W1, W2 for the requested orders, with a graph for backprop."""
+def _predictions(model: ThermalForceField, x, cell, species, orders, create_graph=True):
+    """-grad of (prior + W0), W1, W2 for the requested orders (with a graph for backprop if asked)."""
     x = x.detach().requires_grad_(True)
     heads = model.heads(species, x, cell)
-    return {k: -torch.autograd.grad(heads[k].sum(), x, create_graph=True)[0] for k in orders}
+    return {k: -torch.autograd.grad(heads[k].sum(), x, create_graph=create_graph, retain_graph=True)[0]
+            for k in orders}
 
 
 def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSettings = TrainSettings(),
@@ -112,13 +113,13 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
         torch_gen.set_state(ck["generator"])
         log.info("training: resuming at epoch %d from %s", start, checkpoint)
 
-    def loss_of(idx):
-        pred = _predictions(model, x_all[idx], cell_all[idx], species_all[idx], orders)
+    def loss_of(idx, create_graph=True):
+        pred = _predictions(model, x_all[idx], cell_all[idx], species_all[idx], orders, create_graph)
         return sum(settings.weights[k] * torch.mean((pred[k] - targets[k][idx]) ** 2) / scale[k] for k in orders)
 
     def valid_loss():
         chunks = [valid[b:b + settings.batch_frames] for b in range(0, len(valid), settings.batch_frames)]
-        return float(sum(float(loss_of(torch.as_tensor(c))) * len(c) for c in chunks) / len(valid))
+        return float(sum(float(loss_of(torch.as_tensor(c), False).detach()) * len(c) for c in chunks) / len(valid))
 
     if start == 0:
         history["valid_before"] = valid_loss()
@@ -133,7 +134,7 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
             loss = loss_of(idx)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         v = valid_loss()
         sched.step(v)
         history["train"].append(total / len(train))

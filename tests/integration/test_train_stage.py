@@ -1,0 +1,71 @@
+"""The train stage on the tiny run: saved models per variant that load without the training
+code and reproduce the trained model; temperature dependence only where the variant has it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from thermocg import load_model
+from thermocg.errors import DataFormatError
+from thermocg.io.h5md import read_h5md
+from thermocg.models.stage import run_train, train_dir
+from thermocg.targets.stage import targets_dir
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_targets):
+    config, _ = tiny_targets
+    return config, run_train(config, show_progress=False)
+
+
+def _frame(config):
+    d = read_h5md(targets_dir(config) / "T300K.h5md", frames=slice(0, 1))
+    return d.elements["particles/all/position"][0], d.elements["particles/all/box/edges"][0]
+
+
+def test_models_are_saved_and_load(trained):
+    config, manifest = trained
+    assert manifest["complete"] and set(manifest["outputs"]) == {"fm", "trf2"}
+    x, box = _frame(config)
+    fm, trf2 = load_model(train_dir(config) / "fm.pt"), load_model(train_dir(config) / "trf2.pt")
+    assert fm.metadata["order"] == 0 and trf2.metadata["order"] == 2
+    assert trf2.metadata["T0_K"] == pytest.approx(300.0) and trf2.metadata["training_temperatures_K"] == [300.0]
+    assert trf2.metadata["units"]["energy"] == "kcal mol-1" and "prior" in trf2.metadata
+    f = trf2.forces(x, box, 300.0)
+    assert f.shape == (64, 3) and np.all(np.isfinite(f))
+    # fm has no temperature dependence; trf2 does
+    np.testing.assert_array_equal(fm.forces(x, box, 250.0), fm.forces(x, box, 600.0))
+    assert np.abs(trf2.forces(x, box, 250.0) - trf2.forces(x, box, 600.0)).max() > 0
+    # two loads give identical predictions (weights and prior restored exactly)
+    np.testing.assert_array_equal(load_model(train_dir(config) / "trf2.pt").forces(x, box, 450.0),
+                                  trf2.forces(x, box, 450.0))
+    assert not list(train_dir(config).glob(".*")), "checkpoints or temporary files left behind"
+
+
+def test_save_load_roundtrip_is_exact(tmp_path, tiny_targets):
+    import torch
+    from thermocg.models.prior import RepulsivePrior
+    from thermocg.models.stage import save_model
+    from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of, build_network
+    config, _ = tiny_targets
+    x, box = _frame(config)
+    torch.manual_seed(3)
+    settings = NetworkSettings(cutoff_A=6.0, n_features=8, n_sensitivities=6)
+    model = ThermalForceField(build_network(settings), RepulsivePrior(2.4, 12.0), beta_of(350.0), 1, settings)
+    save_model(tmp_path / "m.pt", model, {"variant": "trf1"})
+    loaded = load_model(tmp_path / "m.pt")
+    np.testing.assert_array_equal(loaded.forces(x, box, 280.0), model.forces_numpy(x, box, 280.0))
+    assert loaded.energy(x, box, 280.0) == model.energy_numpy(x, box, 280.0)
+
+
+def test_rerun_is_up_to_date(trained):
+    config, manifest = trained
+    assert run_train(config, show_progress=False) == manifest
+
+
+def test_not_a_model_file(tmp_path):
+    p = tmp_path / "junk.pt"
+    p.write_bytes(b"junk")
+    with pytest.raises(DataFormatError, match="junk.pt: not a readable thermocg model"):
+        load_model(p)
