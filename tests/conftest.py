@@ -22,9 +22,10 @@ TINY = {
 
 
 def tiny_config(tmp_path, **reference_overrides):
-    data = {"run": {**TINY["run"], "directory": str(tmp_path / "run")},
-            "reference": {**TINY["reference"], **reference_overrides}, "targets": TINY["targets"],
-            "train": TINY["train"]}
+    reference = {**TINY["reference"], **reference_overrides}
+    train = {**TINY["train"], "T0_K": 300.0 if 300.0 in reference["temperatures_K"] else reference["temperatures_K"][0]}
+    data = {"run": {**TINY["run"], "directory": str(tmp_path / "run")}, "reference": reference,
+            "targets": TINY["targets"], "train": train}
     return config_from_dict(data, source=tmp_path / "config.toml")
 
 

@@ -98,3 +98,8 @@ def test_examples_are_valid():
     root = Path(__file__).resolve().parents[2] / "examples"
     for name in ("quick.toml", "water.toml"):
         load_config(root / name)
+
+
+def test_train_T0_must_be_a_reference_temperature(tmp_path):
+    msg = _message(tmp_path, "[reference]\ntemperatures_K = [250.0, 400.0]\n[train]\nT0_K = 300.0\n")
+    assert "train.T0_K = 300 is not one of reference.temperatures_K" in msg
