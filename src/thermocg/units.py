@@ -51,3 +51,8 @@ COULOMB = 138.93545764438198 * NM_TO_A * KJ_TO_KCAL
 def kinetic_temperature(kinetic_energy, n_dof):
     """Temperature in K from a kinetic energy in kcal/mol and a number of degrees of freedom."""
     return 2.0 * kinetic_energy / (n_dof * KB)
+
+
+def beta_of(temperature_K):
+    """Inverse temperature 1 / (kB T) in mol/kcal (floats, numpy arrays or torch tensors)."""
+    return 1.0 / (KB * temperature_K)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from thermocg import units
+from thermocg.units import beta_of
 from thermocg.models.prior import RepulsivePrior
 
 
@@ -60,11 +61,6 @@ def build_network(settings: NetworkSettings, n_heads: int = 3):
     heads = targets.HEnergyNode("heads", net, module_kwargs={"n_target": n_heads})
     return GraphModule([species, positions, cell], [heads.mol_energy, pairs.pair_first, pairs.pair_second,
                                                     pairs.pair_dist, padidx.mol_index])
-
-
-def beta_of(temperature_K):
-    """beta = 1 / (kB T), mol/kcal (works on floats, arrays and tensors)."""
-    return 1.0 / (units.KB * temperature_K)
 
 
 class ThermalForceField(torch.nn.Module):

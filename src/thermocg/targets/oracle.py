@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from thermocg import units
+from thermocg.units import beta_of  # noqa: F401 - re-exported for oracle users
 
 
 def _occupation(eps, beta, g):
@@ -103,11 +103,6 @@ class TwoStateOracle:
         cdf = np.concatenate([[0.0], np.cumsum(0.5 * (w[1:] + w[:-1]) * np.diff(xs))])
         x = np.interp(rng.random(n) * cdf[-1], cdf, xs)
         return x, self.sample_hidden(x, beta, rng)
-
-
-def beta_of(temperature_K: float) -> float:
-    """beta = 1 / (kB T) in mol/kcal."""
-    return 1.0 / (units.KB * temperature_K)
 
 
 def _switch(r, rc, width=1.0):
