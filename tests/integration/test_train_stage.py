@@ -69,3 +69,21 @@ def test_not_a_model_file(tmp_path):
     p.write_bytes(b"junk")
     with pytest.raises(DataFormatError, match="junk.pt: not a readable thermocg model"):
         load_model(p)
+
+
+def test_ase_calculator_matches_the_model(trained):
+    from ase import Atoms
+    from ase.units import kcal, mol
+
+    from thermocg.models.ase_calculator import ThermocgCalculator
+    config, _ = trained
+    x, box = _frame(config)
+    model = load_model(train_dir(config) / "trf2.pt")
+    atoms = Atoms("O" * len(x), positions=x, cell=np.diag(box), pbc=True)
+    atoms.calc = ThermocgCalculator(train_dir(config) / "trf2.pt", temperature_K=420.0)
+    np.testing.assert_allclose(atoms.get_forces(), model.forces(x, box, 420.0) * kcal / mol, rtol=1e-6)
+    assert atoms.get_potential_energy() == pytest.approx(float(model.energy(x, box, 420.0)) * kcal / mol,
+                                                         rel=1e-6)
+    atoms.pbc = False
+    with pytest.raises(ValueError, match="periodic orthorhombic cell"):
+        atoms.get_forces()

@@ -1,0 +1,48 @@
+"""An ASE calculator for thermocg force fields, so ASE's MD and tools can run them.
+
+Beads are ASE atoms (any element; only positions and the cell are used).
+ASE's units are eV and Å; thermocg's energies are kcal/mol, converted here at
+the boundary. The temperature is an argument of the calculator (ASE idiom
+``temperature_K``), never a global.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+from ase.units import kcal, mol
+
+from thermocg.models.stage import CGForceField, load_model
+
+_KCAL_MOL_TO_EV = kcal / mol
+
+
+class ThermocgCalculator(Calculator):
+    """ASE calculator for a trained thermocg model at a given temperature.
+
+    Parameters
+    ----------
+    model : CGForceField or path of a saved model
+    temperature_K : float
+        The temperature at which W(R; T) is evaluated.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, model, temperature_K: float, **kwargs):
+        super().__init__(**kwargs)
+        self.model = model if isinstance(model, CGForceField) else load_model(model)
+        if not temperature_K > 0:
+            raise ValueError(f"temperature_K must be > 0, found {temperature_K}")
+        self.temperature_K = float(temperature_K)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        cell = np.asarray(self.atoms.cell)
+        if not np.all(self.atoms.pbc) or np.any(np.abs(cell - np.diag(np.diag(cell))) > 1e-9):
+            raise ValueError("thermocg models need a periodic orthorhombic cell (pbc=True, diagonal cell)")
+        box = np.diag(cell).copy()
+        x = self.atoms.get_positions()
+        energy = float(self.model.energy(x, box, self.temperature_K)) * _KCAL_MOL_TO_EV
+        self.results["energy"] = self.results["free_energy"] = energy
+        self.results["forces"] = self.model.forces(x, box, self.temperature_K) * _KCAL_MOL_TO_EV
