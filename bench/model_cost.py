@@ -1,0 +1,97 @@
+"""Cost of the HIP-NN-TS thermal force field: force evaluation and training step.
+
+Beads on a jittered simple-cubic lattice at water's bead density (timing does
+not depend on the physics), float32, the default [train] network
+(HipnnQuad, 32 features, 10 sensitivities, 1 interaction layer, cutoff 6 Å).
+
+    python bench/model_cost.py                      # 512 beads, CPU
+    python bench/model_cost.py --device cuda
+
+Prints a table; record it in bench/RESULTS.md with the machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+
+from thermocg.models.prior import RepulsivePrior
+from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of, build_network
+from thermocg.models.training import _predictions
+
+
+def lattice(n, box, rng):
+    m = int(np.ceil(n ** (1 / 3)))
+    grid = np.stack(np.meshgrid(*[np.arange(m)] * 3, indexing="ij"), -1).reshape(-1, 3)[:n]
+    return (grid + 0.5) * box / m + rng.normal(0, 0.2, (n, 3))
+
+
+def median_time(fn, n, sync):
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--beads", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--repeats", type=int, default=10)
+    args = ap.parse_args()
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    rng = np.random.default_rng(0)
+    box = (args.beads * 18.015 * 1.0e24 / 6.02214076e23 / 0.997) ** (1 / 3)
+    torch.manual_seed(0)
+    settings = NetworkSettings()
+    model = ThermalForceField(build_network(settings), RepulsivePrior(2.4, 10.0), beta_of(300.0), 2,
+                              settings).to(dev)
+    x1 = lattice(args.beads, box, rng)
+    xb = np.stack([lattice(args.beads, box, rng) for _ in range(args.batch)])
+    sp, xt, cell = model._tensors(x1, np.full(3, box))
+    spb, xtb, cellb = model._tensors(xb, np.full((args.batch, 3), box))
+    sp, xt, cell, spb, xtb, cellb = (t.to(dev) for t in (sp, xt, cell, spb, xtb, cellb))
+    model.energy_and_forces(sp, xt, cell, 350.0)  # warm-up (numba compile, caches)
+    t_one = median_time(lambda: model.energy_and_forces(sp, xt, cell, 350.0), args.repeats, sync)
+    model.energy_and_forces(spb, xtb, cellb, torch.full((args.batch,), 350.0, device=dev))
+    t_batch = median_time(lambda: model.energy_and_forces(spb, xtb, cellb,
+                                                          torch.full((args.batch,), 350.0, device=dev)),
+                          args.repeats, sync)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.is_floating_point() and p.requires_grad], 1e-3)
+    target = torch.zeros_like(xt)
+
+    def train_step():
+        opt.zero_grad()
+        pred = _predictions(model, xt, cell, sp, [0, 1, 2])
+        loss = sum(torch.mean((pred[k] - target) ** 2) for k in pred)
+        loss.backward()
+        opt.step()
+
+    train_step()
+    t_train = median_time(train_step, args.repeats, sync)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"# HIP-NN-TS thermal force field ({settings}), float32, {args.beads} beads, box {box:.2f} Å")
+    print(f"# device {dev}, {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print()
+    print("| what | value |")
+    print("|---|---|")
+    print(f"| energy + forces, {args.beads} beads, order 2 | {t_one * 1e3:.1f} ms |")
+    print(f"| energy + forces, {args.batch} x {args.beads} beads in one batch | {t_batch * 1e3:.1f} ms "
+          f"({t_batch / args.batch * 1e3:.1f} ms per system) |")
+    print(f"| training step (3 heads, double backward), one frame of {args.beads} beads | {t_train * 1e3:.1f} ms |")
+    print(f"| peak resident memory of this process | {peak_mb:.0f} MB |")
+
+
+if __name__ == "__main__":
+    main()
