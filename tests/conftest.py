@@ -16,14 +16,18 @@ TINY = {
         "nve": {"n_segments": 1, "length_ps": 1.0, "frame_interval_fs": 20.0, "timestep_fs": 1.0},
     },
     "targets": {"r_e_A": 4.5, "r_e_check_A": [3.5, 4.5, 5.5], "baseline_cutoff_A": 6.0, "baseline_n_basis": 20},
-    "train": {"variants": ["fm", "trf2"], "cutoff_A": 6.0, "n_features": 16, "n_sensitivities": 8,
+    "train": {"variants": ["fm", "trf2", "trf-multi", "fm-each"], "training_temperatures_K": [300.0, 500.0],
+              "cutoff_A": 6.0, "n_features": 16, "n_sensitivities": 8,
               "max_epochs": 2, "batch_frames": 8, "valid_fraction": 0.25, "learning_rate": 3e-3},
 }
 
 
 def tiny_config(tmp_path, **reference_overrides):
     reference = {**TINY["reference"], **reference_overrides}
-    train = {**TINY["train"], "T0_K": 300.0 if 300.0 in reference["temperatures_K"] else reference["temperatures_K"][0]}
+    t0 = 300.0 if 300.0 in reference["temperatures_K"] else reference["temperatures_K"][0]
+    train = {**TINY["train"], "T0_K": t0,
+             "training_temperatures_K": [t for t in TINY["train"]["training_temperatures_K"]
+                                         if t in reference["temperatures_K"]]}
     data = {"run": {**TINY["run"], "directory": str(tmp_path / "run")}, "reference": reference,
             "targets": TINY["targets"], "train": train}
     return config_from_dict(data, source=tmp_path / "config.toml")

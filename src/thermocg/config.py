@@ -148,10 +148,14 @@ class TargetsSection(_Section):
 class TrainSection(_Section):
     """Training of the CG force fields: ``[train]``."""
 
-    #: Model variants to train: fm (order 0 at T0), trf1, trf2 (thermal heads from the targets).
-    variants: tuple[Literal["fm", "trf1", "trf2"], ...] = ("fm", "trf2")
+    #: Model variants: fm (order 0 at T0), fm-each (an order-0 model at every reference
+    #: temperature), trf1, trf2 (thermal heads at T0), trf-multi (orders 0-2 fitted jointly at
+    #: training_temperatures_K: Hermite interpolation in beta).
+    variants: tuple[Literal["fm", "fm-each", "trf1", "trf2", "trf-multi"], ...] = ("fm", "trf2")
     #: Reference temperature T0 (one of reference.temperatures_K).
     T0_K: PositiveFloat = 300.0
+    #: Training temperatures of trf-multi (a subset of reference.temperatures_K; empty: T0 only).
+    training_temperatures_K: tuple[PositiveFloat, ...] = ()
     #: HIP-NN-TS network (hippynn HipnnQuad): pair cutoff and sizes.
     cutoff_A: PositiveFloat = 6.0
     dist_soft_min_A: PositiveFloat = 2.0
@@ -189,9 +193,11 @@ class Config(_Section):
             value = getattr(getattr(self, section), name)
             if value >= half:
                 raise ValueError(f"{section}.{name} = {value:g} must be below half the box edge ({half:.2f} Å)")
-        if "train" in self.model_fields_set and self.train.T0_K not in self.reference.temperatures_K:
-            raise ValueError(f"train.T0_K = {self.train.T0_K:g} is not one of reference.temperatures_K "
-                             f"{list(self.reference.temperatures_K)}")
+        if "train" in self.model_fields_set:
+            for t in (self.train.T0_K, *self.train.training_temperatures_K):
+                if t not in self.reference.temperatures_K:
+                    raise ValueError(f"train temperature {t:g} K (T0_K or training_temperatures_K) is not one "
+                                     f"of reference.temperatures_K {list(self.reference.temperatures_K)}")
         return self
     #: The file this configuration was read from (set by :func:`load_config`).
     source: Path | None = Field(None, exclude=True)

@@ -26,7 +26,8 @@ def _frame(config):
 
 def test_models_are_saved_and_load(trained):
     config, manifest = trained
-    assert manifest["complete"] and set(manifest["outputs"]) == {"fm", "trf2"}
+    assert manifest["complete"] and set(manifest["outputs"]) == {"fm", "trf2", "trf-multi", "fm-each-T300K",
+                                                                  "fm-each-T500K"}
     x, box = _frame(config)
     fm, trf2 = load_model(train_dir(config) / "fm.pt"), load_model(train_dir(config) / "trf2.pt")
     assert fm.metadata["order"] == 0 and trf2.metadata["order"] == 2
@@ -41,6 +42,16 @@ def test_models_are_saved_and_load(trained):
     np.testing.assert_array_equal(load_model(train_dir(config) / "trf2.pt").forces(x, box, 450.0),
                                   trf2.forces(x, box, 450.0))
     assert not list(train_dir(config).glob(".*")), "checkpoints or temporary files left behind"
+
+
+def test_fm_each_and_trf_multi_carry_their_temperatures(trained):
+    config, _ = trained
+    multi = load_model(train_dir(config) / "trf-multi.pt")
+    assert multi.metadata["training_temperatures_K"] == [300.0, 500.0] and multi.metadata["order"] == 2
+    assert multi.metadata["T0_K"] == pytest.approx(300.0)
+    each = load_model(train_dir(config) / "fm-each-T500K.pt")
+    assert each.metadata["order"] == 0 and each.metadata["T0_K"] == pytest.approx(500.0)
+    assert each.metadata["source_files"] == ["T500K.h5md"]
 
 
 def test_save_load_roundtrip_is_exact(tmp_path, tiny_targets):

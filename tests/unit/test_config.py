@@ -102,4 +102,6 @@ def test_examples_are_valid():
 
 def test_train_T0_must_be_a_reference_temperature(tmp_path):
     msg = _message(tmp_path, "[reference]\ntemperatures_K = [250.0, 400.0]\n[train]\nT0_K = 300.0\n")
-    assert "train.T0_K = 300 is not one of reference.temperatures_K" in msg
+    assert "train temperature 300 K (T0_K or training_temperatures_K) is not one of" in msg
+    msg = _message(tmp_path, "[reference]\ntemperatures_K = [300.0]\n[train]\ntraining_temperatures_K = [350.0]\n")
+    assert "train temperature 350 K" in msg

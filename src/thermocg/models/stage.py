@@ -1,17 +1,20 @@
 """The train stage: targets at T0 -> one saved force field per variant.
 
 Variants (DESIGN.md "Models"): ``fm`` (order 0: prior + W0 fitted to the mapped
-forces at T0), ``trf1`` (plus W1 on the order-1 targets), ``trf2`` (plus W2 on the
-centred order-2 targets). The targets and their baselines come from the targets
-stage (pair-spline baselines for now). Outputs in ``<run.directory>/train/``::
+forces at T0), ``fm-each`` (an independent order-0 model at every reference
+temperature: the structural upper bound at seen temperatures), ``trf1`` (plus W1
+on the order-1 targets), ``trf2`` (plus W2 on the centred order-2 targets),
+``trf-multi`` (orders 0-2 fitted jointly at several training temperatures, each
+frame at its own beta: Hermite interpolation in beta; with one temperature it is
+trf2). The targets and their baselines come from the targets stage (pair-spline
+baselines for now). Outputs in ``<run.directory>/train/``::
 
     manifest.json          config hash, outputs, per-variant losses
     fm.pt, trf2.pt, ...    a saved model each (weights + metadata), loadable with
                            ``thermocg.load_model`` without the training code
     .<variant>.ckpt        training checkpoint while a variant trains (resume)
 
-Not here yet (issue 5): fm-each, em, trf-multi, the energy/entropy form,
-HIP-NN-TS baselines for the targets, and the ASE calculator.
+Not here yet (issue 5): em, the energy/entropy form, HIP-NN-TS baselines for the targets.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from thermocg.config import Config
@@ -71,9 +75,10 @@ def save_model(path: Path, model: ThermalForceField, extra: dict) -> None:
 def run_train(config: Config, force: bool = False, show_progress: bool = True) -> dict:
     """Train every configured variant at T0 (skipping those already saved for this config)."""
     t = config.train
-    if t.T0_K not in config.reference.temperatures_K:
-        raise ConfigError(f"train.T0_K = {t.T0_K:g} is not one of reference.temperatures_K "
-                          f"{list(config.reference.temperatures_K)}")
+    for temp in (t.T0_K, *t.training_temperatures_K):
+        if temp not in config.reference.temperatures_K:
+            raise ConfigError(f"train temperature {temp:g} K (T0_K or training_temperatures_K) is not one of "
+                              f"reference.temperatures_K {list(config.reference.temperatures_K)}")
     src_dir = targets_dir(config)
     src_stage = StageDir(src_dir, "targets", config.section_hash("reference", "targets"), "[targets]")
     src_manifest = src_stage.read_manifest()
@@ -88,39 +93,66 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
     config_json = json.loads(config.model_dump_json(exclude={"source"}))
     stage.write_manifest(False, config_json)
 
-    source = src_dir / f"{temperature_label(t.T0_K)}.h5md"
-    d = read_h5md(source)
-    el = d.elements
-    all_targets = {0: el["particles/all/force"], 1: el["thermocg/t1"], 2: el["thermocg/t2"]}
-    positions, box = el["particles/all/position"], el["particles/all/box/edges"]
     device = _device(config)
     outputs, summary = {}, {}
-    for variant in t.variants:
-        order = ORDER[variant]
-        out = stage.path / f"{variant}.pt"
+    for name, order, t0, temps in _jobs(config):
+        out = stage.path / f"{name}.pt"
         if out.exists():
-            outputs[variant], summary[variant] = [out.name], "up to date"
+            outputs[name], summary[name] = [out.name], "up to date"
             continue
+        data, sources = _training_data(src_dir, temps, order)
         torch.manual_seed(config.run.seed)
-        prior = RepulsivePrior.fit(positions, box, all_targets[0], width_A=t.prior_width_A, p=t.prior_p)
-        model = ThermalForceField(build_network(network_settings(config)), prior, beta_of(t.T0_K), order=order,
+        prior = RepulsivePrior.fit(data.positions, data.box, data.targets[0], width_A=t.prior_width_A, p=t.prior_p)
+        model = ThermalForceField(build_network(network_settings(config)), prior, beta_of(t0), order=order,
                                   settings=network_settings(config)).to(device)
-        data = TrainingData(positions=positions, box=box, targets={k: all_targets[k] for k in range(order + 1)})
         settings = TrainSettings(max_epochs=t.max_epochs, batch_frames=t.batch_frames,
                                  learning_rate=t.learning_rate, lr_patience=t.lr_patience,
                                  early_stop_patience=t.early_stop_patience, valid_fraction=t.valid_fraction,
                                  weights=t.loss_weights, seed=config.run.seed)
-        log.info("train %s: order %d at T0 = %g K on %d frames (%s)", variant, order, t.T0_K, len(positions), device)
-        history = train_heads(model, data, settings, checkpoint=stage.path / f".{variant}.ckpt",
+        log.info("train %s: order %d, T0 = %g K, training temperatures %s, %d frames (%s)", name, order, t0,
+                 list(temps), len(data.positions), device)
+        history = train_heads(model, data, settings, checkpoint=stage.path / f".{name}.ckpt",
                               show_progress=show_progress)
-        save_model(out, model, {"variant": variant, "training_temperatures_K": [t.T0_K],
-                                "source_file": source.name, "config": config_json,
+        save_model(out, model, {"variant": name, "training_temperatures_K": list(temps), "source_files": sources,
+                                "config": config_json,
                                 "history": {k: history[k] for k in ("train", "valid", "best_epoch", "best_valid")}})
-        (stage.path / f".{variant}.ckpt").unlink(missing_ok=True)
-        outputs[variant] = [out.name]
-        summary[variant] = {"best_valid_loss": history["best_valid"], "valid_loss_before": history.get("valid_before"),
-                            "epochs": len(history["valid"]), "best_epoch": history["best_epoch"]}
+        (stage.path / f".{name}.ckpt").unlink(missing_ok=True)
+        outputs[name] = [out.name]
+        summary[name] = {"best_valid_loss": history["best_valid"], "valid_loss_before": history.get("valid_before"),
+                         "epochs": len(history["valid"]), "best_epoch": history["best_epoch"]}
     return stage.write_manifest(True, config_json, outputs, summary)
+
+
+def _jobs(config: Config) -> list[tuple[str, int, float, tuple[float, ...]]]:
+    """(file name, order, T0 of the model, training temperatures) for every model to train."""
+    t = config.train
+    jobs = []
+    for variant in t.variants:
+        if variant == "fm-each":
+            jobs += [(f"fm-each-{temperature_label(temp)}", 0, temp, (temp,))
+                     for temp in config.reference.temperatures_K]
+        elif variant == "trf-multi":
+            jobs.append(("trf-multi", 2, t.T0_K, t.training_temperatures_K or (t.T0_K,)))
+        else:
+            jobs.append((variant, ORDER[variant], t.T0_K, (t.T0_K,)))
+    return jobs
+
+
+def _training_data(src_dir: Path, temps, order: int) -> tuple[TrainingData, list[str]]:
+    """Frames of the targets files at ``temps``, each with its beta, targets up to ``order``."""
+    parts, sources = [], []
+    for temp in temps:
+        path = src_dir / f"{temperature_label(temp)}.h5md"
+        el = read_h5md(path).elements
+        parts.append((el, temp))
+        sources.append(path.name)
+    def cat(key):
+        return np.concatenate([el[key] for el, _ in parts])
+
+    keys = {0: "particles/all/force", 1: "thermocg/t1", 2: "thermocg/t2"}
+    beta = np.concatenate([np.full(len(el["particles/all/position"]), beta_of(temp)) for el, temp in parts])
+    return TrainingData(positions=cat("particles/all/position"), box=cat("particles/all/box/edges"),
+                        targets={k: cat(keys[k]) for k in range(order + 1)}, beta=beta), sources
 
 
 class CGForceField:
@@ -163,5 +195,5 @@ def load_model(path, device: str = "cpu") -> CGForceField:
 
 
 def model_files(config: Config) -> dict[str, Path]:
-    """The saved models of a finished train stage, by variant."""
-    return {v: train_dir(config) / f"{v}.pt" for v in config.train.variants}
+    """The saved models of a finished train stage, by file name (fm-each has one per temperature)."""
+    return {name: train_dir(config) / f"{name}.pt" for name, *_ in _jobs(config)}

@@ -96,16 +96,23 @@ class ThermalForceField(torch.nn.Module):
         prior = self.prior(first, second, dist, system[first], n_sys)[:, 0]
         return prior + e[:, 0], e[:, 1], e[:, 2]
 
+    def expansion(self, heads, db):
+        """``(W, dW/dbeta, d2W/dbeta2)`` at ``dB = db`` from the heads (h0 = prior + W0, h1, h2):
+        ``W = h0 + dB h1 + dB^2/2 h2`` with the terms above ``order`` dropped."""
+        h0 = heads[0]
+        zero = torch.zeros_like(h0)
+        h1 = heads[1] if self.order >= 1 else zero
+        h2 = heads[2] if self.order >= 2 else zero
+        return h0 + db * h1 + 0.5 * db * db * h2, h1 + db * h2, h2
+
+    def delta_beta(self, temperature_K, like: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(temperature_K, dtype=like.dtype, device=like.device)
+        return beta_of(t) - self.beta0.to(like.dtype)
+
     def energy(self, species, positions, cell, temperature_K):
         """W per system, shape (n_systems,), kcal/mol; ``temperature_K`` a float or (n_systems,)."""
-        w0, w1, w2 = self.heads(species, positions, cell)
-        t = torch.as_tensor(temperature_K, dtype=w0.dtype, device=w0.device)
-        db = beta_of(t) - self.beta0.to(w0.dtype)
-        w = w0
-        if self.order >= 1:
-            w = w + db * w1
-        if self.order >= 2:
-            w = w + 0.5 * db * db * w2
+        h = self.heads(species, positions, cell)
+        w = self.expansion(h, self.delta_beta(temperature_K, h[0]))[0]
         return w.expand(positions.shape[0]) if w.dim() == 0 else w
 
     def energy_and_forces(self, species, positions, cell, temperature_K, create_graph: bool = False):

@@ -46,18 +46,22 @@ class TrainSettings:
 
 @dataclass
 class TrainingData:
-    """CG frames at the reference temperature and their targets.
+    """CG frames and their targets, each frame at its own temperature.
 
     positions (F, N, 3) Å; box (F, 3) Å; targets {order: (F, N, 3)} (0: mapped forces,
-    1: t1, 2: t2; any subset).
+    1: t1, 2: t2; any subset); beta (F,) mol/kcal, the inverse temperature of each
+    frame (None: every frame at the model's beta0).
     """
 
     positions: np.ndarray
     box: np.ndarray
     targets: dict[int, np.ndarray] = field(default_factory=dict)
+    beta: np.ndarray | None = None
 
     def __post_init__(self):
         f = self.positions.shape[0]
+        if self.beta is not None and np.shape(self.beta) != (f,):
+            raise ValueError(f"beta has shape {np.shape(self.beta)}, expected ({f},)")
         for k, t in self.targets.items():
             if t.shape != self.positions.shape:
                 raise ValueError(f"order-{k} targets have shape {t.shape}, expected {self.positions.shape}")
@@ -65,11 +69,19 @@ class TrainingData:
             raise ValueError(f"box has shape {self.box.shape}, expected ({f}, 3)")
 
 
-def _predictions(model: ThermalForceField, x, cell, species, orders, create_graph=True):
-    """-grad of (prior + W0), W1, W2 for the requested orders (with a graph for backprop if asked)."""
+def _predictions(model: ThermalForceField, x, cell, species, orders, db=None, create_graph=True):
+    """The model's force and its beta derivatives at each frame's dB = beta - beta0.
+
+    With ``W = h0 + dB h1 + dB^2/2 h2`` (h0 = prior + W0; terms above the model's
+    order dropped): order 0 is ``F = -grad W``, order 1 ``dF/dbeta = -grad(h1 + dB h2)``,
+    order 2 ``d2F/dbeta2 = -grad h2``. At dB = 0 each order is one head's gradient;
+    fitting several temperatures at once is Hermite interpolation in beta (trf-multi).
+    ``db``: (B,) tensor or None (all frames at beta0).
+    """
     x = x.detach().requires_grad_(True)
-    heads = model.heads(species, x, cell)
-    return {k: -torch.autograd.grad(heads[k].sum(), x, create_graph=create_graph, retain_graph=True)[0]
+    h = model.heads(species, x, cell)
+    energy_of = model.expansion(h, torch.zeros_like(h[0]) if db is None else db.to(h[0].dtype))
+    return {k: -torch.autograd.grad(energy_of[k].sum(), x, create_graph=create_graph, retain_graph=True)[0]
             for k in orders}
 
 
@@ -93,6 +105,8 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
     cell_all = torch.as_tensor(np.stack([np.diag(b) for b in data.box]), dtype=dtype)
     species_all = torch.ones(x_all.shape[:2], dtype=torch.long)
     targets = {k: torch.as_tensor(data.targets[k], dtype=dtype) for k in orders}
+    db_all = (torch.as_tensor(np.asarray(data.beta) - float(model.beta0), dtype=dtype)
+              if data.beta is not None else torch.zeros(n, dtype=dtype))
     scale = {k: float(targets[k][train].var()) or 1.0 for k in orders}
 
     params = [p for p in model.parameters() if p.requires_grad and p.is_floating_point()]
@@ -114,7 +128,7 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
         log.info("training: resuming at epoch %d from %s", start, checkpoint)
 
     def loss_of(idx, create_graph=True):
-        pred = _predictions(model, x_all[idx], cell_all[idx], species_all[idx], orders, create_graph)
+        pred = _predictions(model, x_all[idx], cell_all[idx], species_all[idx], orders, db_all[idx], create_graph)
         return sum(settings.weights[k] * torch.mean((pred[k] - targets[k][idx]) ** 2) / scale[k] for k in orders)
 
     def valid_loss():

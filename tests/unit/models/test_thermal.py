@@ -105,3 +105,25 @@ def test_order_zero_is_temperature_independent(model, frame):
     m0 = ThermalForceField(model.network, model.prior, float(model.beta0), order=0)
     np.testing.assert_allclose(m0.forces_numpy(x, box, 250.0), m0.forces_numpy(x, box, 700.0), atol=0)
     assert model.metadata()["T0_K"] == pytest.approx(T0)
+
+
+def test_training_predictions_away_from_beta0(model, frame):
+    """The quantities trf-multi fits at a training temperature T: the force at T and its
+    first and second beta derivatives there (finite differences of the full model)."""
+    from thermocg.models.training import _predictions
+    x, box = frame
+    temp = 450.0
+    species, xt, cell = _tensors(model, x, box)
+    db = torch.tensor([beta_of(temp) - float(model.beta0)])
+    pred = {k: v[0].detach().numpy() for k, v in
+            _predictions(model, xt, cell, species, [0, 1, 2], db, create_graph=False).items()}
+    b = beta_of(temp)
+    h = 1e-3 * b
+
+    def forces_at(beta):
+        return model.forces_numpy(x, box, 1.0 / (units.KB * beta))
+
+    fp, fm, fc = forces_at(b + h), forces_at(b - h), forces_at(b)
+    np.testing.assert_allclose(pred[0], fc, atol=1e-10)
+    np.testing.assert_allclose(pred[1], (fp - fm) / (2 * h), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(pred[2], (fp - 2 * fc + fm) / h**2, rtol=1e-3, atol=1e-5 * np.abs(pred[2]).max() + 1e-8)
