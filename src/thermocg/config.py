@@ -156,6 +156,9 @@ class TrainSection(_Section):
     T0_K: PositiveFloat = 300.0
     #: Training temperatures of trf-multi (a subset of reference.temperatures_K; empty: T0 only).
     training_temperatures_K: tuple[PositiveFloat, ...] = ()
+    #: Temperature dependence: "beta" (W0 + dB W1 + dB^2/2 W2) or "energy-entropy"
+    #: (W = U - T S - (T - T0)^2/2 C); both are trained from the same targets.
+    form: Literal["beta", "energy-entropy"] = "beta"
     #: HIP-NN-TS network (hippynn HipnnQuad): pair cutoff and sizes.
     cutoff_A: PositiveFloat = 6.0
     dist_soft_min_A: PositiveFloat = 2.0

@@ -63,9 +63,11 @@ def test_save_load_roundtrip_is_exact(tmp_path, tiny_targets):
     x, box = _frame(config)
     torch.manual_seed(3)
     settings = NetworkSettings(cutoff_A=6.0, n_features=8, n_sensitivities=6)
-    model = ThermalForceField(build_network(settings), RepulsivePrior(2.4, 12.0), beta_of(350.0), 1, settings)
-    save_model(tmp_path / "m.pt", model, {"variant": "trf1"})
+    model = ThermalForceField(build_network(settings), RepulsivePrior(2.4, 12.0), beta_of(350.0), 2, settings,
+                              form="energy-entropy")
+    save_model(tmp_path / "m.pt", model, {"variant": "trf2"})
     loaded = load_model(tmp_path / "m.pt")
+    assert loaded.metadata["form"] == "energy-entropy"
     np.testing.assert_array_equal(loaded.forces(x, box, 280.0), model.forces_numpy(x, box, 280.0))
     assert loaded.energy(x, box, 280.0) == model.energy_numpy(x, box, 280.0)
 

@@ -104,7 +104,7 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
         torch.manual_seed(config.run.seed)
         prior = RepulsivePrior.fit(data.positions, data.box, data.targets[0], width_A=t.prior_width_A, p=t.prior_p)
         model = ThermalForceField(build_network(network_settings(config)), prior, beta_of(t0), order=order,
-                                  settings=network_settings(config)).to(device)
+                                  settings=network_settings(config), form=t.form).to(device)
         settings = TrainSettings(max_epochs=t.max_epochs, batch_frames=t.batch_frames,
                                  learning_rate=t.learning_rate, lr_patience=t.lr_patience,
                                  early_stop_patience=t.early_stop_patience, valid_fraction=t.valid_fraction,
@@ -188,7 +188,7 @@ def load_model(path, device: str = "cpu") -> CGForceField:
     meta = blob["metadata"]
     settings = NetworkSettings(**meta["network"])
     model = ThermalForceField(build_network(settings), RepulsivePrior(**meta["prior"]), meta["beta0_mol_per_kcal"],
-                              order=meta["order"], settings=settings)
+                              order=meta["order"], settings=settings, form=meta.get("form", "beta"))
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return CGForceField(model.to(device), meta)

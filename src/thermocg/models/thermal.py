@@ -76,13 +76,19 @@ class ThermalForceField(torch.nn.Module):
         0 (force matching: W0 only), 1 or 2: the highest head used.
     settings : NetworkSettings
         Kept for saving and reloading.
+    form : str
+        ``"beta"`` (the expansion in dB) or ``"energy-entropy"`` (W = U - T S - (T - T0)^2/2 C);
+        see :meth:`expansion`.
     """
 
     def __init__(self, network, prior: RepulsivePrior, beta0: float, order: int = 2,
-                 settings: NetworkSettings | None = None):
+                 settings: NetworkSettings | None = None, form: str = "beta"):
         super().__init__()
         if order not in (0, 1, 2):
             raise ValueError(f"order must be 0, 1 or 2, found {order}")
+        if form not in ("beta", "energy-entropy"):
+            raise ValueError(f"form must be 'beta' or 'energy-entropy', found {form!r}")
+        self.form = form
         self.network = network
         self.prior = prior
         self.register_buffer("beta0", torch.tensor(float(beta0), dtype=torch.float64))
@@ -96,23 +102,40 @@ class ThermalForceField(torch.nn.Module):
         prior = self.prior(first, second, dist, system[first], n_sys)[:, 0]
         return prior + e[:, 0], e[:, 1], e[:, 2]
 
-    def expansion(self, heads, db):
-        """``(W, dW/dbeta, d2W/dbeta2)`` at ``dB = db`` from the heads (h0 = prior + W0, h1, h2):
-        ``W = h0 + dB h1 + dB^2/2 h2`` with the terms above ``order`` dropped."""
+    def expansion(self, heads, beta):
+        """``(W, dW/dbeta, d2W/dbeta2)`` at inverse temperature ``beta`` (per system) from the heads.
+
+        ``form = "beta"``: ``W = h0 + dB h1 + dB^2/2 h2`` with dB = beta - beta0.
+        ``form = "energy-entropy"``: ``W = U - T S - (T - T0)^2/2 C`` with U = h0, S = h1,
+        C = h2 (exact to first order when U and S do not depend on T); its beta
+        derivatives follow from dT/dbeta = -kB T^2, d2T/dbeta2 = 2 kB^2 T^3.
+        h0 includes the prior. Terms above ``order`` are dropped in both forms.
+        """
         h0 = heads[0]
         zero = torch.zeros_like(h0)
         h1 = heads[1] if self.order >= 1 else zero
         h2 = heads[2] if self.order >= 2 else zero
-        return h0 + db * h1 + 0.5 * db * db * h2, h1 + db * h2, h2
+        beta = beta.to(h0.dtype)
+        beta0 = self.beta0.to(h0.dtype)
+        if self.form == "beta":
+            db = beta - beta0
+            return h0 + db * h1 + 0.5 * db * db * h2, h1 + db * h2, h2
+        kb = units.KB
+        t, t0 = 1.0 / (kb * beta), 1.0 / (kb * beta0)
+        dt = t - t0
+        w = h0 - t * h1 - 0.5 * dt * dt * h2
+        dw_dt = -h1 - dt * h2
+        dt_db, d2t_db2 = -kb * t * t, 2 * kb * kb * t**3
+        return w, dw_dt * dt_db, -h2 * dt_db * dt_db + dw_dt * d2t_db2
 
-    def delta_beta(self, temperature_K, like: torch.Tensor) -> torch.Tensor:
+    def beta_tensor(self, temperature_K, like: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(temperature_K, dtype=like.dtype, device=like.device)
-        return beta_of(t) - self.beta0.to(like.dtype)
+        return beta_of(t)
 
     def energy(self, species, positions, cell, temperature_K):
         """W per system, shape (n_systems,), kcal/mol; ``temperature_K`` a float or (n_systems,)."""
         h = self.heads(species, positions, cell)
-        w = self.expansion(h, self.delta_beta(temperature_K, h[0]))[0]
+        w = self.expansion(h, self.beta_tensor(temperature_K, h[0]))[0]
         return w.expand(positions.shape[0]) if w.dim() == 0 else w
 
     def energy_and_forces(self, species, positions, cell, temperature_K, create_graph: bool = False):
@@ -151,5 +174,5 @@ class ThermalForceField(torch.nn.Module):
     def metadata(self) -> dict:
         """What a saved model carries besides its weights."""
         return {"beta0_mol_per_kcal": float(self.beta0), "T0_K": float(1.0 / (units.KB * float(self.beta0))),
-                "order": self.order, "network": asdict(self.settings), "prior": self.prior.parameters_dict(),
+                "order": self.order, "form": self.form, "network": asdict(self.settings), "prior": self.prior.parameters_dict(),
                 "units": {"length": units.LENGTH, "energy": units.ENERGY, "temperature": units.TEMPERATURE}}

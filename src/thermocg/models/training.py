@@ -69,18 +69,20 @@ class TrainingData:
             raise ValueError(f"box has shape {self.box.shape}, expected ({f}, 3)")
 
 
-def _predictions(model: ThermalForceField, x, cell, species, orders, db=None, create_graph=True):
+def _predictions(model: ThermalForceField, x, cell, species, orders, beta=None, create_graph=True):
     """The model's force and its beta derivatives at each frame's dB = beta - beta0.
 
     With ``W = h0 + dB h1 + dB^2/2 h2`` (h0 = prior + W0; terms above the model's
     order dropped): order 0 is ``F = -grad W``, order 1 ``dF/dbeta = -grad(h1 + dB h2)``,
     order 2 ``d2F/dbeta2 = -grad h2``. At dB = 0 each order is one head's gradient;
     fitting several temperatures at once is Hermite interpolation in beta (trf-multi).
-    ``db``: (B,) tensor or None (all frames at beta0).
+    ``beta``: (B,) tensor of the frames' inverse temperatures, or None (all at beta0).
+    The energy/entropy form gives the same three quantities by the chain rule
+    (:meth:`ThermalForceField.expansion`).
     """
     x = x.detach().requires_grad_(True)
     h = model.heads(species, x, cell)
-    energy_of = model.expansion(h, torch.zeros_like(h[0]) if db is None else db.to(h[0].dtype))
+    energy_of = model.expansion(h, model.beta0.to(h[0].dtype).expand_as(h[0]) if beta is None else beta)
     return {k: -torch.autograd.grad(energy_of[k].sum(), x, create_graph=create_graph, retain_graph=True)[0]
             for k in orders}
 
@@ -105,8 +107,8 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
     cell_all = torch.as_tensor(np.stack([np.diag(b) for b in data.box]), dtype=dtype)
     species_all = torch.ones(x_all.shape[:2], dtype=torch.long)
     targets = {k: torch.as_tensor(data.targets[k], dtype=dtype) for k in orders}
-    db_all = (torch.as_tensor(np.asarray(data.beta) - float(model.beta0), dtype=dtype)
-              if data.beta is not None else torch.zeros(n, dtype=dtype))
+    beta_all = torch.as_tensor(np.asarray(data.beta) if data.beta is not None else np.full(n, float(model.beta0)),
+                               dtype=dtype)
     scale = {k: float(targets[k][train].var()) or 1.0 for k in orders}
 
     params = [p for p in model.parameters() if p.requires_grad and p.is_floating_point()]
@@ -128,7 +130,7 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
         log.info("training: resuming at epoch %d from %s", start, checkpoint)
 
     def loss_of(idx, create_graph=True):
-        pred = _predictions(model, x_all[idx], cell_all[idx], species_all[idx], orders, db_all[idx], create_graph)
+        pred = _predictions(model, x_all[idx], cell_all[idx], species_all[idx], orders, beta_all[idx], create_graph)
         return sum(settings.weights[k] * torch.mean((pred[k] - targets[k][idx]) ** 2) / scale[k] for k in orders)
 
     def valid_loss():

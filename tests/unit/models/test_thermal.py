@@ -15,14 +15,14 @@ from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of,
 T0 = 300.0
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["beta", "energy-entropy"])
+def model(request):
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
         torch.manual_seed(0)
         net = build_network(NetworkSettings(cutoff_A=6.0, n_features=16, n_sensitivities=8))
-        yield ThermalForceField(net, RepulsivePrior(2.5, 10.0), beta_of(T0), order=2)
+        yield ThermalForceField(net, RepulsivePrior(2.5, 10.0), beta_of(T0), order=2, form=request.param)
     finally:
         torch.set_default_dtype(old)
 
@@ -39,6 +39,19 @@ def frame(tiny_reference):
 
 def _tensors(model, x, box):
     return model._tensors(x, box)
+
+
+def _beta_derivatives(forces_at, b, h):
+    """First and second derivatives in beta by central differences with Richardson
+    extrapolation (error O(h^4)): the energy/entropy form is not polynomial in beta and
+    its terms carry powers of T, which make plain O(h^2) differences too coarse."""
+    def d1(k):
+        return (forces_at(b + k) - forces_at(b - k)) / (2 * k)
+
+    def d2(k):
+        return (forces_at(b + k) - 2 * forces_at(b) + forces_at(b - k)) / k**2
+
+    return (4 * d1(h / 2) - d1(h)) / 3, (4 * d2(h / 2) - d2(h)) / 3
 
 
 def test_forces_are_minus_the_gradient(model, frame):
@@ -69,8 +82,10 @@ def test_translation_rotation_permutation(model, frame):
 
 
 def test_beta_derivatives_of_the_force_are_the_heads(model, frame):
-    """dF/dbeta at beta0 = -grad W1, d2F/dbeta2 = -grad W2 (finite differences in beta of the
-    full model's forces vs autograd of the heads), and at T0 only W_prior + W0 act."""
+    """Finite differences in beta of the full model's forces at T0 against the heads' gradients.
+    beta form: F = -grad h0, dF/dbeta = -grad h1, d2F/dbeta2 = -grad h2 (only W_prior + W0 act at T0).
+    energy/entropy form (W = U - T S - (T - T0)^2/2 C): F = -grad(U - T0 S),
+    dF/dbeta = -kB T0^2 grad S, d2F/dbeta2 = kB^2 T0^4 grad C + 2 kB^2 T0^3 grad S."""
     x, box = frame
     species, xt, cell = _tensors(model, x, box)
     xt.requires_grad_(True)
@@ -82,10 +97,16 @@ def test_beta_derivatives_of_the_force_are_the_heads(model, frame):
     def forces_at(beta):
         return model.forces_numpy(x, box, 1.0 / (units.KB * beta))
 
-    fp, fm, fc = forces_at(b0 + h), forces_at(b0 - h), forces_at(b0)
-    np.testing.assert_allclose(fc, -g0, atol=1e-10)
-    np.testing.assert_allclose((fp - fm) / (2 * h), -g1, rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose((fp - 2 * fc + fm) / h**2, -g2, rtol=1e-3, atol=1e-5 * np.abs(g2).max() + 1e-8)
+    fc = forces_at(b0)
+    first, second = _beta_derivatives(forces_at, b0, h)
+    if model.form == "beta":
+        want = (-g0, -g1, -g2)
+    else:
+        kb = units.KB
+        want = (-(g0 - T0 * g1), -kb * T0**2 * g1, kb**2 * T0**4 * g2 + 2 * kb**2 * T0**3 * g1)
+    np.testing.assert_allclose(fc, want[0], atol=1e-10)
+    np.testing.assert_allclose(first, want[1], rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(second, want[2], rtol=1e-3, atol=1e-5 * np.abs(want[2]).max() + 1e-8)
     assert np.abs(g1).max() > 0 and np.abs(g2).max() > 0
 
 
@@ -102,7 +123,7 @@ def test_batched_temperatures_equal_separate_calls(model, frame):
 
 def test_order_zero_is_temperature_independent(model, frame):
     x, box = frame
-    m0 = ThermalForceField(model.network, model.prior, float(model.beta0), order=0)
+    m0 = ThermalForceField(model.network, model.prior, float(model.beta0), order=0, form=model.form)
     np.testing.assert_allclose(m0.forces_numpy(x, box, 250.0), m0.forces_numpy(x, box, 700.0), atol=0)
     assert model.metadata()["T0_K"] == pytest.approx(T0)
 
@@ -114,16 +135,16 @@ def test_training_predictions_away_from_beta0(model, frame):
     x, box = frame
     temp = 450.0
     species, xt, cell = _tensors(model, x, box)
-    db = torch.tensor([beta_of(temp) - float(model.beta0)])
     pred = {k: v[0].detach().numpy() for k, v in
-            _predictions(model, xt, cell, species, [0, 1, 2], db, create_graph=False).items()}
+            _predictions(model, xt, cell, species, [0, 1, 2], torch.tensor([beta_of(temp)]),
+                         create_graph=False).items()}
     b = beta_of(temp)
     h = 1e-3 * b
 
     def forces_at(beta):
         return model.forces_numpy(x, box, 1.0 / (units.KB * beta))
 
-    fp, fm, fc = forces_at(b + h), forces_at(b - h), forces_at(b)
-    np.testing.assert_allclose(pred[0], fc, atol=1e-10)
-    np.testing.assert_allclose(pred[1], (fp - fm) / (2 * h), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(pred[2], (fp - 2 * fc + fm) / h**2, rtol=1e-3, atol=1e-5 * np.abs(pred[2]).max() + 1e-8)
+    first, second = _beta_derivatives(forces_at, b, h)
+    np.testing.assert_allclose(pred[0], forces_at(b), atol=1e-10)
+    np.testing.assert_allclose(pred[1], first, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(pred[2], second, rtol=1e-3, atol=1e-5 * np.abs(pred[2]).max() + 1e-8)
