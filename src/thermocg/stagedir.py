@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from thermocg.errors import ConfigError
@@ -22,11 +23,28 @@ from thermocg.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary name in the same directory, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+@contextmanager
+def atomic_path(path: Path, suffix: str = ".tmp"):
+    """Yield a temporary name beside ``path``; rename it to ``path`` when the block succeeds.
+
+    A stale temporary from an earlier, interrupted write is removed first; on an
+    error the temporary is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{suffix}")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to a temporary name in the same directory, then rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 class StageDir:

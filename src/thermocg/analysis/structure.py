@@ -8,7 +8,8 @@ single numpy call, so this is not a Python loop over pairs.
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
+
+from thermocg.geometry import pair_vectors, periodic_pairs
 
 
 class RDF:
@@ -48,12 +49,9 @@ class RDF:
         acc = np.zeros(self.bins)
         for xf, bf in zip(x, b):
             n = len(xf)
-            w = xf - bf * np.floor(xf / bf)
-            w = np.where(w >= bf, 0.0, w)
-            d = cKDTree(w, boxsize=bf).sparse_distance_matrix(cKDTree(w, boxsize=bf), self.r_max_A,
-                                                              output_type="ndarray")
-            r = d["v"][d["i"] != d["j"]]
-            counts, _ = np.histogram(r, edges)  # ordered pairs: each pair twice
+            _, r = pair_vectors(xf, periodic_pairs(xf, bf, self.r_max_A), bf)
+            counts, _ = np.histogram(r, edges)
+            counts = 2 * counts  # every bead counts each neighbour: each pair twice
             rho = (n - 1) / np.prod(bf)
             acc += counts / (n * rho * shell)
         self._edges = edges

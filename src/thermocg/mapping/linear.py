@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from thermocg.errors import DataFormatError
+from thermocg.geometry import minimum_image
 from thermocg.frames import ReferenceFrames
 
 
@@ -93,7 +94,7 @@ class LinearMap:
         d = x - ref
         if box is not None:
             b = np.asarray(box, dtype=np.float64)[..., None, :]
-            d = d - b * np.round(d / b)
+            d = minimum_image(d, b)
         return self._sum(ref * self.coefficients[:, None] + d * self.coefficients[:, None])
 
     def forces(self, forces) -> np.ndarray:

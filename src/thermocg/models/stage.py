@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from thermocg.models.prior import RepulsivePrior
 from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of, build_network
 from thermocg.models.training import TrainingData, TrainSettings, train_heads
 from thermocg.reference.sampler import temperature_label
-from thermocg.stagedir import StageDir
+from thermocg.stagedir import StageDir, atomic_path
 from thermocg.targets.stage import targets_dir
 
 log = logging.getLogger(__name__)
@@ -66,10 +65,9 @@ def _device(config: Config) -> torch.device:
 
 def save_model(path: Path, model: ThermalForceField, extra: dict) -> None:
     """Weights and metadata in one file (temporary name, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": "thermocg-model-1", "state_dict": model.state_dict(),
-                "metadata": {**model.metadata(), **extra}}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": "thermocg-model-1", "state_dict": model.state_dict(),
+                    "metadata": {**model.metadata(), **extra}}, tmp)
 
 
 def run_train(config: Config, force: bool = False, show_progress: bool = True) -> dict:

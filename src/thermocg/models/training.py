@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from thermocg.models.thermal import ThermalForceField
+from thermocg.stagedir import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -161,19 +161,13 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
             best_state = copy.deepcopy(model.state_dict())  # hippynn adds non-tensor entries
         bar.set_postfix(train=f"{history['train'][-1]:.4f}", valid=f"{v:.4f}")
         if checkpoint is not None:
-            _save(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": sched.state_dict(), "history": history, "best_state": best_state,
-                               "epoch": epoch, "generator": torch_gen.get_state()})
+                            "epoch": epoch, "generator": torch_gen.get_state()}, tmp)
         if epoch - history["best_epoch"] >= settings.early_stop_patience:
             log.info("training: early stop at epoch %d (best %d)", epoch, history["best_epoch"])
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
-
-
-def _save(path: Path, obj) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)

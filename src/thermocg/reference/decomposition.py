@@ -33,10 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial import cKDTree
 from scipy.special import erf, erfc
 
 from thermocg import units
+from thermocg.geometry import minimum_image as _minimum_image
+from thermocg.geometry import periodic_pairs
 
 _F64 = np.float64
 
@@ -109,23 +110,10 @@ class BondedTerms:
     angle_k: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def _minimum_image(d: np.ndarray, box: np.ndarray) -> np.ndarray:
-    return d - box * np.round(d / box)
-
-
-def _wrap(x: np.ndarray, box: np.ndarray) -> np.ndarray:
-    w = x - box * np.floor(x / box)
-    # floor can leave a coordinate equal to the box edge after rounding; cKDTree refuses that.
-    return np.where(w >= box, 0.0, w)
-
-
 def _pairs_within(x: np.ndarray, box: np.ndarray, cutoff: float, subset: np.ndarray) -> np.ndarray:
     """Index pairs (i < j) of ``subset`` atoms closer than ``cutoff`` (minimum image)."""
-    if len(subset) < 2:
-        return np.zeros((0, 2), dtype=np.int64)
-    tree = cKDTree(_wrap(x[subset], box), boxsize=box)
-    # query_pairs gives i < j in subset order; subset is sorted, so i < j holds for atoms too
-    return subset[tree.query_pairs(r=cutoff, output_type="ndarray")]
+    # i < j in subset order; subset is sorted, so i < j holds for atoms too
+    return subset[periodic_pairs(x[subset], box, cutoff)]
 
 
 def _lj(r, sigma, epsilon):

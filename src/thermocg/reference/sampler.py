@@ -31,6 +31,7 @@ from thermocg import __version__, units
 from thermocg.errors import DataFormatError, SimulationError
 from thermocg.io.h5md import H5MDWriter, read_attrs, read_h5md
 from thermocg.reference import engine
+from thermocg.stagedir import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +144,13 @@ def _metadata(task: TemperatureTask, context: mm.Context, system: mm.System, **e
 
 
 def _save_checkpoint(path: Path, context: mm.Context, config_hash: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     state = context.getState(getPositions=True, getVelocities=True, getParameters=True)
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, openmm=np.frombuffer(context.createCheckpoint(), dtype=np.uint8),
                  state_xml=np.array(mm.XmlSerializer.serialize(state)), config_hash=np.array(config_hash),
                  step=np.array(context.getStepCount()))
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _load_checkpoint(path: Path, context: mm.Context, integrator, seed: int, config_hash: str) -> bool:

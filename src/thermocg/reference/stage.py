@@ -29,7 +29,7 @@ import numpy as np
 
 from thermocg.config import Config
 from thermocg.errors import SimulationError, ThermocgError
-from thermocg.stagedir import StageDir, atomic_write_text
+from thermocg.stagedir import StageDir, atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,8 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
     config_text = config.model_dump_json(exclude={"source"})
     stage.write_manifest(False, json.loads(config_text))
     atomic_write_text(out / "system.xml", system_xml)
-    pdb = out / ".system.pdb.tmp"
-    with open(pdb, "w") as fh:
+    with atomic_path(out / "system.pdb") as pdb, open(pdb, "w") as fh:
         app.PDBFile.writeFile(topology, positions / 10.0, fh)  # PDBFile takes nm
-    os.replace(pdb, out / "system.pdb")
 
     gpu = engine.choose_platform(config.run.device)[0].getName() != "CPU"
     procs, threads = _plan_processes(config, len(ref.temperatures_K), gpu)

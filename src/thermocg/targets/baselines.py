@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
+
+from thermocg.geometry import pair_vectors, periodic_pairs
 
 
 @dataclass(frozen=True)
@@ -58,16 +59,6 @@ class PairBasis:
         return coef[k0] * w0 + coef[k1] * w1
 
 
-def _pairs(x, box, cutoff):
-    """(i, j, d = x_i - x_j minimum image, r) for i < j closer than cutoff."""
-    w = x - box * np.floor(x / box)
-    w = np.where(w >= box, 0.0, w)
-    p = cKDTree(w, boxsize=box).query_pairs(r=cutoff, output_type="ndarray")
-    d = x[p[:, 0]] - x[p[:, 1]]
-    d -= box * np.round(d / box)
-    return p[:, 0], p[:, 1], d, np.linalg.norm(d, axis=1)
-
-
 def pair_features(positions, box, basis: PairBasis) -> tuple[np.ndarray, np.ndarray]:
     """Features of one frame.
 
@@ -78,7 +69,10 @@ def pair_features(positions, box, basis: PairBasis) -> tuple[np.ndarray, np.ndar
     """
     x = np.asarray(positions, dtype=np.float64)
     n, kb = len(x), basis.n_basis
-    i, j, d, r = _pairs(x, np.asarray(box, dtype=np.float64), basis.cutoff_A)
+    box = np.asarray(box, dtype=np.float64)
+    p = periodic_pairs(x, box, basis.cutoff_A)
+    i, j = p[:, 0], p[:, 1]
+    d, r = pair_vectors(x, p, box)
     rhat = d / r[:, None]  # from j to i
     force = np.zeros((n, 3, kb))
     psum = np.zeros((n, kb))
@@ -105,9 +99,12 @@ def _solve(ata, aty, ridge):
     return np.linalg.solve(ata + ridge * scale * np.eye(len(ata)), aty)
 
 
-def _folds(n_frames, folds):
-    folds = max(1, min(folds, n_frames))
-    return np.array_split(np.arange(n_frames), folds)
+def cross_fit_splits(n_frames: int, folds: int):
+    """(training frames, held-out frames) per fold; with a single fold both are all frames."""
+    everything = np.arange(n_frames)
+    parts = np.array_split(everything, max(1, min(folds, n_frames)))
+    for held in parts:
+        yield (np.setdiff1d(everything, held) if len(parts) > 1 else held), held
 
 
 def fit_force_and_energy(positions, box, forces, bead_energy, basis: PairBasis, folds: int = 5,
@@ -132,8 +129,7 @@ def fit_force_and_energy(positions, box, forces, bead_energy, basis: PairBasis, 
         ea[f], ey[f] = e.T @ e, e.T @ bead_energy[f]
     f0 = np.empty_like(np.asarray(forces, dtype=np.float64))
     u = np.empty((n_frames, n))
-    for held in _folds(n_frames, folds):
-        train = np.setdiff1d(np.arange(n_frames), held) if folds > 1 else held
+    for train, held in cross_fit_splits(n_frames, folds):
         a_coef = _solve(fa[train].sum(0), fy[train].sum(0), ridge)
         e_coef = _solve(ea[train].sum(0), ey[train].sum(0), ridge)
         for f in held:
@@ -152,8 +148,7 @@ def fit_variance(positions, box, squared_residual, basis: PairBasis, folds: int 
     va = np.stack([d.T @ d for d in design])
     vy = np.stack([d.T @ squared_residual[f] for f, d in enumerate(design)])
     v = np.empty((n_frames, n))
-    for held in _folds(n_frames, folds):
-        train = np.setdiff1d(np.arange(n_frames), held) if folds > 1 else held
+    for train, held in cross_fit_splits(n_frames, folds):
         coef = _solve(va[train].sum(0), vy[train].sum(0), ridge)
         for f in held:
             v[f] = design[f] @ coef

@@ -9,8 +9,9 @@ The same neighbour sums apply to per-bead baselines: ``c_I = sum_{J near I} U_J(
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 from scipy.sparse import csr_matrix
+
+from thermocg.geometry import periodic_pairs
 
 
 def neighbour_matrix(positions, box, r_e: float) -> csr_matrix:
@@ -27,10 +28,7 @@ def neighbour_matrix(positions, box, r_e: float) -> csr_matrix:
     n = len(x)
     if r_e >= 0.5 * np.sqrt(np.sum(b * b)):  # beyond the farthest minimum image: everyone
         return csr_matrix(np.ones((n, n)))
-    w = x - b * np.floor(x / b)
-    w = np.where(w >= b, 0.0, w)
-    tree = cKDTree(w, boxsize=b)
-    pairs = tree.query_pairs(r=r_e, output_type="ndarray")
+    pairs = periodic_pairs(x, b, r_e)
     rows = np.concatenate([pairs[:, 0], pairs[:, 1], np.arange(n)])
     cols = np.concatenate([pairs[:, 1], pairs[:, 0], np.arange(n)])
     return csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))

@@ -23,7 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from thermocg.units import beta_of  # noqa: F401 - re-exported for oracle users
+from thermocg.geometry import minimum_image, pair_vectors, periodic_pairs
+from thermocg.units import beta_of
+
+__all__ = ["PairTwoStateOracle", "TwoStateOracle", "beta_of"]  # beta_of: re-exported for oracle users
 
 
 def _occupation(eps, beta, g):
@@ -171,16 +174,16 @@ class PairTwoStateOracle:
     # -- configurations ------------------------------------------------------------
     def pairs(self, positions, box):
         """(i, j, unit vector from j to i, r) for pairs i < j within the cutoff."""
-        from scipy.spatial import cKDTree
         x = np.asarray(positions, dtype=np.float64)
         b = np.asarray(box, dtype=np.float64)
-        wrapped = x - b * np.floor(x / b)
-        wrapped = np.where(wrapped >= b, 0.0, wrapped)
-        p = cKDTree(wrapped, boxsize=b).query_pairs(r=self.cutoff_A, output_type="ndarray")
-        d = x[p[:, 0]] - x[p[:, 1]]
-        d -= b * np.round(d / b)
-        r = np.linalg.norm(d, axis=1)
+        p = periodic_pairs(x, b, self.cutoff_A)
+        d, r = pair_vectors(x, p, b)
         return p[:, 0], p[:, 1], d / r[:, None], r
+
+    @staticmethod
+    def _half_to_each(i, j, pair_energy, n):
+        """Bead energies: half of every pair energy to each of its two beads."""
+        return 0.5 * (np.bincount(i, pair_energy, n) + np.bincount(j, pair_energy, n))
 
     def _per_bead(self, i, j, rhat, magnitude, n):
         out = np.zeros((n, 3))
@@ -206,7 +209,7 @@ class PairTwoStateOracle:
             "F": self._per_bead(i, j, rhat, -(self.dV(r) + de * p), n),
             "F1": self._per_bead(i, j, rhat, de * e * p * (1 - p), n),
             "F2": self._per_bead(i, j, rhat, -de * e * e * p * (1 - p) * (1 - 2 * p), n),
-            "U": 0.5 * (np.bincount(i, self.V(r) + e * p, n) + np.bincount(j, self.V(r) + e * p, n)),
+            "U": self._half_to_each(i, j, self.V(r) + e * p, n),
         }
         if r_e is not None:
             from thermocg.targets.local import neighbour_matrix
@@ -230,7 +233,7 @@ class PairTwoStateOracle:
         s = (rng.random(len(r)) < self.p(r, beta)).astype(np.float64)
         f = self._per_bead(i, j, rhat, -(self.dV(r) + self.deps(r) * s), n)
         pair_u = self.V(r) + self.eps(r) * s
-        return f, 0.5 * (np.bincount(i, pair_u, n) + np.bincount(j, pair_u, n))
+        return f, self._half_to_each(i, j, pair_u, n)
 
     def sample_positions(self, n, box, beta, rng: np.random.Generator, sweeps=200, step_A=0.4, start=None):
         """Metropolis Monte Carlo on the pair PMF ``sum w``: ``n`` beads in an orthorhombic box.
@@ -248,9 +251,7 @@ class PairTwoStateOracle:
             x = np.array(start, dtype=np.float64)
 
         def bead_energy(k, xk):
-            d = x - xk
-            d -= b * np.round(d / b)
-            r = np.linalg.norm(d, axis=1)
+            r = np.linalg.norm(minimum_image(x - xk, b), axis=1)
             r[k] = np.inf
             r = r[r < self.cutoff_A]
             return float(np.sum(self.w(r, beta)))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,8 @@ from thermocg.io.h5md import H5MDWriter
 from thermocg.mapping import CGFrames, map_reference
 from thermocg.reference.sampler import temperature_label
 from thermocg.reference.stage import reference_dir
-from thermocg.stagedir import StageDir, atomic_write_text
-from thermocg.targets.baselines import PairBasis, fit_force_and_energy, fit_variance
+from thermocg.stagedir import StageDir, atomic_path, atomic_write_text
+from thermocg.targets.baselines import PairBasis, cross_fit_splits, fit_force_and_energy, fit_variance
 from thermocg.targets.build import Targets, local_energy_and_baseline, thermal_targets
 
 log = logging.getLogger(__name__)
@@ -61,9 +60,8 @@ def check_frames(cg: CGFrames, config: Config, source: Path) -> None:
 def _cross_fitted_mean(values: np.ndarray, folds: int) -> np.ndarray:
     """Per frame, the mean of ``values`` (F, N) over the other folds' frames (a constant model)."""
     out = np.empty_like(values)
-    for held in np.array_split(np.arange(len(values)), max(1, min(folds, len(values)))):
-        train = np.setdiff1d(np.arange(len(values)), held)
-        out[held] = values[train if len(train) else held].mean()
+    for train, held in cross_fit_splits(len(values), folds):
+        out[held] = values[train].mean()
     return out
 
 
@@ -161,8 +159,6 @@ def _write(path: Path, cg: CGFrames, res: dict, config: Config, source: Path, so
               "u_loc": ((n,), units.ENERGY), "c": ((n,), units.ENERGY), "v": ((n,), "kcal2 mol-2"),
               "u_baseline": ((n,), units.ENERGY), "bead_energy": ((n,), units.ENERGY),
               "u_global": ((), units.ENERGY), "c_global": ((), units.ENERGY)}
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.unlink(missing_ok=True)
     attrs = {"temperature_K": cg.temperature_K, "beta_mol_per_kcal": 1.0 / (units.KB * cg.temperature_K),
              "r_e_A": config.targets.r_e_A, "config_hash": config_hash, "config": config.model_dump_json(
                  exclude={"source"}), "thermocg_version": __version__, "source_file": source.name,
@@ -170,16 +166,16 @@ def _write(path: Path, cg: CGFrames, res: dict, config: Config, source: Path, so
              "baseline": config.targets.baseline, "summary": res["summary"],
              "force_baseline_pair_function": res["fit"].force_coef.tolist(),
              "baseline_knots_A": res["fit"].basis.knots.tolist()}
-    with H5MDWriter(tmp, species=np.zeros(n, dtype=np.int32), mass=cg.bead_masses,
-                    particle_fields=("position", "force"), observables={"potential_energy": ((), units.ENERGY)},
-                    extras=extras, attrs=attrs, creator_version=__version__) as w:
+    with atomic_path(path, ".part") as tmp, H5MDWriter(
+            tmp, species=np.zeros(n, dtype=np.int32), mass=cg.bead_masses, particle_fields=("position", "force"),
+            observables={"potential_energy": ((), units.ENERGY)}, extras=extras, attrs=attrs,
+            creator_version=__version__) as w:
         for k in range(cg.positions.shape[0]):
             frame = {"particles/all/position": cg.positions[k], "particles/all/force": cg.forces[k],
                      "particles/all/box/edges": cg.box[k], "observables/potential_energy": cg.potential_energy[k]}
             frame.update({f"thermocg/{name}": a[k] for name, a in {**per_bead3, **per_bead}.items()})
             w.append(int(cg.step[k]), float(k), frame)
         w.flush()
-    os.replace(tmp, path)
 
 
 def run_targets(config: Config, force: bool = False, show_progress: bool = True) -> dict:
