@@ -149,9 +149,9 @@ class TrainSection(_Section):
     """Training of the CG force fields: ``[train]``."""
 
     #: Model variants: fm (order 0 at T0), fm-each (an order-0 model at every reference
-    #: temperature), trf1, trf2 (thermal heads at T0), trf-multi (orders 0-2 fitted jointly at
+    #: temperature), em (energy matching: W1 = (U - W0)/beta0), trf1, trf2 (thermal heads at T0), trf-multi (orders 0-2 fitted jointly at
     #: training_temperatures_K: Hermite interpolation in beta).
-    variants: tuple[Literal["fm", "fm-each", "trf1", "trf2", "trf-multi"], ...] = ("fm", "trf2")
+    variants: tuple[Literal["fm", "fm-each", "em", "trf1", "trf2", "trf-multi"], ...] = ("fm", "trf2")
     #: Reference temperature T0 (one of reference.temperatures_K).
     T0_K: PositiveFloat = 300.0
     #: Training temperatures of trf-multi (a subset of reference.temperatures_K; empty: T0 only).
@@ -159,6 +159,9 @@ class TrainSection(_Section):
     #: Temperature dependence: "beta" (W0 + dB W1 + dB^2/2 W2) or "energy-entropy"
     #: (W = U - T S - (T - T0)^2/2 C); both are trained from the same targets.
     form: Literal["beta", "energy-entropy"] = "beta"
+    #: em: fit U(R) to the total potential energies (THEORY.md §4, the published baseline)
+    #: or to the per-molecule energies (the same U, far less noise).
+    em_energy: Literal["total", "per-molecule"] = "total"
     #: HIP-NN-TS network (hippynn HipnnQuad): pair cutoff and sizes.
     cutoff_A: PositiveFloat = 6.0
     dist_soft_min_A: PositiveFloat = 2.0
@@ -177,7 +180,7 @@ class TrainSection(_Section):
     lr_patience: int = Field(10, ge=1)
     early_stop_patience: int = Field(30, ge=1)
     valid_fraction: float = Field(0.2, gt=0, lt=1)
-    #: Loss weights of the order-0, 1, 2 targets.
+    #: Loss weights of the order-0, 1, 2 targets (em: the order-1 weight weighs its energy loss).
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 

@@ -10,6 +10,7 @@ from thermocg import load_model
 from thermocg.errors import DataFormatError
 from thermocg.io.h5md import read_h5md
 from thermocg.models.stage import run_train, train_dir
+from thermocg.units import KB, beta_of
 from thermocg.targets.stage import targets_dir
 
 
@@ -27,7 +28,7 @@ def _frame(config):
 def test_models_are_saved_and_load(trained):
     config, manifest = trained
     assert manifest["complete"] and set(manifest["outputs"]) == {"fm", "trf2", "trf-multi", "fm-each-T300K",
-                                                                  "fm-each-T500K"}
+                                                                  "fm-each-T500K", "em"}
     x, box = _frame(config)
     fm, trf2 = load_model(train_dir(config) / "fm.pt"), load_model(train_dir(config) / "trf2.pt")
     assert fm.metadata["order"] == 0 and trf2.metadata["order"] == 2
@@ -52,6 +53,22 @@ def test_fm_each_and_trf_multi_carry_their_temperatures(trained):
     each = load_model(train_dir(config) / "fm-each-T500K.pt")
     assert each.metadata["order"] == 0 and each.metadata["T0_K"] == pytest.approx(500.0)
     assert each.metadata["source_files"] == ["T500K.h5md"]
+
+
+def test_em_is_linear_in_beta_with_slope_from_the_energy_head(trained):
+    """em: W = W0 + dB (U - W0)/beta0 (THEORY.md §4); its forces are linear in beta and
+    the saved per-bead constant is the mean total energy per molecule of the data."""
+    config, _ = trained
+    em = load_model(train_dir(config) / "em.pt")
+    assert em.metadata["form"] == "em" and em.metadata["order"] == 1
+    x, box = _frame(config)
+    betas = [beta_of(t) for t in (250.0, 300.0, 450.0)]
+    f = [em.forces(x, box, 1.0 / (KB * b)) for b in betas]
+    slope = (f[2] - f[1]) / (betas[2] - betas[1])
+    np.testing.assert_allclose(f[0], f[1] + (betas[0] - betas[1]) * slope, atol=1e-4 * np.abs(f[1]).max())
+    assert np.abs(slope).max() > 0
+    energy = read_h5md(targets_dir(config) / "T300K.h5md").elements["observables/potential_energy"]
+    assert float(em.model.bead_offset[1]) == pytest.approx(energy.mean() / 64, rel=0.05)
 
 
 def test_save_load_roundtrip_is_exact(tmp_path, tiny_targets):

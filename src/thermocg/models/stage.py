@@ -1,7 +1,9 @@
 """The train stage: targets at T0 -> one saved force field per variant.
 
 Variants (DESIGN.md "Models"): ``fm`` (order 0: prior + W0 fitted to the mapped
-forces at T0), ``fm-each`` (an independent order-0 model at every reference
+forces at T0), ``em`` (energy matching, THEORY.md §4: W0 force-matched and U(R), a
+sum of per-bead energies, fitted to the total or per-molecule energies at T0 on the
+same network; W1 = (U - W0)/beta0, first order only), ``fm-each`` (an independent order-0 model at every reference
 temperature: the structural upper bound at seen temperatures), ``trf1`` (plus W1
 on the order-1 targets), ``trf2`` (plus W2 on the centred order-2 targets),
 ``trf-multi`` (orders 0-2 fitted jointly at several training temperatures, each
@@ -14,7 +16,6 @@ baselines for now). Outputs in ``<run.directory>/train/``::
                            ``thermocg.load_model`` without the training code
     .<variant>.ckpt        training checkpoint while a variant trains (resume)
 
-Not here yet (issue 5): em, the energy/entropy form, HIP-NN-TS baselines for the targets.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from thermocg.targets.stage import targets_dir
 log = logging.getLogger(__name__)
 
 STAGE = "train"
-ORDER = {"fm": 0, "trf1": 1, "trf2": 2}
+ORDER = {"fm": 0, "em": 1, "trf1": 1, "trf2": 2}
 
 
 def train_dir(config: Config) -> Path:
@@ -98,11 +99,11 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
         if out.exists():
             outputs[name], summary[name] = [out.name], "up to date"
             continue
-        data, sources = _training_data(src_dir, temps, order)
+        data, sources = _training_data(src_dir, temps, order, em=t.em_energy if name == "em" else None)
         torch.manual_seed(config.run.seed)
         prior = RepulsivePrior.fit(data.positions, data.box, data.targets[0], width_A=t.prior_width_A, p=t.prior_p)
         model = ThermalForceField(build_network(network_settings(config)), prior, beta_of(t0), order=order,
-                                  settings=network_settings(config), form=t.form).to(device)
+                                  settings=network_settings(config), form="em" if name == "em" else t.form).to(device)
         settings = TrainSettings(max_epochs=t.max_epochs, batch_frames=t.batch_frames,
                                  learning_rate=t.learning_rate, lr_patience=t.lr_patience,
                                  early_stop_patience=t.early_stop_patience, valid_fraction=t.valid_fraction,
@@ -136,8 +137,12 @@ def _jobs(config: Config) -> list[tuple[str, int, float, tuple[float, ...]]]:
     return jobs
 
 
-def _training_data(src_dir: Path, temps, order: int) -> tuple[TrainingData, list[str]]:
-    """Frames of the targets files at ``temps``, each with its beta, targets up to ``order``."""
+def _training_data(src_dir: Path, temps, order: int, em: str | None = None) -> tuple[TrainingData, list[str]]:
+    """Frames of the targets files at ``temps``, each with its beta, targets up to ``order``.
+
+    ``em`` ("total" or "per-molecule"): energy matching, whose head 1 is fitted to the
+    total potential energies or to the per-molecule energies instead of the t1 targets.
+    """
     parts, sources = [], []
     for temp in temps:
         path = src_dir / f"{temperature_label(temp)}.h5md"
@@ -149,6 +154,10 @@ def _training_data(src_dir: Path, temps, order: int) -> tuple[TrainingData, list
 
     keys = {0: "particles/all/force", 1: "thermocg/t1", 2: "thermocg/t2"}
     beta = np.concatenate([np.full(len(el["particles/all/position"]), beta_of(temp)) for el, temp in parts])
+    if em is not None:
+        energy = cat("observables/potential_energy" if em == "total" else "thermocg/bead_energy")
+        return TrainingData(positions=cat("particles/all/position"), box=cat("particles/all/box/edges"),
+                            targets={0: cat(keys[0])}, beta=beta, energies={1: energy}), sources
     return TrainingData(positions=cat("particles/all/position"), box=cat("particles/all/box/edges"),
                         targets={k: cat(keys[k]) for k in range(order + 1)}, beta=beta), sources
 

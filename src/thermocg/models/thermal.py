@@ -22,6 +22,9 @@ from thermocg.units import beta_of
 from thermocg.models.prior import RepulsivePrior
 
 
+FORMS = ("beta", "energy-entropy", "em")
+
+
 @dataclass(frozen=True)
 class NetworkSettings:
     """HIP-NN-TS hyperparameters (hippynn ``HipnnQuad`` module kwargs)."""
@@ -40,7 +43,8 @@ def build_network(settings: NetworkSettings, n_heads: int = 3):
 
     Returns a ``hippynn.graphs.GraphModule`` whose outputs are, in order:
     head energies (n_systems, n_heads), pair_first, pair_second, pair_dist (P,),
-    and the system index of each (flattened, unpadded) bead.
+    the system index of each (flattened, unpadded) bead, and the per-bead head
+    energies (n_beads_total, n_heads) whose sum over a system's beads is its head energy.
     """
     from hippynn.graphs import GraphModule, inputs, networks, targets
     from hippynn.graphs.nodes.indexers import acquire_encoding_padding
@@ -60,7 +64,7 @@ def build_network(settings: NetworkSettings, n_heads: int = 3):
                            n_atom_layers=settings.n_atom_layers))
     heads = targets.HEnergyNode("heads", net, module_kwargs={"n_target": n_heads})
     return GraphModule([species, positions, cell], [heads.mol_energy, pairs.pair_first, pairs.pair_second,
-                                                    pairs.pair_dist, padidx.mol_index])
+                                                    pairs.pair_dist, padidx.mol_index, heads.atom_energies])
 
 
 class ThermalForceField(torch.nn.Module):
@@ -77,8 +81,13 @@ class ThermalForceField(torch.nn.Module):
     settings : NetworkSettings
         Kept for saving and reloading.
     form : str
-        ``"beta"`` (the expansion in dB) or ``"energy-entropy"`` (W = U - T S - (T - T0)^2/2 C);
-        see :meth:`expansion`.
+        ``"beta"`` (the expansion in dB), ``"energy-entropy"`` (W = U - T S - (T - T0)^2/2 C)
+        or ``"em"`` (energy matching: head 1 is the mean energy U, W1 = (U - W0)/beta0,
+        order 1 only); see :meth:`expansion`.
+
+    Each head also carries a constant per bead (the buffer ``bead_offset``, set from the
+    mean of an energy target before training): energies such as U_J ~ -10 kcal/mol per
+    molecule are then learnt as fluctuations about their mean. It changes no force.
     """
 
     def __init__(self, network, prior: RepulsivePrior, beta0: float, order: int = 2,
@@ -86,21 +95,34 @@ class ThermalForceField(torch.nn.Module):
         super().__init__()
         if order not in (0, 1, 2):
             raise ValueError(f"order must be 0, 1 or 2, found {order}")
-        if form not in ("beta", "energy-entropy"):
-            raise ValueError(f"form must be 'beta' or 'energy-entropy', found {form!r}")
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, found {form!r}")
+        if form == "em" and order != 1:
+            raise ValueError(f"form 'em' (energy matching) is first order only, found order {order}")
         self.form = form
         self.network = network
         self.prior = prior
         self.register_buffer("beta0", torch.tensor(float(beta0), dtype=torch.float64))
+        self.register_buffer("bead_offset", torch.zeros(3, dtype=torch.float64))
         self.order = order
         self.settings = settings or NetworkSettings()
 
     def heads(self, species, positions, cell):
         """Per-system W_prior + W0, W1, W2 (each (n_systems,)) and nothing temperature-dependent."""
-        e, first, second, dist, system = self.network(species, positions, cell)
-        n_sys = positions.shape[0]
+        return self.heads_and_bead_heads(species, positions, cell)[0]
+
+    def heads_and_bead_heads(self, species, positions, cell):
+        """The per-system heads of :meth:`heads` and the per-bead head energies (n_systems, N, 3).
+
+        The per-bead values are the network's atom energies plus ``bead_offset``, without
+        the prior (a pair term): per-bead energy baselines U_J(R) and v_J(R) are read here.
+        """
+        e, first, second, dist, system, per_bead = self.network(species, positions, cell)
+        n_sys, n = positions.shape[:2]
+        offset = self.bead_offset.to(e.dtype)
         prior = self.prior(first, second, dist, system[first], n_sys)[:, 0]
-        return prior + e[:, 0], e[:, 1], e[:, 2]
+        e = e + n * offset
+        return (prior + e[:, 0], e[:, 1], e[:, 2]), per_bead.reshape(n_sys, n, -1) + offset
 
     def expansion(self, heads, beta):
         """``(W, dW/dbeta, d2W/dbeta2)`` at inverse temperature ``beta`` (per system) from the heads.
@@ -109,7 +131,9 @@ class ThermalForceField(torch.nn.Module):
         ``form = "energy-entropy"``: ``W = U - T S - (T - T0)^2/2 C`` with U = h0, S = h1,
         C = h2 (exact to first order when U and S do not depend on T); its beta
         derivatives follow from dT/dbeta = -kB T^2, d2T/dbeta2 = 2 kB^2 T^3.
-        h0 includes the prior. Terms above ``order`` are dropped in both forms.
+        ``form = "em"``: ``W = h0 + dB (h1 - h0)/beta0`` with h1 = U, the mean energy fitted
+        by energy matching (THEORY.md §4: dW/dbeta = (U - W)/beta at beta0).
+        h0 includes the prior. Terms above ``order`` are dropped in every form.
         """
         h0 = heads[0]
         zero = torch.zeros_like(h0)
@@ -117,6 +141,9 @@ class ThermalForceField(torch.nn.Module):
         h2 = heads[2] if self.order >= 2 else zero
         beta = beta.to(h0.dtype)
         beta0 = self.beta0.to(h0.dtype)
+        if self.form == "em":
+            w1 = (h1 - h0) / beta0
+            return h0 + (beta - beta0) * w1, w1, zero
         if self.form == "beta":
             db = beta - beta0
             return h0 + db * h1 + 0.5 * db * db * h2, h1 + db * h2, h2

@@ -2,7 +2,9 @@
 
 Each head's negative gradient is regressed on its own target, at the reference
 temperature: ``-grad(W_prior + W0)`` on the mapped forces t0, ``-grad W1`` on t1,
-``-grad W2`` on t2 — conditional means, so squared error is the right loss. The
+``-grad W2`` on t2 — conditional means, so squared error is the right loss. A head
+can instead be regressed on energies (per system or per bead): energy matching's
+U(R), and the per-bead baselines U_J(R) and v_J(R) of the targets. The
 loss of order k is the mean squared error divided by the variance of its target
 (so the weights in the config compare like with like). A plain torch loop, not
 hippynn's ``setup_and_train``: the heads are trained against different targets
@@ -50,13 +52,16 @@ class TrainingData:
 
     positions (F, N, 3) Å; box (F, 3) Å; targets {order: (F, N, 3)} (0: mapped forces,
     1: t1, 2: t2; any subset); beta (F,) mol/kcal, the inverse temperature of each
-    frame (None: every frame at the model's beta0).
+    frame (None: every frame at the model's beta0); energies {head: (F,) or (F, N)}:
+    energy targets of a head, per system (the sum of its per-bead energies is fitted)
+    or per bead (energy matching of U, and the per-bead baselines U_J and v_J).
     """
 
     positions: np.ndarray
     box: np.ndarray
     targets: dict[int, np.ndarray] = field(default_factory=dict)
     beta: np.ndarray | None = None
+    energies: dict[int, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self):
         f = self.positions.shape[0]
@@ -65,11 +70,18 @@ class TrainingData:
         for k, t in self.targets.items():
             if t.shape != self.positions.shape:
                 raise ValueError(f"order-{k} targets have shape {t.shape}, expected {self.positions.shape}")
+        for k, e in self.energies.items():
+            if np.shape(e) not in ((f,), self.positions.shape[:2]):
+                raise ValueError(f"energy targets of head {k} have shape {np.shape(e)}, expected ({f},) "
+                                 f"or {self.positions.shape[:2]}")
+            if k not in (0, 1, 2) or k in self.targets:
+                raise ValueError(f"energy targets of head {k}: need a head 0-2 without force targets")
         if self.box.shape != (f, 3):
             raise ValueError(f"box has shape {self.box.shape}, expected ({f}, 3)")
 
 
-def _predictions(model: ThermalForceField, x, cell, species, orders, beta=None, create_graph=True):
+def _predictions(model: ThermalForceField, x, cell, species, orders, beta=None, create_graph=True,
+                 energy_heads=()):
     """The model's force and its beta derivatives at each frame's dB = beta - beta0.
 
     With ``W = h0 + dB h1 + dB^2/2 h2`` (h0 = prior + W0; terms above the model's
@@ -78,13 +90,17 @@ def _predictions(model: ThermalForceField, x, cell, species, orders, beta=None, 
     fitting several temperatures at once is Hermite interpolation in beta (trf-multi).
     ``beta``: (B,) tensor of the frames' inverse temperatures, or None (all at beta0).
     The energy/entropy form gives the same three quantities by the chain rule
-    (:meth:`ThermalForceField.expansion`).
+    (:meth:`ThermalForceField.expansion`). ``energy_heads``: heads whose per-bead
+    energies (n_systems, N) are returned too, under the key ``("energy", head)``.
     """
-    x = x.detach().requires_grad_(True)
-    h = model.heads(species, x, cell)
-    energy_of = model.expansion(h, model.beta0.to(h[0].dtype).expand_as(h[0]) if beta is None else beta)
-    return {k: -torch.autograd.grad(energy_of[k].sum(), x, create_graph=create_graph, retain_graph=True)[0]
-            for k in orders}
+    x = x.detach().requires_grad_(bool(orders))
+    h, per_bead = model.heads_and_bead_heads(species, x, cell)
+    out = {("energy", k): per_bead[..., k] for k in energy_heads}
+    if orders:
+        energy_of = model.expansion(h, model.beta0.to(h[0].dtype).expand_as(h[0]) if beta is None else beta)
+        out.update({k: -torch.autograd.grad(energy_of[k].sum(), x, create_graph=create_graph,
+                                            retain_graph=True)[0] for k in orders})
+    return out
 
 
 def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSettings = TrainSettings(),
@@ -93,7 +109,8 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
     from tqdm.auto import tqdm
 
     orders = [k for k in sorted(data.targets) if settings.weights[k] > 0]
-    if not orders:
+    energy_heads = [k for k in sorted(data.energies) if settings.weights[k] > 0]
+    if not orders and not energy_heads:
         raise ValueError("no target with a positive loss weight")
     dtype = next(q for q in model.parameters() if q.is_floating_point()).dtype
     rng = np.random.default_rng(settings.seed)
@@ -110,6 +127,15 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
     beta_all = torch.as_tensor(np.asarray(data.beta) if data.beta is not None else np.full(n, float(model.beta0)),
                                dtype=dtype)
     scale = {k: float(targets[k][train].var()) or 1.0 for k in orders}
+    energies, per_system = {}, {}
+    for k in energy_heads:
+        e = np.asarray(data.energies[k], dtype=np.float64)
+        per_system[k] = e.ndim == 1
+        n_beads = data.positions.shape[1]
+        per_bead_mean = float(e[train].mean()) / (n_beads if per_system[k] else 1)
+        model.bead_offset[k] = per_bead_mean  # fit fluctuations about the mean (a checkpoint restores its own)
+        energies[k] = torch.as_tensor(e, dtype=dtype)
+        scale[("energy", k)] = float(np.var(e[train])) or 1.0
 
     params = [p for p in model.parameters() if p.requires_grad and p.is_floating_point()]
     opt = torch.optim.Adam(params, lr=settings.learning_rate)
@@ -130,8 +156,14 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
         log.info("training: resuming at epoch %d from %s", start, checkpoint)
 
     def loss_of(idx, create_graph=True):
-        pred = _predictions(model, x_all[idx], cell_all[idx], species_all[idx], orders, beta_all[idx], create_graph)
-        return sum(settings.weights[k] * torch.mean((pred[k] - targets[k][idx]) ** 2) / scale[k] for k in orders)
+        pred = _predictions(model, x_all[idx], cell_all[idx], species_all[idx], orders, beta_all[idx], create_graph,
+                            energy_heads)
+        loss = sum(settings.weights[k] * torch.mean((pred[k] - targets[k][idx]) ** 2) / scale[k] for k in orders)
+        for k in energy_heads:
+            p = pred[("energy", k)]
+            p = p.sum(dim=1) if per_system[k] else p
+            loss = loss + settings.weights[k] * torch.mean((p - energies[k][idx]) ** 2) / scale[("energy", k)]
+        return loss
 
     def valid_loss():
         chunks = [valid[b:b + settings.batch_frames] for b in range(0, len(valid), settings.batch_frames)]

@@ -15,14 +15,15 @@ from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of,
 T0 = 300.0
 
 
-@pytest.fixture(scope="module", params=["beta", "energy-entropy"])
+@pytest.fixture(scope="module", params=["beta", "energy-entropy", "em"])
 def model(request):
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
         torch.manual_seed(0)
         net = build_network(NetworkSettings(cutoff_A=6.0, n_features=16, n_sensitivities=8))
-        yield ThermalForceField(net, RepulsivePrior(2.5, 10.0), beta_of(T0), order=2, form=request.param)
+        order = 1 if request.param == "em" else 2
+        yield ThermalForceField(net, RepulsivePrior(2.5, 10.0), beta_of(T0), order=order, form=request.param)
     finally:
         torch.set_default_dtype(old)
 
@@ -85,7 +86,8 @@ def test_beta_derivatives_of_the_force_are_the_heads(model, frame):
     """Finite differences in beta of the full model's forces at T0 against the heads' gradients.
     beta form: F = -grad h0, dF/dbeta = -grad h1, d2F/dbeta2 = -grad h2 (only W_prior + W0 act at T0).
     energy/entropy form (W = U - T S - (T - T0)^2/2 C): F = -grad(U - T0 S),
-    dF/dbeta = -kB T0^2 grad S, d2F/dbeta2 = kB^2 T0^4 grad C + 2 kB^2 T0^3 grad S."""
+    dF/dbeta = -kB T0^2 grad S, d2F/dbeta2 = kB^2 T0^4 grad C + 2 kB^2 T0^3 grad S.
+    em form (head 1 = U): F = -grad h0, dF/dbeta = -grad(U - h0)/beta0, d2F/dbeta2 = 0."""
     x, box = frame
     species, xt, cell = _tensors(model, x, box)
     xt.requires_grad_(True)
@@ -101,13 +103,36 @@ def test_beta_derivatives_of_the_force_are_the_heads(model, frame):
     first, second = _beta_derivatives(forces_at, b0, h)
     if model.form == "beta":
         want = (-g0, -g1, -g2)
+    elif model.form == "em":
+        want = (-g0, -(g1 - g0) / b0, np.zeros_like(g0))
     else:
         kb = units.KB
         want = (-(g0 - T0 * g1), -kb * T0**2 * g1, kb**2 * T0**4 * g2 + 2 * kb**2 * T0**3 * g1)
     np.testing.assert_allclose(fc, want[0], atol=1e-10)
     np.testing.assert_allclose(first, want[1], rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(second, want[2], rtol=1e-3, atol=1e-5 * np.abs(want[2]).max() + 1e-8)
-    assert np.abs(g1).max() > 0 and np.abs(g2).max() > 0
+    assert np.abs(g1).max() > 0 and np.abs(g2).max() > 0 and np.abs(first).max() > 0
+
+
+def test_per_bead_heads_sum_to_the_system_heads(model, frame):
+    """U_J(R) read per bead (targets baselines, em per-molecule) adds up to the head's energy;
+    the per-bead constant moves energies, not forces."""
+    x, box = frame
+    species, xt, cell = _tensors(model, np.stack([x, x[::-1]]), box)
+    (h0, h1, h2), per_bead = model.heads_and_bead_heads(species, xt, cell)
+    assert per_bead.shape == (2, len(x), 3)
+    np.testing.assert_allclose(per_bead[..., 1].sum(1).detach(), h1.detach(), rtol=1e-12)
+    np.testing.assert_allclose(per_bead[..., 2].sum(1).detach(), h2.detach(), rtol=1e-12)
+    # a permutation of the beads permutes their energies
+    np.testing.assert_allclose(per_bead[1].detach().numpy()[::-1],
+                               per_bead[0].detach().numpy(), atol=1e-12)
+    f = model.forces_numpy(x, box, 400.0)
+    model.bead_offset[1] = -10.0
+    try:
+        assert model.heads(species, xt, cell)[1][0].item() == pytest.approx(h1[0].item() - 10.0 * len(x))
+        np.testing.assert_allclose(model.forces_numpy(x, box, 400.0), f, atol=1e-12)
+    finally:
+        model.bead_offset[1] = 0.0
 
 
 def test_batched_temperatures_equal_separate_calls(model, frame):
@@ -123,7 +148,8 @@ def test_batched_temperatures_equal_separate_calls(model, frame):
 
 def test_order_zero_is_temperature_independent(model, frame):
     x, box = frame
-    m0 = ThermalForceField(model.network, model.prior, float(model.beta0), order=0, form=model.form)
+    form = "beta" if model.form == "em" else model.form
+    m0 = ThermalForceField(model.network, model.prior, float(model.beta0), order=0, form=form)
     np.testing.assert_allclose(m0.forces_numpy(x, box, 250.0), m0.forces_numpy(x, box, 700.0), atol=0)
     assert model.metadata()["T0_K"] == pytest.approx(T0)
 
@@ -136,7 +162,7 @@ def test_training_predictions_away_from_beta0(model, frame):
     temp = 450.0
     species, xt, cell = _tensors(model, x, box)
     pred = {k: v[0].detach().numpy() for k, v in
-            _predictions(model, xt, cell, species, [0, 1, 2], torch.tensor([beta_of(temp)]),
+            _predictions(model, xt, cell, species, list(range(model.order + 1)), torch.tensor([beta_of(temp)]),
                          create_graph=False).items()}
     b = beta_of(temp)
     h = 1e-3 * b
@@ -147,4 +173,7 @@ def test_training_predictions_away_from_beta0(model, frame):
     first, second = _beta_derivatives(forces_at, b, h)
     np.testing.assert_allclose(pred[0], forces_at(b), atol=1e-10)
     np.testing.assert_allclose(pred[1], first, rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(pred[2], second, rtol=1e-3, atol=1e-5 * np.abs(pred[2]).max() + 1e-8)
+    if model.order == 2:
+        np.testing.assert_allclose(pred[2], second, rtol=1e-3, atol=1e-5 * np.abs(pred[2]).max() + 1e-8)
+    else:  # em is linear in beta
+        np.testing.assert_allclose(second, 0.0, atol=1e-6 * np.abs(first).max())

@@ -58,6 +58,29 @@ def test_interrupted_training_resumes(water, tmp_path):
     np.testing.assert_allclose(resumed["valid"], straight["valid"], rtol=1e-5)
 
 
+def test_energy_matching_of_per_bead_energies(water):
+    """A head fitted to per-molecule energies (the U_J baseline, em per-molecule): the per-bead
+    constant starts at the data's mean, and the fit explains part of the rest."""
+    model = _model(water)
+    data = TrainingData(positions=water.positions[:24], box=water.box[:24], energies={1: water.bead_energy[:24]})
+    h = train_heads(model, data, TrainSettings(max_epochs=8, batch_frames=4, learning_rate=3e-3,
+                                               valid_fraction=0.25), show_progress=False)
+    train = h["train_frames"]
+    assert float(model.bead_offset[1]) == pytest.approx(water.bead_energy[train].mean(), rel=1e-6)
+    assert h["best_valid"] < 0.9 * h["valid_before"], h
+    # total energies: the sum of per-bead energies is fitted, the constant is the mean per bead
+    total = TrainingData(positions=water.positions[:24], box=water.box[:24],
+                         energies={1: water.bead_energy[:24].sum(1)})
+    model = _model(water)
+    train_heads(model, total, TrainSettings(max_epochs=1, valid_fraction=0.25), show_progress=False)
+    assert float(model.bead_offset[1]) == pytest.approx(water.bead_energy[train].mean(), rel=1e-6)
+
+
 def test_bad_training_data_is_refused(water):
     with pytest.raises(ValueError, match="order-0 targets have shape"):
         TrainingData(positions=water.positions, box=water.box, targets={0: water.forces[:, :3]})
+    with pytest.raises(ValueError, match="energy targets of head 1 have shape"):
+        TrainingData(positions=water.positions, box=water.box, energies={1: water.bead_energy[:, :3]})
+    with pytest.raises(ValueError, match="without force targets"):
+        TrainingData(positions=water.positions, box=water.box, targets={1: water.forces},
+                     energies={1: water.bead_energy})
