@@ -133,12 +133,15 @@ class TargetsSection(_Section):
     r_e_A: PositiveFloat = 6.5
     #: Radii of the r_e convergence check (written to targets/convergence.json).
     r_e_check_A: tuple[PositiveFloat, ...] = (3.5, 4.5, 5.5, 6.5, 7.5, 8.5)
-    #: Baseline models for F0, U_J and v: pairwise splines fitted by least squares
-    #: (the HIP-NN-TS baselines come with the training stage).
-    baseline: Literal["pair-spline"] = "pair-spline"
-    #: Pair cutoff and number of hat functions of the spline baselines.
+    #: Baseline models for F0, U_J and v: pairwise splines fitted by least squares in
+    #: seconds, or HIP-NN-TS networks (cv_folds trainings per fit and temperature).
+    baseline: Literal["pair-spline", "hipnn"] = "pair-spline"
+    #: Pair cutoff of the baselines (splines and networks); number of spline hat functions.
     baseline_cutoff_A: PositiveFloat = 8.0
     baseline_n_basis: int = Field(40, ge=2)
+    #: HIP-NN-TS baselines: epochs per training (early stopping may end it sooner) and width.
+    baseline_max_epochs: int = Field(100, ge=1)
+    baseline_n_features: int = Field(32, ge=1)
     #: Cross-fitting folds (over frames): a frame's baselines never see that frame.
     cv_folds: int = Field(5, ge=1)
     #: Ridge regularisation of the baseline fits, relative to the normal matrix's mean diagonal.
@@ -170,6 +173,8 @@ class TrainSection(_Section):
     n_sensitivities: int = Field(10, ge=1)
     n_interaction_layers: int = Field(1, ge=1)
     n_atom_layers: int = Field(2, ge=1)
+    #: One HIP-NN-TS representation shared by the W0, W1, W2 heads (true) or a network per head.
+    shared_representation: bool = True
     #: Repulsive prior: width dr and onset fraction p (THEORY.md §7).
     prior_width_A: PositiveFloat = 0.15
     prior_p: float = Field(0.05, gt=0, lt=1)

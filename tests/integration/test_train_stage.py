@@ -79,7 +79,7 @@ def test_save_load_roundtrip_is_exact(tmp_path, tiny_targets):
     config, _ = tiny_targets
     x, box = _frame(config)
     torch.manual_seed(3)
-    settings = NetworkSettings(cutoff_A=6.0, n_features=8, n_sensitivities=6)
+    settings = NetworkSettings(cutoff_A=6.0, n_features=8, n_sensitivities=6, shared=False)
     model = ThermalForceField(build_network(settings), RepulsivePrior(2.4, 12.0), beta_of(350.0), 2, settings,
                               form="energy-entropy")
     save_model(tmp_path / "m.pt", model, {"variant": "trf2"})

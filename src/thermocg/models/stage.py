@@ -1,4 +1,5 @@
-"""The train stage: targets at T0 -> one saved force field per variant.
+"""The train stage: reference data -> baselines and targets (the targets stage, run
+here when it is not up to date) -> one saved force field per variant.
 
 Variants (DESIGN.md "Models"): ``fm`` (order 0: prior + W0 fitted to the mapped
 forces at T0), ``em`` (energy matching, THEORY.md §4: W0 force-matched and U(R), a
@@ -33,10 +34,10 @@ from thermocg.errors import ConfigError, DataFormatError
 from thermocg.io.h5md import read_h5md
 from thermocg.models.prior import RepulsivePrior
 from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of, build_network
-from thermocg.models.training import TrainingData, TrainSettings, train_heads
+from thermocg.models.training import TrainingData, TrainSettings, pick_device, train_heads
 from thermocg.reference.sampler import temperature_label
 from thermocg.stagedir import StageDir, atomic_path
-from thermocg.targets.stage import targets_dir
+from thermocg.targets.stage import run_targets, targets_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,7 @@ def network_settings(config: Config) -> NetworkSettings:
     return NetworkSettings(cutoff_A=t.cutoff_A, dist_soft_min_A=t.dist_soft_min_A,
                            dist_soft_max_A=t.dist_soft_max_A, n_features=t.n_features,
                            n_sensitivities=t.n_sensitivities, n_interaction_layers=t.n_interaction_layers,
-                           n_atom_layers=t.n_atom_layers)
-
-
-def _device(config: Config) -> torch.device:
-    if config.run.device == "cuda" or (config.run.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("device = 'cuda' but torch sees no GPU; use device = 'cpu'")
-        return torch.device("cuda")
-    return torch.device("cpu")
+                           n_atom_layers=t.n_atom_layers, shared=t.shared_representation)
 
 
 def save_model(path: Path, model: ThermalForceField, extra: dict) -> None:
@@ -72,18 +65,17 @@ def save_model(path: Path, model: ThermalForceField, extra: dict) -> None:
 
 
 def run_train(config: Config, force: bool = False, show_progress: bool = True) -> dict:
-    """Train every configured variant at T0 (skipping those already saved for this config)."""
+    """Run the targets stage if it is not up to date, then train every configured variant
+    (skipping those already saved for this config)."""
     t = config.train
     for temp in (t.T0_K, *t.training_temperatures_K):
         if temp not in config.reference.temperatures_K:
             raise ConfigError(f"train temperature {temp:g} K (T0_K or training_temperatures_K) is not one of "
                               f"reference.temperatures_K {list(config.reference.temperatures_K)}")
+    # the baselines and targets first (up to date: nothing to do), so that one command goes
+    # from reference data to trained models
+    run_targets(config, force=force, show_progress=show_progress)
     src_dir = targets_dir(config)
-    src_stage = StageDir(src_dir, "targets", config.section_hash("reference", "targets"), "[targets]")
-    src_manifest = src_stage.read_manifest()
-    if src_manifest is None or not src_manifest.get("complete") or \
-            src_manifest.get("config_hash") != src_stage.config_hash:
-        raise DataFormatError(f"{src_dir}: no complete targets stage for this config; run `thermocg targets` first")
     stage = StageDir(train_dir(config), STAGE, config.section_hash("reference", "targets", "train"),
                      "[reference]/[targets]/[train]")
     manifest = stage.prepare(force)
@@ -92,7 +84,7 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
     config_json = json.loads(config.model_dump_json(exclude={"source"}))
     stage.write_manifest(False, config_json)
 
-    device = _device(config)
+    device = pick_device(config.run.device)
     outputs, summary = {}, {}
     for name, order, t0, temps in _jobs(config):
         out = stage.path / f"{name}.pt"

@@ -12,7 +12,7 @@ Units: Å, kcal/mol, K; beta in mol/kcal.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -36,16 +36,37 @@ class NetworkSettings:
     n_sensitivities: int = 10
     n_interaction_layers: int = 1
     n_atom_layers: int = 2
+    #: one representation with three energy heads (True) or a network per head (False)
+    shared: bool = True
+
+
+class SeparateNetworks(torch.nn.Module):
+    """One single-head HIP-NN-TS network per head, called like a shared three-head one."""
+
+    def __init__(self, networks):
+        super().__init__()
+        self.networks = torch.nn.ModuleList(networks)
+
+    def forward(self, species, positions, cell):
+        outs = [net(species, positions, cell) for net in self.networks]
+        first = outs[0]
+        return (torch.cat([o[0] for o in outs], dim=1), *first[1:5], torch.cat([o[5] for o in outs], dim=1))
 
 
 def build_network(settings: NetworkSettings, n_heads: int = 3):
-    """The hippynn graph: (species, positions, cell) -> per-system head energies and the pair list.
+    """The network: (species, positions, cell) -> per-system head energies and the pair list.
+
+    ``settings.shared``: one hippynn graph with ``n_heads`` energy heads; otherwise
+    :class:`SeparateNetworks` of ``n_heads`` single-head graphs with the same outputs.
 
     Returns a ``hippynn.graphs.GraphModule`` whose outputs are, in order:
     head energies (n_systems, n_heads), pair_first, pair_second, pair_dist (P,),
     the system index of each (flattened, unpadded) bead, and the per-bead head
     energies (n_beads_total, n_heads) whose sum over a system's beads is its head energy.
     """
+    if not settings.shared and n_heads > 1:
+        single = replace(settings, shared=True)
+        return SeparateNetworks([build_network(single, 1) for _ in range(n_heads)])
     from hippynn.graphs import GraphModule, inputs, networks, targets
     from hippynn.graphs.nodes.indexers import acquire_encoding_padding
     from hippynn.graphs.nodes.pairs import KDTreePairsMemory

@@ -103,6 +103,16 @@ def _predictions(model: ThermalForceField, x, cell, species, orders, beta=None, 
     return out
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the GPU when torch sees one, else the CPU; ``cuda`` without a GPU is an error."""
+    from thermocg.errors import ConfigError
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("device = 'cuda' but torch sees no GPU; use device = 'cpu' or 'auto'")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSettings = TrainSettings(),
                 checkpoint: Path | None = None, show_progress: bool = True) -> dict:
     """Train ``model`` in place; returns the history (per-epoch train/valid loss, lr, best epoch)."""
@@ -112,7 +122,8 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
     energy_heads = [k for k in sorted(data.energies) if settings.weights[k] > 0]
     if not orders and not energy_heads:
         raise ValueError("no target with a positive loss weight")
-    dtype = next(q for q in model.parameters() if q.is_floating_point()).dtype
+    param = next(q for q in model.parameters() if q.is_floating_point())
+    dtype, device = param.dtype, param.device
     rng = np.random.default_rng(settings.seed)
     n = data.positions.shape[0]
     order_idx = rng.permutation(n)
@@ -120,12 +131,12 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
     valid, train = order_idx[:n_valid], order_idx[n_valid:]
     if len(train) == 0:
         raise ValueError(f"{n} frames leave none for training after a {settings.valid_fraction} validation split")
-    x_all = torch.as_tensor(data.positions, dtype=dtype)
-    cell_all = torch.as_tensor(np.stack([np.diag(b) for b in data.box]), dtype=dtype)
-    species_all = torch.ones(x_all.shape[:2], dtype=torch.long)
-    targets = {k: torch.as_tensor(data.targets[k], dtype=dtype) for k in orders}
+    x_all = torch.as_tensor(data.positions, dtype=dtype, device=device)
+    cell_all = torch.as_tensor(np.stack([np.diag(b) for b in data.box]), dtype=dtype, device=device)
+    species_all = torch.ones(x_all.shape[:2], dtype=torch.long, device=device)
+    targets = {k: torch.as_tensor(data.targets[k], dtype=dtype, device=device) for k in orders}
     beta_all = torch.as_tensor(np.asarray(data.beta) if data.beta is not None else np.full(n, float(model.beta0)),
-                               dtype=dtype)
+                               dtype=dtype, device=device)
     scale = {k: float(targets[k][train].var()) or 1.0 for k in orders}
     energies, per_system = {}, {}
     for k in energy_heads:
@@ -134,7 +145,7 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
         n_beads = data.positions.shape[1]
         per_bead_mean = float(e[train].mean()) / (n_beads if per_system[k] else 1)
         model.bead_offset[k] = per_bead_mean  # fit fluctuations about the mean (a checkpoint restores its own)
-        energies[k] = torch.as_tensor(e, dtype=dtype)
+        energies[k] = torch.as_tensor(e, dtype=dtype, device=device)
         scale[("energy", k)] = float(np.var(e[train])) or 1.0
 
     params = [p for p in model.parameters() if p.requires_grad and p.is_floating_point()]
@@ -147,12 +158,12 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
     start = 0
     torch_gen = torch.Generator().manual_seed(settings.seed)
     if checkpoint is not None and Path(checkpoint).exists():
-        ck = torch.load(checkpoint, weights_only=False)
+        ck = torch.load(checkpoint, weights_only=False, map_location=device)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         history, best_state, start = ck["history"], ck["best_state"], ck["epoch"] + 1
-        torch_gen.set_state(ck["generator"])
+        torch_gen.set_state(ck["generator"].cpu())
         log.info("training: resuming at epoch %d from %s", start, checkpoint)
 
     def loss_of(idx, create_graph=True):

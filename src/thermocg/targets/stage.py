@@ -2,7 +2,7 @@
 
 For each temperature: map the all-atom frames to one bead per molecule (centre
 of mass), fit the baselines in order (F0 and U_J, then v; cross-fitted over
-frames), and build the targets of THEORY.md §3: order 0 (mapped forces), order 1
+frames; pairwise splines or HIP-NN-TS networks, ``[targets] baseline``), and build the targets of THEORY.md §3: order 0 (mapped forces), order 1
 and centred order 2, local (radius r_e) and global. Outputs in
 ``<run.directory>/targets/``::
 
@@ -12,7 +12,10 @@ and centred order 2, local (radius r_e) and global. Outputs in
                          u_loc, c, v, f0, u_baseline, with r_e and provenance
     convergence.json     the r_e convergence check per temperature
 
-Pure numpy/scipy: a temperature takes seconds, so the stage runs in-process.
+With spline baselines a temperature takes seconds; HIP-NN-TS baselines train
+2 x cv_folds networks per temperature. The stage runs in-process (the networks use
+the GPU when there is one). The diagnostics (signal-to-noise, r_e convergence) use
+pairwise regressions whichever baseline made the targets.
 """
 
 from __future__ import annotations
@@ -65,14 +68,35 @@ def _cross_fitted_mean(values: np.ndarray, folds: int) -> np.ndarray:
     return out
 
 
-def compute_targets(cg: CGFrames, config: Config) -> dict:
+def _baselines(cg: CGFrames, config: Config, show_progress: bool):
+    """(F0, U_J, a function fitting v to squared residuals, the spline fit or None)."""
+    t = config.targets
+    if t.baseline == "pair-spline":
+        basis = PairBasis(cutoff_A=t.baseline_cutoff_A, n_basis=t.baseline_n_basis)
+        f0, u_base, fit = fit_force_and_energy(cg.positions, cg.box, cg.forces, cg.bead_energy, basis,
+                                               folds=t.cv_folds, ridge=t.ridge)
+        return f0, u_base, lambda sq: fit_variance(cg.positions, cg.box, sq, basis, folds=t.cv_folds,
+                                                   ridge=t.ridge), fit
+    from thermocg.models import baselines as nets
+    from thermocg.models.thermal import NetworkSettings
+    from thermocg.models.training import TrainSettings, pick_device
+    settings = nets.HipnnBaseline(
+        network=NetworkSettings(cutoff_A=t.baseline_cutoff_A, dist_soft_max_A=t.baseline_cutoff_A - 0.5,
+                                n_features=t.baseline_n_features),
+        train=TrainSettings(max_epochs=t.baseline_max_epochs), device=pick_device(config.run.device).type)
+    common = dict(temperature_K=cg.temperature_K, settings=settings, folds=t.cv_folds, seed=config.run.seed,
+                  show_progress=show_progress)
+    f0, u_base = nets.fit_force_and_energy(cg.positions, cg.box, cg.forces, cg.bead_energy, **common)
+    return f0, u_base, lambda sq: nets.fit_variance(cg.positions, cg.box, sq, **common), None
+
+
+def compute_targets(cg: CGFrames, config: Config, show_progress: bool = False) -> dict:
     """Baselines and targets for one temperature (no I/O). Returns a dict of arrays and a summary."""
     t = config.targets
-    basis = PairBasis(cutoff_A=t.baseline_cutoff_A, n_basis=t.baseline_n_basis)
-    f0, u_base, fit = fit_force_and_energy(cg.positions, cg.box, cg.forces, cg.bead_energy, basis,
-                                           folds=t.cv_folds, ridge=t.ridge)
+    basis = PairBasis(cutoff_A=t.baseline_cutoff_A, n_basis=t.baseline_n_basis)  # for the diagnostics
+    f0, u_base, fit_v, fit = _baselines(cg, config, show_progress)
     u_loc, c = local_energy_and_baseline(cg, u_base, t.r_e_A)
-    v = fit_variance(cg.positions, cg.box, (u_loc - c) ** 2, basis, folds=t.cv_folds, ridge=t.ridge)
+    v = fit_v((u_loc - c) ** 2)
     local = thermal_targets(cg, f0, u_base, t.r_e_A, variance=v)
     u_glob, c_glob = local_energy_and_baseline(cg, u_base, None)
     v_glob = _cross_fitted_mean((u_glob - c_glob) ** 2, t.cv_folds)
@@ -163,9 +187,10 @@ def _write(path: Path, cg: CGFrames, res: dict, config: Config, source: Path, so
              "r_e_A": config.targets.r_e_A, "config_hash": config_hash, "config": config.model_dump_json(
                  exclude={"source"}), "thermocg_version": __version__, "source_file": source.name,
              "source_config_hash": source_hash, "map": "centre of mass, one bead per molecule",
-             "baseline": config.targets.baseline, "summary": res["summary"],
-             "force_baseline_pair_function": res["fit"].force_coef.tolist(),
-             "baseline_knots_A": res["fit"].basis.knots.tolist()}
+             "baseline": config.targets.baseline, "summary": res["summary"]}
+    if res["fit"] is not None:
+        attrs.update({"force_baseline_pair_function": res["fit"].force_coef.tolist(),
+                      "baseline_knots_A": res["fit"].basis.knots.tolist()})
     with atomic_path(path, ".part") as tmp, H5MDWriter(
             tmp, species=np.zeros(n, dtype=np.int32), mass=cg.bead_masses, particle_fields=("position", "force"),
             observables={"potential_energy": ((), units.ENERGY)}, extras=extras, attrs=attrs,
@@ -204,7 +229,7 @@ def run_targets(config: Config, force: bool = False, show_progress: bool = True)
         source = ref_dir / f"{label}.h5md"
         cg = map_reference(read_reference(source))
         check_frames(cg, config, source)
-        res = compute_targets(cg, config)
+        res = compute_targets(cg, config, show_progress)
         out = stage.path / f"{label}.h5md"
         _write(out, cg, res, config, source, ref_stage.config_hash, config_hash)
         convergence[label] = r_e_convergence(cg, res["f0"], res["u_baseline"], config.targets.r_e_check_A,

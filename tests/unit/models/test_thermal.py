@@ -15,15 +15,17 @@ from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of,
 T0 = 300.0
 
 
-@pytest.fixture(scope="module", params=["beta", "energy-entropy", "em"])
+@pytest.fixture(scope="module", params=[("beta", True), ("energy-entropy", True), ("em", True), ("beta", False)],
+                ids=["beta", "energy-entropy", "em", "beta-separate-networks"])
 def model(request):
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
+    form, shared = request.param
     try:
         torch.manual_seed(0)
-        net = build_network(NetworkSettings(cutoff_A=6.0, n_features=16, n_sensitivities=8))
-        order = 1 if request.param == "em" else 2
-        yield ThermalForceField(net, RepulsivePrior(2.5, 10.0), beta_of(T0), order=order, form=request.param)
+        net = build_network(NetworkSettings(cutoff_A=6.0, n_features=16, n_sensitivities=8, shared=shared))
+        order = 1 if form == "em" else 2
+        yield ThermalForceField(net, RepulsivePrior(2.5, 10.0), beta_of(T0), order=order, form=form)
     finally:
         torch.set_default_dtype(old)
 

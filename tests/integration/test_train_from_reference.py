@@ -1,0 +1,38 @@
+"""One command from reference data to a trained trf2 model: `thermocg train` runs the
+targets stage (here with HIP-NN-TS baselines) when it is not up to date."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from thermocg import load_model
+from thermocg.config import config_from_dict
+from thermocg.io.h5md import read_h5md
+from thermocg.models.stage import run_train, train_dir
+from thermocg.reference.stage import reference_dir
+from thermocg.targets.stage import targets_dir
+from tests.conftest import TINY
+
+
+def test_train_runs_hipnn_baselines_and_targets_first(tiny_reference, tmp_path):
+    config, _ = tiny_reference
+    data = {**TINY, "run": {**TINY["run"], "directory": str(tmp_path / "run")},
+            "targets": {**TINY["targets"], "baseline": "hipnn", "cv_folds": 2, "baseline_max_epochs": 1,
+                        "baseline_n_features": 8},
+            "train": {**TINY["train"], "variants": ["trf2"], "training_temperatures_K": [], "max_epochs": 1}}
+    mine = config_from_dict(data, source=tmp_path / "config.toml")
+    shutil.copytree(reference_dir(config), reference_dir(mine))  # the reference stage is the same config
+
+    manifest = run_train(mine, show_progress=False)
+    assert manifest["complete"] and (train_dir(mine) / "trf2.pt").exists()
+    el = read_h5md(targets_dir(mine) / "T300K.h5md")
+    assert el.attrs["baseline"] == "hipnn" and "baseline_knots_A" not in el.attrs
+    t2 = el.elements["thermocg/t2"]
+    assert t2.shape == (40, 64, 3) and np.all(np.isfinite(t2)) and np.abs(t2).max() > 0
+    model = load_model(train_dir(mine) / "trf2.pt")
+    assert model.metadata["source_files"] == ["T300K.h5md"]
+    # the targets stage is now up to date: a second call trains nothing and fits nothing
+    assert run_train(mine, show_progress=False) == manifest
