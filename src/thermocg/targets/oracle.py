@@ -265,3 +265,20 @@ class PairTwoStateOracle:
                     x[k] = trial
                     accepted += 1
         return x, accepted / (sweeps * n)
+
+    def sample_frames(self, n_frames, n_beads, box, beta, rng: np.random.Generator, equilibration_sweeps=30,
+                      sweeps_between=3):
+        """``n_frames`` configurations (n_frames, n_beads, 3) from one Monte Carlo chain on the
+        pair PMF: ``equilibration_sweeps`` from a lattice, then ``sweeps_between`` per frame."""
+        x, _ = self.sample_positions(n_beads, box, beta, rng, sweeps=equilibration_sweeps)
+        frames = []
+        for _ in range(n_frames):
+            x, _ = self.sample_positions(n_beads, box, beta, rng, sweeps=sweeps_between, start=x)
+            frames.append(x.copy())
+        return np.array(frames)
+
+    def exact_frames(self, positions, box, beta) -> dict:
+        """:meth:`exact` of every frame, stacked: ``F``, ``F1``, ``F2`` (n_frames, N, 3), ``U`` (n_frames, N)."""
+        rows = [self.exact(x, box, beta) for x in positions]
+        return {key: np.array([r[key] for r in rows]) for key in ("F", "F1", "F2", "U")}
+
