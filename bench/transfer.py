@@ -50,8 +50,9 @@ from thermocg.units import beta_of
 MODELS = {
     "fm": (0, "beta", None, None, True),
     "fm-each": (0, "beta", "each", None, True),
-    "em-total": (1, "em", None, "total", True),
-    "em-per-molecule": (1, "em", None, "per-molecule", True),
+    "em-total": (1, "em", None, "total", False),  # U on its own network, as `thermocg train` does
+    "em-per-molecule": (1, "em", None, "per-molecule", False),
+    "em-total-shared": (1, "em", None, "total", True),
     "trf1": (1, "beta", None, None, True),
     "trf2": (2, "beta", None, None, True),
     "trf2-energy-entropy": (2, "energy-entropy", None, None, True),

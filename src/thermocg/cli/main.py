@@ -14,7 +14,8 @@ import sys
 STAGES = {
     "reference": "all-atom reference MD (OpenMM) at every temperature, with per-molecule energies",
     "targets": "map to one bead per molecule; baselines and thermal-response targets per temperature",
-    "train": "train the CG force fields (fm, trf1, trf2) at T0 on the targets",
+    "train": "train the CG force fields (fm, fm-each, em, trf1, trf2, trf-multi); runs the targets stage "
+             "first when it is not up to date",
 }
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,13 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
         data, sources = _training_data(src_dir, temps, order, em=t.em_energy if name == "em" else None)
         torch.manual_seed(config.run.seed)
         prior = RepulsivePrior.fit(data.positions, data.box, data.targets[0], width_A=t.prior_width_A, p=t.prior_p)
-        model = ThermalForceField(build_network(network_settings(config)), prior, beta_of(t0), order=order,
-                                  settings=network_settings(config), form="em" if name == "em" else t.form).to(device)
+        net = network_settings(config)
+        if name == "em":
+            # U on its own network: fitted jointly on a shared one, the noisy energy loss degraded
+            # W0's forces at T0 itself (bench/RESULTS.md); apart, W0 is the fm model's
+            net = replace(net, shared=False)
+        model = ThermalForceField(build_network(net), prior, beta_of(t0), order=order, settings=net,
+                                  form="em" if name == "em" else t.form).to(device)
         settings = TrainSettings(max_epochs=t.max_epochs, batch_frames=t.batch_frames,
                                  learning_rate=t.learning_rate, lr_patience=t.lr_patience,
                                  early_stop_patience=t.early_stop_patience, valid_fraction=t.valid_fraction,

@@ -149,9 +149,14 @@ class ThermalForceField(torch.nn.Module):
         """``(W, dW/dbeta, d2W/dbeta2)`` at inverse temperature ``beta`` (per system) from the heads.
 
         ``form = "beta"``: ``W = h0 + dB h1 + dB^2/2 h2`` with dB = beta - beta0.
-        ``form = "energy-entropy"``: ``W = U - T S - (T - T0)^2/2 C`` with U = h0, S = h1,
-        C = h2 (exact to first order when U and S do not depend on T); its beta
-        derivatives follow from dT/dbeta = -kB T^2, d2T/dbeta2 = 2 kB^2 T^3.
+        ``form = "energy-entropy"``: ``W = U - T S - (T - T0)^2/2 C``, exact to first order
+        when U and S do not depend on T, with the heads scaled to the beta form's:
+        ``S = h1 / (kB T0^2)``, ``C = -h2 / (kB^2 T0^4)``, ``U = h0 + T0 S``, so that
+        ``W = h0 - (T - T0) S - (T - T0)^2/2 C`` and at T0: W = h0, dW/dbeta = h1,
+        d2W/dbeta2 = h2 - 2 kB T0 h1. (With U = h0, S = h1, C = h2 the three heads differ
+        in scale by kB T0^2 ~ 180 and kB^2 T0^4 ~ 3e4 kcal/mol at 300 K, and float32
+        training diverged on the oracle: bench/RESULTS.md.) Its beta derivatives follow
+        from dT/dbeta = -kB T^2, d2T/dbeta2 = 2 kB^2 T^3.
         ``form = "em"``: ``W = h0 + dB (h1 - h0)/beta0`` with h1 = U, the mean energy fitted
         by energy matching (THEORY.md §4: dW/dbeta = (U - W)/beta at beta0).
         h0 includes the prior. Terms above ``order`` are dropped in every form.
@@ -171,10 +176,11 @@ class ThermalForceField(torch.nn.Module):
         kb = units.KB
         t, t0 = 1.0 / (kb * beta), 1.0 / (kb * beta0)
         dt = t - t0
-        w = h0 - t * h1 - 0.5 * dt * dt * h2
-        dw_dt = -h1 - dt * h2
+        entropy, curvature = h1 / (kb * t0 * t0), -h2 / (kb * kb * t0**4)
+        w = h0 - dt * entropy - 0.5 * dt * dt * curvature
+        dw_dt = -entropy - dt * curvature
         dt_db, d2t_db2 = -kb * t * t, 2 * kb * kb * t**3
-        return w, dw_dt * dt_db, -h2 * dt_db * dt_db + dw_dt * d2t_db2
+        return w, dw_dt * dt_db, -curvature * dt_db * dt_db + dw_dt * d2t_db2
 
     def beta_tensor(self, temperature_K, like: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(temperature_K, dtype=like.dtype, device=like.device)

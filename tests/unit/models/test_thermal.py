@@ -87,8 +87,9 @@ def test_translation_rotation_permutation(model, frame):
 def test_beta_derivatives_of_the_force_are_the_heads(model, frame):
     """Finite differences in beta of the full model's forces at T0 against the heads' gradients.
     beta form: F = -grad h0, dF/dbeta = -grad h1, d2F/dbeta2 = -grad h2 (only W_prior + W0 act at T0).
-    energy/entropy form (W = U - T S - (T - T0)^2/2 C): F = -grad(U - T0 S),
-    dF/dbeta = -kB T0^2 grad S, d2F/dbeta2 = kB^2 T0^4 grad C + 2 kB^2 T0^3 grad S.
+    energy/entropy form (W = U - T S - (T - T0)^2/2 C with S = h1/(kB T0^2), C = -h2/(kB^2 T0^4),
+    U = h0 + T0 S): F = -grad(U - T0 S) = -grad h0, dF/dbeta = -kB T0^2 grad S = -grad h1,
+    d2F/dbeta2 = kB^2 T0^4 grad C + 2 kB^2 T0^3 grad S = -grad(h2 - 2 kB T0 h1).
     em form (head 1 = U): F = -grad h0, dF/dbeta = -grad(U - h0)/beta0, d2F/dbeta2 = 0."""
     x, box = frame
     species, xt, cell = _tensors(model, x, box)
@@ -109,7 +110,8 @@ def test_beta_derivatives_of_the_force_are_the_heads(model, frame):
         want = (-g0, -(g1 - g0) / b0, np.zeros_like(g0))
     else:
         kb = units.KB
-        want = (-(g0 - T0 * g1), -kb * T0**2 * g1, kb**2 * T0**4 * g2 + 2 * kb**2 * T0**3 * g1)
+        s_grad, c_grad = g1 / (kb * T0**2), -g2 / (kb**2 * T0**4)
+        want = (-g0, -kb * T0**2 * s_grad, kb**2 * T0**4 * c_grad + 2 * kb**2 * T0**3 * s_grad)
     np.testing.assert_allclose(fc, want[0], atol=1e-10)
     np.testing.assert_allclose(first, want[1], rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(second, want[2], rtol=1e-3, atol=1e-5 * np.abs(want[2]).max() + 1e-8)
