@@ -12,7 +12,7 @@ The mapped force is the mean force plus noise that does not depend on the model,
 are differences of their mean-force errors, and ``excess`` (MSE minus fm-each's MSE at
 that temperature) is near zero for a model as good as one trained there.
 
-    python bench/transfer.py bench/configs/transfer.toml            # every model, ~40 min on 2 cores
+    python bench/transfer.py bench/configs/transfer.toml            # every model: 1-1.5 h on 2 cores
     python bench/transfer.py bench/configs/transfer.toml --models fm,trf2 --epochs 20
 
 Needs the reference stage of the config (``thermocg reference CONFIG``); runs the targets
