@@ -2,15 +2,16 @@
 here when it is not up to date) -> one saved force field per variant.
 
 Variants (DESIGN.md "Models"): ``fm`` (order 0: prior + W0 fitted to the mapped
-forces at T0), ``em`` (energy matching, THEORY.md §4: W0 force-matched and U(R), a
-sum of per-bead energies, fitted to the total or per-molecule energies at T0 on the
-same network; W1 = (U - W0)/beta0, first order only), ``fm-each`` (an independent order-0 model at every reference
-temperature: the structural upper bound at seen temperatures), ``trf1`` (plus W1
+forces at T0), ``em`` (energy matching, THEORY.md §4: W0 force-matched as in fm, then
+U(R), a sum of per-bead energies on its own network, fitted to the total or
+per-molecule energies at T0; W1 = (U - W0)/beta0, first order only), ``fm-each``
+(an independent order-0 model at every reference temperature: the structural upper
+bound at seen temperatures), ``trf1`` (plus W1
 on the order-1 targets), ``trf2`` (plus W2 on the centred order-2 targets),
 ``trf-multi`` (orders 0-2 fitted jointly at several training temperatures, each
 frame at its own beta: Hermite interpolation in beta; with one temperature it is
 trf2). The targets and their baselines come from the targets stage (pair-spline
-baselines for now). Outputs in ``<run.directory>/train/``::
+or HIP-NN-TS baselines). Outputs in ``<run.directory>/train/``::
 
     manifest.json          config hash, outputs, per-variant losses
     fm.pt, trf2.pt, ...    a saved model each (weights + metadata), loadable with
@@ -96,10 +97,14 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
         torch.manual_seed(config.run.seed)
         prior = RepulsivePrior.fit(data.positions, data.box, data.targets[0], width_A=t.prior_width_A, p=t.prior_p)
         net = network_settings(config)
+        phases = [(name, data)]
         if name == "em":
-            # U on its own network: fitted jointly on a shared one, the noisy energy loss degraded
-            # W0's forces at T0 itself (bench/RESULTS.md); apart, W0 is the fm model's
+            # U on its own network, fitted after W0: fitted jointly (shared network, or one loop
+            # whose early stopping follows the sum of both losses) the noisy energy loss degraded
+            # W0's forces at T0 itself (bench/RESULTS.md); this way W0 is trained as fm is
             net = replace(net, shared=False)
+            phases = [(name, replace(data, energies={})),
+                      (f"{name}-U", replace(data, targets={}))]
         model = ThermalForceField(build_network(net), prior, beta_of(t0), order=order, settings=net,
                                   form="em" if name == "em" else t.form).to(device)
         settings = TrainSettings(max_epochs=t.max_epochs, batch_frames=t.batch_frames,
@@ -108,15 +113,22 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
                                  weights=t.loss_weights, seed=config.run.seed)
         log.info("train %s: order %d, T0 = %g K, training temperatures %s, %d frames (%s)", name, order, t0,
                  list(temps), len(data.positions), device)
-        history = train_heads(model, data, settings, checkpoint=stage.path / f".{name}.ckpt",
-                              show_progress=show_progress)
+        histories = {phase: train_heads(model, phase_data, settings, checkpoint=stage.path / f".{phase}.ckpt",
+                                        show_progress=show_progress)
+                     for phase, phase_data in phases}
+        history = histories[name]
         save_model(out, model, {"variant": name, "training_temperatures_K": list(temps), "source_files": sources,
                                 "config": config_json,
                                 "history": {k: history[k] for k in ("train", "valid", "best_epoch", "best_valid")}})
-        (stage.path / f".{name}.ckpt").unlink(missing_ok=True)
+        for phase in histories:
+            (stage.path / f".{phase}.ckpt").unlink(missing_ok=True)
         outputs[name] = [out.name]
         summary[name] = {"best_valid_loss": history["best_valid"], "valid_loss_before": history.get("valid_before"),
                          "epochs": len(history["valid"]), "best_epoch": history["best_epoch"]}
+        if name == "em":
+            u = histories[f"{name}-U"]
+            summary[name]["energy_head"] = {"best_valid_loss": u["best_valid"], "epochs": len(u["valid"]),
+                                            "valid_loss_before": u.get("valid_before")}
     return stage.write_manifest(True, config_json, outputs, summary)
 
 
