@@ -10,7 +10,9 @@ frames no model trained on (the last ``--held-out`` frames of every temperature)
 The mapped force is the mean force plus noise that does not depend on the model, so
 ``MSE = |F_model - F_mean|^2 + noise``: differences between models at one temperature
 are differences of their mean-force errors, and ``excess`` (MSE minus fm-each's MSE at
-that temperature) is near zero for a model as good as one trained there.
+that temperature) is near zero for a model as good as one trained there. Every model is
+trained by ``thermocg.models.stage.fit_variant``, as ``thermocg train`` trains it, with
+the [train] settings of the config (plus the overrides named in ``MODELS``).
 
     python bench/transfer.py bench/configs/transfer.toml            # every model: 1-1.5 h on 2 cores
     python bench/transfer.py bench/configs/transfer.toml --models fm,trf2 --epochs 20
@@ -29,80 +31,47 @@ import os
 import platform
 import resource
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from thermocg.config import load_config
-from thermocg.io.h5md import read_h5md
-from thermocg.models.prior import RepulsivePrior
-from thermocg.models.stage import network_settings, save_model
-from thermocg.models.thermal import ThermalForceField, build_network
-from thermocg.models.training import TrainingData, TrainSettings, train_heads
+from thermocg.models.stage import ORDER, fit_variant, save_model, training_data
+from thermocg.models.training import pick_device
 from thermocg.reference.sampler import temperature_label
 from thermocg.stagedir import atomic_write_text
 from thermocg.targets.stage import run_targets, targets_dir
-from thermocg.units import beta_of
 
-#: name -> (order, form, training temperatures (None: T0), energy target, shared representation)
+#: name -> (variant of `thermocg train`, training temperatures (None: T0), [train] overrides)
 MODELS = {
-    "fm": (0, "beta", None, None, True),
-    "fm-each": (0, "beta", "each", None, True),
-    "em-total": (1, "em", None, "total", False),  # U on its own network, as `thermocg train` does
-    "em-per-molecule": (1, "em", None, "per-molecule", False),
-    "em-total-shared": (1, "em", None, "total", True),
-    "trf1": (1, "beta", None, None, True),
-    "trf2": (2, "beta", None, None, True),
-    "trf2-energy-entropy": (2, "energy-entropy", None, None, True),
-    "trf2-separate": (2, "beta", None, None, False),
-    "trf-multi": (2, "beta", "multi", None, True),
+    "fm": ("fm", None, {}),
+    "fm-each": ("fm", "each", {}),
+    "em-total": ("em", None, {"em_energy": "total"}),
+    "em-per-molecule": ("em", None, {"em_energy": "per-molecule"}),
+    "trf1": ("trf1", None, {}),
+    "trf2": ("trf2", None, {}),
+    "trf2-energy-entropy": ("trf2", None, {"form": "energy-entropy"}),
+    "trf2-separate": ("trf2", None, {"shared_representation": False}),
+    "trf-multi": ("trf-multi", "multi", {}),
 }
 
 
-def load_frames(config, temps):
-    out = {}
-    for temp in temps:
-        el = read_h5md(targets_dir(config) / f"{temperature_label(temp)}.h5md").elements
-        out[temp] = {"x": el["particles/all/position"], "box": el["particles/all/box/edges"],
-                     0: el["particles/all/force"], 1: el["thermocg/t1"], 2: el["thermocg/t2"],
-                     "total": el["observables/potential_energy"], "per-molecule": el["thermocg/bead_energy"]}
-    return out
+def held_out_mse(model, src_dir, temp, n_train):
+    data, _ = training_data(src_dir, [temp], 0, frames=slice(n_train, None))
+    pred = np.concatenate([model.forces_numpy(data.positions[k:k + 4], data.box[k:k + 4], temp)
+                           for k in range(0, len(data.positions), 4)])
+    return float(np.mean((pred - data.targets[0]) ** 2))
 
 
-def training_data(frames, temps, order, energy, n_train):
-    def cat(key):
-        return np.concatenate([frames[t][key][:n_train] for t in temps])
-    beta = np.concatenate([np.full(n_train, beta_of(t)) for t in temps])
-    if energy is not None:
-        return TrainingData(cat("x"), cat("box"), {0: cat(0)}, beta, energies={1: cat(energy)})
-    return TrainingData(cat("x"), cat("box"), {k: cat(k) for k in range(order + 1)}, beta)
-
-
-def held_out_mse(model, frames, temp, n_train):
-    f = frames[temp]
-    pred = np.concatenate([model.forces_numpy(f["x"][k:k + 4], f["box"][k:k + 4], temp)
-                           for k in range(n_train, len(f["x"]), 4)])
-    return float(np.mean((pred - f[0][n_train:]) ** 2))
-
-
-def train_one(config, frames, spec, t_model, temps, n_train, epochs):
-    """Train one model (order, form, energy target, representation from ``spec``) at
+def train_one(config, variant, t_model, temps, n_train):
+    """Train one model exactly as `thermocg train` does (its [train] settings in ``config``) at
     T0 = ``t_model`` on the first ``n_train`` frames of each of ``temps``."""
-    order, form, _, energy, shared = spec
-    t = config.train
-    data = training_data(frames, temps, order, energy, n_train)
-    torch.manual_seed(config.run.seed)
-    net_settings = replace(network_settings(config), shared=shared)
-    prior = RepulsivePrior.fit(data.positions, data.box, data.targets[0], width_A=t.prior_width_A, p=t.prior_p)
-    model = ThermalForceField(build_network(net_settings), prior, beta_of(t_model), order=order,
-                              settings=net_settings, form=form)
-    settings = TrainSettings(max_epochs=epochs, batch_frames=t.batch_frames, learning_rate=t.learning_rate,
-                             lr_patience=t.lr_patience, early_stop_patience=t.early_stop_patience,
-                             valid_fraction=t.valid_fraction, weights=t.loss_weights, seed=config.run.seed)
+    order = ORDER[variant]
+    em = config.train.em_energy if variant == "em" else None
+    data, _ = training_data(targets_dir(config), temps, order, em=em, frames=slice(0, n_train))
     start = time.perf_counter()
-    history = train_heads(model, data, settings, show_progress=True)
+    model, histories = fit_variant(config, variant, order, t_model, data, pick_device(config.run.device))
+    history = histories[variant]
     return model, {"train_s": time.perf_counter() - start, "epochs": len(history["valid"]),
                    "best_valid": history["best_valid"], "training_temperatures_K": list(temps)}
 
@@ -121,8 +90,8 @@ def main() -> None:
     run_targets(config)
     temps = list(config.reference.temperatures_K)
     t0 = config.train.T0_K
-    frames = load_frames(config, temps)
-    n_train = len(frames[t0]["x"]) - args.held_out
+    src_dir = targets_dir(config)
+    n_train = config.reference.n_frames - args.held_out
     epochs = args.epochs or config.train.max_epochs
     out_dir = config.run_dir / "transfer"
     out_dir.mkdir(exist_ok=True)
@@ -131,19 +100,21 @@ def main() -> None:
     multi = [float(x) for x in args.multi.split(",")]
 
     for name in args.models.split(","):
-        spec = MODELS[name]
-        if spec[2] == "each":
+        variant, which, overrides = MODELS[name]
+        study = config.model_copy(update={"train": config.train.model_copy(
+            update={"max_epochs": epochs, **overrides})})
+        if which == "each":
             jobs = [(f"fm-each-{temperature_label(t)}", t, [t]) for t in temps]
         else:
-            jobs = [(name, t0, multi if spec[2] == "multi" else [t0])]
+            jobs = [(name, t0, multi if which == "multi" else [t0])]
         for job, t_model, job_temps in jobs:
             key = f"{job}@{epochs}"
             if key in results:
                 continue
             print(f"-- {job}: T0 {t_model:g} K, trained at {job_temps} K", flush=True)
-            model, info = train_one(config, frames, spec, t_model, job_temps, n_train, epochs)
+            model, info = train_one(study, variant, t_model, job_temps, n_train)
             save_model(out_dir / f"{job}.pt", model, {"variant": job, **info})
-            info["mse"] = {str(t): held_out_mse(model, frames, t, n_train) for t in temps}
+            info["mse"] = {str(t): held_out_mse(model, src_dir, t, n_train) for t in temps}
             info["peak_rss_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             results[key] = info
             atomic_write_text(results_path, json.dumps(results, indent=1))

@@ -152,8 +152,9 @@ class TrainSection(_Section):
     """Training of the CG force fields: ``[train]``."""
 
     #: Model variants: fm (order 0 at T0), fm-each (an order-0 model at every reference
-    #: temperature), em (energy matching: W1 = (U - W0)/beta0), trf1, trf2 (thermal heads at T0), trf-multi (orders 0-2 fitted jointly at
-    #: training_temperatures_K: Hermite interpolation in beta).
+    #: temperature), em (energy matching: W1 = (U - W0)/beta0), trf1, trf2 (thermal heads at
+    #: T0), trf-multi (orders 0-2 fitted jointly at training_temperatures_K: Hermite
+    #: interpolation in beta).
     variants: tuple[Literal["fm", "fm-each", "em", "trf1", "trf2", "trf-multi"], ...] = ("fm", "trf2")
     #: Reference temperature T0 (one of reference.temperatures_K).
     T0_K: PositiveFloat = 300.0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
-import pytest
 
 from thermocg import load_model
 from thermocg.config import config_from_dict

@@ -17,7 +17,6 @@ split for early stopping inside its training frames.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -28,9 +27,6 @@ from thermocg.models.thermal import NetworkSettings, ThermalForceField, build_ne
 from thermocg.models.training import TrainingData, TrainSettings, train_heads
 from thermocg.targets.baselines import cross_fit_splits
 from thermocg.units import beta_of
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class HipnnBaseline:

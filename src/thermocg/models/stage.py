@@ -44,7 +44,7 @@ from thermocg.targets.stage import run_targets, targets_dir
 log = logging.getLogger(__name__)
 
 STAGE = "train"
-ORDER = {"fm": 0, "em": 1, "trf1": 1, "trf2": 2}
+ORDER = {"fm": 0, "fm-each": 0, "em": 1, "trf1": 1, "trf2": 2, "trf-multi": 2}
 
 
 def train_dir(config: Config) -> Path:
@@ -93,29 +93,11 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
         if out.exists():
             outputs[name], summary[name] = [out.name], "up to date"
             continue
-        data, sources = _training_data(src_dir, temps, order, em=t.em_energy if name == "em" else None)
-        torch.manual_seed(config.run.seed)
-        prior = RepulsivePrior.fit(data.positions, data.box, data.targets[0], width_A=t.prior_width_A, p=t.prior_p)
-        net = network_settings(config)
-        phases = [(name, data)]
-        if name == "em":
-            # U on its own network, fitted after W0: fitted jointly (shared network, or one loop
-            # whose early stopping follows the sum of both losses) the noisy energy loss degraded
-            # W0's forces at T0 itself (bench/RESULTS.md); this way W0 is trained as fm is
-            net = replace(net, shared=False)
-            phases = [(name, replace(data, energies={})),
-                      (f"{name}-U", replace(data, targets={}))]
-        model = ThermalForceField(build_network(net), prior, beta_of(t0), order=order, settings=net,
-                                  form="em" if name == "em" else t.form).to(device)
-        settings = TrainSettings(max_epochs=t.max_epochs, batch_frames=t.batch_frames,
-                                 learning_rate=t.learning_rate, lr_patience=t.lr_patience,
-                                 early_stop_patience=t.early_stop_patience, valid_fraction=t.valid_fraction,
-                                 weights=t.loss_weights, seed=config.run.seed)
+        data, sources = training_data(src_dir, temps, order, em=t.em_energy if name == "em" else None)
         log.info("train %s: order %d, T0 = %g K, training temperatures %s, %d frames (%s)", name, order, t0,
                  list(temps), len(data.positions), device)
-        histories = {phase: train_heads(model, phase_data, settings, checkpoint=stage.path / f".{phase}.ckpt",
-                                        show_progress=show_progress)
-                     for phase, phase_data in phases}
+        model, histories = fit_variant(config, name, order, t0, data, device, checkpoint_dir=stage.path,
+                                       show_progress=show_progress)
         history = histories[name]
         save_model(out, model, {"variant": name, "training_temperatures_K": list(temps), "source_files": sources,
                                 "config": config_json,
@@ -132,23 +114,54 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
     return stage.write_manifest(True, config_json, outputs, summary)
 
 
+def fit_variant(config: Config, name: str, order: int, t0: float, data: TrainingData, device="cpu",
+                checkpoint_dir: Path | None = None, show_progress: bool = True):
+    """Build and train one model of variant ``name`` at T0 = ``t0`` with the [train] settings.
+
+    Returns the model and the training history of each phase, by phase name: ``name``,
+    and for em also ``"em-U"`` (U is fitted after W0, on its own network: fitted jointly,
+    on a shared network or in one loop whose early stopping follows the sum of both
+    losses, the noisy energy loss degraded W0's forces at T0 itself, bench/RESULTS.md).
+    With ``checkpoint_dir`` each phase checkpoints to ``.<phase>.ckpt`` there and resumes.
+    """
+    t = config.train
+    torch.manual_seed(config.run.seed)
+    prior = RepulsivePrior.fit(data.positions, data.box, data.targets[0], width_A=t.prior_width_A, p=t.prior_p)
+    net = network_settings(config)
+    phases = [(name, data)]
+    if name == "em":
+        net = replace(net, shared=False)
+        phases = [(name, replace(data, energies={})), (f"{name}-U", replace(data, targets={}))]
+    model = ThermalForceField(build_network(net), prior, beta_of(t0), order=order, settings=net,
+                              form="em" if name == "em" else t.form).to(device)
+    settings = TrainSettings(max_epochs=t.max_epochs, batch_frames=t.batch_frames, learning_rate=t.learning_rate,
+                             lr_patience=t.lr_patience, early_stop_patience=t.early_stop_patience,
+                             valid_fraction=t.valid_fraction, weights=t.loss_weights, seed=config.run.seed)
+    histories = {phase: train_heads(model, phase_data, settings, show_progress=show_progress,
+                                    checkpoint=None if checkpoint_dir is None else checkpoint_dir / f".{phase}.ckpt")
+                 for phase, phase_data in phases}
+    return model, histories
+
+
 def _jobs(config: Config) -> list[tuple[str, int, float, tuple[float, ...]]]:
     """(file name, order, T0 of the model, training temperatures) for every model to train."""
     t = config.train
     jobs = []
     for variant in t.variants:
         if variant == "fm-each":
-            jobs += [(f"fm-each-{temperature_label(temp)}", 0, temp, (temp,))
+            jobs += [(f"fm-each-{temperature_label(temp)}", ORDER[variant], temp, (temp,))
                      for temp in config.reference.temperatures_K]
         elif variant == "trf-multi":
-            jobs.append(("trf-multi", 2, t.T0_K, t.training_temperatures_K or (t.T0_K,)))
+            jobs.append((variant, ORDER[variant], t.T0_K, t.training_temperatures_K or (t.T0_K,)))
         else:
             jobs.append((variant, ORDER[variant], t.T0_K, (t.T0_K,)))
     return jobs
 
 
-def _training_data(src_dir: Path, temps, order: int, em: str | None = None) -> tuple[TrainingData, list[str]]:
-    """Frames of the targets files at ``temps``, each with its beta, targets up to ``order``.
+def training_data(src_dir: Path, temps, order: int, em: str | None = None,
+                  frames: slice = slice(None)) -> tuple[TrainingData, list[str]]:
+    """Frames (``frames`` of each file) of the targets files at ``temps``, each with its
+    beta, targets up to ``order``.
 
     ``em`` ("total" or "per-molecule"): energy matching, whose head 1 is fitted to the
     total potential energies or to the per-molecule energies instead of the t1 targets.
@@ -156,7 +169,7 @@ def _training_data(src_dir: Path, temps, order: int, em: str | None = None) -> t
     parts, sources = [], []
     for temp in temps:
         path = src_dir / f"{temperature_label(temp)}.h5md"
-        el = read_h5md(path).elements
+        el = read_h5md(path, frames=frames).elements
         parts.append((el, temp))
         sources.append(path.name)
     def cat(key):

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from thermocg.errors import ConfigError
 from thermocg.models.thermal import ThermalForceField
 from thermocg.stagedir import atomic_path
 
@@ -105,7 +106,6 @@ def _predictions(model: ThermalForceField, x, cell, species, orders, beta=None, 
 
 def pick_device(name: str = "auto") -> torch.device:
     """``auto``: the GPU when torch sees one, else the CPU; ``cuda`` without a GPU is an error."""
-    from thermocg.errors import ConfigError
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError("device = 'cuda' but torch sees no GPU; use device = 'cpu' or 'auto'")
