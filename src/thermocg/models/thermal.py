@@ -12,6 +12,7 @@ Units: Å, kcal/mol, K; beta in mol/kcal.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -41,16 +42,25 @@ class NetworkSettings:
 
 
 class SeparateNetworks(torch.nn.Module):
-    """One single-head HIP-NN-TS network per head, called like a shared three-head one."""
+    """One single-head HIP-NN-TS network per head, called like a shared three-head one.
+
+    ``active``: the heads whose networks are evaluated (None: all); an inactive head
+    reads zero energy. A first-order model or a training phase that fits one head then
+    pays for the networks it uses only (see :meth:`ThermalForceField.using_heads`).
+    """
 
     def __init__(self, networks):
         super().__init__()
         self.networks = torch.nn.ModuleList(networks)
+        self.active: tuple[int, ...] | None = None
 
     def forward(self, species, positions, cell):
-        outs = [net(species, positions, cell) for net in self.networks]
-        first = outs[0]
-        return (torch.cat([o[0] for o in outs], dim=1), *first[1:5], torch.cat([o[5] for o in outs], dim=1))
+        active = range(len(self.networks)) if self.active is None else self.active
+        outs = {k: self.networks[k](species, positions, cell) for k in active}
+        first = outs[min(outs)]
+        zero_sys, zero_bead = torch.zeros_like(first[0]), torch.zeros_like(first[5])
+        return (torch.cat([outs[k][0] if k in outs else zero_sys for k in range(len(self.networks))], dim=1),
+                *first[1:5], torch.cat([outs[k][5] if k in outs else zero_bead for k in range(len(self.networks))], dim=1))
 
 
 def build_network(settings: NetworkSettings, n_heads: int = 3):
@@ -127,6 +137,35 @@ class ThermalForceField(torch.nn.Module):
         self.register_buffer("bead_offset", torch.zeros(3, dtype=torch.float64))
         self.order = order
         self.settings = settings or NetworkSettings()
+        if isinstance(network, SeparateNetworks):
+            network.active = self.heads_used()
+
+    def heads_used(self, orders=None, at_beta0: bool = False) -> tuple[int, ...]:
+        """The heads that W (``orders`` None) or the force derivatives of ``orders`` read.
+
+        Away from beta0 every head up to the model's order enters; at beta0 the order-k
+        derivative of the beta form is head k alone (the energy/entropy form's second
+        derivative also reads head 1, energy matching's first reads heads 0 and 1).
+        """
+        every = (0, 1) if self.form == "em" else tuple(range(self.order + 1))
+        if orders is None or not at_beta0:
+            return every
+        extra = {"beta": {}, "energy-entropy": {2: (1,)}, "em": {1: (0,)}}[self.form]
+        return tuple(sorted({h for k in orders for h in (k, *extra.get(k, ())) if h in every}))
+
+    @contextlib.contextmanager
+    def using_heads(self, heads):
+        """Evaluate only the networks of ``heads`` inside the block (separate networks;
+        a shared network computes every head at once and is unaffected)."""
+        if not isinstance(self.network, SeparateNetworks):
+            yield
+            return
+        before = self.network.active
+        self.network.active = tuple(sorted(set(heads)))
+        try:
+            yield
+        finally:
+            self.network.active = before
 
     def heads(self, species, positions, cell):
         """Per-system W_prior + W0, W1, W2 (each (n_systems,)) and nothing temperature-dependent."""

@@ -79,6 +79,16 @@ class TrainingData:
                 raise ValueError(f"energy targets of head {k}: need a head 0-2 without force targets")
         if self.box.shape != (f, 3):
             raise ValueError(f"box has shape {self.box.shape}, expected ({f}, 3)")
+        arrays = {"positions": self.positions, "box": self.box, "beta": self.beta,
+                  **{f"order-{k} targets": t for k, t in self.targets.items()},
+                  **{f"energy targets of head {k}": e for k, e in self.energies.items()}}
+        for name, a in arrays.items():
+            if a is None:
+                continue
+            bad = ~np.isfinite(np.asarray(a, dtype=np.float64)).reshape(f, -1).all(axis=1)
+            if bad.any():
+                raise ValueError(f"{name}: {int(bad.sum())} frame(s) hold NaN or infinite values "
+                                 f"(first: frame {int(np.argmax(bad))}); training needs finite values")
 
 
 def _predictions(model: ThermalForceField, x, cell, species, orders, beta=None, create_graph=True,
@@ -115,13 +125,24 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSettings = TrainSettings(),
                 checkpoint: Path | None = None, show_progress: bool = True) -> dict:
-    """Train ``model`` in place; returns the history (per-epoch train/valid loss, lr, best epoch)."""
-    from tqdm.auto import tqdm
+    """Train ``model`` in place; returns the history (per-epoch train/valid loss, lr, best epoch).
 
+    Only the heads the targets read are evaluated (separate networks: the others' networks
+    are skipped, e.g. energy matching's W0 phase never runs its U network).
+    """
     orders = [k for k in sorted(data.targets) if settings.weights[k] > 0]
     energy_heads = [k for k in sorted(data.energies) if settings.weights[k] > 0]
     if not orders and not energy_heads:
         raise ValueError("no target with a positive loss weight")
+    at_beta0 = data.beta is None or np.allclose(data.beta, float(model.beta0), rtol=1e-6, atol=0.0)
+    needed = (model.heads_used(orders, at_beta0) if orders else ()) + tuple(energy_heads)
+    with model.using_heads(needed):
+        return _train(model, data, settings, orders, energy_heads, checkpoint, show_progress)
+
+
+def _train(model, data, settings, orders, energy_heads, checkpoint, show_progress):
+    from tqdm.auto import tqdm
+
     param = next(q for q in model.parameters() if q.is_floating_point())
     dtype, device = param.dtype, param.device
     rng = np.random.default_rng(settings.seed)

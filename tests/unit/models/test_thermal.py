@@ -181,3 +181,30 @@ def test_training_predictions_away_from_beta0(model, frame):
         np.testing.assert_allclose(pred[2], second, rtol=1e-3, atol=1e-5 * np.abs(pred[2]).max() + 1e-8)
     else:  # em is linear in beta
         np.testing.assert_allclose(second, 0.0, atol=1e-6 * np.abs(first).max())
+
+
+@pytest.mark.parametrize("form,order", [("beta", 2), ("energy-entropy", 2), ("em", 1)])
+def test_skipping_unused_networks_changes_nothing(form, order, frame):
+    """Separate networks evaluate only the heads a quantity reads (heads_used): W and its
+    beta derivatives at beta0, computed with the other networks skipped, equal the full
+    evaluation's, and away from beta0 every head of the order is read."""
+    torch.manual_seed(1)
+    net = build_network(NetworkSettings(cutoff_A=6.0, n_features=8, n_sensitivities=6, shared=False))
+    m = ThermalForceField(net, RepulsivePrior(2.5, 10.0), beta_of(T0), order=order, form=form).double()
+    species, x, cell = m._tensors(*frame)
+
+    def derivatives():
+        xx = x.detach().requires_grad_(True)
+        out = m.expansion(m.heads(species, xx, cell), m.beta0.expand(1))
+        return [torch.autograd.grad(o.sum(), xx, retain_graph=True, allow_unused=True)[0] for o in out[:order + 1]]
+
+    with m.using_heads(range(3)):
+        full = derivatives()
+    for k in range(order + 1):
+        used = m.heads_used([k], at_beta0=True)
+        with m.using_heads(used):
+            torch.testing.assert_close(derivatives()[k], full[k], rtol=1e-10, atol=1e-12)
+    assert m.heads_used([0], at_beta0=True) == (0,)
+    assert m.heads_used([0], at_beta0=False) == ((0, 1) if form == "em" else (0, 1, 2))
+    # the model's own default skips the head its order never reads (em: head 2)
+    assert m.network.active == m.heads_used()

@@ -84,3 +84,14 @@ def test_bad_training_data_is_refused(water):
     with pytest.raises(ValueError, match="without force targets"):
         TrainingData(positions=water.positions, box=water.box, targets={1: water.forces},
                      energies={1: water.bead_energy})
+
+
+def test_non_finite_training_data_is_refused(water):
+    forces = water.forces[:6].copy()
+    forces[4, 2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"order-0 targets: 1 frame\(s\) hold NaN.*first: frame 4"):
+        TrainingData(positions=water.positions[:6], box=water.box[:6], targets={0: forces})
+    energy = water.bead_energy[:6].sum(1)
+    energy[0] = np.inf
+    with pytest.raises(ValueError, match="energy targets of head 1: 1 frame"):
+        TrainingData(positions=water.positions[:6], box=water.box[:6], energies={1: energy})
