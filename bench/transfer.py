@@ -16,6 +16,14 @@ the [train] settings of the config (plus the overrides named in ``MODELS``).
 
     python bench/transfer.py bench/configs/transfer.toml            # every model: 1-1.5 h on 2 cores
     python bench/transfer.py bench/configs/transfer.toml --models fm,trf2 --epochs 20
+    python bench/transfer.py bench/configs/transfer.toml --models trf1 --targets-baseline hipnn
+
+``--targets-baseline hipnn`` trains the thermal heads on targets whose baselines (F0, U_J,
+v) are HIP-NN-TS networks instead of the config's pair splines: does a better baseline
+remove the -e d bias of the order-1 target (THEORY.md §3)? Those targets are computed
+here from the training frames only (cross-fitted over them, ``--baseline-folds`` folds of
+``--baseline-epochs``), cached in ``<run>/transfer/targets-hipnn-<T>.npz``, and printed
+with the baselines' R² next to the splines' on the same frames; result keys get ``+hipnn``.
 
 Needs the reference stage of the config (``thermocg reference CONFIG``); runs the targets
 stage itself. Each trained model and its errors are kept in ``<run>/transfer/`` (written
@@ -31,16 +39,21 @@ import os
 import platform
 import resource
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from thermocg.config import load_config
+from thermocg.frames import read_reference
+from thermocg.mapping import map_reference
 from thermocg.models.stage import ORDER, fit_variant, save_model, training_data
-from thermocg.models.training import pick_device
+from thermocg.models.training import TrainingData, pick_device
+from thermocg.reference.stage import reference_dir
 from thermocg.reference.sampler import temperature_label
-from thermocg.stagedir import atomic_write_text
-from thermocg.targets.stage import run_targets, targets_dir
+from thermocg.stagedir import atomic_path, atomic_write_text
+from thermocg.targets.stage import compute_targets, run_targets, targets_dir
+from thermocg.units import beta_of
 
 #: name -> (variant of `thermocg train`, training temperatures (None: T0), [train] overrides)
 MODELS = {
@@ -53,6 +66,11 @@ MODELS = {
     "trf2-energy-entropy": ("trf2", None, {"form": "energy-entropy"}),
     "trf2-separate": ("trf2", None, {"shared_representation": False}),
     "trf-multi": ("trf-multi", "multi", {}),
+    # network choices, on force matching (accuracy vs cost at T0)
+    "fm-cutoff5": ("fm", None, {"cutoff_A": 5.0, "dist_soft_max_A": 4.5}),
+    "fm-cutoff7": ("fm", None, {"cutoff_A": 7.0, "dist_soft_max_A": 6.5}),
+    "fm-sensitivities6": ("fm", None, {"n_sensitivities": 6}),
+    "fm-sensitivities20": ("fm", None, {"n_sensitivities": 20}),
 }
 
 
@@ -63,12 +81,39 @@ def held_out_mse(model, src_dir, temp, n_train):
     return float(np.mean((pred - data.targets[0]) ** 2))
 
 
-def train_one(config, variant, t_model, temps, n_train):
+def hipnn_targets(config, temp, n_train, folds, epochs, cache_dir):
+    """Order 0-2 targets at ``temp`` from HIP-NN-TS baselines, cross-fitted over the first
+    ``n_train`` frames only (the held-out frames stay unseen), with the baselines' R² and
+    the order-1 signal-to-noise for these and for the spline baselines on the same frames."""
+    cache = cache_dir / f"targets-hipnn-{temperature_label(temp)}-{n_train}-{folds}x{epochs}.npz"
+    if cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        return {k: z[k] for k in z.files if k != "summary"}, json.loads(str(z["summary"]))
+    cg = map_reference(read_reference(reference_dir(config) / f"{temperature_label(temp)}.h5md"))
+    cg = replace(cg, **{k: getattr(cg, k)[:n_train] for k in
+                         ("positions", "forces", "box", "bead_energy", "potential_energy", "step")})
+    hip = config.model_copy(update={"targets": config.targets.model_copy(update={
+        "baseline": "hipnn", "cv_folds": folds, "baseline_max_epochs": epochs})})
+    start = time.perf_counter()
+    res = compute_targets(cg, hip, show_progress=True)
+    spline = compute_targets(cg, config)["summary"]
+    keep = ("force_baseline_r2", "energy_baseline_r2", "order1", "order2")
+    summary = {"hipnn": {k: res["summary"][k] for k in keep}, "pair-spline": {k: spline[k] for k in keep},
+               "baseline_s": time.perf_counter() - start}
+    arrays = {"positions": cg.positions, "box": cg.box, "t0": cg.forces, "t1": res["local"].t1,
+              "t2": res["local"].t2}
+    with atomic_path(cache, ".npz") as tmp:
+        np.savez(tmp, summary=json.dumps(summary), **arrays)
+    return arrays, summary
+
+
+def train_one(config, variant, t_model, temps, n_train, data=None):
     """Train one model exactly as `thermocg train` does (its [train] settings in ``config``) at
-    T0 = ``t_model`` on the first ``n_train`` frames of each of ``temps``."""
+    T0 = ``t_model`` on the first ``n_train`` frames of each of ``temps`` (or on ``data``)."""
     order = ORDER[variant]
     em = config.train.em_energy if variant == "em" else None
-    data, _ = training_data(targets_dir(config), temps, order, em=em, frames=slice(0, n_train))
+    if data is None:
+        data, _ = training_data(targets_dir(config), temps, order, em=em, frames=slice(0, n_train))
     start = time.perf_counter()
     model, histories = fit_variant(config, variant, order, t_model, data, pick_device(config.run.device))
     history = histories[variant]
@@ -83,6 +128,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="default: [train] max_epochs")
     ap.add_argument("--held-out", type=int, default=30, help="last frames of every temperature, never trained on")
     ap.add_argument("--multi", default="250,400", help="trf-multi training temperatures, K")
+    ap.add_argument("--targets-baseline", choices=("config", "hipnn"), default="config",
+                    help="baselines of the thermal targets: the config's, or HIP-NN-TS networks")
+    ap.add_argument("--baseline-folds", type=int, default=3)
+    ap.add_argument("--baseline-epochs", type=int, default=40)
     args = ap.parse_args()
 
     config = load_config(args.config)
@@ -108,11 +157,27 @@ def main() -> None:
         else:
             jobs = [(name, t0, multi if which == "multi" else [t0])]
         for job, t_model, job_temps in jobs:
+            data = None
+            if args.targets_baseline == "hipnn":
+                if variant not in ("trf1", "trf2", "trf-multi"):
+                    raise SystemExit(f"--targets-baseline hipnn: {name} does not use the thermal targets")
+                job += "+hipnn"
+                parts = []
+                for t in job_temps:
+                    arrays, summary = hipnn_targets(config, t, n_train, args.baseline_folds, args.baseline_epochs,
+                                                    out_dir)
+                    print(f"   targets at {t:g} K:", json.dumps(summary), flush=True)
+                    parts.append((arrays, t))
+                data = TrainingData(positions=np.concatenate([a["positions"] for a, _ in parts]),
+                                    box=np.concatenate([a["box"] for a, _ in parts]),
+                                    targets={k: np.concatenate([a[f"t{k}"] for a, _ in parts])
+                                             for k in range(ORDER[variant] + 1)},
+                                    beta=np.concatenate([np.full(len(a["box"]), beta_of(t)) for a, t in parts]))
             key = f"{job}@{epochs}"
             if key in results:
                 continue
             print(f"-- {job}: T0 {t_model:g} K, trained at {job_temps} K", flush=True)
-            model, info = train_one(study, variant, t_model, job_temps, n_train)
+            model, info = train_one(study, variant, t_model, job_temps, n_train, data)
             save_model(out_dir / f"{job}.pt", model, {"variant": job, **info})
             info["mse"] = {str(t): held_out_mse(model, src_dir, t, n_train) for t in temps}
             info["peak_rss_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

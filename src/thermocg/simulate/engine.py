@@ -1,0 +1,225 @@
+"""CG molecular dynamics in torch: BAOAB Langevin and velocity Verlet, many systems at once.
+
+Why our own integrator: the CG force field is a torch module whose forces come from
+autograd, at a temperature that is an input of the model. ASE's Langevin (through the
+calculator in :mod:`thermocg.models.ase_calculator`) steps one system with numpy
+round trips per step; hippynn's ``LangevinDynamics`` is a first-order velocity update,
+not BAOAB (DEPENDENCIES.md); OpenMM-Torch needs a CUDA torch. Here B systems of N beads
+(several temperatures, or replicas) step together, and one forward pass of the model
+gives every system's forces: that is how a GPU is used well for systems of ~500 beads.
+
+Units are thermocg's (Å, ps, kcal/mol, amu, K). One step of BAOAB (Leimkuhler &
+Matthews 2013) with timestep h and friction gamma::
+
+    B  v += h/2 F/m          A  x += h/2 v
+    O  v  = c1 v + sqrt((1 - c1^2) kB T / m) xi,   c1 = exp(-gamma h)
+    A  x += h/2 v            B  v += h/2 F(x)/m
+
+With gamma = 0 the O step is the identity and the step is velocity Verlet (NVE).
+
+Positions are kept unwrapped (continuous in time, as the all-atom reference stores
+them), so mean squared displacements need no unwrapping; the model sees them
+wrapped into the box.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from thermocg import units
+from thermocg.errors import SimulationError
+
+#: kcal/mol -> amu Å^2/ps^2 (accelerations F/m in Å/ps^2 from kcal/(mol Å) and amu)
+KCAL_TO_MVV = 1.0 / units.MVV_TO_KCAL
+
+#: (positions (B, N, 3), box (B, 3), temperature (B,)) -> (energy (B,), forces (B, N, 3))
+ForceFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def model_force_function(model) -> ForceFunction:
+    """The force function of a :class:`thermocg.models.thermal.ThermalForceField` (or of a
+    loaded :class:`thermocg.models.stage.CGForceField`): one batched forward pass."""
+    model = getattr(model, "model", model)
+
+    def forces(x, box, temperature):
+        species = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
+        with torch.no_grad():
+            shift = box[:, None, :] * torch.floor(x / box[:, None, :])
+        xw = (x.detach() - shift).requires_grad_(True)
+        cell = torch.diag_embed(box)
+        energy, f = model.energy_and_forces(species, xw, cell, temperature)
+        return energy.detach(), f.detach()
+
+    return forces
+
+
+@dataclass(frozen=True)
+class Safety:
+    """When a run stops with :class:`SimulationError` (checked every ``interval`` steps).
+
+    max_force: largest allowed force component, kcal/(mol Å) (mapped water forces are
+    ~10-40); min_distance_A: the closest two beads may come (the reference never has
+    water beads closer than ~2.4 Å, the prior's onset).
+    """
+
+    max_force: float = 2000.0
+    min_distance_A: float = 1.5
+    interval: int = 10
+
+
+class Integrator:
+    """BAOAB Langevin (``friction_per_ps > 0``) or velocity Verlet (0) for B systems of N beads.
+
+    Parameters
+    ----------
+    force_fn : ForceFunction
+    masses : (N,) amu
+    box : (B, 3) or (3,) Å, orthorhombic edges (fixed volume)
+    temperature_K : (B,) or float; the model's temperature and the thermostat's
+    timestep_fs, friction_per_ps : float
+    seeds : (B,) ints
+        One random stream per system, so a system's trajectory does not depend on which
+        other systems share its batch.
+    device, dtype : where and in what precision to integrate (float32 default)
+    safety : Safety
+    """
+
+    def __init__(self, force_fn: ForceFunction, masses, box, temperature_K, timestep_fs: float,
+                 friction_per_ps: float, seeds, device="cpu", dtype=torch.float32, safety: Safety = Safety()):
+        if timestep_fs <= 0 or friction_per_ps < 0:
+            raise ValueError(f"need timestep_fs > 0 and friction_per_ps >= 0, found {timestep_fs}, {friction_per_ps}")
+        self.force_fn = force_fn
+        self.device, self.dtype = torch.device(device), dtype
+        seeds = [int(s) for s in np.atleast_1d(seeds)]
+        b = len(seeds)
+        t = np.broadcast_to(np.asarray(temperature_K, dtype=np.float64), (b,))
+        if np.any(t <= 0):
+            raise ValueError(f"temperatures must be positive, found {t}")
+        self.temperature = torch.as_tensor(t.copy(), dtype=dtype, device=self.device)
+        self.box = torch.as_tensor(np.broadcast_to(np.asarray(box, dtype=np.float64), (b, 3)).copy(),
+                                   dtype=dtype, device=self.device)
+        self.masses = torch.as_tensor(np.asarray(masses, dtype=np.float64), dtype=dtype, device=self.device)
+        self.h = timestep_fs * units.FS_TO_PS
+        self.friction = float(friction_per_ps)
+        self.c1 = math.exp(-self.friction * self.h)
+        self.safety = safety
+        self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+        self.step_count = 0
+        self.positions = self.velocities = self.forces = self.potential = None
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def n_systems(self) -> int:
+        return len(self.generators)
+
+    @property
+    def n_dof(self) -> int:
+        """Degrees of freedom per system: 3N with a thermostat, 3N - 3 in NVE (momentum removed)."""
+        n = 3 * len(self.masses)
+        return n if self.friction > 0 else n - 3
+
+    def _noise(self, shape) -> torch.Tensor:
+        return torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
+                            for g in self.generators])
+
+    def _thermal_sigma(self) -> torch.Tensor:
+        """sqrt(kB T / m) in Å/ps, (B, N, 1)."""
+        return torch.sqrt(units.KB * self.temperature[:, None, None] * KCAL_TO_MVV / self.masses[None, :, None])
+
+    def set_state(self, positions, velocities=None, step: int = 0) -> None:
+        """Positions (B, N, 3) Å; velocities (B, N, 3) Å/ps, or None to draw them from the
+        Maxwell-Boltzmann distribution at each system's temperature (total momentum removed
+        in NVE)."""
+        x = torch.as_tensor(np.array(positions), dtype=self.dtype, device=self.device)
+        if x.shape != (self.n_systems, len(self.masses), 3):
+            raise ValueError(f"positions have shape {tuple(x.shape)}, expected "
+                             f"({self.n_systems}, {len(self.masses)}, 3)")
+        if velocities is None:
+            v = self._thermal_sigma() * self._noise(x.shape[1:])
+            if self.friction == 0:
+                v = v - (self.masses[None, :, None] * v).sum(1, keepdim=True) / self.masses.sum()
+        else:
+            v = torch.as_tensor(np.array(velocities), dtype=self.dtype, device=self.device)
+            if v.shape != x.shape:
+                raise ValueError(f"velocities have shape {tuple(v.shape)}, expected {tuple(x.shape)}")
+        self.positions, self.velocities, self.step_count = x, v, int(step)
+        self.potential, self.forces = self.force_fn(x, self.box, self.temperature)
+        self._check()
+
+    def kinetic_energy(self) -> torch.Tensor:
+        """(B,) kcal/mol."""
+        return 0.5 * (self.masses[None, :, None] * self.velocities ** 2).sum((1, 2)) / KCAL_TO_MVV
+
+    def kinetic_temperature(self) -> torch.Tensor:
+        return units.kinetic_temperature(self.kinetic_energy(), self.n_dof)
+
+    def rng_state(self) -> list:
+        return [g.get_state() for g in self.generators]
+
+    def set_rng_state(self, states) -> None:
+        for g, s in zip(self.generators, states):
+            g.set_state(s)
+
+    # -- dynamics ---------------------------------------------------------------------
+    def step(self, n: int = 1) -> None:
+        """Advance every system ``n`` steps."""
+        if self.positions is None:
+            raise RuntimeError("set_state() before step()")
+        inv_m = KCAL_TO_MVV / self.masses[None, :, None]
+        half = 0.5 * self.h
+        sigma = self._thermal_sigma() * math.sqrt(1.0 - self.c1 ** 2) if self.friction > 0 else None
+        for _ in range(n):
+            v = self.velocities + half * self.forces * inv_m
+            x = self.positions + half * v
+            if sigma is not None:
+                v = self.c1 * v + sigma * self._noise(x.shape[1:])
+            x = x + half * v
+            self.potential, self.forces = self.force_fn(x, self.box, self.temperature)
+            self.velocities = v + half * self.forces * inv_m
+            self.positions = x
+            self.step_count += 1
+            if self.step_count % self.safety.interval == 0:
+                self._check()
+
+    def _check(self) -> None:
+        """Stop with a SimulationError naming the step and system on NaN, an exploding force,
+        or beads closer than the floor."""
+        s = self.safety
+        bad = ~(torch.isfinite(self.positions).all(dim=(1, 2)) & torch.isfinite(self.forces).all(dim=(1, 2))
+                & torch.isfinite(self.potential))
+        if bad.any():
+            k = int(torch.nonzero(bad)[0, 0])
+            raise SimulationError(f"step {self.step_count}: system {k} (T = {float(self.temperature[k]):g} K) has "
+                                  "non-finite positions, forces or energy")
+        fmax = self.forces.abs().amax(dim=(1, 2))
+        if (fmax > s.max_force).any():
+            k = int(torch.argmax(fmax))
+            raise SimulationError(f"step {self.step_count}: system {k} (T = {float(self.temperature[k]):g} K) has a "
+                                  f"force of {float(fmax[k]):.4g} kcal/(mol Å), above max_force = {s.max_force:g}")
+        dmin = min_distance(self.positions, self.box)
+        if (dmin < s.min_distance_A).any():
+            k = int(torch.argmin(dmin))
+            raise SimulationError(f"step {self.step_count}: system {k} (T = {float(self.temperature[k]):g} K) has "
+                                  f"two beads {float(dmin[k]):.3f} Å apart, below min_distance_A = "
+                                  f"{s.min_distance_A:g}")
+
+
+def min_distance(positions: torch.Tensor, box: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """Smallest minimum-image distance between two beads of each system, (B,) Å (dense, in
+    chunks of ``chunk`` beads: a check run every few steps, not a pair finder)."""
+    b, n, _ = positions.shape
+    best = torch.full((b,), float("inf"), dtype=positions.dtype, device=positions.device)
+    idx = torch.arange(n, device=positions.device)
+    for start in range(0, n, chunk):
+        d = positions[:, start:start + chunk, None, :] - positions[:, None, :, :]
+        d = d - box[:, None, None, :] * torch.round(d / box[:, None, None, :])
+        r2 = (d ** 2).sum(-1)
+        own = idx[start:start + chunk, None] == idx[None, :]
+        r2 = r2.masked_fill(own[None], float("inf"))
+        best = torch.minimum(best, r2.amin(dim=(1, 2)).sqrt())
+    return best
