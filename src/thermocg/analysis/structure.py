@@ -1,8 +1,11 @@
-"""Structure: the radial distribution function of beads (THEORY.md §6).
+"""Structure of bead configurations (THEORY.md §6): RDF, first-shell ADF, pair excess entropy.
 
-Why our own: freud is not a dependency (yet) and MDAnalysis' InterRDF needs a
-Universe; the pair search here is scipy's compiled KD-tree, and the histogram a
-single numpy call, so this is not a Python loop over pairs.
+Why our own: freud's RDF normalises by N/V (an ideal gas of N beads reads
+g = 1 - 1/N), MDAnalysis' InterRDF needs a Universe, and neither has a
+bond-angle distribution (freud's BondOrder is a 2-D map of bond directions,
+hippynn's ``calculate_adf`` raises in 0.1.3). The pair search here is scipy's
+compiled periodic KD-tree and the histograms single numpy calls: no Python loop
+over pairs or triplets.
 """
 
 from __future__ import annotations
@@ -34,14 +37,7 @@ class RDF:
 
     def compute(self, positions, box) -> "RDF":
         """positions (F, N, 3) or (N, 3) Å; box (F, 3) or (3,) Å orthorhombic edges."""
-        x = np.asarray(positions, dtype=np.float64)
-        b = np.asarray(box, dtype=np.float64)
-        if x.ndim == 2:
-            x = x[None]
-        if b.ndim == 1:
-            b = np.broadcast_to(b, (len(x), 3))
-        if x.ndim != 3 or x.shape[2] != 3 or b.shape != (len(x), 3):
-            raise ValueError(f"positions {x.shape} and box {b.shape} do not match (F, N, 3) and (F, 3)")
+        x, b = _frames(positions, box)
         if np.any(self.r_max_A >= b.min(axis=1) / 2):
             raise ValueError(f"r_max_A = {self.r_max_A} must be below half the box edge ({b.min() / 2:.3f} Å)")
         edges = np.linspace(0.0, self.r_max_A, self.bins + 1)
@@ -86,3 +82,122 @@ class RDF:
         ax.set_xlabel("r (Å)")
         ax.set_ylabel("g(r)")
         return ax
+
+
+def _frames(positions, box):
+    x = np.asarray(positions, dtype=np.float64)
+    b = np.asarray(box, dtype=np.float64)
+    if x.ndim == 2:
+        x = x[None]
+    if b.ndim == 1:
+        b = np.broadcast_to(b, (len(x), 3))
+    if x.ndim != 3 or x.shape[2] != 3 or b.shape != (len(x), 3):
+        raise ValueError(f"positions {x.shape} and box {b.shape} do not match (F, N, 3) and (F, 3)")
+    return x, b
+
+
+class ADF:
+    """Angular distribution of the first shell: angles J-I-K for every bead I and every two
+    of its neighbours J, K closer than ``r_cut_A`` (THEORY.md §6), as a probability
+    density in theta (radians; integrates to 1 over [0, pi]).
+
+    Uncorrelated neighbours (an ideal gas) give sin(theta)/2.
+
+    Parameters
+    ----------
+    r_cut_A : float
+        First-shell radius (3.4 Å: the first minimum of water's bead g(r)).
+    bins : int
+    """
+
+    def __init__(self, r_cut_A: float = 3.4, bins: int = 90):
+        if r_cut_A <= 0 or bins < 1:
+            raise ValueError(f"need r_cut_A > 0 and bins >= 1, found {r_cut_A}, {bins}")
+        self.r_cut_A = float(r_cut_A)
+        self.bins = int(bins)
+        self._adf = None
+
+    def compute(self, positions, box) -> "ADF":
+        """positions (F, N, 3) or (N, 3) Å; box (F, 3) or (3,) Å."""
+        x, b = _frames(positions, box)
+        if np.any(self.r_cut_A >= b.min(axis=1) / 2):
+            raise ValueError(f"r_cut_A = {self.r_cut_A} must be below half the box edge ({b.min() / 2:.3f} Å)")
+        edges = np.linspace(0.0, np.pi, self.bins + 1)
+        counts = np.zeros(self.bins)
+        n_triplets = 0
+        for xf, bf in zip(x, b):
+            pairs = periodic_pairs(xf, bf, self.r_cut_A)
+            d, _ = pair_vectors(xf, pairs, bf)
+            # bonds from each centre: i -> j is -d (d = x_i - x_j), j -> i is +d
+            centre = np.concatenate([pairs[:, 0], pairs[:, 1]])
+            bond = np.concatenate([-d, d])
+            order = np.argsort(centre, kind="stable")
+            centre, bond = centre[order], bond[order] / np.linalg.norm(bond[order], axis=1, keepdims=True)
+            starts = np.searchsorted(centre, np.arange(len(xf) + 1))
+            deg = np.diff(starts)
+            # all (J, K) pairs of each centre's bonds, vectorised over centres with equal degree
+            for k in np.unique(deg[deg >= 2]):
+                rows = np.flatnonzero(deg == k)
+                idx = starts[rows][:, None] + np.arange(k)[None, :]
+                u = bond[idx]  # (n_centres, k, 3)
+                a, c = np.triu_indices(k, 1)
+                cos = np.clip(np.einsum("nid,nid->ni", u[:, a], u[:, c]), -1.0, 1.0)
+                counts += np.histogram(np.arccos(cos), edges)[0]
+                n_triplets += cos.size
+        if n_triplets == 0:
+            raise ValueError(f"no bead has two neighbours within r_cut_A = {self.r_cut_A} Å")
+        self._edges = edges
+        self._adf = counts / (n_triplets * np.diff(edges))
+        self.n_triplets = n_triplets
+        return self
+
+    def _require(self):
+        if self._adf is None:
+            raise RuntimeError("ADF results are not available before compute()")
+
+    @property
+    def bin_centers(self) -> np.ndarray:
+        self._require()
+        return 0.5 * (self._edges[1:] + self._edges[:-1])
+
+    @property
+    def adf(self) -> np.ndarray:
+        """Probability density per radian, (bins,)."""
+        self._require()
+        return self._adf.copy()
+
+    def plot(self, ax=None, **kwargs):
+        import matplotlib.pyplot as plt
+        ax = ax or plt.gca()
+        ax.plot(np.degrees(self.bin_centers), self.adf, **kwargs)
+        ax.set_xlabel("angle J-I-K (degrees)")
+        ax.set_ylabel("P(θ) (1/rad)")
+        return ax
+
+
+def pair_excess_entropy(r, g, density) -> float:
+    """Two-body excess entropy per bead in units of kB (THEORY.md §6):
+    ``s2 = -2 pi rho ∫ [g ln g - g + 1] r^2 dr`` by the trapezoidal rule on the given
+    grid (r in Å, density in beads/Å^3; g ln g = 0 where g = 0)."""
+    r, g = np.asarray(r, dtype=np.float64), np.asarray(g, dtype=np.float64)
+    glng = np.where(g > 0, g * np.log(np.where(g > 0, g, 1.0)), 0.0)
+    return float(-2.0 * np.pi * density * np.trapezoid((glng - g + 1.0) * r * r, r))
+
+
+def integrated_absolute_error(x, a, b) -> float:
+    """∫ |a - b| dx by the trapezoidal rule: the distance between two curves on one grid."""
+    return float(np.trapezoid(np.abs(np.asarray(a) - np.asarray(b)), np.asarray(x)))
+
+
+def first_peak(x, y) -> tuple[float, float]:
+    """(position, height) of the global maximum, refined by a parabola through its neighbours."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    k = int(np.argmax(y))
+    if 0 < k < len(y) - 1:
+        y0, y1, y2 = y[k - 1], y[k], y[k + 1]
+        denom = y0 - 2 * y1 + y2
+        if denom < 0:
+            shift = 0.5 * (y0 - y2) / denom
+            h = x[1] - x[0]
+            return float(x[k] + shift * h), float(y1 - 0.25 * (y0 - y2) * shift)
+    return float(x[k]), float(y[k])
