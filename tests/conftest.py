@@ -52,6 +52,15 @@ def tiny_targets(tiny_reference):
     return config, run_targets(config, show_progress=False)
 
 
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_targets):
+    """The train stage run once on the tiny targets (every variant, two epochs)."""
+    from thermocg.models.stage import run_train
+
+    config, _ = tiny_targets
+    return config, run_train(config, show_progress=False)
+
+
 def water_context(n_molecules=64, cutoff_A=6.0, ewald_error_tolerance=1e-5, temperature_K=300.0, steps=100,
                   seed=0, platform="CPU", rigid=True):
     """An equilibrated-ish OpenMM context of SPC/E water; returns (topology, system, context)."""

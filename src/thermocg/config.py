@@ -190,6 +190,53 @@ class TrainSection(_Section):
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
+class SimulateNVESection(_Section):
+    """NVE (velocity Verlet) segments of the CG simulations, for dynamics: ``[simulate.nve]``."""
+
+    #: Segments per temperature, started from NVT frames spread over the run (0: none).
+    n_segments: int = Field(2, ge=0)
+    length_ps: PositiveFloat = 20.0
+    frame_interval_fs: PositiveFloat = 100.0
+    timestep_fs: PositiveFloat = 2.0
+
+    @model_validator(mode="after")
+    def _check_intervals(self):
+        _check_multiple(self.frame_interval_fs, self.timestep_fs, "frame_interval_fs", "timestep_fs")
+        _check_multiple(self.length_ps * 1000.0, self.frame_interval_fs, "length_ps", "frame_interval_fs")
+        return self
+
+
+class SimulateSection(_Section):
+    """CG molecular dynamics with the trained models: ``[simulate]``."""
+
+    #: Models to simulate, by file name in the train stage (``fm``, ``trf2``, ``fm-each-T300K``);
+    #: empty: every trained model (an ``fm-each`` model only at its own temperature).
+    models: tuple[str, ...] = ()
+    #: Temperatures (empty: the reference temperatures). Any positive value works: a run starts
+    #: from the last reference frame at the nearest reference temperature.
+    temperatures_K: tuple[PositiveFloat, ...] = ()
+    #: Independent runs per temperature (own random stream, same start).
+    replicas: int = Field(1, ge=1)
+    #: Langevin (BAOAB) sampling.
+    timestep_fs: PositiveFloat = 2.0
+    friction_per_ps: float = Field(1.0, ge=0)
+    equilibration_ps: float = Field(20.0, ge=0)
+    n_frames: int = Field(100, ge=1)
+    frame_interval_ps: PositiveFloat = 1.0
+    #: A run stops with an error when a force component exceeds this (kcal/(mol Å)) or two
+    #: beads come closer than min_distance_A (checked every check_interval steps).
+    max_force: PositiveFloat = 2000.0
+    min_distance_A: PositiveFloat = 1.5
+    check_interval: int = Field(10, ge=1)
+    nve: SimulateNVESection = Field(default_factory=SimulateNVESection)
+
+    @model_validator(mode="after")
+    def _check_intervals(self):
+        _check_multiple(self.frame_interval_ps * 1000.0, self.timestep_fs, "frame_interval_ps", "timestep_fs")
+        _check_multiple(self.equilibration_ps * 1000.0, self.timestep_fs, "equilibration_ps", "timestep_fs")
+        return self
+
+
 class Config(_Section):
     """A whole thermocg configuration."""
 
@@ -197,6 +244,7 @@ class Config(_Section):
     reference: ReferenceSection = Field(default_factory=ReferenceSection)
     targets: TargetsSection = Field(default_factory=TargetsSection)
     train: TrainSection = Field(default_factory=TrainSection)
+    simulate: SimulateSection = Field(default_factory=SimulateSection)
 
     @model_validator(mode="after")
     def _check_targets(self):

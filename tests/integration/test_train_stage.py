@@ -15,9 +15,8 @@ from thermocg.targets.stage import targets_dir
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_targets):
-    config, _ = tiny_targets
-    return config, run_train(config, show_progress=False)
+def trained(tiny_trained):
+    return tiny_trained
 
 
 def _frame(config):

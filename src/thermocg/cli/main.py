@@ -16,6 +16,8 @@ STAGES = {
     "targets": "map to one bead per molecule; baselines and thermal-response targets per temperature",
     "train": "train the CG force fields (fm, fm-each, em, trf1, trf2, trf-multi); runs the targets stage "
              "first when it is not up to date",
+    "simulate": "CG molecular dynamics (torch: BAOAB Langevin, then NVE segments) of every trained model at "
+                "every temperature",
 }
 
 
@@ -50,7 +52,20 @@ def _run_train(config, args) -> None:
                 s["valid_loss_before"] or float("nan"), s["best_valid_loss"], s["epochs"])
 
 
-HANDLERS = {"reference": _run_reference, "targets": _run_targets, "train": _run_train}
+def _run_simulate(config, args) -> None:
+    from thermocg.simulate.stage import run_simulate
+    manifest = run_simulate(config, force=args.force, show_progress=not args.quiet)
+    log = logging.getLogger("thermocg")
+    for model, s in manifest.get("summary", {}).items():
+        nvt = s.get("nvt")
+        if isinstance(nvt, dict):
+            temps = ", ".join(f"{k} {v['mean_kinetic_temperature_K']:.0f} K" for k, v in nvt.items()
+                              if isinstance(v, dict))
+            log.info("%s: %.2f ns/day per system (%d in a batch); kinetic temperatures %s", model,
+                     nvt["ns_per_day_per_system"] or float("nan"), nvt["systems_in_batch"], temps)
+
+
+HANDLERS = {"reference": _run_reference, "targets": _run_targets, "train": _run_train, "simulate": _run_simulate}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,14 @@ from thermocg.errors import DataFormatError
 PARTICLE_UNITS = {"position": units.LENGTH, "velocity": units.VELOCITY, "force": units.FORCE}
 
 
+def _attr(value):
+    """An attribute value h5py stores: numbers and text as they are (numpy text as str,
+    which h5py cannot store as a fixed-width unicode scalar), anything else as JSON."""
+    if isinstance(value, str):
+        return str(value)
+    return value if isinstance(value, (int, float, np.number)) else json.dumps(value)
+
+
 class H5MDWriter:
     """Append frames to an H5MD file, one frame at a time (resizable datasets).
 
@@ -109,7 +117,7 @@ class H5MDWriter:
         for name, (shape, unit) in extras.items():
             self._element(t, name, shape, unit)
         for key, value in attrs.items():
-            t.attrs[key] = value if isinstance(value, (int, float, str, np.number)) else json.dumps(value)
+            t.attrs[key] = _attr(value)
         for key, value in static.items():
             t.create_dataset(f"static/{key}", data=np.asarray(value))
 
@@ -164,7 +172,7 @@ class H5MDWriter:
     def set_attrs(self, **attrs) -> None:
         t = self._f.require_group("thermocg")
         for key, value in attrs.items():
-            t.attrs[key] = value if isinstance(value, (int, float, str, np.number)) else json.dumps(value)
+            t.attrs[key] = _attr(value)
 
     def close(self) -> None:
         if self._f.id.valid:

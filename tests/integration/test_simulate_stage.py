@@ -1,0 +1,112 @@
+"""The simulate stage on the tiny trained run: H5MD trajectories per model and temperature,
+continuous (unwrapped) positions, an interrupted run that resumes to the identical
+trajectory, up-to-date re-runs, and a failing run that names model, step and temperature."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from thermocg.config import SimulateSection
+from thermocg.errors import ConfigError, DataFormatError, SimulationError
+from thermocg.io.h5md import read_h5md
+from thermocg.simulate import engine
+from thermocg.simulate.stage import run_simulate, simulate_dir, simulation_jobs
+
+SHORT = dict(equilibration_ps=0.02, n_frames=3, frame_interval_ps=0.02, timestep_fs=2.0,
+             nve={"n_segments": 1, "length_ps": 0.04, "frame_interval_fs": 20.0, "timestep_fs": 2.0})
+
+
+def _config(config, tmp_path, **simulate):
+    """The tiny trained run, with its own simulate directory (a copy of the run's stages by link)."""
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    for stage in ("reference", "targets", "train"):
+        if not (run / stage).exists():
+            (run / stage).symlink_to(config.run_dir / stage)
+    c = config.model_copy(update={"simulate": SimulateSection(**{**SHORT, **simulate}),
+                                  "run": config.run.model_copy(update={"directory": run})})
+    return c
+
+
+@pytest.fixture(scope="module")
+def simulated(tiny_trained, tmp_path_factory):
+    config, _ = tiny_trained
+    c = _config(config, tmp_path_factory.mktemp("sim"), models=("fm", "trf2"), temperatures_K=(300.0, 420.0))
+    return c, run_simulate(c, show_progress=False)
+
+
+def test_trajectories_per_model_and_temperature(simulated):
+    config, manifest = simulated
+    assert manifest["complete"]
+    for model in ("fm", "trf2"):
+        for label in ("T300K", "T420K"):
+            d = read_h5md(simulate_dir(config) / model / f"{label}.h5md")
+            x = d.elements["particles/all/position"]
+            assert x.shape == (3, 64, 3)
+            assert d.attrs["model"] == model and d.attrs["ensemble"] == "NVT"
+            assert float(d.attrs["temperature_K"]) == float(label[1:-1])
+            assert np.all(np.isfinite(d.elements["observables/temperature"]))
+            # unwrapped: 10 steps of 2 fs move a bead far less than a box edge
+            assert np.abs(np.diff(x, axis=0)).max() < 2.0
+            np.testing.assert_allclose(d.step, [20, 30, 40])
+            nve = read_h5md(simulate_dir(config) / model / f"{label}-nve00.h5md")
+            assert nve.elements["observables/total_energy"].shape == (3,)
+            assert nve.attrs["ensemble"] == "NVE"
+    assert set(manifest["summary"]["fm"]["nvt"]) >= {"T300K", "T420K", "ns_per_day_per_system"}
+
+
+def test_rerun_is_up_to_date(simulated):
+    config, manifest = simulated
+    assert run_simulate(config, show_progress=False) == manifest
+
+
+def test_interrupted_run_resumes_to_the_same_trajectory(simulated, tiny_trained, tmp_path, monkeypatch):
+    config, _ = simulated
+    c = _config(tiny_trained[0], tmp_path, models=("fm",), temperatures_K=(300.0, 420.0))
+    real_step = engine.Integrator.step
+    calls = []
+
+    def interrupted(self, n=1):
+        calls.append(n)
+        if len(calls) == 3:  # during the second frame interval after equilibration
+            raise KeyboardInterrupt
+        return real_step(self, n)
+
+    monkeypatch.setattr(engine.Integrator, "step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_simulate(c, show_progress=False)
+    assert (simulate_dir(c) / "fm" / ".nvt.ckpt").exists()
+    assert not (simulate_dir(c) / "fm" / "T300K.h5md").exists()
+    monkeypatch.setattr(engine.Integrator, "step", real_step)
+    run_simulate(c, show_progress=False)
+    for label in ("T300K", "T420K", "T300K-nve00"):
+        resumed = read_h5md(simulate_dir(c) / "fm" / f"{label}.h5md").elements
+        straight = read_h5md(simulate_dir(config) / "fm" / f"{label}.h5md").elements
+        for key in ("particles/all/position", "particles/all/velocity"):
+            np.testing.assert_array_equal(resumed[key], straight[key])
+    assert not list((simulate_dir(c) / "fm").glob(".*"))
+
+
+def test_default_jobs_simulate_fm_each_only_at_its_temperature(tiny_trained, tmp_path):
+    c = _config(tiny_trained[0], tmp_path)
+    jobs = simulation_jobs(c)
+    assert jobs["fm-each-T300K"] == (300.0,) and jobs["fm-each-T500K"] == (500.0,)
+    assert jobs["trf2"] == (300.0, 500.0)
+    with pytest.raises(ConfigError, match="not models of this config"):
+        simulation_jobs(_config(tiny_trained[0], tmp_path, models=("trf9",)))
+
+
+def test_a_failing_run_names_model_step_and_temperature(tiny_trained, tmp_path):
+    c = _config(tiny_trained[0], tmp_path, models=("fm",), temperatures_K=(300.0,), max_force=1.0)
+    with pytest.raises(SimulationError, match=r"simulate fm: step \d+: system 0 \(T = 300 K\) has a force "
+                                              r".* above max_force = 1; the frames so far are kept"):
+        run_simulate(c, show_progress=False)
+    assert (simulate_dir(c) / "fm" / ".T300K.h5md.part").exists()
+
+
+def test_needs_a_trained_run(tiny_reference, tmp_path):
+    config, _ = tiny_reference
+    c = config.model_copy(update={"run": config.run.model_copy(update={"directory": tmp_path / "empty"})})
+    with pytest.raises(DataFormatError, match="run `thermocg train` first"):
+        run_simulate(c, show_progress=False)
