@@ -47,7 +47,7 @@ import torch
 from thermocg.config import load_config
 from thermocg.frames import read_reference
 from thermocg.mapping import map_reference
-from thermocg.models.stage import ORDER, fit_variant, save_model, training_data
+from thermocg.models.stage import ORDER, fit_variant, load_model, save_model, training_data
 from thermocg.models.training import TrainingData, pick_device
 from thermocg.reference.stage import reference_dir
 from thermocg.reference.sampler import temperature_label
@@ -66,6 +66,9 @@ MODELS = {
     "trf2-energy-entropy": ("trf2", None, {"form": "energy-entropy"}),
     "trf2-separate": ("trf2", None, {"shared_representation": False}),
     "trf-multi": ("trf-multi", "multi", {}),
+    # trf-multi's control: the same frames (all --multi temperatures) pooled into one
+    # force-matched model without temperature dependence
+    "fm-multi": ("fm", "multi", {}),
     # network choices, on force matching (accuracy vs cost at T0)
     "fm-cutoff5": ("fm", None, {"cutoff_A": 5.0, "dist_soft_max_A": 4.5}),
     "fm-cutoff7": ("fm", None, {"cutoff_A": 7.0, "dist_soft_max_A": 6.5}),
@@ -79,6 +82,22 @@ def held_out_mse(model, src_dir, temp, n_train):
     pred = np.concatenate([model.forces_numpy(data.positions[k:k + 4], data.box[k:k + 4], temp)
                            for k in range(0, len(data.positions), 4)])
     return float(np.mean((pred - data.targets[0]) ** 2))
+
+
+def response_scale(model, src_dir, temp, t0, n_train):
+    """How the model's own temperature response ΔF = F(T) - F(T0) fits the held-out
+    residual f - F(T0) at ``temp``: (a*, <ΔF²>) with a* the least-squares scale of ΔF
+    (1: right size; 0.5: its correct part's gain just cancels the cost of the rest)."""
+    data, _ = training_data(src_dir, [temp], 0, frames=slice(n_train, None))
+
+    def forces(t):
+        return np.concatenate([model.forces_numpy(data.positions[k:k + 4], data.box[k:k + 4], t)
+                               for k in range(0, len(data.positions), 4)])
+
+    base = forces(t0)
+    d_f = forces(temp) - base
+    msq = float(np.mean(d_f ** 2))
+    return float(np.sum(d_f * (data.targets[0] - base)) / np.sum(d_f ** 2)) if msq > 0 else float("nan"), msq
 
 
 def hipnn_targets(config, temp, n_train, folds, epochs, cache_dir):
@@ -202,6 +221,21 @@ def main() -> None:
             ex = f"[{mse - each[t]:+.2f}]" if each.get(t) is not None else ""
             cells += f"{mse:>10.2f}{ex:>8}"
         print(f"{name:<22}{cells}{info['train_s']:>10.0f}{info['epochs']:>8}")
+
+    # the response of the temperature-dependent models, at the temperatures they were not trained at
+    print("\nresponse scale a* [<dF^2>] of dF = F(T) - F(T0) on the held-out frames (1: right size)")
+    print(f"{'model':<22}" + "".join(f"{temperature_label(t):>18}" for t in temps if t != t0))
+    for key, info in results.items():
+        name, ep = key.rsplit("@", 1)
+        if int(ep) != epochs or name.startswith("fm") or not (out_dir / f"{name}.pt").exists():
+            continue
+        model = load_model(out_dir / f"{name}.pt").model
+        cells = ""
+        for t in temps:
+            if t != t0:
+                a, msq = response_scale(model, src_dir, t, t0, n_train)
+                cells += f"{a:>10.2f}{f'[{msq:.2f}]':>8}"
+        print(f"{name:<22}{cells}")
 
 
 if __name__ == "__main__":

@@ -17,18 +17,20 @@ TINY = {
     "targets": {"r_e_A": 4.5, "r_e_check_A": [3.5, 4.5, 5.5], "baseline_cutoff_A": 6.0, "baseline_n_basis": 20},
     "train": {"variants": ["fm", "trf2", "trf-multi", "fm-each", "em"], "training_temperatures_K": [300.0, 500.0],
               "cutoff_A": 6.0, "n_features": 16, "n_sensitivities": 8,
-              "max_epochs": 2, "batch_frames": 8, "valid_fraction": 0.25, "learning_rate": 3e-3},
+              "max_epochs": 2, "batch_frames": 8, "valid_fraction": 0.25, "learning_rate": 3e-3,
+              "test_frames": 8},
+    "evaluate": {"rdf_r_max_A": 6.0, "rdf_bins": 60, "adf_bins": 30},
 }
 
 
 def tiny_config(tmp_path, **reference_overrides):
     reference = {**TINY["reference"], **reference_overrides}
     t0 = 300.0 if 300.0 in reference["temperatures_K"] else reference["temperatures_K"][0]
-    train = {**TINY["train"], "T0_K": t0,
+    train = {**TINY["train"], "T0_K": t0, "test_frames": min(TINY["train"]["test_frames"], reference["n_frames"] // 5),
              "training_temperatures_K": [t for t in TINY["train"]["training_temperatures_K"]
                                          if t in reference["temperatures_K"]]}
     data = {"run": {**TINY["run"], "directory": str(tmp_path / "run")}, "reference": reference,
-            "targets": TINY["targets"], "train": train}
+            "targets": TINY["targets"], "train": train, "evaluate": TINY["evaluate"]}
     return config_from_dict(data, source=tmp_path / "config.toml")
 
 
@@ -59,6 +61,20 @@ def tiny_trained(tiny_targets):
 
     config, _ = tiny_targets
     return config, run_train(config, show_progress=False)
+
+
+def with_simulate(config, tmp_path, **simulate):
+    """``config`` with a [simulate] section and its own run directory, whose reference,
+    targets and train stages are links to the original run's."""
+    from thermocg.config import SimulateSection
+
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    for stage in ("reference", "targets", "train"):
+        if not (run / stage).exists():
+            (run / stage).symlink_to(config.run_dir / stage)
+    return config.model_copy(update={"simulate": SimulateSection(**simulate),
+                                     "run": config.run.model_copy(update={"directory": run})})
 
 
 def water_context(n_molecules=64, cutoff_A=6.0, ewald_error_tolerance=1e-5, temperature_K=300.0, steps=100,

@@ -186,6 +186,9 @@ class TrainSection(_Section):
     lr_patience: int = Field(10, ge=1)
     early_stop_patience: int = Field(30, ge=1)
     valid_fraction: float = Field(0.2, gt=0, lt=1)
+    #: The last test_frames frames of every reference temperature are never trained on (nor
+    #: used for early stopping): the evaluate stage's held-out force errors come from them.
+    test_frames: int = Field(0, ge=0)
     #: Loss weights of the order-0, 1, 2 targets (em: the order-1 weight weighs its energy loss).
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
@@ -237,6 +240,25 @@ class SimulateSection(_Section):
         return self
 
 
+class EvaluateSection(_Section):
+    """Comparison of the CG simulations with the all-atom reference: ``[evaluate]``."""
+
+    #: RDF range (below half the box edge) and bins.
+    rdf_r_max_A: PositiveFloat = 8.0
+    rdf_bins: int = Field(160, ge=10)
+    #: First-shell radius of the ADF (the first minimum of water's bead g(r)) and bins.
+    adf_r_cut_A: PositiveFloat = 3.4
+    adf_bins: int = Field(90, ge=10)
+    #: Einstein fit of the MSD, as fractions of the longest lag of the NVE segments.
+    msd_fit_window: tuple[float, float] = (0.2, 0.6)
+    #: Blocks of frames for the uncertainties of the structural numbers.
+    blocks: int = Field(4, ge=2)
+    #: Shear viscosity per temperature label (e.g. ``T300K = 0.73``), mPa s: with it the
+    #: Yeh-Hummer correction of D is given in mPa s units too; without it, only the correction
+    #: times the viscosity (reported separately either way).
+    viscosity_mPa_s: dict[str, PositiveFloat] = Field(default_factory=dict)
+
+
 class Config(_Section):
     """A whole thermocg configuration."""
 
@@ -245,14 +267,19 @@ class Config(_Section):
     targets: TargetsSection = Field(default_factory=TargetsSection)
     train: TrainSection = Field(default_factory=TrainSection)
     simulate: SimulateSection = Field(default_factory=SimulateSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
     @model_validator(mode="after")
     def _check_targets(self):
         half = self.reference.box_length_A / 2
-        for section, name in (("targets", "baseline_cutoff_A"), ("train", "cutoff_A")):
+        for section, name in (("targets", "baseline_cutoff_A"), ("train", "cutoff_A"), ("evaluate", "rdf_r_max_A"),
+                              ("evaluate", "adf_r_cut_A")):
             value = getattr(getattr(self, section), name)
             if value >= half:
                 raise ValueError(f"{section}.{name} = {value:g} must be below half the box edge ({half:.2f} Å)")
+        if self.train.test_frames >= self.reference.n_frames:
+            raise ValueError(f"train.test_frames = {self.train.test_frames} leaves no training frames of "
+                             f"reference.n_frames = {self.reference.n_frames}")
         if "train" in self.model_fields_set:
             for t in (self.train.T0_K, *self.train.training_temperatures_K):
                 if t not in self.reference.temperatures_K:

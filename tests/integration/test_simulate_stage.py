@@ -7,26 +7,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thermocg.config import SimulateSection
 from thermocg.errors import ConfigError, DataFormatError, SimulationError
 from thermocg.io.h5md import read_h5md
 from thermocg.simulate import engine
 from thermocg.simulate.stage import run_simulate, simulate_dir, simulation_jobs
+from tests.conftest import with_simulate
 
 SHORT = dict(equilibration_ps=0.02, n_frames=3, frame_interval_ps=0.02, timestep_fs=2.0,
              nve={"n_segments": 1, "length_ps": 0.04, "frame_interval_fs": 20.0, "timestep_fs": 2.0})
 
 
 def _config(config, tmp_path, **simulate):
-    """The tiny trained run, with its own simulate directory (a copy of the run's stages by link)."""
-    run = tmp_path / "run"
-    run.mkdir(exist_ok=True)
-    for stage in ("reference", "targets", "train"):
-        if not (run / stage).exists():
-            (run / stage).symlink_to(config.run_dir / stage)
-    c = config.model_copy(update={"simulate": SimulateSection(**{**SHORT, **simulate}),
-                                  "run": config.run.model_copy(update={"directory": run})})
-    return c
+    return with_simulate(config, tmp_path, **{**SHORT, **simulate})
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,9 @@ STAGES = {
              "first when it is not up to date",
     "simulate": "CG molecular dynamics (torch: BAOAB Langevin, then NVE segments) of every trained model at "
                 "every temperature",
+    "evaluate": "compare the CG simulations with the all-atom reference: forces, RDF, ADF, s2, D and D_CG/D_FG",
+    "report": "one self-contained HTML page with the figures and tables of the evaluation (and PNG figures)",
+    "run": "every stage in order, skipping those up to date and resuming an interrupted one",
 }
 
 
@@ -65,7 +68,31 @@ def _run_simulate(config, args) -> None:
                      nvt["ns_per_day_per_system"] or float("nan"), nvt["systems_in_batch"], temps)
 
 
-HANDLERS = {"reference": _run_reference, "targets": _run_targets, "train": _run_train, "simulate": _run_simulate}
+def _run_evaluate(config, args) -> None:
+    from thermocg.evaluate.stage import evaluate_dir, run_evaluate
+    manifest = run_evaluate(config, force=args.force, show_progress=not args.quiet)
+    log = logging.getLogger("thermocg")
+    for model, s in manifest.get("summary", {}).items():
+        iae, ratio = s.get("mean_rdf_iae"), s.get("mean_D_ratio")
+        log.info("%s: mean RDF IAE %s, mean D_CG/D_FG %s", model, "n/a" if iae is None else f"{iae:.3f}",
+                 "n/a" if ratio is None else f"{ratio:.2f}")
+    log.info("results: %s", evaluate_dir(config) / "results.json")
+
+
+def _run_report(config, args) -> None:
+    from thermocg.report.stage import report_dir, run_report
+    run_report(config, force=args.force, show_progress=not args.quiet)
+    logging.getLogger("thermocg").info("report: %s", report_dir(config) / "report.html")
+
+
+def _run_all(config, args) -> None:
+    for stage in ("reference", "train", "simulate", "evaluate", "report"):  # train runs targets itself
+        logging.getLogger("thermocg").info("== %s", stage)
+        HANDLERS[stage](config, args)
+
+
+HANDLERS = {"reference": _run_reference, "targets": _run_targets, "train": _run_train, "simulate": _run_simulate,
+            "evaluate": _run_evaluate, "report": _run_report, "run": _run_all}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -93,7 +93,8 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
         if out.exists():
             outputs[name], summary[name] = [out.name], "up to date"
             continue
-        data, sources = training_data(src_dir, temps, order, em=t.em_energy if name == "em" else None)
+        data, sources = training_data(src_dir, temps, order, em=t.em_energy if name == "em" else None,
+                                      frames=training_frames(config))
         log.info("train %s: order %d, T0 = %g K, training temperatures %s, %d frames (%s)", name, order, t0,
                  list(temps), len(data.positions), device)
         model, histories = fit_variant(config, name, order, t0, data, device, checkpoint_dir=stage.path,
@@ -156,6 +157,16 @@ def _jobs(config: Config) -> list[tuple[str, int, float, tuple[float, ...]]]:
         else:
             jobs.append((variant, ORDER[variant], t.T0_K, (t.T0_K,)))
     return jobs
+
+
+def training_frames(config: Config) -> slice:
+    """The frames of every temperature that training sees (the rest are ``test_frames``)."""
+    return slice(0, config.reference.n_frames - config.train.test_frames)
+
+
+def held_out_frames(config: Config) -> slice:
+    """The held-out frames of every temperature (empty when ``[train] test_frames = 0``)."""
+    return slice(config.reference.n_frames - config.train.test_frames, config.reference.n_frames)
 
 
 def training_data(src_dir: Path, temps, order: int, em: str | None = None,

@@ -1,0 +1,129 @@
+"""The evaluate stage on the tiny run: every model and temperature gets force errors on the
+held-out frames, structure and dynamics against the reference, with uncertainties; the
+same analysis of the reference against itself gives zero; fm-each is its own floor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from thermocg.errors import DataFormatError
+from thermocg.evaluate.stage import Structure, evaluate_dir, run_evaluate
+from thermocg.frames import read_reference
+from thermocg.mapping import map_reference
+from thermocg.reference.stage import reference_dir
+from thermocg.simulate.stage import run_simulate
+from tests.conftest import with_simulate
+
+SHORT = dict(equilibration_ps=0.02, n_frames=4, frame_interval_ps=0.02, timestep_fs=2.0,
+             nve={"n_segments": 2, "length_ps": 0.1, "frame_interval_fs": 10.0, "timestep_fs": 2.0})
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_trained, tmp_path_factory):
+    config = with_simulate(tiny_trained[0], tmp_path_factory.mktemp("eval"), **SHORT)
+    run_simulate(config, show_progress=False)
+    manifest = run_evaluate(config, show_progress=False)
+    return config, manifest, json.loads((evaluate_dir(config) / "results.json").read_text())
+
+
+def test_every_model_and_temperature_has_its_numbers(evaluated):
+    config, manifest, res = evaluated
+    assert manifest["complete"] and res["temperatures_K"] == [300.0, 500.0]
+    assert set(res["models"]) == {"fm", "trf2", "trf-multi", "em", "fm-each-T300K", "fm-each-T500K"}
+    for label in ("T300K", "T500K"):
+        entry = res["by_temperature"][label]
+        ref = entry["reference"]
+        assert len(ref["rdf"]["g"]) == 60 and ref["D_A2_per_ps"]["value"] > 0 and ref["segments"] == 1
+        for name, m in entry["models"].items():
+            assert m["force_mse"]["value"] > 0 and np.isfinite(m["force_mse"]["error"])
+            if "rdf_iae" in m:  # simulated here
+                for key in ("rdf_iae", "adf_iae", "rdf_peak_position", "s2_kB", "D_A2_per_ps", "D_ratio_CG_over_FG"):
+                    assert np.isfinite(m[key]["value"]), (label, name, key)
+                assert m["rdf_iae"]["error"] > 0
+        # fm-each at its own temperature is the floor the excess is measured from
+        assert entry["models"][f"fm-each-{label}"]["force_mse_excess"] == 0.0
+        # fm-each-T300K is simulated only at 300 K, but its force error is known at both
+        assert ("rdf_iae" in entry["models"]["fm-each-T300K"]) == (label == "T300K")
+    # the 300 K-trained fm model has no temperature dependence: its force errors at 300 K and
+    # 500 K come from the same function
+    assert res["training_temperatures_K"]["trf-multi"] == [300.0, 500.0]
+
+
+def test_reference_against_itself_is_zero(evaluated):
+    config, _, res = evaluated
+    cg = map_reference(read_reference(reference_dir(config) / "T300K.h5md"))
+    s = Structure(config, cg.positions, cg.box).summary(Structure(config, cg.positions, cg.box))
+    assert s["rdf_iae"]["value"] == 0.0 and s["adf_iae"]["value"] == 0.0
+    ref = res["by_temperature"]["T300K"]["reference"]
+    assert s["s2_kB"]["value"] == pytest.approx(ref["s2_kB"]["value"], rel=1e-12)
+    # water beads: a structured liquid has s2 < 0; the first RDF peak near 2.8 Å
+    assert s["s2_kB"]["value"] < 0
+    assert 2.5 < s["rdf_peak_position"]["value"] < 3.1
+
+
+def test_rerun_is_up_to_date_and_needs_simulations(evaluated, tiny_trained, tmp_path):
+    config, manifest, _ = evaluated
+    assert run_evaluate(config, show_progress=False) == manifest
+    with pytest.raises(DataFormatError, match="run `thermocg simulate` first"):
+        run_evaluate(with_simulate(tiny_trained[0], tmp_path, **SHORT), show_progress=False)
+
+
+def test_report_has_every_section_and_its_images_decode(evaluated):
+    """The page parses, has every section, and every figure is an embedded PNG that decodes
+    (the page needs no other file). A headless-browser check is not yet part of the suite."""
+    import base64
+    import io
+    from html.parser import HTMLParser
+
+    import matplotlib.image as mpimg
+
+    from thermocg.report.stage import SECTIONS, report_dir, run_report
+
+    config, _, _ = evaluated
+    manifest = run_report(config, show_progress=False)
+    page = (report_dir(config) / "report.html").read_text()
+
+    class Collect(HTMLParser):
+        ids, images, links = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if "id" in a:
+                self.ids.append(a["id"])
+            if tag == "img":
+                self.images.append(a["src"])
+            if tag in ("link", "script") or (tag == "a" and "href" in a):
+                self.links.append(a)
+
+    p = Collect()
+    p.feed(page)
+    assert set(SECTIONS) <= set(p.ids) and not p.links
+    assert len(p.images) == 4
+    for src in p.images:
+        assert src.startswith("data:image/png;base64,")
+        img = mpimg.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")
+        assert img.shape[0] > 100 and img.shape[1] > 100 and img.std() > 0  # a drawn figure, not blank
+    for name in manifest["outputs"]["figures"]:
+        assert (report_dir(config) / name).stat().st_size > 1000
+    assert "fm-each-T300K" in page and "T0 = 300 K" in page
+
+
+def test_run_skips_every_stage_that_is_up_to_date(evaluated, caplog):
+    """`thermocg run` on a finished run: every stage reports itself up to date and the
+    report is (re)made from the evaluation alone."""
+    import argparse
+    import logging
+
+    from thermocg.cli.main import HANDLERS
+    from thermocg.report.stage import report_dir
+
+    config, manifest, _ = evaluated
+    with caplog.at_level(logging.INFO):
+        HANDLERS["run"](config, argparse.Namespace(force=False, quiet=True))
+    text = caplog.text
+    for stage in ("reference", "targets", "train", "simulate", "evaluate"):
+        assert f"{stage}: up to date" in text, stage
+    assert (report_dir(config) / "report.html").exists()
