@@ -18,7 +18,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from thermocg.errors import ConfigError
+from thermocg.errors import ConfigError, DataFormatError
 
 log = logging.getLogger(__name__)
 
@@ -98,4 +98,12 @@ class StageDir:
         manifest = {"stage": self.stage, "config_hash": self.config_hash, "complete": complete,
                     "outputs": outputs or {}, "summary": summary or {}, "config": config}
         atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2))
+        return manifest
+
+    def require_finished(self) -> dict:
+        """The manifest of this (upstream) stage, or a DataFormatError telling the user to run it."""
+        manifest = self.read_manifest()
+        if manifest is None or not manifest.get("complete") or manifest.get("config_hash") != self.config_hash:
+            raise DataFormatError(f"{self.path}: no finished {self.stage} stage of this config; run "
+                                  f"`thermocg {self.stage}` first")
         return manifest

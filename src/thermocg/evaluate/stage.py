@@ -29,7 +29,6 @@ import numpy as np
 from thermocg.analysis import ADF, MSD, RDF, first_peak, integrated_absolute_error, pair_excess_entropy
 from thermocg.analysis.dynamics import yeh_hummer_correction
 from thermocg.config import Config
-from thermocg.errors import DataFormatError
 from thermocg.frames import read_reference
 from thermocg.io.h5md import read_h5md
 from thermocg.mapping import LinearMap, map_reference
@@ -148,13 +147,8 @@ def run_evaluate(config: Config, force: bool = False, show_progress: bool = True
     """Evaluate every simulated model at every temperature; write results.json."""
     from tqdm.auto import tqdm
 
-    sim = StageDir(simulate_dir(config), SIMULATE_STAGE,
-                   config.section_hash("reference", "targets", "train", "simulate"),
-                   "[reference]/[targets]/[train]/[simulate]")
-    sim_manifest = sim.read_manifest()
-    if sim_manifest is None or not sim_manifest.get("complete") or sim_manifest.get("config_hash") != sim.config_hash:
-        raise DataFormatError(f"{simulate_dir(config)}: no finished simulate stage of this config; run "
-                              "`thermocg simulate` first")
+    StageDir(simulate_dir(config), SIMULATE_STAGE, config.section_hash("reference", "targets", "train", "simulate"),
+             "[reference]/[targets]/[train]/[simulate]").require_finished()
     config_hash = config.section_hash("reference", "targets", "train", "simulate", "evaluate")
     stage = StageDir(evaluate_dir(config), STAGE, config_hash, "[reference]/.../[evaluate]")
     manifest = stage.prepare(force)

@@ -23,7 +23,6 @@ import numpy as np
 
 from thermocg import __version__
 from thermocg.config import Config
-from thermocg.errors import DataFormatError
 from thermocg.evaluate.stage import STAGE as EVALUATE_STAGE, evaluate_dir
 from thermocg.stagedir import StageDir, atomic_path, atomic_write_text
 
@@ -203,13 +202,8 @@ def run_report(config: Config, force: bool = False, show_progress: bool = True) 
     """Write report.html and the PNG figures from the evaluate stage's results."""
     import matplotlib.pyplot as plt
 
-    ev = StageDir(evaluate_dir(config), EVALUATE_STAGE,
-                  config.section_hash("reference", "targets", "train", "simulate", "evaluate"), "[evaluate]")
-    m = ev.read_manifest()
-    if m is None or not m.get("complete") or m.get("config_hash") != ev.config_hash:
-        raise DataFormatError(f"{evaluate_dir(config)}: no finished evaluate stage of this config; run "
-                              "`thermocg evaluate` first")
     config_hash = config.section_hash("reference", "targets", "train", "simulate", "evaluate")
+    StageDir(evaluate_dir(config), EVALUATE_STAGE, config_hash, "[evaluate]").require_finished()
     stage = StageDir(report_dir(config), STAGE, config_hash, "[reference]/.../[evaluate]")
     manifest = stage.prepare(force)
     if manifest is not None:

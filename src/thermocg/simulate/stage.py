@@ -97,13 +97,8 @@ def start_frame(config: Config, temperature_K: float):
 
 def run_simulate(config: Config, force: bool = False, show_progress: bool = True) -> dict:
     """Run (or resume, or skip) the CG simulations of every model and temperature."""
-    train_stage = StageDir(train_dir(config), TRAIN_STAGE, config.section_hash("reference", "targets", "train"),
-                           "[reference]/[targets]/[train]")
-    train_manifest = train_stage.read_manifest()
-    if train_manifest is None or not train_manifest.get("complete") or \
-            train_manifest.get("config_hash") != train_stage.config_hash:
-        raise DataFormatError(f"{train_dir(config)}: no finished train stage of this config; run "
-                              "`thermocg train` first")
+    StageDir(train_dir(config), TRAIN_STAGE, config.section_hash("reference", "targets", "train"),
+             "[reference]/[targets]/[train]").require_finished()
     config_hash = config.section_hash("reference", "targets", "train", "simulate")
     stage = StageDir(simulate_dir(config), STAGE, config_hash, "[reference]/[targets]/[train]/[simulate]")
     manifest = stage.prepare(force)
