@@ -193,20 +193,12 @@ class TrainSection(_Section):
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
-class SimulateNVESection(_Section):
-    """NVE (velocity Verlet) segments of the CG simulations, for dynamics: ``[simulate.nve]``."""
+class SimulateNVESection(NVESection):
+    """NVE (velocity Verlet) segments of the CG simulations, for dynamics: ``[simulate.nve]``
+    (the keys of ``[reference.nve]``; CG beads take a 2 fs step)."""
 
-    #: Segments per temperature, started from NVT frames spread over the run (0: none).
     n_segments: int = Field(2, ge=0)
-    length_ps: PositiveFloat = 20.0
-    frame_interval_fs: PositiveFloat = 100.0
     timestep_fs: PositiveFloat = 2.0
-
-    @model_validator(mode="after")
-    def _check_intervals(self):
-        _check_multiple(self.frame_interval_fs, self.timestep_fs, "frame_interval_fs", "timestep_fs")
-        _check_multiple(self.length_ps * 1000.0, self.frame_interval_fs, "length_ps", "frame_interval_fs")
-        return self
 
 
 class SimulateSection(_Section):

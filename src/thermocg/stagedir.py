@@ -107,3 +107,12 @@ class StageDir:
             raise DataFormatError(f"{self.path}: no finished {self.stage} stage of this config; run "
                                   f"`thermocg {self.stage}` first")
         return manifest
+
+    def begin(self, force: bool, config) -> tuple[dict | None, dict]:
+        """Start the stage for ``config``: (the manifest, if it is already up to date, else None;
+        the config as JSON). When not up to date, an incomplete manifest is written first."""
+        manifest = self.prepare(force)
+        config_json = json.loads(config.model_dump_json(exclude={"source"}))
+        if manifest is None:
+            self.write_manifest(False, config_json)
+        return manifest, config_json

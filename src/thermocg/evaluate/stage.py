@@ -151,11 +151,9 @@ def run_evaluate(config: Config, force: bool = False, show_progress: bool = True
              "[reference]/[targets]/[train]/[simulate]").require_finished()
     config_hash = config.section_hash("reference", "targets", "train", "simulate", "evaluate")
     stage = StageDir(evaluate_dir(config), STAGE, config_hash, "[reference]/.../[evaluate]")
-    manifest = stage.prepare(force)
+    manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
-    config_json = json.loads(config.model_dump_json(exclude={"source"}))
-    stage.write_manifest(False, config_json)
 
     jobs = simulation_jobs(config)
     temps = sorted({t for ts in jobs.values() for t in ts})

@@ -22,7 +22,6 @@ or HIP-NN-TS baselines). Outputs in ``<run.directory>/train/``::
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 from dataclasses import replace
@@ -80,11 +79,9 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
     src_dir = targets_dir(config)
     stage = StageDir(train_dir(config), STAGE, config.section_hash("reference", "targets", "train"),
                      "[reference]/[targets]/[train]")
-    manifest = stage.prepare(force)
+    manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
-    config_json = json.loads(config.model_dump_json(exclude={"source"}))
-    stage.write_manifest(False, config_json)
 
     device = pick_device(config.run.device)
     outputs, summary = {}, {}

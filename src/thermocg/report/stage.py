@@ -205,11 +205,9 @@ def run_report(config: Config, force: bool = False, show_progress: bool = True) 
     config_hash = config.section_hash("reference", "targets", "train", "simulate", "evaluate")
     StageDir(evaluate_dir(config), EVALUATE_STAGE, config_hash, "[evaluate]").require_finished()
     stage = StageDir(report_dir(config), STAGE, config_hash, "[reference]/.../[evaluate]")
-    manifest = stage.prepare(force)
+    manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
-    config_json = json.loads(config.model_dump_json(exclude={"source"}))
-    stage.write_manifest(False, config_json)
     res = json.loads((evaluate_dir(config) / "results.json").read_text())
     images = {}
     for name, fig in _figures(res).items():

@@ -23,7 +23,6 @@ keeps the frames it wrote in the ``.part`` files.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -101,11 +100,9 @@ def run_simulate(config: Config, force: bool = False, show_progress: bool = True
              "[reference]/[targets]/[train]").require_finished()
     config_hash = config.section_hash("reference", "targets", "train", "simulate")
     stage = StageDir(simulate_dir(config), STAGE, config_hash, "[reference]/[targets]/[train]/[simulate]")
-    manifest = stage.prepare(force)
+    manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
-    config_json = json.loads(config.model_dump_json(exclude={"source"}))
-    stage.write_manifest(False, config_json)
     device = pick_device(config.run.device)
     outputs, summary = {}, {}
     for name, temps in simulation_jobs(config).items():

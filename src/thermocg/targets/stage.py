@@ -217,11 +217,9 @@ def run_targets(config: Config, force: bool = False, show_progress: bool = True)
         raise DataFormatError(f"{ref_dir}: made by a different [reference] config; re-run `thermocg reference`")
     config_hash = config.section_hash("reference", "targets")
     stage = StageDir(targets_dir(config), STAGE, config_hash, "[reference]/[targets]")
-    manifest = stage.prepare(force)
+    manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
-    config_json = json.loads(config.model_dump_json(exclude={"source"}))
-    stage.write_manifest(False, config_json)
     basis = PairBasis(cutoff_A=config.targets.baseline_cutoff_A, n_basis=config.targets.baseline_n_basis)
     outputs, summary, convergence = {}, {}, {}
     for temp in tqdm(config.reference.temperatures_K, desc="targets", unit="T", disable=not show_progress):
