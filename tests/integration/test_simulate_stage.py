@@ -48,6 +48,21 @@ def test_trajectories_per_model_and_temperature(simulated):
     assert set(manifest["summary"]["fm"]["nvt"]) >= {"T300K", "T420K", "ns_per_day_per_system"}
 
 
+def test_mdanalysis_reads_the_trajectories(simulated):
+    import MDAnalysis as mda
+
+    config, _ = simulated
+    d = simulate_dir(config) / "trf2"
+    ours = read_h5md(d / "T420K.h5md")
+    u = mda.Universe(str(d / "beads.pdb"), str(d / "T420K.h5md"))
+    assert len(u.atoms) == 64 and u.trajectory.n_frames == 3
+    for i in range(3):
+        ts = u.trajectory[i]
+        np.testing.assert_allclose(ts.positions, ours.elements["particles/all/position"][i], rtol=1e-6, atol=1e-4)
+        np.testing.assert_allclose(ts.velocities, ours.elements["particles/all/velocity"][i], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(ts.dimensions[:3], ours.elements["particles/all/box/edges"][i], rtol=1e-6)
+
+
 def test_rerun_is_up_to_date(simulated):
     config, manifest = simulated
     assert run_simulate(config, show_progress=False) == manifest

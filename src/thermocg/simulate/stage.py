@@ -12,6 +12,8 @@ reference stage. Outputs in ``<run.directory>/simulate/<model>/``::
                           potential/kinetic energy, kinetic temperature (H5MD)
     T300K-r01.h5md        further replicas, when replicas > 1
     T300K-nve00.h5md      NVE segments: positions, velocities, energies incl. total
+    beads.pdb             bead topology (one residue "SOL" with one atom "CG" per bead)
+                          for MDAnalysis and VMD: mda.Universe("beads.pdb", "T300K.h5md")
     .nvt.ckpt, .*.part    while it runs: the checkpoint (positions, velocities, random
                           streams, step) and the frames so far; a re-run resumes there
 
@@ -146,7 +148,8 @@ def simulate_model(model, name: str, temps, config: Config, out_dir: Path, confi
             "thermocg_version": __version__, "torch_version": torch.__version__, "device": str(device),
             "positions": "unwrapped (continuous in time)"}
     summary = {}
-    files = [f.name for f in finals]
+    write_bead_topology(out_dir / "beads.pdb", start_x[0], box)
+    files = ["beads.pdb"] + [f.name for f in finals]
     nve_files = [[out_dir / f"{label}-nve{k:02d}.h5md" for k in range(s.nve.n_segments)] for label in labels]
     files += [f.name for row in nve_files for f in row]
     try:
@@ -165,6 +168,20 @@ def simulate_model(model, name: str, temps, config: Config, out_dir: Path, confi
     except SimulationError as err:
         raise SimulationError(f"simulate {name}: {err}") from err
     return files, summary
+
+
+def write_bead_topology(path: Path, positions, box) -> None:
+    """A PDB of the beads (OpenMM's writer): the topology other tools pair with the H5MD files."""
+    import openmm.app as app
+    import openmm.unit as u
+
+    top = app.Topology()
+    chain = top.addChain()
+    for _ in range(len(positions)):
+        top.addAtom("CG", app.Element.getBySymbol("O"), top.addResidue("SOL", chain))
+    top.setPeriodicBoxVectors(np.diag(np.asarray(box, dtype=np.float64) / 10.0) * u.nanometer)
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        app.PDBFile.writeFile(top, np.asarray(positions) / 10.0 * u.nanometer, fh)
 
 
 def _new_writer(path: Path, masses, meta: dict, extra_observables=(), **attrs) -> H5MDWriter:
