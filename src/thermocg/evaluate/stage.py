@@ -127,16 +127,16 @@ def _cg_nve(config: Config, model: str, label: str) -> tuple[list[np.ndarray], f
     return trajs, dt
 
 
-def force_errors(config: Config, models: list[str], temperature_K: float) -> dict:
-    """Held-out force MSE of each model at one reference temperature, (kcal/mol/Å)²."""
+def force_errors(config: Config, models: dict, temperature_K: float) -> dict:
+    """Held-out force MSE of each model (name -> loaded model) at one reference temperature,
+    (kcal/mol/Å)²."""
     frames = held_out_frames(config)
     if frames.start == frames.stop:
         return {}
     cg = map_reference(read_reference(reference_dir(config) / f"{temperature_label(temperature_K)}.h5md"))
     x, box, f = cg.positions[frames], cg.box[frames], cg.forces[frames]
     out = {}
-    for name in models:
-        model = load_model(model_files(config)[name])
+    for name, model in models.items():
         pred = np.concatenate([model.forces(x[k:k + 4], box[k:k + 4], temperature_K) for k in range(0, len(x), 4)])
         per_frame = np.mean((pred - f) ** 2, axis=(1, 2))
         out[name] = _with_error(float(per_frame.mean()), per_frame)
@@ -159,9 +159,9 @@ def run_evaluate(config: Config, force: bool = False, show_progress: bool = True
     temps = sorted({t for ts in jobs.values() for t in ts})
     results = {"temperatures_K": temps, "models": sorted(jobs), "T0_K": config.train.T0_K,
                "training_temperatures_K": {}, "by_temperature": {}}
-    for name in jobs:
-        meta = load_model(model_files(config)[name]).metadata
-        results["training_temperatures_K"][name] = meta.get("training_temperatures_K")
+    models = {name: load_model(model_files(config)[name]) for name in jobs}  # loaded once, used at every T
+    for name, model in models.items():
+        results["training_temperatures_K"][name] = model.metadata.get("training_temperatures_K")
     for t in tqdm(temps, desc="evaluate", unit="T", disable=not show_progress):
         label = temperature_label(t)
         entry = {"reference": None, "models": {}}
@@ -173,7 +173,7 @@ def run_evaluate(config: Config, force: bool = False, show_progress: bool = True
             if config.reference.nve.n_segments:
                 trajs, dt = _reference_nve(config, label)
                 entry["reference"].update(diffusion(config, trajs, dt, t, float(cg.box[0].min())))
-            errors = force_errors(config, list(jobs), t)  # every model, simulated here or not
+            errors = force_errors(config, models, t)  # every model, simulated here or not
             each = errors.get(f"fm-each-{label}")
             for m, err in errors.items():
                 entry["models"].setdefault(m, {})["force_mse"] = err

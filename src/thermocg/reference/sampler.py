@@ -86,10 +86,11 @@ def _steps(duration_fs: float, dt_fs: float) -> int:
     return int(round(duration_fs / dt_fs))
 
 
-def check_existing(path: Path, config_hash: str) -> bool:
+def check_existing(path: Path, config_hash: str, sections: str = "[reference]") -> bool:
     """True if ``path`` is a finished output of this config; False if absent.
 
-    Raises DataFormatError if it exists but is unreadable or came from another config.
+    Raises DataFormatError if it exists but is unreadable or came from another config
+    (``sections``: what the hash covers, for the message).
     """
     if not path.exists():
         return False
@@ -97,7 +98,7 @@ def check_existing(path: Path, config_hash: str) -> bool:
     found = attrs.get("config_hash")
     if found != config_hash:
         raise DataFormatError(
-            f"{path}: made by a different [reference] config (hash {found}, this config {config_hash}); "
+            f"{path}: made by a different {sections} config (hash {found}, this config {config_hash}); "
             "pass --force to regenerate, or use another run.directory")
     return True
 

@@ -37,11 +37,11 @@ from thermocg import __version__, units
 from thermocg.config import Config
 from thermocg.errors import ConfigError, DataFormatError, SimulationError
 from thermocg.frames import read_reference
-from thermocg.io.h5md import H5MDWriter, read_attrs, read_h5md
+from thermocg.io.h5md import H5MDWriter, read_h5md
 from thermocg.mapping import map_reference
 from thermocg.models.stage import STAGE as TRAIN_STAGE, load_model, model_files, train_dir
 from thermocg.models.training import pick_device
-from thermocg.reference.sampler import nve_start_frames, temperature_label
+from thermocg.reference.sampler import check_existing, nve_start_frames, temperature_label
 from thermocg.reference.stage import reference_dir
 from thermocg.simulate.engine import Integrator, Safety, model_force_function
 from thermocg.stagedir import StageDir, atomic_path
@@ -116,13 +116,7 @@ def run_simulate(config: Config, force: bool = False, show_progress: bool = True
 
 
 def _finished(path: Path, config_hash: str) -> bool:
-    if not path.exists():
-        return False
-    found = read_attrs(path).get("config_hash")
-    if found != config_hash:
-        raise DataFormatError(f"{path}: made by a different config (hash {found}, this config {config_hash}); "
-                              "pass --force to regenerate, or use another run.directory")
-    return True
+    return check_existing(path, config_hash, "[reference]/[targets]/[train]/[simulate]")
 
 
 def simulate_model(model, name: str, temps, config: Config, out_dir: Path, config_hash: str, device,
