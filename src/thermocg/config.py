@@ -223,6 +223,9 @@ class SimulateSection(_Section):
     max_force: PositiveFloat = 2000.0
     min_distance_A: PositiveFloat = 1.5
     check_interval: int = Field(10, ge=1)
+    #: Pair-list skin, Å: pairs within cutoff + skin are kept and re-searched only when a bead
+    #: has moved skin/2 (shrunk to fit half the box). 0: a new search at every step.
+    neighbor_skin_A: float = Field(1.0, ge=0)
     nve: SimulateNVESection = Field(default_factory=SimulateNVESection)
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ wrapped into the box.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -33,6 +34,7 @@ import torch
 
 from thermocg import units
 from thermocg.errors import SimulationError
+from thermocg.simulate.pairs import install_skin_pairs
 
 #: kcal/mol -> amu Å^2/ps^2 (accelerations F/m in Å/ps^2 from kcal/(mol Å) and amu)
 KCAL_TO_MVV = 1.0 / units.MVV_TO_KCAL
@@ -41,10 +43,21 @@ KCAL_TO_MVV = 1.0 / units.MVV_TO_KCAL
 ForceFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def model_force_function(model) -> ForceFunction:
+def model_force_function(model, skin_A: float | None = 1.0) -> ForceFunction:
     """The force function of a :class:`thermocg.models.thermal.ThermalForceField` (or of a
-    loaded :class:`thermocg.models.stage.CGForceField`): one batched forward pass."""
+    loaded :class:`thermocg.models.stage.CGForceField`): one batched forward pass.
+
+    ``skin_A``: the pair list keeps pairs within cutoff + skin and is rebuilt only when a
+    bead has moved more than skin/2 (:class:`thermocg.simulate.pairs.SkinPairs`, on a copy
+    of the model; the caller's model is not changed; the function's ``pair_lists`` are
+    its :class:`~thermocg.simulate.pairs.SkinPairs`). None: the model's own pair finder, a
+    new search at every call.
+    """
     model = getattr(model, "model", model)
+    pair_lists = []
+    if skin_A is not None:
+        model = copy.deepcopy(model)
+        pair_lists = install_skin_pairs(model.network, skin_A)
 
     def forces(x, box, temperature):
         species = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
@@ -55,6 +68,7 @@ def model_force_function(model) -> ForceFunction:
         energy, f = model.energy_and_forces(species, xw, cell, temperature)
         return energy.detach(), f.detach()
 
+    forces.pair_lists = pair_lists  # the SkinPairs modules, for their rebuild counts
     return forces
 
 

@@ -136,7 +136,7 @@ def simulate_model(model, name: str, temps, config: Config, out_dir: Path, confi
     start_x = np.stack([starts[list(temps).index(t)][0] for t, _ in systems])
     common = dict(masses=masses, box=box, temperature_K=[t for t, _ in systems], seeds=seeds, device=device,
                   safety=Safety(max_force=s.max_force, min_distance_A=s.min_distance_A, interval=s.check_interval))
-    fn = model_force_function(model)
+    fn = model_force_function(model, skin_A=s.neighbor_skin_A)
     meta = {"model": name, "variant": model.metadata.get("variant", name), "model_T0_K": model.metadata.get("T0_K"),
             "config_hash": config_hash, "config": config.model_dump_json(exclude={"source"}),
             "thermocg_version": __version__, "torch_version": torch.__version__, "device": str(device),

@@ -134,6 +134,23 @@ def test_batched_temperatures_equal_separate_runs(water_model):
     assert float((f_lo - f_hi).abs().max()) > 1e-6
 
 
+def test_skin_pair_list_gives_the_trajectory_of_a_fresh_search_every_step(water_model):
+    """Langevin on the HIP-NN-TS model with the skin list (rebuilt several times) follows
+    the model's own KD-tree search at every call to float64 round-off."""
+    model, cg = water_model
+    runs = {}
+    for skin in (None, 0.3):
+        fn = model_force_function(model, skin_A=skin)
+        md = Integrator(fn, cg.bead_masses, cg.box[0], [300.0, 600.0], timestep_fs=2.0, friction_per_ps=1.0,
+                        seeds=[5, 6], dtype=torch.float64)
+        md.set_state(np.stack([cg.positions[0], cg.positions[1]]))
+        md.step(40)
+        runs[skin] = md.positions.numpy()
+        if skin is not None:
+            assert 3 <= fn.pair_lists[0].rebuilds < 41, fn.pair_lists[0].rebuilds  # reused, and rebuilt
+    np.testing.assert_allclose(runs[0.3], runs[None], rtol=0, atol=1e-9)
+
+
 def test_model_sees_wrapped_positions(water_model):
     """Shifting beads by whole box edges (unwrapped trajectories) changes no force."""
     model, cg = water_model
