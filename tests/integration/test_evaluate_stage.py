@@ -73,7 +73,7 @@ def test_rerun_is_up_to_date_and_needs_simulations(evaluated, tiny_trained, tmp_
 
 def test_report_has_every_section_and_its_images_decode(evaluated):
     """The page parses, has every section, and every figure is an embedded PNG that decodes
-    (the page needs no other file). A headless-browser check is not yet part of the suite."""
+    (the page needs no other file). In a real browser: test_report_renders_in_headless_chromium."""
     import base64
     import io
     from html.parser import HTMLParser
@@ -109,6 +109,56 @@ def test_report_has_every_section_and_its_images_decode(evaluated):
     for name in manifest["outputs"]["figures"]:
         assert (report_dir(config) / name).stat().st_size > 1000
     assert "fm-each-T300K" in page and "T0 = 300 K" in page
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(evaluated, tmp_path):
+    """Chromium, driven by Playwright, opens report.html from disk: no console error, page
+    error or failed request; every section is laid out; every figure loaded with its size;
+    the rendered page is not blank. Runs on request (``pytest -m browser``): it needs the
+    ``browser`` extra and a Chromium (Debian: ``apt-get install chromium``)."""
+    import os
+    import shutil
+
+    import matplotlib.image as mpimg
+    from playwright.sync_api import sync_playwright
+
+    from thermocg.report.stage import SECTIONS, report_dir, run_report
+
+    exe = os.environ.get("THERMOCG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "needs Chromium: `apt-get install chromium`, or THERMOCG_CHROMIUM=/path/to/chrome"
+    config, _, _ = evaluated
+    run_report(config, show_progress=False)
+    problems = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+                    if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
+            page.goto((report_dir(config) / "report.html").resolve().as_uri(), wait_until="load")
+            images = page.evaluate("""Array.from(document.images).map(i => ({complete: i.complete,
+                natural: [i.naturalWidth, i.naturalHeight], shown: i.getBoundingClientRect().width}))""")
+            boxes = {s: page.locator(f"#{s}").bounding_box() for s in SECTIONS}
+            title = page.title()
+            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not problems, problems
+    assert "thermocg" in title.lower()
+    assert len(images) == 4
+    for im in images:
+        assert im["complete"] and min(im["natural"]) > 100 and im["shown"] > 100, im
+    for section, box in boxes.items():
+        assert box is not None and box["height"] > 10 and box["width"] > 100, (section, box)
+    tops = [boxes[s]["y"] for s in SECTIONS]
+    assert tops == sorted(tops)  # laid out in order, one below the other
+    shot = mpimg.imread(tmp_path / "report.png")
+    assert shot.shape[0] > 900 and shot.std() > 0.01  # a long page with drawn content
 
 
 def test_run_skips_every_stage_that_is_up_to_date(evaluated, caplog):
