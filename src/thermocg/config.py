@@ -195,7 +195,8 @@ class TrainSection(_Section):
 
 class SimulateNVESection(NVESection):
     """NVE (velocity Verlet) segments of the CG simulations, for dynamics: ``[simulate.nve]``
-    (the keys of ``[reference.nve]``; CG beads take a 2 fs step)."""
+    (the keys of ``[reference.nve]``). 2 fs: the energy drift is ~0.01 kB T per degree of
+    freedom per ns there, ~0.1 at 4 fs (bench/RESULTS.md, bench/timestep.py)."""
 
     n_segments: int = Field(2, ge=0)
     timestep_fs: PositiveFloat = 2.0
@@ -212,8 +213,9 @@ class SimulateSection(_Section):
     temperatures_K: tuple[PositiveFloat, ...] = ()
     #: Independent runs per temperature (own random stream, same start).
     replicas: int = Field(1, ge=1)
-    #: Langevin (BAOAB) sampling.
-    timestep_fs: PositiveFloat = 2.0
+    #: Langevin (BAOAB) sampling. 4 fs: BAOAB's structure and potential energy on water beads
+    #: do not change from 2 to 6 fs (bench/RESULTS.md, bench/timestep.py).
+    timestep_fs: PositiveFloat = 4.0
     friction_per_ps: float = Field(1.0, ge=0)
     equilibration_ps: float = Field(20.0, ge=0)
     n_frames: int = Field(100, ge=1)

@@ -31,13 +31,13 @@ class SkinPairs(torch.nn.Module):
     offsets (P, 3) integer images, offset_index (P,). Both orders (i, j), (j, i) appear.
     """
 
-    def __init__(self, dist_hard_max: float, skin: float = 1.0, chunk: int = 256):
+    def __init__(self, dist_hard_max: float, skin: float = 1.0, chunk: int | None = None):
         super().__init__()
         if skin < 0:
             raise ValueError(f"skin must be >= 0, found {skin}")
         self.dist_hard_max = float(dist_hard_max)
         self.skin = float(skin)
-        self.chunk = int(chunk)
+        self.chunk = chunk  # beads per block of the dense search; None: ~4M distances per block
         self.rebuilds = 0
         self.calls = 0
         self._first = self._second = self._reference = self._cells = None
@@ -62,14 +62,15 @@ class SkinPairs(torch.nn.Module):
     def _build(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
         """Dense minimum-image search within cutoff + skin, ``chunk`` beads at a time."""
         b, n, _ = x.shape
+        chunk = self.chunk or max(1, 4_000_000 // (b * n))
         r2max = (self.dist_hard_max + self._skin_used) ** 2
         firsts, seconds = [], []
         ids = torch.arange(n, device=x.device)
-        for start in range(0, n, self.chunk):
-            d = x[:, start:start + self.chunk, None, :] - x[:, None, :, :]
+        for start in range(0, n, chunk):
+            d = x[:, start:start + chunk, None, :] - x[:, None, :, :]
             d = d - lengths[:, None, None, :] * torch.round(d / lengths[:, None, None, :])
             near = (d * d).sum(-1) < r2max
-            near &= ids[start:start + self.chunk, None] != ids[None, :]
+            near &= ids[start:start + chunk, None] != ids[None, :]
             sys_i, i, j = torch.nonzero(near, as_tuple=True)
             firsts.append(sys_i * n + i + start)
             seconds.append(sys_i * n + j)

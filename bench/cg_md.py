@@ -1,0 +1,158 @@
+"""CG MD speed next to all-atom OpenMM for the same molecules, in one run on one machine.
+
+All-atom: N SPC/E waters, PME 9 Å, Langevin middle 2 fs (the reference stage's setup),
+minimised and run 2 ps, then timed. CG: the same N molecules mapped to one bead each
+(centre of mass), stepped by thermocg's engine (BAOAB, 2 fs, 1/ps) with a trained model,
+in several set-ups:
+
+* ``kdtree``   the model as saved: hippynn's KD-tree pair search at every call;
+* ``skin``     thermocg's batched pair list with a skin (rebuilt when a bead moved skin/2);
+each with hippynn's message-passing kernels ``numba`` (hippynn's CPU default) and
+``pytorch`` (hippynn's torch.compile'd torch kernels); then B systems at B temperatures
+in one batch (one forward pass per step for all of them).
+
+The CG set-ups are timed in interleaved rounds (the median of ``--rounds``), so that a
+slow spell of a shared machine does not favour one of them.
+
+    python bench/cg_md.py --model runs/quick/train/fm.pt
+    python bench/cg_md.py --model MODEL.pt --n-molecules 512 --batch 1 4 8 --device cuda
+
+Prints a table; record it in bench/RESULTS.md with the machine, date and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import openmm as mm
+import openmm.unit as u
+import torch
+
+from thermocg.config import config_from_dict
+from thermocg.mapping import LinearMap
+from thermocg.models.stage import load_model
+from thermocg.models.training import pick_device
+from thermocg.reference import engine
+from thermocg.simulate.engine import Integrator, Safety, model_force_function
+
+TIMESTEP_FS = 2.0
+
+
+@contextlib.contextmanager
+def hippynn_kernels(name: str | None):
+    """Use hippynn's message-passing kernel implementation ``name`` ("numba", "pytorch",
+    "triton", ...) inside the block, and restore the previous one after it. hippynn's
+    choice is global to the process; None leaves it alone."""
+    import hippynn.custom_kernels as ck
+
+    before = ck.CUSTOM_KERNELS_ACTIVE
+    if name is None or name == before:
+        yield
+        return
+    ck.set_custom_kernels(name)
+    try:
+        yield
+    finally:
+        ck.set_custom_kernels(before if before else "pytorch")
+
+
+def ns_per_day(seconds_per_step: float, timestep_fs: float = TIMESTEP_FS) -> float:
+    return timestep_fs * 1e-6 / seconds_per_step * 86400
+
+
+def all_atom(n_molecules: int, steps: int, device: str, threads):
+    """(ns/day of OpenMM, bead positions (N, 3), box (3,), bead masses (N,))."""
+    ref = config_from_dict({"reference": {"n_molecules": n_molecules}}).reference
+    top, x0 = engine.build_water_box(ref.n_molecules, ref.density_g_cm3, ref.water_model)
+    system = engine.create_system(top, ref.water_model, ref.cutoff_A, ref.ewald_error_tolerance)
+    box = np.full(3, ref.box_length_A)
+    x0 = engine.minimize(system, x0, box)
+    plat, props = engine.choose_platform(device, threads)
+    integ = mm.LangevinMiddleIntegrator(300 * u.kelvin, 1 / u.picosecond, TIMESTEP_FS * 1e-3 * u.picosecond)
+    ctx = mm.Context(system, integ, plat, props)
+    engine.set_state(ctx, x0, box_A=box)
+    ctx.setVelocitiesToTemperature(300 * u.kelvin, 1)
+    integ.step(1000)  # 2 ps: a liquid start for the CG runs, and warm kernels
+    ctx.getState(getEnergy=True)
+    t0 = time.perf_counter()
+    integ.step(steps)
+    ctx.getState(getEnergy=True)  # waits for a GPU
+    per_step = (time.perf_counter() - t0) / steps
+    snap = engine.snapshot(ctx, forces=False)
+    cg_map = LinearMap.center_of_mass(engine.molecule_index(top), engine.masses(system))
+    label = f"OpenMM {plat.getName()} {props}"
+    return per_step, label, cg_map.positions(snap.positions, snap.box), snap.box, cg_map.bead_masses
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, type=Path, help="a model saved by `thermocg train`")
+    ap.add_argument("--n-molecules", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=50, help="CG steps per timed block")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
+    ap.add_argument("--aa-steps", type=int, default=2000, help="all-atom steps timed")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="systems per batch to time")
+    ap.add_argument("--skin-A", type=float, default=1.0)
+    ap.add_argument("--kernels", nargs="+", default=["numba", "pytorch"], help="hippynn kernel implementations")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore", module="hippynn")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    aa_step, aa_label, x, box, masses = all_atom(args.n_molecules, args.aa_steps, args.device, args.threads)
+    model = load_model(args.model, device=str(device))
+
+    setups = []  # (label, batch, kernels, integrator)
+    for b in args.batch:
+        temps = list(np.linspace(300.0, 300.0 + 50.0 * (b - 1), b))
+        for kernels in args.kernels:
+            for skin in ([None, args.skin_A] if b == 1 else [args.skin_A]):
+                with hippynn_kernels(kernels):
+                    md = Integrator(model_force_function(model, skin_A=skin), masses, box, temps, TIMESTEP_FS, 1.0,
+                                    seeds=range(b), device=device, safety=Safety(interval=10 ** 9))
+                    md.set_state(np.repeat(x[None], b, axis=0))
+                    md.step(10)  # warm-up: kernel compilation, first pair lists
+                    sync()
+                pairs = "hippynn KD-tree" if skin is None else f"skin {skin:g} Å"
+                setups.append((f"{pairs}, {kernels} kernels", b, kernels, md))
+    times = {i: [] for i in range(len(setups))}
+    for _ in range(args.rounds):
+        for i, (_, _, kernels, md) in enumerate(setups):
+            with hippynn_kernels(kernels):
+                t0 = time.perf_counter()
+                md.step(args.steps)
+                sync()
+                times[i].append((time.perf_counter() - t0) / args.steps)
+
+    print(f"# CG MD vs all-atom: {args.n_molecules} molecules, 2 fs, model {args.model}")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({device}, {torch.get_num_threads()} threads), OpenMM {mm.__version__}; all-atom: {aa_label}")
+    print(f"# CG: median of {args.rounds} interleaved blocks of {args.steps} steps")
+    print()
+    print("| system | set-up | systems per batch | ms per step | ns/day per system | ns/day, all systems | "
+          "vs all-atom (all systems) |")
+    print("|---|---|---|---|---|---|---|")
+    aa = ns_per_day(aa_step)
+    print(f"| all-atom, {3 * args.n_molecules} atoms | OpenMM, PME 9 Å | 1 | {aa_step * 1e3:.2f} | {aa:.1f} | "
+          f"{aa:.1f} | 1 |")
+    for i, (label, b, _, _) in enumerate(setups):
+        t = float(np.median(times[i]))
+        per = ns_per_day(t)
+        total = b * per
+        print(f"| CG, {args.n_molecules} beads | {label} | {b} | {t * 1e3:.1f} | {per:.2f} | {total:.2f} | "
+              f"{total / aa:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
