@@ -111,6 +111,29 @@ def test_report_has_every_section_and_its_images_decode(evaluated):
     assert "fm-each-T300K" in page and "T0 = 300 K" in page
 
 
+def test_report_without_fm_each_says_why_a_panel_is_empty(evaluated):
+    """No fm-each models (the quick demo): the excess panel says there is nothing to show,
+    the legend moves to a drawn panel, and matplotlib has nothing to warn about."""
+    import copy
+    import warnings
+
+    from thermocg.report.stage import _figures
+
+    _, _, res = evaluated
+    res = copy.deepcopy(res)
+    res["models"] = [m for m in res["models"] if not m.startswith("fm-each")]
+    for entry in res["by_temperature"].values():
+        entry["models"] = {m: v for m, v in entry["models"].items() if not m.startswith("fm-each")}
+        for v in entry["models"].values():
+            v.pop("force_mse_excess", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figs = _figures(res)
+    excess, rdf, _ = figs["error-vs-temperature"].axes
+    assert not excess.lines and "no fm-each" in excess.texts[0].get_text()
+    assert rdf.get_legend() is not None and rdf.lines
+
+
 @pytest.mark.browser
 def test_report_renders_in_headless_chromium(evaluated, tmp_path):
     """Chromium, driven by Playwright, opens report.html from disk: no console error, page

@@ -69,8 +69,13 @@ def _figures(res: dict) -> dict[str, "object"]:
                 ax.plot(*zip(*tv), "s", color=colours[m], ms=9, mfc="none")
         ax.set_xlabel("T (K)")
         ax.set_ylabel(ylabel)
-    axes[0].legend(fontsize=7)
-    axes[0].set_title("open squares: training temperatures", fontsize=8)
+        if not ax.lines:
+            why = "no fm-each models: no excess to show" if key == "force_mse_excess" else "no values"
+            ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, fontsize=8)
+    drawn = [ax for ax in axes if ax.lines]
+    if drawn:
+        drawn[0].legend(fontsize=7)
+        drawn[0].set_title("open squares: training temperatures", fontsize=8)
     fig.tight_layout()
     figs["error-vs-temperature"] = fig
 
