@@ -46,6 +46,8 @@ def test_trajectories_per_model_and_temperature(simulated):
             assert nve.elements["observables/total_energy"].shape == (3,)
             assert nve.attrs["ensemble"] == "NVE"
     assert set(manifest["summary"]["fm"]["nvt"]) >= {"T300K", "T420K", "ns_per_day_per_system"}
+    pl = manifest["summary"]["fm"]["pair_list"]  # the skin list was searched, and reused in between
+    assert 1 <= pl["searches"] < pl["force_calls"], pl
 
 
 def test_mdanalysis_reads_the_trajectories(simulated):

@@ -161,6 +161,10 @@ def simulate_model(model, name: str, temps, config: Config, out_dir: Path, confi
                                           show_progress)
     except SimulationError as err:
         raise SimulationError(f"simulate {name}: {err}") from err
+    if fn.pair_lists and fn.pair_lists[0].calls:
+        pl = fn.pair_lists[0]  # how often the skin list was searched again (tune neighbor_skin_A)
+        summary["pair_list"] = {"force_calls": pl.calls, "searches": pl.rebuilds,
+                                "calls_per_search": pl.calls / max(pl.rebuilds, 1)}
     return files, summary
 
 
