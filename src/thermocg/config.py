@@ -166,7 +166,7 @@ class TrainSection(_Section):
     #: em: fit U(R) to the total potential energies (THEORY.md §4, the published baseline)
     #: or to the per-molecule energies (the same U, far less noise).
     em_energy: Literal["total", "per-molecule"] = "total"
-    #: HIP-NN-TS network (hippynn HipnnQuad): pair cutoff and sizes.
+    #: HIP-NN-TS network (hippynn HipnnQuad, see ``interaction``): pair cutoff and sizes.
     cutoff_A: PositiveFloat = 6.0
     dist_soft_min_A: PositiveFloat = 2.0
     dist_soft_max_A: PositiveFloat = 5.5
@@ -176,6 +176,9 @@ class TrainSection(_Section):
     n_atom_layers: int = Field(2, ge=1)
     #: One HIP-NN-TS representation shared by the W0, W1, W2 heads (true) or a network per head.
     shared_representation: bool = True
+    #: Tensor order of the pair messages: "quad" (HIP-NN-TS with l = 2, the paper's), "vec"
+    #: (l = 1) or "scalar" (plain HIP-NN): cheaper per MD step, accuracy in bench/RESULTS.md.
+    interaction: Literal["quad", "vec", "scalar"] = "quad"
     #: Repulsive prior: width dr and onset fraction p (THEORY.md §7).
     prior_width_A: PositiveFloat = 0.15
     prior_p: float = Field(0.05, gt=0, lt=1)

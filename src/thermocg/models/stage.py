@@ -55,7 +55,8 @@ def network_settings(config: Config) -> NetworkSettings:
     return NetworkSettings(cutoff_A=t.cutoff_A, dist_soft_min_A=t.dist_soft_min_A,
                            dist_soft_max_A=t.dist_soft_max_A, n_features=t.n_features,
                            n_sensitivities=t.n_sensitivities, n_interaction_layers=t.n_interaction_layers,
-                           n_atom_layers=t.n_atom_layers, shared=t.shared_representation)
+                           n_atom_layers=t.n_atom_layers, shared=t.shared_representation,
+                           interaction=t.interaction)
 
 
 def save_model(path: Path, model: ThermalForceField, extra: dict) -> None:

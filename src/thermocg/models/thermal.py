@@ -39,6 +39,13 @@ class NetworkSettings:
     n_atom_layers: int = 2
     #: one representation with three energy heads (True) or a network per head (False)
     shared: bool = True
+    #: the highest tensor order of HIP-NN-TS's pair messages: "quad" (l = 2, hippynn
+    #: HipnnQuad), "vec" (l = 1, HipnnVec) or "scalar" (l = 0: plain HIP-NN, Hipnn)
+    interaction: str = "quad"
+
+
+#: NetworkSettings.interaction -> hippynn network class name
+INTERACTIONS = {"quad": "HipnnQuad", "vec": "HipnnVec", "scalar": "Hipnn"}
 
 
 class SeparateNetworks(torch.nn.Module):
@@ -77,6 +84,8 @@ def build_network(settings: NetworkSettings, n_heads: int = 3):
     if not settings.shared and n_heads > 1:
         single = replace(settings, shared=True)
         return SeparateNetworks([build_network(single, 1) for _ in range(n_heads)])
+    if settings.interaction not in INTERACTIONS:
+        raise ValueError(f"interaction must be one of {sorted(INTERACTIONS)}, found {settings.interaction!r}")
     from hippynn.graphs import GraphModule, inputs, networks, targets
     from hippynn.graphs.nodes.indexers import acquire_encoding_padding
     from hippynn.graphs.nodes.pairs import KDTreePairsMemory
@@ -86,7 +95,7 @@ def build_network(settings: NetworkSettings, n_heads: int = 3):
     cell = inputs.CellNode(db_name="cell")
     enc, padidx = acquire_encoding_padding([species], species_set=[0, 1])
     pairs = KDTreePairsMemory("pairs", (positions, enc, padidx, cell), dist_hard_max=settings.cutoff_A, skin=0.0)
-    net = networks.HipnnQuad(
+    net = getattr(networks, INTERACTIONS[settings.interaction])(
         "hipnn", (padidx, pairs), periodic=True,
         module_kwargs=dict(possible_species=[0, 1], n_features=settings.n_features,
                            n_sensitivities=settings.n_sensitivities, dist_soft_min=settings.dist_soft_min_A,

@@ -15,15 +15,17 @@ from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of,
 T0 = 300.0
 
 
-@pytest.fixture(scope="module", params=[("beta", True), ("energy-entropy", True), ("em", True), ("beta", False)],
-                ids=["beta", "energy-entropy", "em", "beta-separate-networks"])
+@pytest.fixture(scope="module", params=[("beta", True, "quad"), ("energy-entropy", True, "quad"), ("em", True, "quad"),
+                                        ("beta", False, "quad"), ("beta", True, "vec"), ("beta", True, "scalar")],
+                ids=["beta", "energy-entropy", "em", "beta-separate-networks", "beta-HipnnVec", "beta-Hipnn"])
 def model(request):
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    form, shared = request.param
+    form, shared, interaction = request.param
     try:
         torch.manual_seed(0)
-        net = build_network(NetworkSettings(cutoff_A=6.0, n_features=16, n_sensitivities=8, shared=shared))
+        net = build_network(NetworkSettings(cutoff_A=6.0, n_features=16, n_sensitivities=8, shared=shared,
+                                            interaction=interaction))
         order = 1 if form == "em" else 2
         yield ThermalForceField(net, RepulsivePrior(2.5, 10.0), beta_of(T0), order=order, form=form)
     finally:
@@ -208,3 +210,20 @@ def test_skipping_unused_networks_changes_nothing(form, order, frame):
     assert m.heads_used([0], at_beta0=False) == ((0, 1) if form == "em" else (0, 1, 2))
     # the model's own default skips the head its order never reads (em: head 2)
     assert m.network.active == m.heads_used()
+
+
+def test_interaction_order_survives_save_and_load(tmp_path, frame):
+    """A HipnnVec model saved by the train stage's writer loads as HipnnVec with its forces."""
+    from thermocg.models.stage import load_model, save_model
+
+    torch.manual_seed(3)
+    settings = NetworkSettings(cutoff_A=6.0, n_features=8, n_sensitivities=6, interaction="vec")
+    model = ThermalForceField(build_network(settings), RepulsivePrior(2.5, 10.0), beta_of(T0), 0, settings)
+    save_model(tmp_path / "m.pt", model, {"variant": "fm"})
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.metadata["network"]["interaction"] == "vec"
+    assert type(loaded.model.network.get_module(loaded.model.network.node_from_name("hipnn"))).__name__ == "HipnnVec"
+    x, box = frame
+    np.testing.assert_array_equal(loaded.forces(x, box, 350.0), model.forces_numpy(x, box, 350.0))
+    with pytest.raises(ValueError, match="interaction must be one of"):
+        build_network(NetworkSettings(interaction="octupole"))
