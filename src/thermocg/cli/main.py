@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 STAGES = {
     "reference": "all-atom reference MD (OpenMM) at every temperature, with per-molecule energies",
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="thermocg: %(message)s", stream=sys.stderr)
+    if not args.debug:
+        # torch's note on hippynn's use of sparse tensors at import: not about the user's run
+        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
     from thermocg.config import load_config
     from thermocg.errors import ThermocgError
 
