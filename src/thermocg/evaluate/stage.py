@@ -127,13 +127,12 @@ def _cg_nve(config: Config, model: str, label: str) -> tuple[list[np.ndarray], f
     return trajs, dt
 
 
-def force_errors(config: Config, models: dict, temperature_K: float) -> dict:
+def force_errors(config: Config, models: dict, temperature_K: float, cg) -> dict:
     """Held-out force MSE of each model (name -> loaded model) at one reference temperature,
-    (kcal/mol/Å)²."""
+    (kcal/mol/Å)²; ``cg``: that temperature's reference frames mapped to beads."""
     frames = held_out_frames(config)
     if frames.start == frames.stop:
         return {}
-    cg = map_reference(read_reference(reference_dir(config) / f"{temperature_label(temperature_K)}.h5md"))
     x, box, f = cg.positions[frames], cg.box[frames], cg.forces[frames]
     out = {}
     for name, model in models.items():
@@ -173,7 +172,7 @@ def run_evaluate(config: Config, force: bool = False, show_progress: bool = True
             if config.reference.nve.n_segments:
                 trajs, dt = _reference_nve(config, label)
                 entry["reference"].update(diffusion(config, trajs, dt, t, float(cg.box[0].min())))
-            errors = force_errors(config, models, t)  # every model, simulated here or not
+            errors = force_errors(config, models, t, cg)  # every model, simulated here or not
             each = errors.get(f"fm-each-{label}")
             for m, err in errors.items():
                 entry["models"].setdefault(m, {})["force_mse"] = err

@@ -41,7 +41,7 @@ from thermocg.io.h5md import H5MDWriter, read_h5md
 from thermocg.mapping import map_reference
 from thermocg.models.stage import STAGE as TRAIN_STAGE, load_model, model_files, train_dir
 from thermocg.models.training import pick_device
-from thermocg.reference.sampler import check_existing, nve_start_frames, temperature_label
+from thermocg.reference.sampler import _steps, check_existing, nve_start_frames, temperature_label
 from thermocg.reference.stage import reference_dir
 from thermocg.simulate.engine import Integrator, Safety, model_force_function
 from thermocg.stagedir import StageDir, atomic_path
@@ -53,10 +53,6 @@ STAGE = "simulate"
 
 def simulate_dir(config: Config) -> Path:
     return config.run_dir / STAGE
-
-
-def _steps(duration_fs: float, dt_fs: float) -> int:
-    return int(round(duration_fs / dt_fs))
 
 
 def simulation_jobs(config: Config) -> dict[str, tuple[float, ...]]:
