@@ -17,25 +17,35 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from thermocg.errors import ConfigError
 from thermocg.reference.water import WATER_MODELS, box_length_A
 
-PositiveFloat = Annotated[float, Field(gt=0)]
+# Strict: a TOML boolean is not a number (``n_frames = true`` is an error, not 1), nor a
+# string a number; integers are accepted where floats are expected. No field accepts inf or
+# NaN (``allow_inf_nan=False`` below).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
 
 
-def _check_multiple(value_fs: float, step_fs: float, value_name: str, step_name: str) -> None:
-    """Both arguments in fs; raise if value is not a whole number of steps."""
+def _check_multiple(value_fs: float, step_fs: float, value_name: str, step_name: str,
+                    at_least_one: bool = False) -> None:
+    """Both arguments in fs; raise if value is not a whole number of steps (``at_least_one``:
+    nor zero steps, for an interval between frames)."""
     n = value_fs / step_fs
     if abs(n - round(n)) > 1e-6:
         raise ValueError(
             f"{value_name} ({value_fs:g} fs) must be a whole multiple of {step_name} ({step_fs:g} fs)"
         )
+    if at_least_one and round(n) < 1:
+        raise ValueError(f"{value_name} ({value_fs:g} fs) must be at least one {step_name} ({step_fs:g} fs)")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RunSection(_Section):
@@ -44,12 +54,12 @@ class RunSection(_Section):
     #: Directory that receives every stage's outputs (relative to the config file).
     directory: Path = Path("runs/default")
     #: Master seed; each temperature derives its own from it.
-    seed: int = Field(2026, ge=0, lt=2**31)
+    seed: Int = Field(2026, ge=0, lt=2**31)
     #: Where to compute: ``auto`` picks a GPU when one is present.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: Parallel local processes for per-temperature work (``auto``: one per core
     #: on CPU, up to the number of temperatures; one on a GPU).
-    processes: int | Literal["auto"] = "auto"
+    processes: Int | Literal["auto"] = "auto"
 
     @model_validator(mode="after")
     def _check_processes(self):
@@ -62,7 +72,7 @@ class NVESection(_Section):
     """NVE (velocity Verlet) segments for dynamics: ``[reference.nve]``."""
 
     #: Number of segments per temperature, started from sampled NVT frames spread over the run.
-    n_segments: int = Field(4, ge=0)
+    n_segments: Int = Field(4, ge=0)
     #: Length of each segment.
     length_ps: PositiveFloat = 20.0
     #: Interval between saved frames.
@@ -72,8 +82,8 @@ class NVESection(_Section):
 
     @model_validator(mode="after")
     def _check_intervals(self):
-        _check_multiple(self.frame_interval_fs, self.timestep_fs, "frame_interval_fs", "timestep_fs")
-        _check_multiple(self.length_ps * 1000.0, self.frame_interval_fs, "length_ps", "frame_interval_fs")
+        _check_multiple(self.frame_interval_fs, self.timestep_fs, "frame_interval_fs", "timestep_fs", True)
+        _check_multiple(self.length_ps * 1000.0, self.frame_interval_fs, "length_ps", "frame_interval_fs", True)
         return self
 
 
@@ -84,27 +94,27 @@ class ReferenceSection(_Section):
     """All-atom reference MD with OpenMM: ``[reference]``."""
 
     water_model: Literal["spce"] = "spce"
-    n_molecules: int = Field(512, ge=2)
+    n_molecules: Int = Field(512, ge=2)
     density_g_cm3: PositiveFloat = 0.997
     temperatures_K: tuple[PositiveFloat, ...] = Field(DEFAULT_TEMPERATURES_K, min_length=1)
     #: Real-space cutoff of PME and of Lennard-Jones.
     cutoff_A: PositiveFloat = 9.0
     #: OpenMM's ewaldErrorTolerance (1e-5: PME energies within ~4e-6 of a converged Ewald sum).
-    ewald_error_tolerance: float = Field(1.0e-5, gt=0, lt=0.1)
+    ewald_error_tolerance: Float = Field(1.0e-5, gt=0, lt=0.1)
     timestep_fs: PositiveFloat = 2.0
     friction_per_ps: PositiveFloat = 1.0
-    equilibration_ps: float = Field(100.0, ge=0)
-    n_frames: int = Field(100, ge=1)
+    equilibration_ps: Float = Field(100.0, ge=0)
+    n_frames: Int = Field(100, ge=1)
     frame_interval_ps: PositiveFloat = 1.0
     #: Largest allowed |sum_J u_J - E_pot| / |E_pot| per frame; a frame above it stops the run.
-    energy_check_rtol: float = Field(1.0e-5, gt=0)
+    energy_check_rtol: Float = Field(1.0e-5, gt=0)
     nve: NVESection = Field(default_factory=NVESection)
 
     @model_validator(mode="after")
     def _check(self):
         if len(set(self.temperatures_K)) != len(self.temperatures_K):
             raise ValueError(f"temperatures_K has duplicates: {list(self.temperatures_K)}")
-        _check_multiple(self.frame_interval_ps * 1000.0, self.timestep_fs, "frame_interval_ps", "timestep_fs")
+        _check_multiple(self.frame_interval_ps * 1000.0, self.timestep_fs, "frame_interval_ps", "timestep_fs", True)
         _check_multiple(self.equilibration_ps * 1000.0, self.timestep_fs, "equilibration_ps", "timestep_fs")
         box = self.box_length_A
         if self.cutoff_A >= box / 2:
@@ -138,14 +148,14 @@ class TargetsSection(_Section):
     baseline: Literal["pair-spline", "hipnn"] = "pair-spline"
     #: Pair cutoff of the baselines (splines and networks); number of spline hat functions.
     baseline_cutoff_A: PositiveFloat = 8.0
-    baseline_n_basis: int = Field(40, ge=2)
+    baseline_n_basis: Int = Field(40, ge=2)
     #: HIP-NN-TS baselines: epochs per training (early stopping may end it sooner) and width.
-    baseline_max_epochs: int = Field(100, ge=1)
-    baseline_n_features: int = Field(32, ge=1)
+    baseline_max_epochs: Int = Field(100, ge=1)
+    baseline_n_features: Int = Field(32, ge=1)
     #: Cross-fitting folds (over frames): a frame's baselines never see that frame.
-    cv_folds: int = Field(5, ge=1)
+    cv_folds: Int = Field(5, ge=1)
     #: Ridge regularisation of the baseline fits, relative to the normal matrix's mean diagonal.
-    ridge: float = Field(1e-8, ge=0)
+    ridge: Float = Field(1e-8, ge=0)
 
 
 class TrainSection(_Section):
@@ -170,30 +180,37 @@ class TrainSection(_Section):
     cutoff_A: PositiveFloat = 6.0
     dist_soft_min_A: PositiveFloat = 2.0
     dist_soft_max_A: PositiveFloat = 5.5
-    n_features: int = Field(32, ge=1)
-    n_sensitivities: int = Field(10, ge=1)
-    n_interaction_layers: int = Field(1, ge=1)
-    n_atom_layers: int = Field(2, ge=1)
+    n_features: Int = Field(32, ge=1)
+    n_sensitivities: Int = Field(10, ge=1)
+    n_interaction_layers: Int = Field(1, ge=1)
+    n_atom_layers: Int = Field(2, ge=1)
     #: One HIP-NN-TS representation shared by the W0, W1, W2 heads (true) or a network per head.
-    shared_representation: bool = True
+    shared_representation: Bool = True
     #: Tensor order of the pair messages: "quad" (HIP-NN-TS with l = 2, the paper's), "vec"
     #: (l = 1) or "scalar" (plain HIP-NN): cheaper per MD step, accuracy in bench/RESULTS.md.
     interaction: Literal["quad", "vec", "scalar"] = "quad"
     #: Repulsive prior: width dr and onset fraction p (THEORY.md §7).
     prior_width_A: PositiveFloat = 0.15
-    prior_p: float = Field(0.05, gt=0, lt=1)
+    prior_p: Float = Field(0.05, gt=0, lt=1)
     #: Optimisation.
-    max_epochs: int = Field(200, ge=1)
-    batch_frames: int = Field(4, ge=1)
+    max_epochs: Int = Field(200, ge=1)
+    batch_frames: Int = Field(4, ge=1)
     learning_rate: PositiveFloat = 1e-3
-    lr_patience: int = Field(10, ge=1)
-    early_stop_patience: int = Field(30, ge=1)
-    valid_fraction: float = Field(0.2, gt=0, lt=1)
+    lr_patience: Int = Field(10, ge=1)
+    early_stop_patience: Int = Field(30, ge=1)
+    valid_fraction: Float = Field(0.2, gt=0, lt=1)
     #: The last test_frames frames of every reference temperature are never trained on (nor
     #: used for early stopping): the evaluate stage's held-out force errors come from them.
-    test_frames: int = Field(0, ge=0)
+    test_frames: Int = Field(0, ge=0)
     #: Loss weights of the order-0, 1, 2 targets (em: the order-1 weight weighs its energy loss).
-    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    loss_weights: tuple[Float, Float, Float] = (1.0, 1.0, 1.0)
+
+    @model_validator(mode="after")
+    def _check_weights(self):
+        if self.loss_weights[0] <= 0 or min(self.loss_weights) < 0:
+            raise ValueError(f"loss_weights must be >= 0 with the order-0 weight > 0 (every model fits forces), "
+                             f"found {list(self.loss_weights)}")
+        return self
 
 
 class SimulateNVESection(NVESection):
@@ -201,7 +218,7 @@ class SimulateNVESection(NVESection):
     (the keys of ``[reference.nve]``). 2 fs: the energy drift is ~0.01 kB T per degree of
     freedom per ns there, ~0.1 at 4 fs (bench/RESULTS.md, bench/timestep.py)."""
 
-    n_segments: int = Field(2, ge=0)
+    n_segments: Int = Field(2, ge=0)
     timestep_fs: PositiveFloat = 2.0
 
 
@@ -215,28 +232,31 @@ class SimulateSection(_Section):
     #: from the last reference frame at the nearest reference temperature.
     temperatures_K: tuple[PositiveFloat, ...] = ()
     #: Independent runs per temperature (own random stream, same start).
-    replicas: int = Field(1, ge=1)
+    replicas: Int = Field(1, ge=1)
     #: Langevin (BAOAB) sampling. 4 fs: BAOAB's structure and potential energy on water beads
     #: do not change from 2 to 6 fs (bench/RESULTS.md, bench/timestep.py).
     timestep_fs: PositiveFloat = 4.0
-    friction_per_ps: float = Field(1.0, ge=0)
-    equilibration_ps: float = Field(20.0, ge=0)
-    n_frames: int = Field(100, ge=1)
+    friction_per_ps: Float = Field(1.0, ge=0)
+    equilibration_ps: Float = Field(20.0, ge=0)
+    n_frames: Int = Field(100, ge=1)
     frame_interval_ps: PositiveFloat = 1.0
     #: A run stops with an error when a force component exceeds this (kcal/(mol Å)) or two
     #: beads come closer than min_distance_A (checked every check_interval steps).
     max_force: PositiveFloat = 2000.0
     min_distance_A: PositiveFloat = 1.5
-    check_interval: int = Field(10, ge=1)
+    check_interval: Int = Field(10, ge=1)
     #: Pair-list skin, Å: pairs within cutoff + skin are kept and re-searched only when a bead
     #: has moved skin/2 (shrunk to fit half the box). 0: a new search at every step.
-    neighbor_skin_A: float = Field(1.0, ge=0)
+    neighbor_skin_A: Float = Field(1.0, ge=0)
     nve: SimulateNVESection = Field(default_factory=SimulateNVESection)
 
     @model_validator(mode="after")
     def _check_intervals(self):
-        _check_multiple(self.frame_interval_ps * 1000.0, self.timestep_fs, "frame_interval_ps", "timestep_fs")
+        _check_multiple(self.frame_interval_ps * 1000.0, self.timestep_fs, "frame_interval_ps", "timestep_fs", True)
         _check_multiple(self.equilibration_ps * 1000.0, self.timestep_fs, "equilibration_ps", "timestep_fs")
+        if self.nve.n_segments > self.n_frames:
+            raise ValueError(f"nve.n_segments = {self.nve.n_segments} exceeds n_frames = {self.n_frames}: "
+                             "each segment starts from a different sampled frame")
         return self
 
 
@@ -245,18 +265,26 @@ class EvaluateSection(_Section):
 
     #: RDF range (below half the box edge) and bins.
     rdf_r_max_A: PositiveFloat = 8.0
-    rdf_bins: int = Field(160, ge=10)
+    rdf_bins: Int = Field(160, ge=10)
     #: First-shell radius of the ADF (the first minimum of water's bead g(r)) and bins.
     adf_r_cut_A: PositiveFloat = 3.4
-    adf_bins: int = Field(90, ge=10)
+    adf_bins: Int = Field(90, ge=10)
     #: Einstein fit of the MSD, as fractions of the longest lag of the NVE segments.
-    msd_fit_window: tuple[float, float] = (0.2, 0.6)
+    msd_fit_window: tuple[Float, Float] = (0.2, 0.6)
     #: Blocks of frames for the uncertainties of the structural numbers.
-    blocks: int = Field(4, ge=2)
+    blocks: Int = Field(4, ge=2)
     #: Shear viscosity per temperature label (e.g. ``T300K = 0.73``), mPa s: with it the
     #: Yeh-Hummer correction of D is given in mPa s units too; without it, only the correction
     #: times the viscosity (reported separately either way).
     viscosity_mPa_s: dict[str, PositiveFloat] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_window(self):
+        a, b = self.msd_fit_window
+        if not 0 <= a < b <= 1:
+            raise ValueError(f"msd_fit_window must be [start, end] with 0 <= start < end <= 1 (fractions of the "
+                             f"longest lag), found {list(self.msd_fit_window)}")
+        return self
 
 
 class Config(_Section):
@@ -277,14 +305,15 @@ class Config(_Section):
             value = getattr(getattr(self, section), name)
             if value >= half:
                 raise ValueError(f"{section}.{name} = {value:g} must be below half the box edge ({half:.2f} Å)")
-        if self.train.test_frames >= self.reference.n_frames:
-            raise ValueError(f"train.test_frames = {self.train.test_frames} leaves no training frames of "
-                             f"reference.n_frames = {self.reference.n_frames}")
-        if "train" in self.model_fields_set:
-            for t in (self.train.T0_K, *self.train.training_temperatures_K):
-                if t not in self.reference.temperatures_K:
-                    raise ValueError(f"train temperature {t:g} K (T0_K or training_temperatures_K) is not one "
-                                     f"of reference.temperatures_K {list(self.reference.temperatures_K)}")
+        if self.reference.n_frames - self.train.test_frames < 2:
+            raise ValueError(f"train.test_frames = {self.train.test_frames} leaves "
+                             f"{self.reference.n_frames - self.train.test_frames} training frame(s) of "
+                             f"reference.n_frames = {self.reference.n_frames}; training needs at least 2 (one "
+                             "to fit, one to validate)")
+        for t in (self.train.T0_K, *self.train.training_temperatures_K):
+            if t not in self.reference.temperatures_K:
+                raise ValueError(f"train temperature {t:g} K (T0_K or training_temperatures_K) is not one "
+                                 f"of reference.temperatures_K {list(self.reference.temperatures_K)}")
         return self
     #: The file this configuration was read from (set by :func:`load_config`).
     source: Path | None = Field(None, exclude=True)

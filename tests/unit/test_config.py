@@ -105,3 +105,32 @@ def test_train_T0_must_be_a_reference_temperature(tmp_path):
     assert "train temperature 300 K (T0_K or training_temperatures_K) is not one of" in msg
     msg = _message(tmp_path, "[reference]\ntemperatures_K = [300.0]\n[train]\ntraining_temperatures_K = [350.0]\n")
     assert "train temperature 350 K" in msg
+
+
+@pytest.mark.parametrize("text, expect", [
+    # numbers that must be finite (inf used to pass, or to raise OverflowError)
+    ("[reference]\ntemperatures_K = [300.0, inf]\n", "reference.temperatures_K[1]': expected a finite number, found inf"),
+    ("[reference]\nequilibration_ps = inf\n", "reference.equilibration_ps': expected a finite number"),
+    ("[reference.nve]\nlength_ps = inf\n", "reference.nve.length_ps': expected a finite number"),
+    ("[reference]\nframe_interval_ps = inf\n", "reference.frame_interval_ps': expected a finite number"),
+    ("[train]\nlearning_rate = inf\n", "train.learning_rate': expected a finite number"),
+    ("[train]\nlearning_rate = nan\n", "train.learning_rate': expected a finite number"),
+    # a boolean is not a number, nor a number a boolean
+    ("[reference]\nn_frames = true\n", "reference.n_frames': expected a valid integer, found True"),
+    ("[reference]\ntimestep_fs = true\n", "reference.timestep_fs': expected a valid number, found True"),
+    ("[train]\nshared_representation = 1\n", "train.shared_representation': expected a valid boolean, found 1"),
+    # a frame interval of zero steps (it looped forever and filled the disk)
+    ("[reference.nve]\nframe_interval_fs = 1e-300\n", "frame_interval_fs (1e-300 fs) must be at least one timestep_fs"),
+    ("[simulate]\nframe_interval_ps = 1e-300\n", "frame_interval_ps (1e-297 fs) must be at least one timestep_fs"),
+    # cross-section rules, known at load time
+    ("[simulate]\nn_frames = 3\n[simulate.nve]\nn_segments = 4\n", "nve.n_segments = 4 exceeds n_frames = 3"),
+    ("[reference]\nn_frames = 10\n[train]\ntest_frames = 9\n", "leaves 1 training frame(s) of reference.n_frames = 10"),
+    ("[train]\nloss_weights = [0.0, 1.0, 1.0]\n", "loss_weights must be >= 0 with the order-0 weight > 0"),
+    ("[train]\nloss_weights = [1.0, -1.0, 1.0]\n", "found [1.0, -1.0, 1.0]"),
+    ("[train]\nloss_weights = [nan, 1.0, 1.0]\n", "train.loss_weights[0]': expected a finite number"),
+    ("[evaluate]\nmsd_fit_window = [0.6, 0.2]\n", "0 <= start < end <= 1 (fractions of the longest lag), found [0.6, 0.2]"),
+    ("[reference]\ntemperatures_K = [250.0, 500.0]\n", "train temperature 300 K (T0_K or training_temperatures_K) is "
+                                                       "not one of reference.temperatures_K [250.0, 500.0]"),
+])
+def test_every_rule_the_config_can_know_is_checked_at_load(tmp_path, text, expect):
+    assert expect in _message(tmp_path, text)
