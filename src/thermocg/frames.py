@@ -62,6 +62,10 @@ class ReferenceFrames:
             if bad.any():
                 frame = int(np.argwhere(bad)[0][0])
                 raise DataFormatError(f"{where}: {name} is not finite in frame {frame}")
+        if np.any(self.box <= 0):
+            frame = int(np.argwhere(self.box <= 0)[0][0])
+            raise DataFormatError(f"{where}: box edges must be positive, found {self.box[frame].tolist()} Å in "
+                                  f"frame {frame}")
         if not self.temperature_K > 0:
             raise DataFormatError(f"{where}: temperature_K must be > 0, found {self.temperature_K}")
 
