@@ -37,8 +37,8 @@ import torch
 
 from thermocg.config import config_from_dict
 from thermocg.mapping import LinearMap
-from thermocg.models.stage import load_model
-from thermocg.models.training import pick_device
+from thermocg.device import pick_device
+from thermocg.models.saved import load_model
 from thermocg.reference import engine
 from thermocg.simulate.engine import Integrator, Safety, model_force_function
 

@@ -30,6 +30,7 @@ import openmm as mm
 import openmm.unit as u
 
 from thermocg.config import config_from_dict
+from thermocg.io.trajectory import ResumableTrajectories
 from thermocg.reference import engine, sampler
 
 
@@ -73,16 +74,16 @@ def main() -> None:
             temperature_K=300.0, seed=1, out_dir=Path(tmp), system_xml="", initial_positions_A=x0, box_A=box,
             molecule_index=engine.molecule_index(top),
             species=np.array([a.element.atomic_number for a in top.atoms()]),
-            reference=ref.model_dump(mode="json"), config_hash="bench", config_text="")
-        writer = sampler._new_nvt_writer(Path(tmp) / "bench.h5md", task, ctx, system)
-        chk = Path(tmp) / "bench.chk"
+            reference=ref, config_hash="bench", config_text="")
+        out = ResumableTrajectories([Path(tmp) / "bench.h5md"], Path(tmp) / "bench.chk", "bench")
+        out.start(lambda part, _: sampler._new_nvt_writer(part, task, ctx, system))
         t0 = time.perf_counter()
-        for _ in range(n_frames):
+        for _ in range(n_frames):  # what the stage does per frame, through the stage's own writer
             integ.step(args.frame_interval)
-            sampler._write_frame(writer, ctx, dec, ref.energy_check_rtol, "bench", Path(tmp))
-            sampler._save_checkpoint(chk, ctx, "bench")
+            sampler._write_frame(out, ctx, dec, ref.energy_check_rtol, "bench")
+            out.save_checkpoint(lambda path: sampler._save_checkpoint(path, ctx, "bench"))
         stage = time.perf_counter() - t0
-        writer.close()
+        out.close()
 
     s = engine.snapshot(ctx)
     dec(s.positions, s.box)

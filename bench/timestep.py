@@ -38,8 +38,8 @@ from thermocg.analysis.structure import integrated_absolute_error
 from thermocg.errors import SimulationError
 from thermocg.frames import read_reference
 from thermocg.mapping import map_reference
-from thermocg.models.stage import load_model
-from thermocg.models.training import pick_device
+from thermocg.device import pick_device
+from thermocg.models.saved import load_model
 from thermocg.simulate.engine import Integrator, Safety, model_force_function
 
 

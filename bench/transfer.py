@@ -45,14 +45,15 @@ import numpy as np
 import torch
 
 from thermocg.config import load_config
-from thermocg.frames import read_reference
-from thermocg.mapping import map_reference
-from thermocg.models.stage import ORDER, fit_variant, load_model, save_model, training_data
-from thermocg.models.training import TrainingData, pick_device
-from thermocg.reference.stage import reference_dir
-from thermocg.reference.sampler import temperature_label
+from thermocg import pipeline
+from thermocg.device import pick_device
+from thermocg.labels import temperature_label
+from thermocg.models.baselines import HipnnBaseline
+from thermocg.models.saved import load_model, save_model
+from thermocg.models.stage import ORDER, fit_variant, training_data
+from thermocg.models.training import TrainingData
 from thermocg.stagedir import atomic_path, atomic_write_text
-from thermocg.targets.stage import compute_targets, run_targets, targets_dir
+from thermocg.targets.stage import compute_targets
 from thermocg.units import beta_of
 
 #: name -> (variant of `thermocg train`, training temperatures (None: T0), [train] overrides)
@@ -79,18 +80,18 @@ MODELS = {
 }
 
 
-def held_out_mse(model, src_dir, temp, n_train):
-    data, _ = training_data(src_dir, [temp], 0, frames=slice(n_train, None))
+def held_out_mse(model, targets, temp, n_train):
+    data, _ = training_data(targets, [temp], 0, frames=slice(n_train, None))
     pred = np.concatenate([model.forces_numpy(data.positions[k:k + 4], data.box[k:k + 4], temp)
                            for k in range(0, len(data.positions), 4)])
     return float(np.mean((pred - data.targets[0]) ** 2))
 
 
-def response_scale(model, src_dir, temp, t0, n_train):
+def response_scale(model, targets, temp, t0, n_train):
     """How the model's own temperature response ΔF = F(T) - F(T0) fits the held-out
     residual f - F(T0) at ``temp``: (a*, <ΔF²>) with a* the least-squares scale of ΔF
     (1: right size; 0.5: its correct part's gain just cancels the cost of the rest)."""
-    data, _ = training_data(src_dir, [temp], 0, frames=slice(n_train, None))
+    data, _ = training_data(targets, [temp], 0, frames=slice(n_train, None))
 
     def forces(t):
         return np.concatenate([model.forces_numpy(data.positions[k:k + 4], data.box[k:k + 4], t)
@@ -110,13 +111,13 @@ def hipnn_targets(config, temp, n_train, folds, epochs, cache_dir):
     if cache.exists():
         z = np.load(cache, allow_pickle=False)
         return {k: z[k] for k in z.files if k != "summary"}, json.loads(str(z["summary"]))
-    cg = map_reference(read_reference(reference_dir(config) / f"{temperature_label(temp)}.h5md"))
+    cg = pipeline.read(config, "reference").cg_frames(temp)
     cg = replace(cg, **{k: getattr(cg, k)[:n_train] for k in
                          ("positions", "forces", "box", "bead_energy", "potential_energy", "step")})
     hip = config.model_copy(update={"targets": config.targets.model_copy(update={
         "baseline": "hipnn", "cv_folds": folds, "baseline_max_epochs": epochs})})
     start = time.perf_counter()
-    res = compute_targets(cg, hip, show_progress=True)
+    res = compute_targets(cg, hip, HipnnBaseline.from_config(hip, temp, show_progress=True))
     spline = compute_targets(cg, config)["summary"]
     keep = ("force_baseline_r2", "energy_baseline_r2", "order1", "order2")
     summary = {"hipnn": {k: res["summary"][k] for k in keep}, "pair-spline": {k: spline[k] for k in keep},
@@ -134,7 +135,7 @@ def train_one(config, variant, t_model, temps, n_train, data=None):
     order = ORDER[variant]
     em = config.train.em_energy if variant == "em" else None
     if data is None:
-        data, _ = training_data(targets_dir(config), temps, order, em=em, frames=slice(0, n_train))
+        data, _ = training_data(pipeline.read(config, "targets"), temps, order, em=em, frames=slice(0, n_train))
     start = time.perf_counter()
     model, histories = fit_variant(config, variant, order, t_model, data, pick_device(config.run.device))
     history = histories[variant]
@@ -157,10 +158,10 @@ def main() -> None:
 
     config = load_config(args.config)
     torch.set_num_threads(os.cpu_count() or 1)
-    run_targets(config)
+    pipeline.stage("targets").run(config)
     temps = list(config.reference.temperatures_K)
     t0 = config.train.T0_K
-    src_dir = targets_dir(config)
+    targets = pipeline.read(config, "targets")
     n_train = config.reference.n_frames - args.held_out
     epochs = args.epochs or config.train.max_epochs
     out_dir = config.run_dir / "transfer"
@@ -200,7 +201,7 @@ def main() -> None:
             print(f"-- {job}: T0 {t_model:g} K, trained at {job_temps} K", flush=True)
             model, info = train_one(study, variant, t_model, job_temps, n_train, data)
             save_model(out_dir / f"{job}.pt", model, {"variant": job, **info})
-            info["mse"] = {str(t): held_out_mse(model, src_dir, t, n_train) for t in temps}
+            info["mse"] = {str(t): held_out_mse(model, targets, t, n_train) for t in temps}
             info["peak_rss_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             results[key] = info
             atomic_write_text(results_path, json.dumps(results, indent=1))
@@ -235,7 +236,7 @@ def main() -> None:
         cells = ""
         for t in temps:
             if t != t0:
-                a, msq = response_scale(model, src_dir, t, t0, n_train)
+                a, msq = response_scale(model, targets, t, t0, n_train)
                 cells += f"{a:>10.2f}{f'[{msq:.2f}]':>8}"
         print(f"{name:<22}{cells}")
 

@@ -22,3 +22,7 @@ class DataFormatError(ThermocgError):
 
 class SimulationError(ThermocgError):
     """A simulation went wrong (NaN energies, exploding forces, failed checks)."""
+
+
+class TrainingError(ThermocgError):
+    """A training diverged (a non-finite loss) or did not improve on its starting point."""

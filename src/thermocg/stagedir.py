@@ -4,13 +4,18 @@ Every stage writes into ``<run.directory>/<stage>/`` with a ``manifest.json`` th
 records the hash of the config sections its outputs depend on. One way to decide
 what a re-run does, shared by all stages:
 
-* manifest complete, same hash, all outputs present -> up to date, nothing to do;
-* different hash -> ConfigError, unless ``force`` (then the directory is emptied);
+* manifest complete, same hash, made from the same upstream outputs, and every output still
+  matching the size and checksum recorded when it was written -> up to date;
+* ``force`` -> the directory is emptied and the stage recomputed, config change or not;
+* different hash -> ConfigError (pass ``force``);
+* upstream outputs changed since -> the directory is emptied and the stage recomputed;
+* outputs damaged or missing -> those are removed and regenerated (and reported);
 * otherwise -> (re)start; per-file checks in the stage resume what they can.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from thermocg.errors import ConfigError, DataFormatError
+from thermocg.io.strict import dumps, strict_json
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +53,28 @@ def atomic_write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-class StageDir:
-    """The output directory of one stage for one config."""
+def file_digest(path: Path) -> dict:
+    """Size and SHA-256 of a file: what a manifest records of each output."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return {"bytes": Path(path).stat().st_size, "sha256": h.hexdigest()}
 
-    def __init__(self, path: Path, stage: str, config_hash: str, sections: str):
+
+class StageDir:
+    """The output directory of one stage for one config.
+
+    ``upstream``: the StageDirs of the stages this one reads. The manifest records a digest of
+    their outputs, so a stage whose inputs were regenerated is not "up to date" with them.
+    """
+
+    def __init__(self, path: Path, stage: str, config_hash: str, sections: str, upstream: tuple = ()):
         self.path = Path(path)
         self.stage = stage
         self.config_hash = config_hash
         self.sections = sections  # for messages, e.g. "[reference]"
+        self.upstream = tuple(upstream)
         self.manifest_path = self.path / "manifest.json"
 
     def read_manifest(self) -> dict | None:
@@ -64,48 +84,105 @@ class StageDir:
             return json.loads(self.manifest_path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(f"{self.manifest_path}: unreadable stage manifest ({err}); "
-                              "remove it or pass --force") from err
+                              f"pass --force to recompute the {self.stage} stage") from err
+
+    def _inputs(self) -> dict:
+        """What this stage's outputs were made from: the digest of each upstream stage's outputs."""
+        return {up.stage: (up.read_manifest() or {}).get("files_digest") for up in self.upstream}
+
+    def _damaged(self, manifest: dict) -> list[tuple[str, str]]:
+        """(file, what is wrong) for every recorded output that is missing or no longer matches."""
+        problems = []
+        for name, want in manifest.get("files", {}).items():
+            path = self.path / name
+            if not path.exists():
+                problems.append((name, "missing"))
+                continue
+            size = path.stat().st_size
+            if size != want["bytes"]:
+                problems.append((name, f"{size} bytes, {want['bytes']} when it was written"))
+            elif file_digest(path)["sha256"] != want["sha256"]:
+                problems.append((name, "its checksum differs from the one recorded when it was written"))
+        return problems
+
+    def _clear(self) -> None:
+        shutil.rmtree(self.path)
+        self.path.mkdir(parents=True)
 
     def prepare(self, force: bool) -> dict | None:
         """Create the directory; return the manifest if the stage is up to date, else None.
 
-        Raises ConfigError if the directory holds another config's outputs and not ``force``.
+        Up to date: complete, made by this config from the same upstream outputs, and every
+        recorded output still matches its size and checksum. Damaged or missing outputs are
+        removed (the stage regenerates them) and reported. ``force``: remove every output
+        first, whatever the manifest says. Raises ConfigError if the directory holds another
+        config's outputs and not ``force``.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        manifest = self.read_manifest()
-        if manifest is not None and manifest.get("config_hash") != self.config_hash:
-            if not force:
-                raise ConfigError(
-                    f"{self.path}: made by a different {self.sections} config (hash {manifest.get('config_hash')}, "
-                    f"this config {self.config_hash}); pass --force to regenerate it, or set another "
-                    "run.directory")
+        if force and self.path.exists():
             log.warning("--force: removing the %s outputs in %s", self.stage, self.path)
             shutil.rmtree(self.path)
-            self.path.mkdir(parents=True)
-            manifest = None
-        if manifest is not None and manifest.get("complete"):
-            missing = [name for files in manifest.get("outputs", {}).values() for name in files
-                       if not (self.path / name).exists()]
-            if not missing:
-                log.info("%s: up to date (%s)", self.stage, self.path)
-                return manifest
-            log.warning("%s: %d output file(s) missing (%s); regenerating them", self.stage, len(missing),
-                        missing[0])
+        self.path.mkdir(parents=True, exist_ok=True)
+        manifest = self.read_manifest()
+        if manifest is None:
+            return None
+        if manifest.get("config_hash") != self.config_hash:
+            raise ConfigError(
+                f"{self.path}: made by a different {self.sections} config (hash {manifest.get('config_hash')}, "
+                f"this config {self.config_hash}); pass --force to regenerate it, or set another run.directory")
+        inputs = self._inputs()
+        if manifest.get("inputs", {}) != inputs:
+            changed = [k for k in inputs if manifest.get("inputs", {}).get(k) != inputs[k]]
+            log.warning("%s: made from other %s outputs than there are now; recomputing it", self.stage,
+                        " and ".join(changed) or "upstream")
+            self._clear()
+            return None
+        if not manifest.get("complete"):
+            return None
+        if "record" not in manifest or "files" not in manifest:
+            log.warning("%s: the manifest has no record of the outputs (an older thermocg); checking them again",
+                        self.stage)
+            return None
+        damaged = self._damaged(manifest)
+        if not damaged:
+            log.info("%s: up to date (%s)", self.stage, self.path)
+            return manifest
+        for name, what in damaged:
+            log.warning("%s: %s is damaged (%s); regenerating it", self.stage, self.path / name, what)
+            (self.path / name).unlink(missing_ok=True)
         return None
 
     def write_manifest(self, complete: bool, config: dict, outputs: dict | None = None,
-                       summary: dict | None = None) -> dict:
+                       summary: dict | None = None, record: dict | None = None) -> dict:
+        """Write the manifest (strict JSON: non-finite numbers become null). A complete one
+        carries the stage's typed record (:mod:`thermocg.io.records`), which the next stage
+        reads, and the size and checksum of every output file."""
+        if complete and record is None:
+            raise ValueError(f"{self.stage}: a complete manifest needs the stage's record")
         manifest = {"stage": self.stage, "config_hash": self.config_hash, "complete": complete,
-                    "outputs": outputs or {}, "summary": summary or {}, "config": config}
-        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2))
+                    "inputs": self._inputs(), "outputs": outputs or {}, "summary": summary or {}, "config": config}
+        if record is not None:
+            manifest["record"] = record
+        if complete:
+            names = sorted({name for files in (outputs or {}).values() for name in files})
+            manifest["files"] = {name: file_digest(self.path / name) for name in names}
+            manifest["files_digest"] = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()
+                                                      ).hexdigest()
+        manifest = strict_json(manifest)
+        atomic_write_text(self.manifest_path, dumps(manifest, indent=2))
         return manifest
 
     def require_finished(self) -> dict:
-        """The manifest of this (upstream) stage, or a DataFormatError telling the user to run it."""
+        """The manifest of this (upstream) stage, or a DataFormatError telling the user to run it
+        (not finished, another config, or an output damaged since it was written)."""
         manifest = self.read_manifest()
         if manifest is None or not manifest.get("complete") or manifest.get("config_hash") != self.config_hash:
             raise DataFormatError(f"{self.path}: no finished {self.stage} stage of this config; run "
                                   f"`thermocg {self.stage}` first")
+        damaged = self._damaged(manifest)
+        if damaged:
+            name, what = damaged[0]
+            raise DataFormatError(f"{self.path / name}: damaged ({what}); run `thermocg {self.stage}` to "
+                                  "regenerate it")
         return manifest
 
     def begin(self, force: bool, config) -> tuple[dict | None, dict]:

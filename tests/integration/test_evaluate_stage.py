@@ -117,6 +117,7 @@ def test_report_without_fm_each_says_why_a_panel_is_empty(evaluated):
     import copy
     import warnings
 
+    from thermocg.io.records import Results
     from thermocg.report.stage import _figures
 
     _, _, res = evaluated
@@ -128,7 +129,7 @@ def test_report_without_fm_each_says_why_a_panel_is_empty(evaluated):
             v.pop("force_mse_excess", None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        figs = _figures(res)
+        figs = _figures(Results.from_json(res))
     excess, rdf, _ = figs["error-vs-temperature"].axes
     assert not excess.lines and "no fm-each" in excess.texts[0].get_text()
     assert rdf.get_legend() is not None and rdf.lines
@@ -190,12 +191,12 @@ def test_run_skips_every_stage_that_is_up_to_date(evaluated, caplog):
     import argparse
     import logging
 
-    from thermocg.cli.main import HANDLERS
+    from thermocg.cli.main import run_verb
     from thermocg.report.stage import report_dir
 
     config, manifest, _ = evaluated
     with caplog.at_level(logging.INFO):
-        HANDLERS["run"](config, argparse.Namespace(force=False, quiet=True))
+        run_verb("run", config, argparse.Namespace(force=False, quiet=True))
     text = caplog.text
     for stage in ("reference", "targets", "train", "simulate", "evaluate"):
         assert f"{stage}: up to date" in text, stage

@@ -92,8 +92,14 @@ def test_mismatched_frames_are_refused(tiny_targets):
         check_frames(dataclasses.replace(cg, box=cg.box * 1.01), config, source)
     with pytest.raises(DataFormatError, match="not in temperatures_K"):
         check_frames(dataclasses.replace(cg, temperature_K=301.0), config, source)
+    with pytest.raises(DataFormatError, match="3 frames, but the config has n_frames = 40"):
+        check_frames(dataclasses.replace(cg, positions=cg.positions[:3]), config, source)
+    box = cg.box.copy()
+    box[5] = box[5] * 1.01  # only frame 5: the message shows that frame, not an equal first one
+    with pytest.raises(DataFormatError, match=r"box edges \[.*\] Å in frame 5"):
+        check_frames(dataclasses.replace(cg, box=box), config, source)
 
 
 def test_missing_reference_is_a_clear_error(tmp_path):
-    with pytest.raises(DataFormatError, match="no complete reference stage; run `thermocg reference`"):
+    with pytest.raises(DataFormatError, match="no finished reference stage.*run `thermocg reference`"):
         run_targets(tiny_config(tmp_path), show_progress=False)

@@ -1,5 +1,5 @@
-"""One command from reference data to a trained trf2 model: `thermocg train` runs the
-targets stage (here with HIP-NN-TS baselines) when it is not up to date."""
+"""One command from reference data to a trained trf2 model: the pipeline runs the targets
+stage (here with HIP-NN-TS baselines, which the pipeline hands to it) and then trains."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 from thermocg import load_model
 from thermocg.config import config_from_dict
 from thermocg.io.h5md import read_h5md
-from thermocg.models.stage import run_train, train_dir
+from thermocg import pipeline
+from thermocg.models.stage import train_dir
 from thermocg.reference.stage import reference_dir
 from thermocg.targets.stage import targets_dir
 from tests.conftest import TINY
@@ -25,7 +26,7 @@ def test_train_runs_hipnn_baselines_and_targets_first(tiny_reference, tmp_path):
     mine = config_from_dict(data, source=tmp_path / "config.toml")
     shutil.copytree(reference_dir(config), reference_dir(mine))  # the reference stage is the same config
 
-    manifest = run_train(mine, show_progress=False)
+    manifest = pipeline.run(mine, ["targets", "train"], show_progress=False)["train"]
     assert manifest["complete"] and (train_dir(mine) / "trf2.pt").exists()
     el = read_h5md(targets_dir(mine) / "T300K.h5md")
     assert el.attrs["baseline"] == "hipnn" and "baseline_knots_A" not in el.attrs
@@ -34,4 +35,4 @@ def test_train_runs_hipnn_baselines_and_targets_first(tiny_reference, tmp_path):
     model = load_model(train_dir(mine) / "trf2.pt")
     assert model.metadata["source_files"] == ["T300K.h5md"]
     # the targets stage is now up to date: a second call trains nothing and fits nothing
-    assert run_train(mine, show_progress=False) == manifest
+    assert pipeline.run(mine, ["targets", "train"], show_progress=False)["train"] == manifest

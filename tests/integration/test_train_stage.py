@@ -74,8 +74,10 @@ def test_em_energy_targets(tiny_targets):
     """em fits U to the total energies or to the per-molecule ones, which add up to them."""
     from thermocg.models.stage import training_data
     config, _ = tiny_targets
-    total, _ = training_data(targets_dir(config), [300.0], 1, em="total")
-    per_mol, _ = training_data(targets_dir(config), [300.0], 1, em="per-molecule")
+    from thermocg.io.records import TargetSet
+
+    total, _ = training_data(TargetSet.read(targets_dir(config)), [300.0], 1, em="total")
+    per_mol, _ = training_data(TargetSet.read(targets_dir(config)), [300.0], 1, em="per-molecule")
     assert set(total.targets) == {0} and total.energies[1].shape == (40,)
     assert per_mol.energies[1].shape == (40, 64)
     np.testing.assert_allclose(per_mol.energies[1].sum(1), total.energies[1], rtol=1e-5)

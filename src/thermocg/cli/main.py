@@ -9,91 +9,67 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import warnings
 
-STAGES = {
-    "reference": "all-atom reference MD (OpenMM) at every temperature, with per-molecule energies",
-    "targets": "map to one bead per molecule; baselines and thermal-response targets per temperature",
-    "train": "train the CG force fields (fm, fm-each, em, trf1, trf2, trf-multi); runs the targets stage "
-             "first when it is not up to date",
-    "simulate": "CG molecular dynamics (torch: BAOAB Langevin, then NVE segments) of every trained model at "
-                "every temperature",
-    "evaluate": "compare the CG simulations with the all-atom reference: forces, RDF, ADF, s2, D and D_CG/D_FG",
-    "report": "one self-contained HTML page with the figures and tables of the evaluation (and PNG figures)",
-    "run": "every stage in order, skipping those up to date and resuming an interrupted one",
-}
+from thermocg.pipeline import STAGES, Stage, stage
+
+#: the verbs: one per stage of the pipeline table, and ``run``
+RUN_HELP = "every stage in order, skipping those up to date and resuming an interrupted one"
 
 
-def _run_reference(config, args) -> None:
-    from thermocg.reference.stage import run_reference
-    manifest = run_reference(config, force=args.force, show_progress=not args.quiet)
-    for label, s in manifest.get("summary", {}).items():
-        nvt = s.get("nvt")
-        if isinstance(nvt, dict):
-            logging.getLogger("thermocg").info(
-                "%s: %d frames, %.1f ns/day MD, worst |sum u_J - E|/|E| = %.1e", label, nvt["frames"],
-                nvt["md_ns_per_day"], nvt["max_decomposition_rel_error"])
+def run_verb(verb: str, config, args) -> None:
+    """What ``thermocg VERB CONFIG`` does: the stage (after the stages its verb runs first:
+    ``train`` runs ``targets``), or, for ``run``, every stage in order; each stage's summary
+    is logged when it has finished."""
+    from thermocg import pipeline
 
-
-def _run_targets(config, args) -> None:
-    from thermocg.targets.stage import run_targets
-    manifest = run_targets(config, force=args.force, show_progress=not args.quiet)
     log = logging.getLogger("thermocg")
-    for label, s in manifest.get("summary", {}).items():
-        log.info("%s: F0 R2 %.3f, U R2 %.3f, order-1 SNR/sample %.3f, order-2 SNR/sample %.3f "
-                 "(~%.0f frames for 10%% on F2)", label, s["force_baseline_r2"], s["energy_baseline_r2"],
-                 s["order1"]["snr_per_sample"], s["order2"]["snr_per_sample"], s["order2"]["frames_for_10_percent"])
+    names = [s.name for s in STAGES] if verb == "run" else [*stage(verb).cli_runs_first, verb]
+
+    def on_stage(s: Stage, when: str, manifest: dict | None = None) -> None:
+        if when == "start" and verb == "run":
+            log.info("== %s", s.name)
+        if when == "done" and (verb == "run" or s.name == verb):
+            for line in s.summary_lines(config, manifest):
+                log.info("%s", line)
+
+    force = args.force if verb == "run" else ({verb} if args.force else False)  # not the stages run first
+    pipeline.run(config, names, force=force, show_progress=not args.quiet, on_stage=on_stage)
 
 
-def _run_train(config, args) -> None:
-    from thermocg.models.stage import run_train
-    manifest = run_train(config, force=args.force, show_progress=not args.quiet)
-    for variant, s in manifest.get("summary", {}).items():
-        if isinstance(s, dict):
-            logging.getLogger("thermocg").info(
-                "%s: validation loss %.4f -> %.4f (normalised MSE) in %d epochs", variant,
-                s["valid_loss_before"] or float("nan"), s["best_valid_loss"], s["epochs"])
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a line is written (tests swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
 
 
-def _run_simulate(config, args) -> None:
-    from thermocg.simulate.stage import run_simulate
-    manifest = run_simulate(config, force=args.force, show_progress=not args.quiet)
-    log = logging.getLogger("thermocg")
-    for model, s in manifest.get("summary", {}).items():
-        nvt = s.get("nvt")
-        if isinstance(nvt, dict):
-            temps = ", ".join(f"{k} {v['mean_kinetic_temperature_K']:.0f} K" for k, v in nvt.items()
-                              if isinstance(v, dict))
-            log.info("%s: %.2f ns/day per system (%d in a batch); kinetic temperatures %s", model,
-                     nvt["ns_per_day_per_system"] or float("nan"), nvt["systems_in_batch"], temps)
+def _configure_logging(debug: bool) -> logging.Handler:
+    """thermocg's own lines, prefixed ``thermocg:``. Other libraries' log records (MDAnalysis'
+    "netCDF4 is not available" when hippynn imports it, freud's "Using SciPy's fftpack") are
+    notes about those libraries, not about the user's run: they are shown only with ``--debug``
+    (then every line carries its logger's name). Returns the handler, which main() removes."""
+    handler = _Stderr()
+    if debug:
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("thermocg: %(message)s"))
+        handler.addFilter(lambda record: record.name == "thermocg" or record.name.startswith("thermocg."))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    return handler
 
 
-def _run_evaluate(config, args) -> None:
-    from thermocg.evaluate.stage import evaluate_dir, run_evaluate
-    manifest = run_evaluate(config, force=args.force, show_progress=not args.quiet)
-    log = logging.getLogger("thermocg")
-    for model, s in manifest.get("summary", {}).items():
-        iae, ratio = s.get("mean_rdf_iae"), s.get("mean_D_ratio")
-        log.info("%s: mean RDF IAE %s, mean D_CG/D_FG %s", model, "n/a" if iae is None else f"{iae:.3f}",
-                 "n/a" if ratio is None else f"{ratio:.2f}")
-    log.info("results: %s", evaluate_dir(config) / "results.json")
-
-
-def _run_report(config, args) -> None:
-    from thermocg.report.stage import report_dir, run_report
-    run_report(config, force=args.force, show_progress=not args.quiet)
-    logging.getLogger("thermocg").info("report: %s", report_dir(config) / "report.html")
-
-
-def _run_all(config, args) -> None:
-    for stage in ("reference", "train", "simulate", "evaluate", "report"):  # train runs targets itself
-        logging.getLogger("thermocg").info("== %s", stage)
-        HANDLERS[stage](config, args)
-
-
-HANDLERS = {"reference": _run_reference, "targets": _run_targets, "train": _run_train, "simulate": _run_simulate,
-            "evaluate": _run_evaluate, "report": _run_report, "run": _run_all}
+def _verbs() -> dict[str, str]:
+    return {**{s.name: s.help for s in STAGES}, "run": RUN_HELP}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,15 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="thermocg",
         description="Temperature-transferable coarse-grained force fields from thermal response forces.",
-        epilog="stages:\n" + "\n".join(f"  {k:<12} {v}" for k, v in STAGES.items()),
+        epilog="stages:\n" + "\n".join(f"  {k:<12} {v}" for k, v in _verbs().items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"thermocg {__version__}")
     sub = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
-    for name, help_text in STAGES.items():
+    for name, help_text in _verbs().items():
         s = sub.add_parser(name, help=help_text, description=help_text)
         s.add_argument("config", metavar="CONFIG", help="TOML configuration file")
         s.add_argument("--force", action="store_true",
-                       help="regenerate outputs made by a different config (they are deleted)")
+                       help="delete this stage's outputs and recompute them, whether or not the config changed "
+                            "(with run: every stage)")
         s.add_argument("--quiet", action="store_true", help="no progress bars")
         s.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     return p
@@ -118,26 +95,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="thermocg: %(message)s", stream=sys.stderr)
+    handler = _configure_logging(args.debug)
     if not args.debug:
         # torch's note on hippynn's use of sparse tensors at import: not about the user's run
         warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
     from thermocg.config import load_config
     from thermocg.errors import ThermocgError
 
+    previous = signal.signal(signal.SIGTERM, _terminate)  # `kill PID` stops a run as Ctrl-C does
     try:
         config = load_config(args.config)
-        HANDLERS[args.stage](config, args)
+        run_verb(args.stage, config, args)
     except ThermocgError as err:
         if args.debug:
             raise
         print(f"thermocg {args.stage}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # an output path: read-only, cannot be created, disk full, ...
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"thermocg {args.stage}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"thermocg {args.stage}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        logging.getLogger().removeHandler(handler)
     return 0
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: the clean-up must not be interrupted
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ and the curves the report plots).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -29,14 +28,13 @@ import numpy as np
 from thermocg.analysis import ADF, MSD, RDF, first_peak, integrated_absolute_error, pair_excess_entropy
 from thermocg.analysis.dynamics import yeh_hummer_correction
 from thermocg.config import Config
-from thermocg.frames import read_reference
 from thermocg.io.h5md import read_h5md
-from thermocg.mapping import LinearMap, map_reference
-from thermocg.models.stage import held_out_frames, load_model, model_files
-from thermocg.reference.sampler import temperature_label
-from thermocg.reference.stage import reference_dir
-from thermocg.simulate.stage import STAGE as SIMULATE_STAGE, simulate_dir, simulation_jobs
-from thermocg.stagedir import StageDir, atomic_write_text
+from thermocg.io.records import (Measures, ReferenceRun, Results, TemperatureResults, TrainedModels,
+                                 Trajectories)
+from thermocg.labels import temperature_label
+from thermocg.mapping import LinearMap
+from thermocg.models.saved import load_model
+from thermocg.runlock import locked_stage
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +42,9 @@ STAGE = "evaluate"
 
 
 def evaluate_dir(config: Config) -> Path:
-    return config.run_dir / STAGE
+    """This stage's directory for ``config`` (from the pipeline table)."""
+    from thermocg import pipeline
+    return pipeline.stage(STAGE).directory(config)
 
 
 class Structure:
@@ -93,7 +93,7 @@ def diffusion(config: Config, trajectories, dt_ps: float, temperature_K: float, 
            "segments": len(trajectories),
            "msd": {"lag_ps": m.lag_time_ps.tolist(), "msd_A2": m.msd.tolist()},
            "yeh_hummer_times_viscosity": yeh_hummer_correction(temperature_K, box_edge_A, 1.0)}
-    eta = config.evaluate.viscosity_mPa_s.get(temperature_label(temperature_K))
+    eta = config.evaluate.viscosity_mPa_s.get(temperature_label(temperature_K))  # keyed by label in the TOML
     if eta is not None:
         out["yeh_hummer_correction_A2_per_ps"] = yeh_hummer_correction(temperature_K, box_edge_A, eta)
     return out
@@ -107,10 +107,9 @@ def _ratio(a: dict, b: dict) -> dict:
     return {"value": r, "error": abs(r) * math.sqrt((ea / va) ** 2 + (eb / vb) ** 2) if va and vb else float("nan")}
 
 
-def _reference_nve(config: Config, label: str) -> tuple[list[np.ndarray], float]:
-    paths = [reference_dir(config) / f"{label}-nve{k:02d}.h5md" for k in range(config.reference.nve.n_segments)]
+def _reference_nve(reference: ReferenceRun, temperature_K: float) -> tuple[list[np.ndarray], float]:
     trajs, dt = [], None
-    for path in paths:
+    for path in reference.nve_paths(temperature_K):
         d = read_h5md(path)
         cg_map = LinearMap.center_of_mass(d.static["molecule_index"], d.particles["mass"])
         trajs.append(cg_map.positions(d.elements["particles/all/position"]))
@@ -118,93 +117,130 @@ def _reference_nve(config: Config, label: str) -> tuple[list[np.ndarray], float]
     return trajs, dt
 
 
-def _cg_nve(config: Config, model: str, label: str) -> tuple[list[np.ndarray], float]:
+def _cg_nve(trajectories: Trajectories, model: str, temperature_K: float) -> tuple[list[np.ndarray], float]:
     trajs, dt = [], None
-    for k in range(config.simulate.nve.n_segments):
-        d = read_h5md(simulate_dir(config) / model / f"{label}-nve{k:02d}.h5md")
+    for path in trajectories.nve_paths(model, temperature_K):
+        d = read_h5md(path)
         trajs.append(d.elements["particles/all/position"])
         dt = float(d.time[1] - d.time[0])
     return trajs, dt
 
 
-def force_errors(config: Config, models: dict, temperature_K: float, cg) -> dict:
+def force_errors(models: dict, held_out: slice, temperature_K: float, cg) -> dict:
     """Held-out force MSE of each model (name -> loaded model) at one reference temperature,
-    (kcal/mol/Å)²; ``cg``: that temperature's reference frames mapped to beads."""
-    frames = held_out_frames(config)
-    if frames.start == frames.stop:
+    (kcal/mol/Å)²; ``cg``: that temperature's reference frames mapped to beads; ``held_out``:
+    the frames no model trained on (the train stage's record)."""
+    if held_out.start == held_out.stop:
         return {}
-    x, box, f = cg.positions[frames], cg.box[frames], cg.forces[frames]
+    x, f = cg.positions[held_out], cg.forces[held_out]
+    cells = np.stack([np.diag(b) for b in cg.box[held_out]])  # (B, 3, 3): unambiguous for any chunk size
     out = {}
     for name, model in models.items():
-        pred = np.concatenate([model.forces(x[k:k + 4], box[k:k + 4], temperature_K) for k in range(0, len(x), 4)])
+        pred = np.concatenate([model.forces(x[k:k + 4], cells[k:k + 4], temperature_K) for k in range(0, len(x), 4)])
         per_frame = np.mean((pred - f) ** 2, axis=(1, 2))
         out[name] = _with_error(float(per_frame.mean()), per_frame)
     return out
 
 
+@locked_stage
 def run_evaluate(config: Config, force: bool = False, show_progress: bool = True) -> dict:
     """Evaluate every simulated model at every temperature; write results.json."""
     from tqdm.auto import tqdm
 
-    StageDir(simulate_dir(config), SIMULATE_STAGE, config.section_hash("reference", "targets", "train", "simulate"),
-             "[reference]/[targets]/[train]/[simulate]").require_finished()
-    config_hash = config.section_hash("reference", "targets", "train", "simulate", "evaluate")
-    stage = StageDir(evaluate_dir(config), STAGE, config_hash, "[reference]/.../[evaluate]")
+    from thermocg import pipeline
+
+    reference: ReferenceRun = pipeline.read(config, "reference")
+    trained: TrainedModels = pipeline.read(config, "train")
+    trajectories: Trajectories = pipeline.read(config, "simulate")
+    stage = pipeline.stage(STAGE).stage_dir(config)
     manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
 
-    jobs = simulation_jobs(config)
-    temps = sorted({t for ts in jobs.values() for t in ts})
-    results = {"temperatures_K": temps, "models": sorted(jobs), "T0_K": config.train.T0_K,
-               "training_temperatures_K": {}, "by_temperature": {}}
-    models = {name: load_model(model_files(config)[name]) for name in jobs}  # loaded once, used at every T
-    for name, model in models.items():
-        results["training_temperatures_K"][name] = model.metadata.get("training_temperatures_K")
+    names = trajectories.models
+    temps = sorted({t for m in names for t in trajectories.temperatures(m)})
+    models = {name: load_model(trained.path(name)) for name in names}  # loaded once, used at every temperature
+    by_temperature = {}
     for t in tqdm(temps, desc="evaluate", unit="T", disable=not show_progress):
-        label = temperature_label(t)
-        entry = {"reference": None, "models": {}}
+        ref_measures, model_json = None, {}
         ref_struct = None
-        if t in config.reference.temperatures_K:
-            cg = map_reference(read_reference(reference_dir(config) / f"{label}.h5md"))
+        if any(abs(t - r) < 1e-9 for r in reference.temperatures_K):
+            cg = reference.cg_frames(t)
             ref_struct = Structure(config, cg.positions, cg.box)
-            entry["reference"] = ref_struct.summary()
-            if config.reference.nve.n_segments:
-                trajs, dt = _reference_nve(config, label)
-                entry["reference"].update(diffusion(config, trajs, dt, t, float(cg.box[0].min())))
-            errors = force_errors(config, models, t, cg)  # every model, simulated here or not
-            each = errors.get(f"fm-each-{label}")
+            ref_json = ref_struct.summary()
+            if reference.nve_segments:
+                trajs, dt = _reference_nve(reference, t)
+                ref_json.update(diffusion(config, trajs, dt, t, float(cg.box[0].min())))
+            ref_measures = Measures.from_json(ref_json)
+            errors = force_errors(models, trained.held_out, t, cg)  # every model, simulated here or not
+            floor = errors.get(trained.floor(t))
             for m, err in errors.items():
-                entry["models"].setdefault(m, {})["force_mse"] = err
-                if each is not None:
-                    entry["models"][m]["force_mse_excess"] = err["value"] - each["value"]
-        for m, ts in jobs.items():
-            if t not in ts:
+                model_json.setdefault(m, {})["force_mse"] = err
+                if floor is not None:
+                    model_json[m]["force_mse_excess"] = err["value"] - floor["value"]
+        for m in names:
+            if t not in trajectories.temperatures(m):
                 continue
-            d = read_h5md(simulate_dir(config) / m / f"{label}.h5md")
+            d = read_h5md(trajectories.nvt_path(m, t))
             x, box = d.elements["particles/all/position"], d.elements["particles/all/box/edges"]
             s = Structure(config, x, box).summary(ref_struct)
             s["mean_kinetic_temperature_K"] = float(d.elements["observables/temperature"].mean())
             if config.simulate.nve.n_segments:
-                trajs, dt = _cg_nve(config, m, label)
+                trajs, dt = _cg_nve(trajectories, m, t)
                 s.update(diffusion(config, trajs, dt, t, float(box[0].min())))
-                if entry["reference"] is not None and "D_A2_per_ps" in entry["reference"]:
-                    s["D_ratio_CG_over_FG"] = _ratio(s["D_A2_per_ps"], entry["reference"]["D_A2_per_ps"])
-            entry["models"].setdefault(m, {}).update(s)
-        results["by_temperature"][label] = entry
-    out = stage.path / "results.json"
-    atomic_write_text(out, json.dumps(results, indent=1))
-    return stage.write_manifest(True, config_json, {"results": [out.name]}, _headline(results))
+                if ref_measures is not None and ref_measures.D_A2_per_ps is not None:
+                    s["D_ratio_CG_over_FG"] = _ratio(s["D_A2_per_ps"], ref_json["D_A2_per_ps"])
+            model_json.setdefault(m, {}).update(s)
+        by_temperature[t] = TemperatureResults(t, ref_measures, {m: Measures.from_json(v) for m, v in model_json.items()})
+    results = Results(temperatures_K=tuple(temps), models=tuple(sorted(names)), T0_K=config.train.T0_K,
+                      training_temperatures_K={m: trained[m].training_temperatures_K for m in names},
+                      by_temperature=by_temperature, variants={m: trained[m].variant for m in names},
+                      notes=_notes(config, reference, trained, temps))
+    results.write(stage.path / Results.FILE)
+    return stage.write_manifest(True, config_json, {"results": [Results.FILE]}, _headline(results),
+                                {"results": Results.FILE})
 
 
-def _headline(results: dict) -> dict:
+def _notes(config: Config, reference: ReferenceRun, trained: TrainedModels, temps) -> tuple[str, ...]:
+    """What the evaluation could not compute with this config, and why."""
+    notes = []
+    held = trained.held_out.stop - trained.held_out.start
+    if held == 0:
+        notes.append("force errors not computed: [train] test_frames = 0 holds out no reference frames")
+    elif held == 1:
+        notes.append("force errors have no standard error (null): [train] test_frames = 1 holds out a single frame")
+    if not any(trained[m].single_temperature for m in trained.names):
+        notes.append("force_mse_excess not computed: no fm-each model was trained ([train] variants)")
+    if reference.nve_segments == 0:
+        notes.append("all-atom D and D_CG/D_FG not computed: [reference.nve] n_segments = 0")
+    if config.simulate.nve.n_segments == 0:
+        notes.append("CG D and D_CG/D_FG not computed: [simulate.nve] n_segments = 0")
+    elif config.simulate.nve.n_segments == 1 or reference.nve_segments == 1:
+        notes.append("D has no standard error (null) where it comes from a single NVE segment")
+    missing = [t for t in temps if not any(abs(t - r) < 1e-9 for r in reference.temperatures_K)]
+    if missing:
+        notes.append(f"no all-atom reference at {', '.join(f'{t:g}' for t in missing)} K: force errors, RDF/ADF "
+                     "errors and D_CG/D_FG not computed there")
+    return tuple(notes)
+
+
+def _headline(results: Results) -> dict:
     """The manifest's summary: per model, the mean RDF IAE and D ratio over temperatures."""
     out = {}
-    for m in results["models"]:
-        iae = [e["models"][m]["rdf_iae"]["value"] for e in results["by_temperature"].values()
-               if "rdf_iae" in e["models"].get(m, {})]
-        ratio = [e["models"][m]["D_ratio_CG_over_FG"]["value"] for e in results["by_temperature"].values()
-                 if "D_ratio_CG_over_FG" in e["models"].get(m, {})]
+    for m in results.models:
+        rows = [e.models.get(m, Measures()) for e in results.by_temperature.values()]
+        iae = [r.rdf_iae.value for r in rows if r.rdf_iae is not None]
+        ratio = [r.D_ratio_CG_over_FG.value for r in rows if r.D_ratio_CG_over_FG is not None]
         out[m] = {"mean_rdf_iae": float(np.mean(iae)) if iae else None,
                   "mean_D_ratio": float(np.mean(ratio)) if ratio else None}
     return out
+
+
+def describe(manifest: dict, directory: Path) -> list[str]:
+    """The CLI's lines for a finished evaluate stage."""
+    lines = []
+    for model, s in manifest.get("summary", {}).items():
+        iae, ratio = s.get("mean_rdf_iae"), s.get("mean_D_ratio")
+        lines.append(f"{model}: mean RDF IAE {'n/a' if iae is None else f'{iae:.3f}'}, mean D_CG/D_FG "
+                     f"{'n/a' if ratio is None else f'{ratio:.2f}'}")
+    return lines + [f"results: {Path(directory) / manifest['record']['results']}"]

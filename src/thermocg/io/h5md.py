@@ -38,6 +38,7 @@ import numpy as np
 
 from thermocg import units
 from thermocg.errors import DataFormatError
+from thermocg.io.strict import dumps
 
 #: particle fields and their units
 PARTICLE_UNITS = {"position": units.LENGTH, "velocity": units.VELOCITY, "force": units.FORCE}
@@ -48,7 +49,7 @@ def _attr(value):
     which h5py cannot store as a fixed-width unicode scalar), anything else as JSON."""
     if isinstance(value, str):
         return str(value)
-    return value if isinstance(value, (int, float, np.number)) else json.dumps(value)
+    return value if isinstance(value, (int, float, np.number)) else dumps(value)
 
 
 class H5MDWriter:
@@ -218,6 +219,21 @@ def read_attrs(path) -> dict:
             if "thermocg" not in f:
                 raise DataFormatError(f"{path}: no 'thermocg' group; not a thermocg file")
             return _decode_attrs(f["thermocg"].attrs)
+    except OSError as err:
+        raise DataFormatError(f"{path}: not a readable HDF5 file ({err})") from err
+
+
+def count_frames(path) -> int:
+    """Frames in a thermocg H5MD file (the shortest element; reads no frames).
+
+    Raises DataFormatError if the file is unreadable."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            lengths = []
+            f.visititems(lambda name, obj: lengths.append(obj["value"].shape[0])
+                         if isinstance(obj, h5py.Group) and "value" in obj else None)
+            return min(lengths, default=0)
     except OSError as err:
         raise DataFormatError(f"{path}: not a readable HDF5 file ({err})") from err
 

@@ -12,7 +12,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.units import kcal, mol
 
-from thermocg.models.stage import CGForceField, load_model
+from thermocg.models.saved import CGForceField, load_model
 
 _KCAL_MOL_TO_EV = kcal / mol
 
@@ -38,10 +38,9 @@ class ThermocgCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        cell = np.asarray(self.atoms.cell)
-        if not np.all(self.atoms.pbc) or np.any(np.abs(cell - np.diag(np.diag(cell))) > 1e-9):
+        if not np.all(self.atoms.pbc):
             raise ValueError("thermocg models need a periodic orthorhombic cell (pbc=True, diagonal cell)")
-        box = np.diag(cell).copy()
+        box = np.asarray(self.atoms.cell)  # (3, 3); CGForceField refuses a triclinic cell
         x = self.atoms.get_positions()
         energy = float(self.model.energy(x, box, self.temperature_K)) * _KCAL_MOL_TO_EV
         self.results["energy"] = self.results["free_energy"] = energy

@@ -6,8 +6,9 @@ v_J(R) (regression of the squared local-energy residual). Here each is a
 HIP-NN-TS network of the same kind as the force field: F0 and U_J are two heads
 of one network (head 0 = prior + W0 fitted to the mapped forces, head 1's per-bead
 energies fitted to u_J), v a head of a second network fitted to (u_loc - c)^2 per
-bead. Same call shapes as the pair-spline baselines of
-:mod:`thermocg.targets.baselines`, so the targets stage takes either.
+bead. :class:`HipnnBaseline` implements the baseline protocol
+(:class:`thermocg.targets.baselines.Baseline`) that the pair splines implement too, so
+the targets stage takes either.
 
 Cross-fitting: with ``folds > 1`` every frame's baselines come from networks that
 never saw the frame (K trainings per fit), so a baseline cannot absorb the noise
@@ -30,11 +31,38 @@ from thermocg.units import beta_of
 
 @dataclass(frozen=True)
 class HipnnBaseline:
-    """Network and optimisation settings of the baseline fits."""
+    """:class:`~thermocg.targets.baselines.Baseline` from HIP-NN-TS networks.
+
+    ``temperature_K``: of the frames (the networks' T0; an order-0 model does not depend on
+    it); ``seed``: fold k trains with seed + k (F0, U_J) or seed + 100 + k (v).
+    """
 
     network: NetworkSettings = NetworkSettings()
-    train: TrainSettings = TrainSettings(max_epochs=100)
+    train: TrainSettings = TrainSettings(max_epochs=100, require_improvement=False)
     device: str = "cpu"
+    temperature_K: float = 300.0
+    seed: int = 0
+    show_progress: bool = False
+
+    @classmethod
+    def from_config(cls, config, temperature_K: float, show_progress: bool = True) -> "HipnnBaseline":
+        """The ``[targets]`` settings (``baseline_cutoff_A``, ``baseline_n_features``,
+        ``baseline_max_epochs``), ``[run] device`` and seed, for frames at ``temperature_K``."""
+        from thermocg.device import pick_device
+        t = config.targets
+        return cls(network=NetworkSettings(cutoff_A=t.baseline_cutoff_A, dist_soft_max_A=t.baseline_cutoff_A - 0.5,
+                                           n_features=t.baseline_n_features),
+                   train=TrainSettings(max_epochs=t.baseline_max_epochs, require_improvement=False), device=pick_device(config.run.device).type,
+                   temperature_K=temperature_K, seed=config.run.seed, show_progress=show_progress)
+
+    def force_and_energy(self, positions, box, forces, bead_energy, folds: int):
+        f0, u = _fit_force_and_energy(positions, box, forces, bead_energy, self.temperature_K, self, folds,
+                                      self.seed, self.show_progress)
+        return f0, u, {}
+
+    def variance(self, positions, box, squared_residual, folds: int):
+        return _fit_variance(positions, box, squared_residual, self.temperature_K, self, folds, self.seed,
+                            self.show_progress)
 
 
 def _predict_in_batches(model: ThermalForceField, positions, box, temperature_K, batch: int = 8):
@@ -67,7 +95,7 @@ def _cross_fitted(fit_one, n_frames: int, folds: int, what: str, show_progress: 
         yield held, fit_one(k, train)
 
 
-def fit_force_and_energy(positions, box, forces, bead_energy, temperature_K: float,
+def _fit_force_and_energy(positions, box, forces, bead_energy, temperature_K: float,
                          settings: HipnnBaseline = HipnnBaseline(), folds: int = 5, seed: int = 0,
                          show_progress: bool = False):
     """Cross-fitted F0 (F, N, 3) and U_J (F, N) from one two-head HIP-NN-TS network per fold.
@@ -96,7 +124,7 @@ def fit_force_and_energy(positions, box, forces, bead_energy, temperature_K: flo
     return f0, u
 
 
-def fit_variance(positions, box, squared_residual, temperature_K: float, settings: HipnnBaseline = HipnnBaseline(),
+def _fit_variance(positions, box, squared_residual, temperature_K: float, settings: HipnnBaseline = HipnnBaseline(),
                  folds: int = 5, seed: int = 0, show_progress: bool = False):
     """Cross-fitted v (F, N): per-bead regression of (u_loc - c)^2 on one head of a network.
 

@@ -1,5 +1,8 @@
-"""The train stage: reference data -> baselines and targets (the targets stage, run
-here when it is not up to date) -> one saved force field per variant.
+"""The train stage: the targets stage's records -> one saved force field per variant.
+
+``thermocg train`` runs the targets stage first when it is not up to date (the CLI
+chains them, :mod:`thermocg.pipeline`); :func:`run_train` itself only reads a finished
+targets stage.
 
 Variants (DESIGN.md "Models"): ``fm`` (order 0: prior + W0 fitted to the mapped
 forces at T0), ``em`` (energy matching, THEORY.md §4: W0 force-matched as in fm, then
@@ -23,7 +26,6 @@ or HIP-NN-TS baselines). Outputs in ``<run.directory>/train/``::
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,14 +33,15 @@ import numpy as np
 import torch
 
 from thermocg.config import Config
-from thermocg.errors import ConfigError, DataFormatError
-from thermocg.io.h5md import read_h5md
+from thermocg.errors import ConfigError
+from thermocg.io.records import ModelEntry, TargetSet, TrainedModels
+from thermocg.io.strict import number
+from thermocg.labels import temperature_label
 from thermocg.models.prior import RepulsivePrior
+from thermocg.models.saved import save_model
 from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of, build_network
-from thermocg.models.training import TrainingData, TrainSettings, pick_device, train_heads
-from thermocg.reference.sampler import temperature_label
-from thermocg.stagedir import StageDir, atomic_path
-from thermocg.targets.stage import run_targets, targets_dir
+from thermocg.models.training import TrainingData, TrainSettings, train_heads
+from thermocg.runlock import locked_stage
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,9 @@ ORDER = {"fm": 0, "fm-each": 0, "em": 1, "trf1": 1, "trf2": 2, "trf-multi": 2}
 
 
 def train_dir(config: Config) -> Path:
-    return config.run_dir / STAGE
+    """This stage's directory for ``config`` (from the pipeline table)."""
+    from thermocg import pipeline
+    return pipeline.stage(STAGE).directory(config)
 
 
 def network_settings(config: Config) -> NetworkSettings:
@@ -59,47 +64,43 @@ def network_settings(config: Config) -> NetworkSettings:
                            interaction=t.interaction)
 
 
-def save_model(path: Path, model: ThermalForceField, extra: dict) -> None:
-    """Weights and metadata in one file (temporary name, then rename)."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": "thermocg-model-1", "state_dict": model.state_dict(),
-                    "metadata": {**model.metadata(), **extra}}, tmp)
-
-
+@locked_stage
 def run_train(config: Config, force: bool = False, show_progress: bool = True) -> dict:
-    """Run the targets stage if it is not up to date, then train every configured variant
-    (skipping those already saved for this config)."""
+    """Train every configured variant from the finished targets stage (skipping models already
+    saved for this config). ``thermocg train`` runs the targets stage first when needed."""
+    from thermocg import pipeline
+    from thermocg.device import pick_device
+
     t = config.train
     for temp in (t.T0_K, *t.training_temperatures_K):
         if temp not in config.reference.temperatures_K:
             raise ConfigError(f"train temperature {temp:g} K (T0_K or training_temperatures_K) is not one of "
                               f"reference.temperatures_K {list(config.reference.temperatures_K)}")
-    # the baselines and targets first (up to date: nothing to do), so that one command goes
-    # from reference data to trained models
-    run_targets(config, force=force, show_progress=show_progress)
-    src_dir = targets_dir(config)
-    stage = StageDir(train_dir(config), STAGE, config.section_hash("reference", "targets", "train"),
-                     "[reference]/[targets]/[train]")
+    targets = pipeline.read(config, "targets")
+    stage = pipeline.stage(STAGE).stage_dir(config)
     manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
 
     device = pick_device(config.run.device)
+    plan = model_plan(config)
     outputs, summary = {}, {}
-    for name, order, t0, temps in _jobs(config):
+    for entry in plan:
+        name = entry.name
         out = stage.path / f"{name}.pt"
         if out.exists():
             outputs[name], summary[name] = [out.name], "up to date"
             continue
-        data, sources = training_data(src_dir, temps, order, em=t.em_energy if name == "em" else None,
+        data, sources = training_data(targets, entry.training_temperatures_K, entry.order,
+                                      em=t.em_energy if entry.variant == "em" else None,
                                       frames=training_frames(config))
-        log.info("train %s: order %d, T0 = %g K, training temperatures %s, %d frames (%s)", name, order, t0,
-                 list(temps), len(data.positions), device)
-        model, histories = fit_variant(config, name, order, t0, data, device, checkpoint_dir=stage.path,
-                                       show_progress=show_progress)
+        log.info("train %s: order %d, T0 = %g K, training temperatures %s, %d frames (%s)", name, entry.order,
+                 entry.T0_K, list(entry.training_temperatures_K), len(data.positions), device)
+        model, histories = fit_variant(config, name, entry.order, entry.T0_K, data, device,
+                                       checkpoint_dir=stage.path, show_progress=show_progress)
         history = histories[name]
-        save_model(out, model, {"variant": name, "training_temperatures_K": list(temps), "source_files": sources,
-                                "config": config_json,
+        save_model(out, model, {"variant": entry.variant, "training_temperatures_K": list(entry.training_temperatures_K),
+                                "source_files": sources, "config": config_json,
                                 "history": {k: history[k] for k in ("train", "valid", "best_epoch", "best_valid")}})
         for phase in histories:
             (stage.path / f".{phase}.ckpt").unlink(missing_ok=True)
@@ -110,7 +111,16 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
             u = histories[f"{name}-U"]
             summary[name]["energy_head"] = {"best_valid_loss": u["best_valid"], "epochs": len(u["valid"]),
                                             "valid_loss_before": u.get("valid_before")}
-    return stage.write_manifest(True, config_json, outputs, summary)
+    held = held_out_frames(config)
+    record = TrainedModels(stage.path, tuple(plan), (held.start, held.stop))
+    return stage.write_manifest(True, config_json, outputs, summary, record.to_json())
+
+
+def describe(manifest: dict, directory: Path) -> list[str]:
+    """The CLI's lines for a finished train stage: validation loss per model."""
+    return [f"{variant}: validation loss {number(s['valid_loss_before'], '.4f')} -> "
+            f"{number(s['best_valid_loss'], '.4f')} (normalised MSE) in {s['epochs']} epochs"
+            for variant, s in manifest.get("summary", {}).items() if isinstance(s, dict)]
 
 
 def fit_variant(config: Config, name: str, order: int, t0: float, data: TrainingData, device="cpu",
@@ -142,19 +152,21 @@ def fit_variant(config: Config, name: str, order: int, t0: float, data: Training
     return model, histories
 
 
-def _jobs(config: Config) -> list[tuple[str, int, float, tuple[float, ...]]]:
-    """(file name, order, T0 of the model, training temperatures) for every model to train."""
+def model_plan(config: Config) -> list[ModelEntry]:
+    """Every model the train stage makes for ``config``: name (the file name without .pt),
+    variant, order, T0 and training temperatures."""
     t = config.train
-    jobs = []
+    plan = []
     for variant in t.variants:
         if variant == "fm-each":
-            jobs += [(f"fm-each-{temperature_label(temp)}", ORDER[variant], temp, (temp,))
+            plan += [ModelEntry(f"fm-each-{temperature_label(temp)}", variant, ORDER[variant], temp, (temp,))
                      for temp in config.reference.temperatures_K]
         elif variant == "trf-multi":
-            jobs.append((variant, ORDER[variant], t.T0_K, t.training_temperatures_K or (t.T0_K,)))
+            plan.append(ModelEntry(variant, variant, ORDER[variant], t.T0_K,
+                                   tuple(t.training_temperatures_K or (t.T0_K,))))
         else:
-            jobs.append((variant, ORDER[variant], t.T0_K, (t.T0_K,)))
-    return jobs
+            plan.append(ModelEntry(variant, variant, ORDER[variant], t.T0_K, (t.T0_K,)))
+    return plan
 
 
 def training_frames(config: Config) -> slice:
@@ -167,72 +179,26 @@ def held_out_frames(config: Config) -> slice:
     return slice(config.reference.n_frames - config.train.test_frames, config.reference.n_frames)
 
 
-def training_data(src_dir: Path, temps, order: int, em: str | None = None,
+def training_data(targets: TargetSet, temps, order: int, em: str | None = None,
                   frames: slice = slice(None)) -> tuple[TrainingData, list[str]]:
-    """Frames (``frames`` of each file) of the targets files at ``temps``, each with its
-    beta, targets up to ``order``.
+    """Frames (``frames`` of each file) of the targets at ``temps``, each with its beta,
+    targets up to ``order``.
 
     ``em`` ("total" or "per-molecule"): energy matching, whose head 1 is fitted to the
     total potential energies or to the per-molecule energies instead of the t1 targets.
     """
-    parts, sources = [], []
-    for temp in temps:
-        path = src_dir / f"{temperature_label(temp)}.h5md"
-        el = read_h5md(path, frames=frames).elements
-        parts.append((el, temp))
-        sources.append(path.name)
-    def cat(key):
-        return np.concatenate([el[key] for el, _ in parts])
+    parts = [targets.frames(temp, frames) for temp in temps]
+    sources = [targets.path(temp).name for temp in temps]
 
-    keys = {0: "particles/all/force", 1: "thermocg/t1", 2: "thermocg/t2"}
-    beta = np.concatenate([np.full(len(el["particles/all/position"]), beta_of(temp)) for el, temp in parts])
+    def cat(get):
+        return np.concatenate([get(p) for p in parts])
+
+    beta = cat(lambda p: np.full(len(p.positions), beta_of(p.temperature_K)))
+    positions, box, forces = cat(lambda p: p.positions), cat(lambda p: p.box), cat(lambda p: p.forces)
     if em is not None:
-        energy = cat("observables/potential_energy" if em == "total" else "thermocg/bead_energy")
-        return TrainingData(positions=cat("particles/all/position"), box=cat("particles/all/box/edges"),
-                            targets={0: cat(keys[0])}, beta=beta, energies={1: energy}), sources
-    return TrainingData(positions=cat("particles/all/position"), box=cat("particles/all/box/edges"),
-                        targets={k: cat(keys[k]) for k in range(order + 1)}, beta=beta), sources
-
-
-class CGForceField:
-    """A trained CG force field loaded from a file: numpy in, numpy out.
-
-    ``energy(R, box, T)`` (kcal/mol) and ``forces(R, box, T)`` (kcal/(mol Å)) for
-    bead positions R (N, 3) or (B, N, 3) in Å, orthorhombic box edges (3,) or
-    (B, 3) in Å, temperature T in kelvin. ``metadata`` carries units, beta0 and
-    T0, order, training temperatures, network settings, prior and the config.
-    """
-
-    def __init__(self, model: ThermalForceField, metadata: dict):
-        self.model = model
-        self.metadata = metadata
-
-    def energy(self, positions, box, temperature_K):
-        return self.model.energy_numpy(positions, box, temperature_K)
-
-    def forces(self, positions, box, temperature_K):
-        return self.model.forces_numpy(positions, box, temperature_K)
-
-
-def load_model(path, device: str = "cpu") -> CGForceField:
-    """Load a model saved by the train stage (needs thermocg and hippynn, not the training code)."""
-    path = Path(path)
-    try:
-        blob = torch.load(path, map_location=device, weights_only=False)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise DataFormatError(f"{path}: not a readable thermocg model ({err})") from err
-    if not isinstance(blob, dict) or blob.get("format") != "thermocg-model-1":
-        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise DataFormatError(f"{path}: not a thermocg model file (expected format thermocg-model-1, found {found})")
-    meta = blob["metadata"]
-    settings = NetworkSettings(**meta["network"])
-    model = ThermalForceField(build_network(settings), RepulsivePrior(**meta["prior"]), meta["beta0_mol_per_kcal"],
-                              order=meta["order"], settings=settings, form=meta.get("form", "beta"))
-    model.load_state_dict(blob["state_dict"])
-    model.eval()
-    return CGForceField(model.to(device), meta)
-
-
-def model_files(config: Config) -> dict[str, Path]:
-    """The saved models of a finished train stage, by file name (fm-each has one per temperature)."""
-    return {name: train_dir(config) / f"{name}.pt" for name, *_ in _jobs(config)}
+        energy = cat(lambda p: p.potential_energy if em == "total" else p.targets["bead_energy"])
+        return TrainingData(positions=positions, box=box, targets={0: forces}, beta=beta,
+                            energies={1: energy}), sources
+    by_order = {0: forces, 1: cat(lambda p: p.targets["t1"]), 2: cat(lambda p: p.targets["t2"])}
+    return TrainingData(positions=positions, box=box, targets={k: by_order[k] for k in range(order + 1)},
+                        beta=beta), sources

@@ -13,7 +13,9 @@ assembly does not express.
 
 Float32 by default; Adam; the learning rate halves when the validation loss
 stalls; early stopping keeps the best state; a checkpoint after every epoch
-(temporary name, then rename) lets an interrupted training resume.
+(temporary name, then rename) lets an interrupted training resume. A training must
+improve or fail: a non-finite loss, or a best validation loss no lower than before
+training, raises TrainingError (and nothing is saved by the train stage).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from thermocg.errors import ConfigError
+from thermocg.errors import TrainingError
 from thermocg.models.thermal import ThermalForceField
 from thermocg.stagedir import atomic_path
 
@@ -45,6 +47,9 @@ class TrainSettings:
     #: loss weight of the order-0, 1, 2 targets (0 switches an order off)
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
+    #: a best validation loss no lower than before training is an error (TrainingError); off,
+    #: it is a warning (the targets' baseline fits, one of several cross-fitted regressions)
+    require_improvement: bool = True
 
 
 @dataclass
@@ -112,15 +117,6 @@ def _predictions(model: ThermalForceField, x, cell, species, orders, beta=None, 
         out.update({k: -torch.autograd.grad(energy_of[k].sum(), x, create_graph=create_graph,
                                             retain_graph=True)[0] for k in orders})
     return out
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: the GPU when torch sees one, else the CPU; ``cuda`` without a GPU is an error."""
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("device = 'cuda' but torch sees no GPU; use device = 'cpu' or 'auto'")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSettings = TrainSettings(),
@@ -216,6 +212,11 @@ def _train(model, data, settings, orders, energy_heads, checkpoint, show_progres
             opt.step()
             total += float(loss.detach()) * len(idx)
         v = valid_loss()
+        if not (np.isfinite(v) and np.isfinite(total)):
+            _discard(checkpoint)
+            raise TrainingError(f"training diverged at epoch {epoch}: validation loss {v:.4g}, training loss "
+                                f"{total / len(train):.4g} (from {history.get('valid_before', float('nan')):.4g} "
+                                f"before training); lower [train] learning_rate ({settings.learning_rate:g})")
         sched.step(v)
         history["train"].append(total / len(train))
         history["valid"].append(v)
@@ -232,6 +233,23 @@ def _train(model, data, settings, orders, energy_heads, checkpoint, show_progres
         if epoch - history["best_epoch"] >= settings.early_stop_patience:
             log.info("training: early stop at epoch %d (best %d)", epoch, history["best_epoch"])
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    before = history.get("valid_before", float("inf"))
+    if best_state is None:  # no finite validation loss at all
+        _discard(checkpoint)
+        raise TrainingError(f"training produced no finite validation loss in {len(history['valid'])} epochs")
+    if not history["best_valid"] < before and not settings.require_improvement:
+        log.warning("training did not improve: best validation loss %.4g, %.4g before training",
+                    history["best_valid"], before)
+    elif not history["best_valid"] < before:
+        _discard(checkpoint)
+        raise TrainingError(f"training did not improve: best validation loss {history['best_valid']:.4g} at epoch "
+                            f"{history['best_epoch']}, {before:.4g} before training; check the data or "
+                            f"[train] learning_rate ({settings.learning_rate:g}) and max_epochs")
+    model.load_state_dict(best_state)
     return history
+
+
+def _discard(checkpoint: Path | None) -> None:
+    """A failed training leaves no checkpoint to resume from: its state is the failure."""
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)

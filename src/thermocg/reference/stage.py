@@ -22,14 +22,22 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 
 from thermocg.config import Config
 from thermocg.errors import SimulationError, ThermocgError
-from thermocg.stagedir import StageDir, atomic_path, atomic_write_text
+from thermocg.io.records import ReferenceRun
+from thermocg.io.strict import number
+from thermocg.stagedir import atomic_path, atomic_write_text
+from thermocg.runlock import locked_stage
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +45,9 @@ STAGE = "reference"
 
 
 def reference_dir(config: Config) -> Path:
-    return config.run_dir / STAGE
+    """This stage's directory for ``config`` (from the pipeline table)."""
+    from thermocg import pipeline
+    return pipeline.stage(STAGE).directory(config)
 
 
 def _plan_processes(config: Config, n_tasks: int, platform_is_gpu: bool) -> tuple[int, int]:
@@ -50,16 +60,17 @@ def _plan_processes(config: Config, n_tasks: int, platform_is_gpu: bool) -> tupl
     return procs, max(1, cores // procs)
 
 
+@locked_stage
 def run_reference(config: Config, force: bool = False, show_progress: bool = True) -> dict:
     """Run (or resume, or skip) the reference stage; returns the manifest dict."""
+    from thermocg import pipeline
     from thermocg.reference import engine, sampler  # OpenMM import kept out of CLI start-up
     import openmm as mm
     import openmm.app as app
 
     ref = config.reference
-    out = reference_dir(config)
-    config_hash = config.section_hash("reference")
-    stage = StageDir(out, STAGE, config_hash, "[reference]")
+    stage = pipeline.stage(STAGE).stage_dir(config)
+    out, config_hash = stage.path, stage.config_hash
     manifest = stage.prepare(force)
     if manifest is not None:
         return manifest
@@ -84,15 +95,24 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
         temperature_K=float(t), seed=int(s.generate_state(1)[0] % 2**30), out_dir=out, system_xml=system_xml,
         initial_positions_A=positions, box_A=box,
         molecule_index=engine.molecule_index(topology), species=species,
-        reference=ref.model_dump(mode="json"), config_hash=config_hash, config_text=config_text,
-        device=config.run.device, threads=threads) for t, s in zip(ref.temperatures_K, seeds)]
+        reference=ref, config_hash=config_hash, config_text=config_text,
+        device=config.run.device, threads=threads, sections=stage.sections)
+        for t, s in zip(ref.temperatures_K, seeds)]
     log.info("reference: %d temperatures, %d molecules, %d process(es) x %d thread(s), platform %s -> %s",
              len(tasks), ref.n_molecules, procs, threads, "GPU" if gpu else "CPU", out)
     summaries = _run_tasks(tasks, procs, show_progress)
 
     outputs = {t.label: [t.nvt_path.name] + [t.nve_path(k).name for k in range(ref.nve.n_segments)]
                for t in tasks}
-    return stage.write_manifest(True, json.loads(config_text), outputs, summaries)
+    record = ReferenceRun(out, tuple(ref.temperatures_K), ref.nve.n_segments)
+    return stage.write_manifest(True, json.loads(config_text), outputs, summaries, record.to_json())
+
+
+def describe(manifest: dict, directory: Path) -> list[str]:
+    """The CLI's lines for a finished reference stage: speed and energy-decomposition check."""
+    return [f"{label}: {s['nvt']['frames']} frames, {number(s['nvt']['md_ns_per_day'], '.1f')} ns/day MD, worst "
+            f"|sum u_J - E|/|E| = {number(s['nvt']['max_decomposition_rel_error'], '.1e')}"
+            for label, s in manifest.get("summary", {}).items() if isinstance(s.get("nvt"), dict)]
 
 
 def _run_tasks(tasks, procs: int, show_progress: bool) -> dict:
@@ -113,9 +133,10 @@ def _run_tasks(tasks, procs: int, show_progress: bool) -> dict:
                     errors.append(err)
         else:
             ctx = mp.get_context("spawn")
-            with ctx.Manager() as manager, ProcessPoolExecutor(procs, mp_context=ctx) as pool:
-                q = manager.Queue()
-                futures = {pool.submit(_worker, t, q): t for t in tasks}
+            q = ctx.Queue()
+            pool = ProcessPoolExecutor(procs, mp_context=ctx, initializer=_init_worker, initargs=(q, os.getpid()))
+            try:
+                futures = {pool.submit(_worker, t): t for t in tasks}
                 pending = set(futures)
                 while pending:
                     _drain(q, bars)
@@ -125,7 +146,14 @@ def _run_tasks(tasks, procs: int, show_progress: bool) -> dict:
                             summaries[futures[fut].label] = fut.result()
                         except ThermocgError as err:
                             errors.append(err)
+                        except BrokenProcessPool as err:
+                            raise SimulationError(f"reference {futures[fut].label}: a worker process died ({err}); "
+                                                  "re-run the same command to resume") from err
                 _drain(q, bars)
+            except BaseException:
+                _stop_workers(pool)  # Ctrl-C, SIGTERM or an error here: no worker may outlive this stage
+                raise
+            pool.shutdown(wait=True)
     finally:
         for b in bars.values():
             b.close()
@@ -136,9 +164,56 @@ def _run_tasks(tasks, procs: int, show_progress: bool) -> dict:
     return summaries
 
 
-def _worker(task, q):
+_PROGRESS = None  # a worker's progress queue (set by _init_worker)
+
+
+def _init_worker(progress_queue, parent_pid: int) -> None:
+    """In each worker process: the progress queue, and death with the parent.
+
+    A worker must not outlive the stage's process: if it did (the parent killed with
+    SIGTERM or -9), it would go on writing the part files that a re-run resumes from. On
+    Linux the kernel sends it SIGTERM when the parent dies (``PR_SET_PDEATHSIG``); on every
+    system a watchdog thread ends it within a second of being re-parented.
+    """
+    global _PROGRESS
+    _PROGRESS = progress_queue
+    if sys.platform.startswith("linux"):
+        import ctypes
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+        except OSError:
+            pass
+    if os.getppid() != parent_pid:  # the parent died before this line
+        os._exit(1)
+
+    def watchdog():
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watchdog, name="thermocg-parent-watchdog", daemon=True).start()
+
+
+def _worker(task):
     from thermocg.reference.sampler import sample_temperature
-    return sample_temperature(task, lambda n: q.put((task.label, n)))
+    return sample_temperature(task, lambda n: _PROGRESS.put((task.label, n)))
+
+
+def _stop_workers(pool: ProcessPoolExecutor, timeout_s: float = 10.0) -> None:
+    """Terminate the pool's worker processes now and wait for them (an interrupted temperature
+    resumes from its checkpoint). ProcessPoolExecutor has no public way to stop running tasks,
+    hence its ``_processes``."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + timeout_s
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
 
 
 def _drain(q, bars) -> None:

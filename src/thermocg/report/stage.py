@@ -23,33 +23,40 @@ import numpy as np
 
 from thermocg import __version__
 from thermocg.config import Config
-from thermocg.evaluate.stage import STAGE as EVALUATE_STAGE, evaluate_dir
-from thermocg.stagedir import StageDir, atomic_path, atomic_write_text
+from thermocg.io.records import Estimate, Measures, Results
+from thermocg.stagedir import atomic_path, atomic_write_text
+from thermocg.runlock import locked_stage
 
 STAGE = "report"
 SECTIONS = ("models", "force-errors", "error-vs-temperature", "structure", "dynamics", "provenance")
 
 
 def report_dir(config: Config) -> Path:
-    return config.run_dir / STAGE
+    """This stage's directory for ``config`` (from the pipeline table)."""
+    from thermocg import pipeline
+    return pipeline.stage(STAGE).directory(config)
 
 
-def _fmt(x: dict | None, digits: int = 3) -> str:
-    if not x:
+def _fmt(x: Estimate | None, digits: int = 3) -> str:
+    if x is None or not np.isfinite(x.value):
         return "–"
-    v, e = x["value"], x.get("error", float("nan"))
-    return f"{v:.{digits}g} ± {e:.2g}" if np.isfinite(e) else f"{v:.{digits}g}"
+    return f"{x.value:.{digits}g} ± {x.error:.2g}" if np.isfinite(x.error) else f"{x.value:.{digits}g}"
 
 
-def _figures(res: dict) -> dict[str, "object"]:
+def _value(x) -> float | None:
+    """A measure as a number (an Estimate's value), None when not measured."""
+    return x.value if isinstance(x, Estimate) else x
+
+
+def _figures(res: Results) -> dict[str, "object"]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figs = {}
-    labels = list(res["by_temperature"])
-    temps = [float(label[1:-1]) for label in labels]
-    models = res["models"]
+    temps = list(res.by_temperature)
+    entries = list(res.by_temperature.values())
+    models = res.models
     colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
 
     # error vs temperature, per model, with training temperatures marked
@@ -57,13 +64,13 @@ def _figures(res: dict) -> dict[str, "object"]:
     for ax, key, ylabel in zip(axes, ("force_mse_excess", "rdf_iae", "adf_iae"),
                                ("force MSE excess over fm-each ((kcal/mol/Å)²)", "RDF IAE (Å)", "ADF IAE")):
         for m in models:
-            pts = [(t, e["models"].get(m, {}).get(key)) for t, e in zip(temps, res["by_temperature"].values())]
-            pts = [(t, v if isinstance(v, (int, float)) else v["value"]) for t, v in pts if v is not None]
+            pts = [(t, _value(getattr(e.models.get(m, Measures()), key))) for t, e in zip(temps, entries)]
+            pts = [(t, v) for t, v in pts if v is not None]
             if not pts:
                 continue
             t, v = zip(*pts)
             ax.plot(t, v, "o-", color=colours[m], label=m, ms=4)
-            trained = res["training_temperatures_K"].get(m) or []
+            trained = res.training_temperatures_K.get(m) or ()
             tv = [(ti, vi) for ti, vi in pts if ti in trained]
             if tv:
                 ax.plot(*zip(*tv), "s", color=colours[m], ms=9, mfc="none")
@@ -80,21 +87,21 @@ def _figures(res: dict) -> dict[str, "object"]:
     figs["error-vs-temperature"] = fig
 
     # RDF and ADF overlays per temperature
-    for kind, xkey, ykey, xlabel, ylabel in (("rdf", "r_A", "g", "r (Å)", "g(r)"),
-                                            ("adf", "theta_rad", "p", "angle (degrees)", "P(θ)")):
-        n = len(labels)
+    for kind, xlabel, ylabel in (("rdf", "r (Å)", "g(r)"), ("adf", "angle (degrees)", "P(θ)")):
+        n = len(temps)
         cols = min(n, 3)
         rows = (n + cols - 1) // cols
         fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.2 * rows), squeeze=False)
-        for ax, label, e in zip(axes.flat, labels, res["by_temperature"].values()):
-            ref = e.get("reference")
+        for ax, t, e in zip(axes.flat, temps, entries):
             conv = np.degrees if kind == "adf" else (lambda x: x)
-            if ref:
-                ax.plot(conv(np.array(ref[kind][xkey])), ref[kind][ykey], "k-", lw=2.2, label="all-atom")
-            for m, s in e["models"].items():
-                if kind in s:
-                    ax.plot(conv(np.array(s[kind][xkey])), s[kind][ykey], color=colours[m], lw=1, label=m)
-            ax.set_title(label)
+            ref = getattr(e.reference, kind) if e.reference is not None else None
+            if ref is not None:
+                ax.plot(conv(ref.x), ref.y, "k-", lw=2.2, label="all-atom")
+            for m, s in e.models.items():
+                curve = getattr(s, kind)
+                if curve is not None:
+                    ax.plot(conv(curve.x), curve.y, color=colours[m], lw=1, label=m)
+            ax.set_title(f"{t:g} K")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
         for ax in list(axes.flat)[n:]:
@@ -105,21 +112,21 @@ def _figures(res: dict) -> dict[str, "object"]:
 
     # D(T) and the ratio
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ref_pts = [(t, e["reference"]["D_A2_per_ps"]) for t, e in zip(temps, res["by_temperature"].values())
-               if e.get("reference") and "D_A2_per_ps" in e["reference"]]
+    ref_pts = [(t, e.reference.D_A2_per_ps) for t, e in zip(temps, entries)
+               if e.reference is not None and e.reference.D_A2_per_ps is not None]
     if ref_pts:
         t, d = zip(*ref_pts)
-        a1.errorbar(t, [x["value"] for x in d], [np.nan_to_num(x["error"]) for x in d], fmt="ko-", label="all-atom")
+        a1.errorbar(t, [x.value for x in d], [np.nan_to_num(x.error) for x in d], fmt="ko-", label="all-atom")
     for m in models:
-        pts = [(t, e["models"][m]) for t, e in zip(temps, res["by_temperature"].values())
-               if "D_A2_per_ps" in e["models"].get(m, {})]
+        pts = [(t, e.models[m]) for t, e in zip(temps, entries)
+               if m in e.models and e.models[m].D_A2_per_ps is not None]
         if pts:
             t, s = zip(*pts)
-            a1.errorbar(t, [x["D_A2_per_ps"]["value"] for x in s], [np.nan_to_num(x["D_A2_per_ps"]["error"]) for x in s],
+            a1.errorbar(t, [x.D_A2_per_ps.value for x in s], [np.nan_to_num(x.D_A2_per_ps.error) for x in s],
                         fmt="o-", color=colours[m], label=m, ms=4)
-            r = [(ti, x["D_ratio_CG_over_FG"]) for ti, x in zip(t, s) if "D_ratio_CG_over_FG" in x]
+            r = [(ti, x.D_ratio_CG_over_FG) for ti, x in zip(t, s) if x.D_ratio_CG_over_FG is not None]
             if r:
-                a2.errorbar([x for x, _ in r], [y["value"] for _, y in r], [np.nan_to_num(y["error"]) for _, y in r],
+                a2.errorbar([x for x, _ in r], [y.value for _, y in r], [np.nan_to_num(y.error) for _, y in r],
                             fmt="o-", color=colours[m], label=m, ms=4)
     a1.set_xlabel("T (K)")
     a1.set_ylabel("D (Å²/ps)")
@@ -138,44 +145,47 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _table(res: dict) -> str:
-    labels = list(res["by_temperature"])
-    head = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
+def _table(res: Results) -> str:
+    head = "".join(f"<th>{t:g} K</th>" for t in res.by_temperature)
     rows = []
-    for m in res["models"]:
+    for m in res.models:
         cells = []
-        for e in res["by_temperature"].values():
-            s = e["models"].get(m, {})
-            err, ex = s.get("force_mse"), s.get("force_mse_excess")
-            cell = _fmt(err) + (f"<br><small>excess {ex:+.3g}</small>" if ex is not None else "")
+        for e in res.by_temperature.values():
+            s = e.models.get(m, Measures())
+            ex = s.force_mse_excess
+            cell = _fmt(s.force_mse) + (f"<br><small>excess {ex:+.3g}</small>" if ex is not None else "")
             cells.append(f"<td>{cell}</td>")
         rows.append(f"<tr><th>{html.escape(m)}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _numbers(res: dict) -> str:
+def _numbers(res: Results) -> str:
     rows = []
-    for label, e in res["by_temperature"].items():
-        for m, s in e["models"].items():
-            if "rdf_iae" not in s:
+    for t, e in res.by_temperature.items():
+        for m, s in e.models.items():
+            if s.rdf_iae is None:
                 continue
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in (
-                html.escape(label), html.escape(m), _fmt(s["rdf_iae"]), _fmt(s["rdf_peak_position"]),
-                _fmt(s["rdf_peak_height"]), _fmt(s["adf_iae"]), _fmt(s["s2_kB"]), _fmt(s.get("D_A2_per_ps")),
-                _fmt(s.get("D_ratio_CG_over_FG")), f"{s['mean_kinetic_temperature_K']:.0f}")) + "</tr>")
+                f"{t:g} K", html.escape(m), _fmt(s.rdf_iae), _fmt(s.rdf_peak_position),
+                _fmt(s.rdf_peak_height), _fmt(s.adf_iae), _fmt(s.s2_kB), _fmt(s.D_A2_per_ps),
+                _fmt(s.D_ratio_CG_over_FG), f"{s.mean_kinetic_temperature_K:.0f}")) + "</tr>")
     head = "".join(f"<th>{h}</th>" for h in ("T", "model", "RDF IAE (Å)", "RDF peak r (Å)", "RDF peak g",
                                              "ADF IAE", "s2 (kB)", "D (Å²/ps)", "D_CG/D_FG", "T_kin (K)"))
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def render(res: dict, config_text: str, versions: dict, images: dict[str, bytes]) -> str:
+def render(res: Results, config_text: str, versions: dict, images: dict[str, bytes]) -> str:
     """The HTML page from the results, the config and the PNG images (embedded)."""
     def img(name, alt):
         data = base64.b64encode(images[name]).decode()
         return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
-    trained = "".join(f"<li><b>{html.escape(m)}</b>: trained at {res['training_temperatures_K'].get(m)} K</li>"
-                      for m in res["models"])
+    def temps_of(m):
+        return ", ".join(f"{t:g}" for t in res.training_temperatures_K.get(m, ()))
+
+    trained = "".join(f"<li><b>{html.escape(m)}</b>: trained at {temps_of(m)} K</li>" for m in res.models)
+    notes = ("<p>Not computed:</p><ul class=\"notes\">" + "".join(f"<li>{html.escape(n)}</li>" for n in res.notes)
+             + "</ul>") if res.notes else ""
     version_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                            for k, v in versions.items())
     return f"""<!DOCTYPE html>
@@ -187,7 +197,8 @@ td, th {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }}
 img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 1em; overflow-x: auto; }}
 </style></head><body>
 <h1>thermocg: CG models against the all-atom reference</h1>
-<section id="models"><h2>Models</h2><p>Reference temperature T0 = {res['T0_K']:g} K.</p><ul>{trained}</ul></section>
+<section id="models"><h2>Models</h2><p>Reference temperature T0 = {res.T0_K:g} K.</p><ul>{trained}</ul>
+{notes}</section>
 <section id="force-errors"><h2>Force errors on held-out reference frames</h2>
 <p>Mean squared error against the mapped forces, (kcal/mol/Å)², ± standard error over frames; "excess" is
 over fm-each at that temperature (the best a model trained there does; THEORY.md §8).</p>{_table(res)}</section>
@@ -203,17 +214,18 @@ the Yeh-Hummer term is in results.json).</p>{img('dynamics', 'diffusion')}</sect
 """
 
 
+@locked_stage
 def run_report(config: Config, force: bool = False, show_progress: bool = True) -> dict:
     """Write report.html and the PNG figures from the evaluate stage's results."""
     import matplotlib.pyplot as plt
 
-    config_hash = config.section_hash("reference", "targets", "train", "simulate", "evaluate")
-    StageDir(evaluate_dir(config), EVALUATE_STAGE, config_hash, "[evaluate]").require_finished()
-    stage = StageDir(report_dir(config), STAGE, config_hash, "[reference]/.../[evaluate]")
+    from thermocg import pipeline
+
+    res: Results = pipeline.read(config, "evaluate")
+    stage = pipeline.stage(STAGE).stage_dir(config)
     manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
-    res = json.loads((evaluate_dir(config) / "results.json").read_text())
     images = {}
     for name, fig in _figures(res).items():
         images[name] = _png(fig)
@@ -231,4 +243,10 @@ def run_report(config: Config, force: bool = False, show_progress: bool = True) 
     page = render(res, json.dumps(config_json, indent=1), versions, images)
     atomic_write_text(stage.path / "report.html", page)
     outputs = {"report": ["report.html"], "figures": [f"{name}.png" for name in images]}
-    return stage.write_manifest(True, config_json, outputs, {"sections": list(SECTIONS)})
+    return stage.write_manifest(True, config_json, outputs, {"sections": list(SECTIONS)},
+                                {"html": "report.html", "figures": outputs["figures"]})
+
+
+def describe(manifest: dict, directory: Path) -> list[str]:
+    """The CLI's line for a finished report stage: where the page is."""
+    return [f"report: {Path(directory) / manifest['record']['html']}"]

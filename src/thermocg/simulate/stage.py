@@ -26,25 +26,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
+import pickle
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from thermocg import __version__, units
-from thermocg.config import Config
-from thermocg.errors import ConfigError, DataFormatError, SimulationError
-from thermocg.frames import read_reference
+from thermocg.config import Config, SimulateSection
+from thermocg.errors import ConfigError, SimulationError
 from thermocg.io.h5md import H5MDWriter, read_h5md
-from thermocg.mapping import map_reference
-from thermocg.models.stage import STAGE as TRAIN_STAGE, load_model, model_files, train_dir
-from thermocg.models.training import pick_device
-from thermocg.reference.sampler import _steps, check_existing, nve_start_frames, temperature_label
-from thermocg.reference.stage import reference_dir
+from thermocg.io.strict import number
+from thermocg.io.records import ReferenceRun, TrainedModels, TrajectoryRun, Trajectories
+from thermocg.io.trajectory import (ResumableTrajectories, check_existing, frame_fingerprint, nve_start_frames,
+                                    steps)
+from thermocg.labels import temperature_label
+from thermocg.models.saved import load_model
 from thermocg.simulate.engine import Integrator, Safety, model_force_function
-from thermocg.stagedir import StageDir, atomic_path
+from thermocg.stagedir import atomic_path
+from thermocg.runlock import locked_stage
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +54,33 @@ STAGE = "simulate"
 
 
 def simulate_dir(config: Config) -> Path:
-    return config.run_dir / STAGE
+    """This stage's directory for ``config`` (from the pipeline table)."""
+    from thermocg import pipeline
+    return pipeline.stage(STAGE).directory(config)
 
 
-def simulation_jobs(config: Config) -> dict[str, tuple[float, ...]]:
-    """Model file name -> temperatures to simulate it at."""
-    files = model_files(config)
+def simulation_jobs(config: Config, models: TrainedModels | None = None) -> dict[str, tuple[float, ...]]:
+    """Model name -> temperatures to simulate it at (``models``: the train stage's record;
+    read from the run directory when not given)."""
+    from thermocg import pipeline
+
+    models = models if models is not None else pipeline.read(config, "train")
     s = config.simulate
-    temps = s.temperatures_K or config.reference.temperatures_K
+    temps = tuple(s.temperatures_K or config.reference.temperatures_K)
     if s.models:
-        unknown = [m for m in s.models if m not in files]
+        unknown = [m for m in s.models if m not in models.names]
         if unknown:
             raise ConfigError(f"simulate.models: {unknown} are not models of this config's train stage "
-                              f"(available: {sorted(files)})")
-        return {m: tuple(temps) for m in s.models}
+                              f"(available: {sorted(models.names)})")
+        return {m: temps for m in s.models}
     jobs = {}
-    for name in files:
-        if name.startswith("fm-each-"):
-            own = [t for t in temps if temperature_label(t) == name[len("fm-each-"):]]
+    for m in models.models:
+        if m.single_temperature:  # fm-each: at its own temperature only
+            own = tuple(t for t in temps if t in m.training_temperatures_K)
             if own:
-                jobs[name] = tuple(own)
+                jobs[m.name] = own
         else:
-            jobs[name] = tuple(temps)
+            jobs[m.name] = temps
     return jobs
 
 
@@ -83,80 +90,141 @@ def system_seed(seed: int, model: str, temperature_K: float, replica: int) -> in
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
-def start_frame(config: Config, temperature_K: float):
+def start_frame(reference: ReferenceRun, temperature_K: float):
     """(positions (N, 3) Å, box (3,) Å, bead masses (N,) amu): the last reference frame at the
     reference temperature nearest ``temperature_K``, mapped to beads."""
-    ref = config.reference.temperatures_K
-    nearest = min(ref, key=lambda t: abs(t - temperature_K))
-    cg = map_reference(read_reference(reference_dir(config) / f"{temperature_label(nearest)}.h5md"))
+    nearest = min(reference.temperatures_K, key=lambda t: abs(t - temperature_K))
+    cg = reference.cg_frames(nearest)
     return cg.positions[-1], cg.box[-1], cg.bead_masses
 
 
+@locked_stage
 def run_simulate(config: Config, force: bool = False, show_progress: bool = True) -> dict:
     """Run (or resume, or skip) the CG simulations of every model and temperature."""
-    StageDir(train_dir(config), TRAIN_STAGE, config.section_hash("reference", "targets", "train"),
-             "[reference]/[targets]/[train]").require_finished()
-    config_hash = config.section_hash("reference", "targets", "train", "simulate")
-    stage = StageDir(simulate_dir(config), STAGE, config_hash, "[reference]/[targets]/[train]/[simulate]")
+    from thermocg import pipeline
+    from thermocg.device import pick_device
+
+    models = pipeline.read(config, "train")
+    reference = pipeline.read(config, "reference")
+    stage = pipeline.stage(STAGE).stage_dir(config)
     manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
     device = pick_device(config.run.device)
-    outputs, summary = {}, {}
-    for name, temps in simulation_jobs(config).items():
-        model = load_model(model_files(config)[name], device=str(device))
-        files, summary[name] = simulate_model(model, name, temps, config, stage.path / name, config_hash, device,
-                                              show_progress)
+    outputs, summary, runs = {}, {}, []
+    for name, temps in simulation_jobs(config, models).items():
+        batch = Batch.of(models, name, temps, config, reference, stage.path, stage.config_hash, device)
+        files, summary[name] = simulate_model(batch, show_progress)
         outputs[name] = [f"{name}/{f}" for f in files]
-    return stage.write_manifest(True, config_json, outputs, summary)
+        runs += batch.record()
+    record = Trajectories(stage.path, tuple(runs))
+    return stage.write_manifest(True, config_json, outputs, summary, record.to_json())
 
 
-def _finished(path: Path, config_hash: str) -> bool:
-    return check_existing(path, config_hash, "[reference]/[targets]/[train]/[simulate]")
+def describe(manifest: dict, directory: Path) -> list[str]:
+    """The CLI's lines for a finished simulate stage: speed and kinetic temperatures per model."""
+    lines = []
+    for model, s in manifest.get("summary", {}).items():
+        nvt = s.get("nvt")
+        if isinstance(nvt, dict):
+            temps = ", ".join(f"{k} {number(v['mean_kinetic_temperature_K'], '.0f')} K" for k, v in nvt.items()
+                              if isinstance(v, dict))
+            lines.append(f"{model}: {number(nvt['ns_per_day_per_system'], '.2f')} ns/day per system "
+                         f"({nvt['systems_in_batch']} in a batch); kinetic temperatures {temps}")
+    return lines
 
 
-def simulate_model(model, name: str, temps, config: Config, out_dir: Path, config_hash: str, device,
-                   show_progress: bool = True) -> tuple[list[str], dict]:
-    """Langevin sampling, then NVE segments, of one model at ``temps`` (one batch).
+@dataclass
+class Batch:
+    """One model's systems (temperatures x replicas), simulated as one batch, and where they go."""
 
-    Returns the output file names (relative to ``out_dir``) and a summary per system.
+    name: str
+    model: object  # a CGForceField
+    settings: SimulateSection
+    systems: list[tuple[float, int]]  # (temperature, replica)
+    seeds: list[int]
+    start_x: np.ndarray  # (B, N, 3) Å
+    masses: np.ndarray
+    box: np.ndarray
+    out_dir: Path
+    config_hash: str
+    device: object
+    meta: dict
+
+    @classmethod
+    def of(cls, models: TrainedModels, name: str, temps, config: Config, reference: ReferenceRun, stage_path: Path,
+           config_hash: str, device) -> "Batch":
+        s = config.simulate
+        model = load_model(models.path(name), device=str(device))
+        systems = [(t, r) for t in temps for r in range(s.replicas)]
+        starts = {t: start_frame(reference, t) for t in temps}
+        meta = {"model": name, "variant": model.metadata.get("variant", name),
+                "model_T0_K": model.metadata.get("T0_K"), "config_hash": config_hash,
+                "config": config.model_dump_json(exclude={"source"}), "thermocg_version": __version__,
+                "torch_version": torch.__version__, "device": str(device),
+                "positions": "unwrapped (continuous in time)"}
+        first = starts[temps[0]]
+        return cls(name=name, model=model, settings=s, systems=systems,
+                   seeds=[system_seed(config.run.seed, name, t, r) for t, r in systems],
+                   start_x=np.stack([starts[t][0] for t, _ in systems]), masses=first[2], box=first[1],
+                   out_dir=stage_path / name, config_hash=config_hash, device=device, meta=meta)
+
+    @property
+    def labels(self) -> list[str]:
+        return [temperature_label(t) + (f"-r{r:02d}" if r else "") for t, r in self.systems]
+
+    @property
+    def finals(self) -> list[Path]:
+        return [self.out_dir / f"{label}.h5md" for label in self.labels]
+
+    @property
+    def nve_files(self) -> list[list[Path]]:
+        return [[self.out_dir / f"{label}-nve{k:02d}.h5md" for k in range(self.settings.nve.n_segments)]
+                for label in self.labels]
+
+    def record(self) -> list[TrajectoryRun]:
+        return [TrajectoryRun(self.name, t, r, f"{self.name}/{f.name}", tuple(f"{self.name}/{g.name}" for g in nve))
+                for (t, r), f, nve in zip(self.systems, self.finals, self.nve_files)]
+
+    def integrator(self, fn, temperatures, seeds, timestep_fs, friction_per_ps) -> Integrator:
+        s = self.settings
+        return Integrator(fn, self.masses, self.box, temperatures, timestep_fs=timestep_fs,
+                          friction_per_ps=friction_per_ps, seeds=seeds, device=self.device,
+                          safety=Safety(max_force=s.max_force, min_distance_A=s.min_distance_A,
+                                        interval=s.check_interval))
+
+    def finished(self, path: Path, n_frames: int, start: tuple[Path, int] | None = None) -> bool:
+        from thermocg import pipeline
+        return check_existing(path, self.config_hash, pipeline.stage(STAGE).section_label, n_frames, start)
+
+
+def simulate_model(batch: Batch, show_progress: bool = True) -> tuple[list[str], dict]:
+    """Langevin sampling, then NVE segments, of one model at its temperatures (one batch).
+
+    Returns the output file names (relative to the batch's directory) and a summary per system.
     """
-    s = config.simulate
-    out_dir.mkdir(parents=True, exist_ok=True)
-    systems = [(t, r) for t in temps for r in range(s.replicas)]
-    labels = [temperature_label(t) + (f"-r{r:02d}" if r else "") for t, r in systems]
-    seeds = [system_seed(config.run.seed, name, t, r) for t, r in systems]
-    finals = [out_dir / f"{label}.h5md" for label in labels]
-    starts = [start_frame(config, t) for t in temps]
-    masses, box = starts[0][2], starts[0][1]
-    start_x = np.stack([starts[list(temps).index(t)][0] for t, _ in systems])
-    common = dict(masses=masses, box=box, temperature_K=[t for t, _ in systems], seeds=seeds, device=device,
-                  safety=Safety(max_force=s.max_force, min_distance_A=s.min_distance_A, interval=s.check_interval))
-    fn = model_force_function(model, skin_A=s.neighbor_skin_A)
-    meta = {"model": name, "variant": model.metadata.get("variant", name), "model_T0_K": model.metadata.get("T0_K"),
-            "config_hash": config_hash, "config": config.model_dump_json(exclude={"source"}),
-            "thermocg_version": __version__, "torch_version": torch.__version__, "device": str(device),
-            "positions": "unwrapped (continuous in time)"}
+    s = batch.settings
+    batch.out_dir.mkdir(parents=True, exist_ok=True)
+    fn = model_force_function(batch.model, skin_A=s.neighbor_skin_A)
     summary = {}
-    write_bead_topology(out_dir / "beads.pdb", start_x[0], box)
-    files = ["beads.pdb"] + [f.name for f in finals]
-    nve_files = [[out_dir / f"{label}-nve{k:02d}.h5md" for k in range(s.nve.n_segments)] for label in labels]
-    files += [f.name for row in nve_files for f in row]
+    write_bead_topology(batch.out_dir / "beads.pdb", batch.start_x[0], batch.box)
+    files = ["beads.pdb"] + [f.name for f in batch.finals] + [f.name for row in batch.nve_files for f in row]
     try:
-        if all(_finished(f, config_hash) for f in finals):
+        if all([batch.finished(f, s.n_frames) for f in batch.finals]):  # a list: check (and clean) every file
             summary["nvt"] = "up to date"
         else:
-            md = Integrator(fn, timestep_fs=s.timestep_fs, friction_per_ps=s.friction_per_ps, **common)
-            summary["nvt"] = _run_nvt(md, name, systems, seeds, labels, finals, start_x, meta, config, out_dir,
-                                      show_progress)
+            md = batch.integrator(fn, [t for t, _ in batch.systems], batch.seeds, s.timestep_fs, s.friction_per_ps)
+            summary["nvt"] = _run_nvt(md, batch, show_progress)
         if s.nve.n_segments:
-            if all(_finished(f, config_hash) for row in nve_files for f in row):
+            starts = nve_start_frames(s.n_frames, s.nve.n_segments)
+            n_out = steps(s.nve.length_ps * 1000, s.nve.frame_interval_fs) + 1
+            if all([batch.finished(f, n_out, (batch.finals[i], starts[k]))
+                    for i, row in enumerate(batch.nve_files) for k, f in enumerate(row)]):
                 summary["nve"] = "up to date"
             else:
-                summary["nve"] = _run_nve(fn, common, name, systems, finals, nve_files, meta, config,
-                                          show_progress)
+                summary["nve"] = _run_nve(fn, batch, show_progress)
     except SimulationError as err:
-        raise SimulationError(f"simulate {name}: {err}") from err
+        raise SimulationError(f"simulate {batch.name}: {err}") from err
     if fn.pair_lists and fn.pair_lists[0].calls:
         pl = fn.pair_lists[0]  # how often the skin list was searched again (tune neighbor_skin_A)
         summary["pair_list"] = {"force_calls": pl.calls, "searches": pl.rebuilds,
@@ -198,53 +266,43 @@ def _frame(md: Integrator, i: int, total=False) -> dict:
     return out
 
 
-def _save_checkpoint(path: Path, md: Integrator, config_hash: str) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"config_hash": config_hash, "step": md.step_count, "positions": md.positions.cpu(),
-                    "velocities": md.velocities.cpu(), "rng": [r.cpu() for r in md.rng_state()]}, tmp)
-
-
-def _run_nvt(md: Integrator, name, systems, seeds, labels, finals, start_x, meta, config, out_dir,
-             show_progress) -> dict:
+def _run_nvt(md: Integrator, batch: Batch, show_progress: bool) -> dict:
     from tqdm.auto import tqdm
 
-    s = config.simulate
-    config_hash = meta["config_hash"]
-    eq = _steps(s.equilibration_ps * 1000, s.timestep_fs)
-    interval = _steps(s.frame_interval_ps * 1000, s.timestep_fs)
+    s = batch.settings
+    eq = steps(s.equilibration_ps * 1000, s.timestep_fs)
+    interval = steps(s.frame_interval_ps * 1000, s.timestep_fs)
     total = eq + s.n_frames * interval
-    parts = [out_dir / f".{f.name}.part" for f in finals]
-    ckpt = out_dir / ".nvt.ckpt"
-    writers = None
-    if ckpt.exists() and all(p.exists() for p in parts):
-        blob = torch.load(ckpt, weights_only=False)
-        if blob.get("config_hash") == config_hash and blob["positions"].shape[0] == len(systems):
-            done = max(0, (blob["step"] - eq) // interval)
-            try:
-                writers = [H5MDWriter(p, mode="a") for p in parts]
-            except DataFormatError as err:
-                log.warning("simulate %s: %s; restarting", name, err)
-            if writers is not None and min(w.n_frames for w in writers) < done:
-                log.warning("simulate %s: part files hold fewer frames than the checkpoint; restarting", name)
-                for w in writers:
-                    w.close()
-                writers = None
-            if writers is not None:
-                for w in writers:
-                    w.truncate(done)
-                md.set_state(blob["positions"].numpy(), blob["velocities"].numpy(), step=blob["step"])
-                md.set_rng_state(blob["rng"])
-                log.info("simulate %s: resuming at step %d with %d frames", name, md.step_count, done)
-    if writers is None:
-        for stale in (*parts, ckpt):
-            stale.unlink(missing_ok=True)
-        md.set_state(start_x)
-        writers = [_new_writer(p, md.masses.cpu().numpy(), meta, ensemble="NVT", integrator="BAOAB Langevin",
-                               temperature_K=float(t), replica=r, seed=int(seed), timestep_fs=s.timestep_fs,
-                               friction_per_ps=s.friction_per_ps, n_dof=md.n_dof)
-                   for p, (t, r), seed in zip(parts, systems, seeds)]
-        _save_checkpoint(ckpt, md, config_hash)
-    bar = tqdm(total=total, initial=md.step_count, desc=f"simulate {name}", unit="step", disable=not show_progress)
+    out = ResumableTrajectories(batch.finals, batch.out_dir / ".nvt.ckpt", f"simulate {batch.name}")
+
+    def save(path):
+        torch.save({"config_hash": batch.config_hash, "step": md.step_count, "positions": md.positions.cpu(),
+                    "velocities": md.velocities.cpu(), "rng": [r.cpu() for r in md.rng_state()]}, path)
+
+    def checkpoint_step(path):
+        try:
+            blob = torch.load(path, weights_only=False)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+            return None
+        usable = (isinstance(blob, dict) and blob.get("config_hash") == batch.config_hash
+                  and blob["positions"].shape[0] == len(batch.systems))
+        return int(blob["step"]) if usable else None
+
+    def restore(path):
+        blob = torch.load(path, weights_only=False)
+        md.set_state(blob["positions"].numpy(), blob["velocities"].numpy(), step=blob["step"])
+        md.set_rng_state(blob["rng"])
+
+    if out.resume(checkpoint_step, restore, lambda step: max(0, (step - eq) // interval)) is None:
+        md.set_state(batch.start_x)
+        masses = md.masses.cpu().numpy()
+        out.start(lambda part, i: _new_writer(
+            part, masses, batch.meta, ensemble="NVT", integrator="BAOAB Langevin",
+            temperature_K=float(batch.systems[i][0]), replica=batch.systems[i][1], seed=int(batch.seeds[i]),
+            timestep_fs=s.timestep_fs, friction_per_ps=s.friction_per_ps, n_dof=md.n_dof))
+        out.save_checkpoint(save)
+    bar = tqdm(total=total, initial=md.step_count, desc=f"simulate {batch.name}", unit="step",
+               disable=not show_progress)
     t_run, steps_run = 0.0, 0
     try:
         while md.step_count < total:
@@ -255,83 +313,79 @@ def _run_nvt(md: Integrator, name, systems, seeds, labels, finals, start_x, meta
             steps_run += n
             if md.step_count > eq:
                 t_ps = md.step_count * s.timestep_fs * units.FS_TO_PS
-                for i, w in enumerate(writers):
-                    w.append(md.step_count, t_ps, _frame(md, i))
-                    w.flush()
-            _save_checkpoint(ckpt, md, config_hash)
+                for i in range(len(batch.systems)):
+                    out.append(i, md.step_count, t_ps, _frame(md, i))
+            out.save_checkpoint(save)
             bar.update(n)
             bar.set_postfix(T=" ".join(f"{float(x):.0f}" for x in md.kinetic_temperature()))
     except SimulationError as err:
-        raise SimulationError(f"{err}; the frames so far are kept in {parts[0].parent}/.*.part (a re-run "
+        out.close()
+        raise SimulationError(f"{err}; the frames so far are kept in {batch.out_dir}/.*.part (a re-run "
                               "resumes from the last checkpoint)") from err
+    except BaseException:
+        out.close()
+        raise
     finally:
         bar.close()
-        n_written = [w.n_frames for w in writers]
-        for w in writers:
-            w.close()
-    if any(n != s.n_frames for n in n_written):
-        raise SimulationError(f"simulate {name}: part files hold {n_written} frames, expected {s.n_frames}")
-    for p, f in zip(parts, finals):
-        os.replace(p, f)
-    ckpt.unlink(missing_ok=True)
+    out.finish(s.n_frames)
     summary = {}
-    for f, label in zip(finals, labels):
+    for f, label in zip(batch.finals, batch.labels):
         d = read_h5md(f)
         summary[label] = {"mean_kinetic_temperature_K": float(d.elements["observables/temperature"].mean()),
                           "mean_potential_energy": float(d.elements["observables/potential_energy"].mean())}
     sim_ns = steps_run * s.timestep_fs * 1e-6
     summary["ns_per_day_per_system"] = sim_ns / t_run * 86400 if t_run > 0 else None
-    summary["systems_in_batch"] = len(systems)
+    summary["systems_in_batch"] = len(batch.systems)
     return summary
 
 
-def _run_nve(fn, common: dict, name, systems, finals, nve_files, meta, config, show_progress) -> dict:
+def _run_nve(fn, batch: Batch, show_progress: bool) -> dict:
     """Every segment of every system in one batch; an interrupted batch is simply redone."""
     from tqdm.auto import tqdm
 
-    s, nve = config.simulate, config.simulate.nve
+    s, nve = batch.settings, batch.settings.nve
     starts = nve_start_frames(s.n_frames, nve.n_segments)
-    x0, v0, temps, seeds, paths = [], [], [], [], []
-    for i, (t, r) in enumerate(systems):
-        d = read_h5md(finals[i])
+    x0, v0, temps, seeds, paths, sources = [], [], [], [], [], []
+    for i, (t, _) in enumerate(batch.systems):
+        d = read_h5md(batch.finals[i])
         for k, frame in enumerate(starts):
             x0.append(d.elements["particles/all/position"][frame])
             v0.append(d.elements["particles/all/velocity"][frame])
             temps.append(t)
-            seeds.append(common["seeds"][i] + 1000 + k)
-            paths.append(nve_files[i][k])
-    md = Integrator(fn, common["masses"], common["box"], temps, timestep_fs=nve.timestep_fs, friction_per_ps=0.0,
-                    seeds=seeds, device=common["device"], safety=common["safety"])
+            seeds.append(batch.seeds[i] + 1000 + k)
+            paths.append(batch.nve_files[i][k])
+            sources.append((batch.finals[i], frame))
+    md = batch.integrator(fn, temps, seeds, nve.timestep_fs, 0.0)
     md.set_state(np.stack(x0), np.stack(v0))
-    parts = [p.with_name(f".{p.name}.part") for p in paths]
-    for p in parts:
-        p.unlink(missing_ok=True)
     masses = md.masses.cpu().numpy()
-    writers = [_new_writer(p, masses, meta, ("total_energy",), ensemble="NVE", integrator="velocity Verlet",
-                           temperature_K=float(t), timestep_fs=nve.timestep_fs, start_frame=int(starts[j % len(starts)]),
-                           start_file=finals[j // len(starts)].name, n_dof=md.n_dof)
-               for j, (p, t) in enumerate(zip(parts, temps))]
-    interval = _steps(nve.frame_interval_fs, nve.timestep_fs)
-    n_out = _steps(nve.length_ps * 1000, nve.frame_interval_fs)
-    bar = tqdm(total=n_out * interval, desc=f"simulate {name} NVE", unit="step", disable=not show_progress)
+    out = ResumableTrajectories(paths, None, f"simulate {batch.name} NVE")
+    out.start(lambda part, j: _new_writer(
+        part, masses, batch.meta, ("total_energy",), ensemble="NVE", integrator="velocity Verlet",
+        temperature_K=float(temps[j]), timestep_fs=nve.timestep_fs, start_frame=int(sources[j][1]),
+        start_file=sources[j][0].name, start_fingerprint=frame_fingerprint(*sources[j]), n_dof=md.n_dof))
+    interval = steps(nve.frame_interval_fs, nve.timestep_fs)
+    n_out = steps(nve.length_ps * 1000, nve.frame_interval_fs)
+    bar = tqdm(total=n_out * interval, desc=f"simulate {batch.name} NVE", unit="step", disable=not show_progress)
     try:
-        for w in range(len(writers)):
-            writers[w].append(0, 0.0, _frame(md, w, total=True))
+        for j in range(len(paths)):
+            out.append(j, 0, 0.0, _frame(md, j, total=True), flush=False)
         for _ in range(n_out):
             md.step(interval)
             t_ps = md.step_count * nve.timestep_fs * units.FS_TO_PS
-            for w, writer in enumerate(writers):
-                writer.append(md.step_count, t_ps, _frame(md, w, total=True))
+            for j in range(len(paths)):
+                out.append(j, md.step_count, t_ps, _frame(md, j, total=True), flush=False)
             bar.update(interval)
     except SimulationError as err:
+        out.close()
         raise SimulationError(f"NVE segment: {err}") from err
+    except BaseException:
+        out.close()
+        raise
     finally:
         bar.close()
-        for w in writers:
-            w.close()
+    out.finish(n_out + 1)
     summary = {}
-    for p, f in zip(parts, paths):
-        os.replace(p, f)
+    for f in paths:
         d = read_h5md(f)
         e, t = d.elements["observables/total_energy"], d.time
         n_beads = d.elements["particles/all/position"].shape[1]

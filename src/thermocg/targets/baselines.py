@@ -27,10 +27,36 @@ are standalone programs for LAMMPS/GROMACS data, not Python libraries).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from thermocg.geometry import pair_vectors, periodic_pairs
+
+
+class Baseline(Protocol):
+    """The baselines the thermal-response targets need (THEORY.md §3), as one protocol.
+
+    Both methods fit and predict in one call, cross-fitted over frames: with ``folds > 1``
+    each frame's prediction comes from a fit that never saw that frame (the targets stage
+    only ever needs such out-of-fold predictions). Implementations:
+    :class:`PairSplineBaseline` (here; linear least squares, seconds) and
+    :class:`thermocg.models.baselines.HipnnBaseline` (HIP-NN-TS networks). The targets
+    stage receives one and does not know which.
+    """
+
+    def force_and_energy(self, positions, box, forces, bead_energy, folds: int):
+        """Cross-fitted F0 (F, N, 3), per-bead energies U_J (F, N) and a dict of what to record
+        about the fit (stored with the targets; may be empty).
+
+        positions (F, N, 3) Å; box (F, 3) Å; forces (F, N, 3) mapped forces, kcal/(mol Å);
+        bead_energy (F, N) per-molecule energies u_J, kcal/mol.
+        """
+        ...
+
+    def variance(self, positions, box, squared_residual, folds: int):
+        """Cross-fitted v (F, N): the regression of ``squared_residual`` (F, N) per bead."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -153,3 +179,23 @@ def fit_variance(positions, box, squared_residual, basis: PairBasis, folds: int 
         for f in held:
             v[f] = design[f] @ coef
     return v
+
+
+@dataclass(frozen=True)
+class PairSplineBaseline:
+    """:class:`Baseline` from pairwise splines (:func:`fit_force_and_energy`, :func:`fit_variance`).
+
+    What it records about a fit: the all-frame pair force function on the knots.
+    """
+
+    basis: PairBasis = PairBasis()
+    ridge: float = 1e-8
+
+    def force_and_energy(self, positions, box, forces, bead_energy, folds: int):
+        f0, u, fit = fit_force_and_energy(positions, box, forces, bead_energy, self.basis, folds=folds,
+                                          ridge=self.ridge)
+        return f0, u, {"force_baseline_pair_function": fit.force_coef.tolist(),
+                       "baseline_knots_A": fit.basis.knots.tolist()}
+
+    def variance(self, positions, box, squared_residual, folds: int):
+        return fit_variance(positions, box, squared_residual, self.basis, folds=folds, ridge=self.ridge)

@@ -20,23 +20,24 @@ pairwise regressions whichever baseline made the targets.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from thermocg import __version__, units
+from thermocg import __version__
 from thermocg.config import Config
-from thermocg.errors import DataFormatError
-from thermocg.frames import read_reference
-from thermocg.io.h5md import H5MDWriter
-from thermocg.mapping import CGFrames, map_reference
-from thermocg.reference.sampler import temperature_label
-from thermocg.reference.stage import reference_dir
-from thermocg.stagedir import StageDir, atomic_path, atomic_write_text
-from thermocg.targets.baselines import PairBasis, cross_fit_splits, fit_force_and_energy, fit_variance
-from thermocg.targets.build import Targets, local_energy_and_baseline, thermal_targets
+from thermocg.errors import ConfigError, DataFormatError
+from thermocg.io.records import TargetFrames, TargetSet
+from thermocg.io.strict import dumps, number
+from thermocg.labels import temperature_label
+from thermocg.mapping import CGFrames
+from thermocg.stagedir import atomic_write_text
+from thermocg.targets.baselines import (Baseline, PairBasis, PairSplineBaseline, cross_fit_splits,
+                                        fit_force_and_energy)
+from thermocg.targets.build import local_energy_and_baseline, thermal_targets
+from thermocg.runlock import locked_stage
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,25 @@ STAGE = "targets"
 
 
 def targets_dir(config: Config) -> Path:
-    return config.run_dir / STAGE
+    """This stage's directory for ``config`` (from the pipeline table)."""
+    from thermocg import pipeline
+    return pipeline.stage(STAGE).directory(config)
 
 
 def check_frames(cg: CGFrames, config: Config, source: Path) -> None:
-    """Refuse reference frames that do not match the config (bead count, box, temperature)."""
+    """Refuse reference frames that do not match the config (frames, bead count, box, temperature)."""
     ref = config.reference
-    n = cg.positions.shape[1]
+    f, n = cg.positions.shape[:2]
+    if f != ref.n_frames:
+        raise DataFormatError(f"{source}: {f} frames, but the config has n_frames = {ref.n_frames}; run "
+                              "`thermocg reference` to regenerate it")
     if n != ref.n_molecules:
         raise DataFormatError(f"{source}: {n} molecules, but the config has n_molecules = {ref.n_molecules}")
-    if not np.allclose(cg.box, ref.box_length_A, rtol=1e-6):
-        raise DataFormatError(f"{source}: box edges {cg.box[0]} Å, but the config's density gives "
-                              f"{ref.box_length_A:.4f} Å")
+    bad = ~np.isclose(cg.box, ref.box_length_A, rtol=1e-6).all(axis=1)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise DataFormatError(f"{source}: box edges {cg.box[k].tolist()} Å in frame {k}, but the config's "
+                              f"density gives {ref.box_length_A:.4f} Å")
     if not any(abs(cg.temperature_K - t) < 1e-9 for t in ref.temperatures_K):
         raise DataFormatError(f"{source}: temperature {cg.temperature_K} K is not in temperatures_K")
 
@@ -68,35 +76,18 @@ def _cross_fitted_mean(values: np.ndarray, folds: int) -> np.ndarray:
     return out
 
 
-def _baselines(cg: CGFrames, config: Config, show_progress: bool):
-    """(F0, U_J, a function fitting v to squared residuals, the spline fit or None)."""
-    t = config.targets
-    if t.baseline == "pair-spline":
-        basis = PairBasis(cutoff_A=t.baseline_cutoff_A, n_basis=t.baseline_n_basis)
-        f0, u_base, fit = fit_force_and_energy(cg.positions, cg.box, cg.forces, cg.bead_energy, basis,
-                                               folds=t.cv_folds, ridge=t.ridge)
-        return f0, u_base, lambda sq: fit_variance(cg.positions, cg.box, sq, basis, folds=t.cv_folds,
-                                                   ridge=t.ridge), fit
-    from thermocg.models import baselines as nets
-    from thermocg.models.thermal import NetworkSettings
-    from thermocg.models.training import TrainSettings, pick_device
-    settings = nets.HipnnBaseline(
-        network=NetworkSettings(cutoff_A=t.baseline_cutoff_A, dist_soft_max_A=t.baseline_cutoff_A - 0.5,
-                                n_features=t.baseline_n_features),
-        train=TrainSettings(max_epochs=t.baseline_max_epochs), device=pick_device(config.run.device).type)
-    common = dict(temperature_K=cg.temperature_K, settings=settings, folds=t.cv_folds, seed=config.run.seed,
-                  show_progress=show_progress)
-    f0, u_base = nets.fit_force_and_energy(cg.positions, cg.box, cg.forces, cg.bead_energy, **common)
-    return f0, u_base, lambda sq: nets.fit_variance(cg.positions, cg.box, sq, **common), None
+def compute_targets(cg: CGFrames, config: Config, baseline: Baseline | None = None) -> dict:
+    """Baselines and targets for one temperature (no I/O). Returns a dict of arrays and a summary.
 
-
-def compute_targets(cg: CGFrames, config: Config, show_progress: bool = False) -> dict:
-    """Baselines and targets for one temperature (no I/O). Returns a dict of arrays and a summary."""
+    ``baseline``: any :class:`~thermocg.targets.baselines.Baseline` (default: the pair splines
+    of ``[targets]``); the diagnostics (signal-to-noise) use the pair splines whichever it is.
+    """
     t = config.targets
     basis = PairBasis(cutoff_A=t.baseline_cutoff_A, n_basis=t.baseline_n_basis)  # for the diagnostics
-    f0, u_base, fit_v, fit = _baselines(cg, config, show_progress)
+    baseline = baseline if baseline is not None else PairSplineBaseline(basis, t.ridge)
+    f0, u_base, fit_info = baseline.force_and_energy(cg.positions, cg.box, cg.forces, cg.bead_energy, t.cv_folds)
     u_loc, c = local_energy_and_baseline(cg, u_base, t.r_e_A)
-    v = fit_v((u_loc - c) ** 2)
+    v = baseline.variance(cg.positions, cg.box, (u_loc - c) ** 2, t.cv_folds)
     local = thermal_targets(cg, f0, u_base, t.r_e_A, variance=v)
     u_glob, c_glob = local_energy_and_baseline(cg, u_base, None)
     v_glob = _cross_fitted_mean((u_glob - c_glob) ** 2, t.cv_folds)
@@ -113,7 +104,7 @@ def compute_targets(cg: CGFrames, config: Config, show_progress: bool = False) -
         "order1_global": signal_to_noise(cg, glob.t1, basis, t.ridge, t.cv_folds),
     }
     return {"local": local, "global": glob, "f0": f0, "u_baseline": u_base, "v": v,
-            "fit": fit, "summary": summary}
+            "fit_info": fit_info, "summary": summary}
 
 
 def _r2(y, pred) -> float:
@@ -168,55 +159,49 @@ def r_e_convergence(cg: CGFrames, f0, u_base, radii, basis: PairBasis, ridge: fl
     return rows
 
 
-def _write(path: Path, cg: CGFrames, res: dict, config: Config, source: Path, source_hash: str,
-           config_hash: str) -> None:
-    local: Targets = res["local"]
-    glob: Targets = res["global"]
-    per_bead3 = {"t1": local.t1, "t2": local.t2, "t1_global": glob.t1, "t2_global": glob.t2, "f0": res["f0"]}
-    per_bead = {"u_loc": local.u_loc, "c": local.c, "v": res["v"], "u_baseline": res["u_baseline"],
-                "bead_energy": cg.bead_energy, "u_global": glob.u_loc[:, 0], "c_global": glob.c[:, 0]}
-    n = cg.positions.shape[1]
-    f1_unit = "kcal2 mol-2 Angstrom-1"  # F1 = dF/dbeta: force x energy
-    f2_unit = "kcal3 mol-3 Angstrom-1"
-    extras = {"t1": ((n, 3), f1_unit), "t2": ((n, 3), f2_unit), "t1_global": ((n, 3), f1_unit),
-              "t2_global": ((n, 3), f2_unit), "f0": ((n, 3), units.FORCE),
-              "u_loc": ((n,), units.ENERGY), "c": ((n,), units.ENERGY), "v": ((n,), "kcal2 mol-2"),
-              "u_baseline": ((n,), units.ENERGY), "bead_energy": ((n,), units.ENERGY),
-              "u_global": ((), units.ENERGY), "c_global": ((), units.ENERGY)}
-    attrs = {"temperature_K": cg.temperature_K, "beta_mol_per_kcal": 1.0 / (units.KB * cg.temperature_K),
-             "r_e_A": config.targets.r_e_A, "config_hash": config_hash, "config": config.model_dump_json(
-                 exclude={"source"}), "thermocg_version": __version__, "source_file": source.name,
-             "source_config_hash": source_hash, "map": "centre of mass, one bead per molecule",
-             "baseline": config.targets.baseline, "summary": res["summary"]}
-    if res["fit"] is not None:
-        attrs.update({"force_baseline_pair_function": res["fit"].force_coef.tolist(),
-                      "baseline_knots_A": res["fit"].basis.knots.tolist()})
-    with atomic_path(path, ".part") as tmp, H5MDWriter(
-            tmp, species=np.zeros(n, dtype=np.int32), mass=cg.bead_masses, particle_fields=("position", "force"),
-            observables={"potential_energy": ((), units.ENERGY)}, extras=extras, attrs=attrs,
-            creator_version=__version__) as w:
-        for k in range(cg.positions.shape[0]):
-            frame = {"particles/all/position": cg.positions[k], "particles/all/force": cg.forces[k],
-                     "particles/all/box/edges": cg.box[k], "observables/potential_energy": cg.potential_energy[k]}
-            frame.update({f"thermocg/{name}": a[k] for name, a in {**per_bead3, **per_bead}.items()})
-            w.append(int(cg.step[k]), float(k), frame)
-        w.flush()
+def target_frames(cg: CGFrames, res: dict, config: Config, source: Path, source_hash: str,
+                  config_hash: str) -> TargetFrames:
+    """The record of one temperature's targets (what :func:`compute_targets` found, and provenance)."""
+    local, glob = res["local"], res["global"]
+    targets = {"t1": local.t1, "t2": local.t2, "t1_global": glob.t1, "t2_global": glob.t2, "f0": res["f0"],
+               "u_loc": local.u_loc, "c": local.c, "v": res["v"], "u_baseline": res["u_baseline"],
+               "bead_energy": cg.bead_energy, "u_global": glob.u_loc[:, 0], "c_global": glob.c[:, 0]}
+    attrs = {"r_e_A": config.targets.r_e_A, "config_hash": config_hash,
+             "config": config.model_dump_json(exclude={"source"}), "thermocg_version": __version__,
+             "source_file": source.name, "source_config_hash": source_hash,
+             "map": "centre of mass, one bead per molecule", "baseline": config.targets.baseline,
+             "summary": res["summary"]}
+    attrs.update(res["fit_info"])
+    return TargetFrames(temperature_K=cg.temperature_K, positions=cg.positions, forces=cg.forces, box=cg.box,
+                        potential_energy=cg.potential_energy, bead_masses=cg.bead_masses, step=cg.step,
+                        targets=targets, attrs=attrs)
 
 
-def run_targets(config: Config, force: bool = False, show_progress: bool = True) -> dict:
-    """Run (or skip) the targets stage for every reference temperature."""
+@locked_stage
+def run_targets(config: Config, force: bool = False, show_progress: bool = True,
+                baselines: Callable[..., Baseline] | None = None) -> dict:
+    """Run (or skip) the targets stage for every reference temperature.
+
+    ``baselines(temperature_K, show_progress)``: the :class:`~thermocg.targets.baselines.Baseline`
+    for a temperature's frames; :func:`thermocg.pipeline.targets_inputs` makes the one
+    ``[targets] baseline`` names (``thermocg targets`` and ``pipeline.stage("targets").run``
+    pass it). Without it, only the pair splines can be used.
+    """
     from tqdm.auto import tqdm
 
-    ref_dir = reference_dir(config)
-    ref_stage = StageDir(ref_dir, "reference", config.section_hash("reference"), "[reference]")
-    ref_manifest = ref_stage.read_manifest()
-    if ref_manifest is None or not ref_manifest.get("complete"):
-        raise DataFormatError(f"{ref_dir}: no complete reference stage; run `thermocg reference` with this "
-                              "config first")
-    if ref_manifest.get("config_hash") != ref_stage.config_hash:
-        raise DataFormatError(f"{ref_dir}: made by a different [reference] config; re-run `thermocg reference`")
-    config_hash = config.section_hash("reference", "targets")
-    stage = StageDir(targets_dir(config), STAGE, config_hash, "[reference]/[targets]")
+    from thermocg import pipeline
+
+    if baselines is None:
+        if config.targets.baseline != "pair-spline":
+            raise ConfigError(f"targets.baseline = {config.targets.baseline!r}: run the stage through "
+                              "thermocg.pipeline (or pass baselines=) to use HIP-NN-TS baselines")
+        spline = PairSplineBaseline(PairBasis(cutoff_A=config.targets.baseline_cutoff_A,
+                                              n_basis=config.targets.baseline_n_basis), config.targets.ridge)
+        baselines = lambda temperature_K, show_progress=False: spline  # noqa: E731
+    me = pipeline.stage(STAGE)
+    reference = pipeline.read(config, "reference")
+    ref_hash = pipeline.stage("reference").config_hash(config)
+    stage = me.stage_dir(config)
     manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
@@ -224,12 +209,12 @@ def run_targets(config: Config, force: bool = False, show_progress: bool = True)
     outputs, summary, convergence = {}, {}, {}
     for temp in tqdm(config.reference.temperatures_K, desc="targets", unit="T", disable=not show_progress):
         label = temperature_label(temp)
-        source = ref_dir / f"{label}.h5md"
-        cg = map_reference(read_reference(source))
+        source = reference.nvt_path(temp)
+        cg = reference.cg_frames(temp)
         check_frames(cg, config, source)
-        res = compute_targets(cg, config, show_progress)
+        res = compute_targets(cg, config, baselines(temp, show_progress))
         out = stage.path / f"{label}.h5md"
-        _write(out, cg, res, config, source, ref_stage.config_hash, config_hash)
+        target_frames(cg, res, config, source, ref_hash, stage.config_hash).write(out, __version__)
         convergence[label] = r_e_convergence(cg, res["f0"], res["u_baseline"], config.targets.r_e_check_A,
                                              basis, config.targets.ridge, config.targets.cv_folds)
         outputs[label] = [out.name]
@@ -237,6 +222,16 @@ def run_targets(config: Config, force: bool = False, show_progress: bool = True)
         log.info("targets %s: force baseline R2 %.3f, energy baseline R2 %.3f, t1 local/global spread %.2f",
                  label, res["summary"]["force_baseline_r2"], res["summary"]["energy_baseline_r2"],
                  res["summary"]["t1_std_local_over_global"])
-    atomic_write_text(stage.path / "convergence.json", json.dumps(convergence, indent=1))
+    atomic_write_text(stage.path / "convergence.json", dumps(convergence, indent=1))
     outputs["convergence"] = ["convergence.json"]
-    return stage.write_manifest(True, config_json, outputs, summary)
+    record = TargetSet(stage.path, tuple(config.reference.temperatures_K))
+    return stage.write_manifest(True, config_json, outputs, summary, record.to_json())
+
+
+def describe(manifest: dict, directory: Path) -> list[str]:
+    """The CLI's lines for a finished targets stage."""
+    return [f"{label}: F0 R2 {number(s['force_baseline_r2'], '.3f')}, U R2 {number(s['energy_baseline_r2'], '.3f')}, "
+            f"order-1 SNR/sample {number(s['order1']['snr_per_sample'], '.3f')}, order-2 SNR/sample "
+            f"{number(s['order2']['snr_per_sample'], '.3f')} (~{number(s['order2']['frames_for_10_percent'], '.0f')} "
+            "frames for 10% on F2; n/a: no signal found)"
+            for label, s in manifest.get("summary", {}).items()]

@@ -3,6 +3,8 @@ frame) and, on reference water, they explain held-out forces and per-molecule en
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -33,8 +35,9 @@ def test_baselines_explain_held_out_forces_and_energies(water):
     zero force model has R^2 <= 0 and the constant energy model R^2 ~ 0, so these bounds
     need the networks to have learnt the mean force and U_J(R). The pair splines reach
     0.53 and 0.28 on these frames; 8-10 epochs of the network 0.46 and 0.10-0.23."""
-    f0, u = nets.fit_force_and_energy(water.positions, water.box, water.forces, water.bead_energy,
-                                      water.temperature_K, SETTINGS, folds=2, seed=1)
+    f0, u, info = replace(SETTINGS, temperature_K=water.temperature_K, seed=1).force_and_energy(
+        water.positions, water.box, water.forces, water.bead_energy, folds=2)
+    assert info == {}
     assert f0.shape == water.forces.shape and u.shape == water.bead_energy.shape
     assert _r2(water.forces, f0) > 0.3
     assert _r2(water.bead_energy, u) > 0.05
@@ -44,10 +47,12 @@ def test_cross_fitting_never_sees_the_held_out_frames(water):
     """Garbage targets in the second fold change the first fold's predictions, never the second's."""
     x, box = water.positions[:16], water.box[:16]
     sq = (water.bead_energy[:16] - water.bead_energy[:16].mean()) ** 2
-    one_epoch = nets.HipnnBaseline(network=SETTINGS.network, train=TrainSettings(max_epochs=1, batch_frames=4))
-    v = nets.fit_variance(x, box, sq, 300.0, one_epoch, folds=2, seed=3)
+    one_epoch = nets.HipnnBaseline(network=SETTINGS.network,
+                                   train=TrainSettings(max_epochs=1, batch_frames=4, require_improvement=False),
+                                   temperature_K=300.0, seed=3)
+    v = one_epoch.variance(x, box, sq, folds=2)
     spoiled = sq.copy()
     spoiled[8:] = 1e3 * np.random.default_rng(0).random(spoiled[8:].shape)
-    v2 = nets.fit_variance(x, box, spoiled, 300.0, one_epoch, folds=2, seed=3)
+    v2 = one_epoch.variance(x, box, spoiled, folds=2)
     np.testing.assert_array_equal(v2[8:], v[8:])
     assert np.abs(v2[:8] - v[:8]).max() > 1.0

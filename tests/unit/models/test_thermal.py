@@ -214,7 +214,7 @@ def test_skipping_unused_networks_changes_nothing(form, order, frame):
 
 def test_interaction_order_survives_save_and_load(tmp_path, frame):
     """A HipnnVec model saved by the train stage's writer loads as HipnnVec with its forces."""
-    from thermocg.models.stage import load_model, save_model
+    from thermocg.models.saved import load_model, save_model
 
     torch.manual_seed(3)
     settings = NetworkSettings(cutoff_A=6.0, n_features=8, n_sensitivities=6, interaction="vec")

@@ -1,0 +1,72 @@
+"""A stage's directory: "up to date" means the outputs still match what was written, damaged
+outputs are removed and reported, --force always recomputes, changed inputs invalidate, and
+manifests are strict JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from thermocg.errors import ConfigError, DataFormatError
+from thermocg.stagedir import StageDir
+
+
+def _finished(path, upstream=(), name="up", summary=None):
+    s = StageDir(path, name, "h", f"[{name}]", upstream)
+    s.prepare(force=False)
+    for f in ("a.dat", "b.dat"):
+        (path / f).write_bytes(f.encode() * 100)
+    s.write_manifest(True, {}, {"x": ["a.dat", "b.dat"]}, summary or {}, {"kind": "test"})
+    return s
+
+
+def test_up_to_date_only_while_the_outputs_match(tmp_path, caplog):
+    s = _finished(tmp_path / "up")
+    assert s.prepare(force=False) is not None
+    (tmp_path / "up" / "a.dat").write_bytes(b"a.dat" * 60)  # truncated
+    (tmp_path / "up" / "b.dat").write_bytes(b"B.dat" * 100)  # same size, other content
+    with caplog.at_level(logging.WARNING):
+        assert s.prepare(force=False) is None
+    assert "a.dat is damaged (300 bytes, 500 when it was written); regenerating it" in caplog.text
+    assert "b.dat is damaged (its checksum differs" in caplog.text
+    assert not (tmp_path / "up" / "a.dat").exists() and not (tmp_path / "up" / "b.dat").exists()
+
+
+def test_a_reader_refuses_a_damaged_upstream_output(tmp_path):
+    s = _finished(tmp_path / "up")
+    s.require_finished()
+    (tmp_path / "up" / "b.dat").write_bytes(b"b")
+    with pytest.raises(DataFormatError, match=r"b.dat: damaged \(1 bytes, 500 when it was written\); run "
+                                              r"`thermocg up` to regenerate it"):
+        s.require_finished()
+
+
+def test_force_always_recomputes_and_repairs_a_corrupt_manifest(tmp_path):
+    s = _finished(tmp_path / "up")
+    assert s.prepare(force=True) is None and not (tmp_path / "up" / "a.dat").exists()
+    (tmp_path / "up" / "manifest.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable stage manifest .*pass --force to recompute the up stage"):
+        s.prepare(force=False)
+    assert s.prepare(force=True) is None  # the advice works
+
+
+def test_changed_upstream_outputs_invalidate_the_stage(tmp_path, caplog):
+    up = _finished(tmp_path / "up")
+    down = _finished(tmp_path / "down", upstream=(up,), name="down")
+    assert down.prepare(force=False) is not None
+    _finished(tmp_path / "up")  # the same config, recomputed: same files here, but say the content moved
+    (tmp_path / "up" / "a.dat").write_bytes(b"new" * 10)
+    up.write_manifest(True, {}, {"x": ["a.dat", "b.dat"]}, {}, {"kind": "test"})
+    with caplog.at_level(logging.WARNING):
+        assert down.prepare(force=False) is None
+    assert "down: made from other up outputs than there are now; recomputing it" in caplog.text
+    assert not (tmp_path / "down" / "a.dat").exists()
+
+
+def test_manifests_are_strict_json(tmp_path):
+    _finished(tmp_path / "up", summary={"rate": float("nan"), "n": [1.0, float("inf")]})
+    text = (tmp_path / "up" / "manifest.json").read_text()
+    m = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert m["summary"] == {"rate": None, "n": [1.0, None]}
