@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from thermocg.errors import ConfigError
+from thermocg.labels import temperature_label
 from thermocg.reference.water import WATER_MODELS, box_length_A
 
 # Strict: a TOML boolean is not a number (``n_frames = true`` is an error, not 1), nor a
@@ -165,7 +166,8 @@ class TrainSection(_Section):
     #: temperature), em (energy matching: W1 = (U - W0)/beta0), trf1, trf2 (thermal heads at
     #: T0), trf-multi (orders 0-2 fitted jointly at training_temperatures_K: Hermite
     #: interpolation in beta).
-    variants: tuple[Literal["fm", "fm-each", "em", "trf1", "trf2", "trf-multi"], ...] = ("fm", "trf2")
+    variants: tuple[Literal["fm", "fm-each", "em", "trf1", "trf2", "trf-multi"], ...] = Field(("fm", "trf2"),
+                                                                                              min_length=1)
     #: Reference temperature T0 (one of reference.temperatures_K).
     T0_K: PositiveFloat = 300.0
     #: Training temperatures of trf-multi (a subset of reference.temperatures_K; empty: T0 only).
@@ -207,6 +209,8 @@ class TrainSection(_Section):
 
     @model_validator(mode="after")
     def _check_weights(self):
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants has duplicates: {list(self.variants)}")
         if self.loss_weights[0] <= 0 or min(self.loss_weights) < 0:
             raise ValueError(f"loss_weights must be >= 0 with the order-0 weight > 0 (every model fits forces), "
                              f"found {list(self.loss_weights)}")
@@ -265,10 +269,10 @@ class EvaluateSection(_Section):
 
     #: RDF range (below half the box edge) and bins.
     rdf_r_max_A: PositiveFloat = 8.0
-    rdf_bins: Int = Field(160, ge=10)
+    rdf_bins: Int = Field(160, ge=10, le=100_000)
     #: First-shell radius of the ADF (the first minimum of water's bead g(r)) and bins.
     adf_r_cut_A: PositiveFloat = 3.4
-    adf_bins: Int = Field(90, ge=10)
+    adf_bins: Int = Field(90, ge=10, le=100_000)
     #: Einstein fit of the MSD, as fractions of the longest lag of the NVE segments.
     msd_fit_window: tuple[Float, Float] = (0.2, 0.6)
     #: Blocks of frames for the uncertainties of the structural numbers.
@@ -314,6 +318,18 @@ class Config(_Section):
             if t not in self.reference.temperatures_K:
                 raise ValueError(f"train temperature {t:g} K (T0_K or training_temperatures_K) is not one "
                                  f"of reference.temperatures_K {list(self.reference.temperatures_K)}")
+        for section in ("reference", "simulate"):  # temperatures name files: two may not share a name
+            temps = getattr(self, section).temperatures_K
+            labels = [temperature_label(t) for t in temps]
+            clash = sorted({lab for lab in labels if labels.count(lab) > 1})
+            if clash:
+                raise ValueError(f"{section}.temperatures_K {list(temps)}: temperatures that differ by less than "
+                                 f"the file names show ({', '.join(clash)}) would write the same files")
+        known = {temperature_label(t) for t in (*self.reference.temperatures_K, *self.simulate.temperatures_K)}
+        unknown = sorted(set(self.evaluate.viscosity_mPa_s) - known)
+        if unknown:
+            raise ValueError(f"evaluate.viscosity_mPa_s: {unknown} name no temperature of the run (keys are file "
+                             f"labels: {sorted(known)})")
         return self
     #: The file this configuration was read from (set by :func:`load_config`).
     source: Path | None = Field(None, exclude=True)
@@ -322,7 +338,7 @@ class Config(_Section):
     def run_dir(self) -> Path:
         """The run directory, resolved against the config file's directory."""
         base = self.source.parent if self.source is not None else Path.cwd()
-        return (base / self.run.directory).resolve()
+        return (base / self.run.directory.expanduser()).resolve()
 
     def section_hash(self, *names: str) -> str:
         """A stable hash of the named sections (plus the seed): what a stage's outputs depend on.
@@ -346,9 +362,12 @@ def load_config(path: str | os.PathLike) -> Config:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config file: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.object[err.start:err.start + 1]!r}); "
+                          "TOML files are UTF-8") from err
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -1,10 +1,11 @@
 """One process per run directory: an OS-level lock file.
 
-Every stage runs inside :func:`run_directory_lock` on ``<run.directory>/.thermocg.lock``.
-The lock is ``fcntl.flock`` on that file: the kernel releases it when the holding
-process dies, however it dies (kill -9 included), so a lock left by a dead process
-is never an obstacle; its file only still names the dead holder, and the next run
-takes it over and says so. A second run on the same directory while the first is
+Every stage runs inside :func:`run_directory_lock`: ``fcntl.flock`` on the run directory
+itself, which the kernel releases when the holding process dies, however it dies (kill
+-9 included), so a lock left by a dead process is never an obstacle. The file
+``<run.directory>/.thermocg.lock`` names the holder (PID, host, command) for the message;
+after a dead holder it still names it, and the next run takes over and says so.
+Deleting that file does not break the lock. A second run on the same directory while the first is
 alive is refused with an error that names the holder's PID, host and command.
 
 Re-entrant within one process (``thermocg run`` holds it across its stages, and a
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".thermocg.lock"
 
-#: lock file path -> (open file, depth) for the locks this process holds
+#: run directory -> [directory fd, depth] for the locks this process holds
 _held: dict[Path, list] = {}
 
 
@@ -49,61 +50,69 @@ def _describe(info: dict) -> str:
             f"{info.get('command', '?')})")
 
 
-def _read(fh) -> dict:
-    fh.seek(0)
+def _read(path: Path) -> dict:
     try:
-        return json.loads(fh.read() or "{}")
-    except json.JSONDecodeError:
+        return json.loads(path.read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
         return {}
+
+
+def _write(path: Path, info: dict) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(info) if info else "")
+    os.replace(tmp, path)
 
 
 @contextmanager
 def run_directory_lock(run_dir: Path):
     """Hold the run directory's lock inside the block (creating the directory if needed).
 
+    The lock is taken on the directory itself, so deleting the holder file cannot break
+    it; ``.thermocg.lock`` only names the holder, for the message a second run gets.
     Raises RunDirectoryBusy when another live process holds it.
     """
     run_dir = Path(run_dir).resolve()
-    path = run_dir / LOCK_NAME
-    if path in _held:
-        _held[path][1] += 1
+    if run_dir in _held:
+        _held[run_dir][1] += 1
         try:
             yield
         finally:
-            _held[path][1] -= 1
+            _held[run_dir][1] -= 1
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+")
+    info = run_dir / LOCK_NAME
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = _read(fh)
-        fh.close()
-        raise RunDirectoryBusy(f"{run_dir}: in use by {_describe(holder)}; wait for it to finish or stop it, "
+        os.close(fd)
+        raise RunDirectoryBusy(f"{run_dir}: in use by {_describe(_read(info))}; wait for it to finish or stop it, "
                                "or use another run.directory") from None
     except BaseException:
-        fh.close()
+        os.close(fd)
         raise
-    stale = _read(fh)
+    stale = _read(info)
     if stale.get("pid") and stale.get("pid") != os.getpid():
         log.info("%s: taking over the lock of %s, which is no longer running", run_dir, _describe(stale))
-    fh.seek(0)
-    fh.truncate()
-    fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                         "command": " ".join(sys.argv)[:300]}))
-    fh.flush()
-    _held[path] = [fh, 1]
+    try:
+        _write(info, {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                      "command": " ".join(sys.argv)[:300]})
+    except BaseException:
+        os.close(fd)
+        raise
+    _held[run_dir] = [fd, 1]
     try:
         yield
     finally:
-        _held[path][1] -= 1
-        if _held[path][1] == 0:
-            del _held[path]
-            fh.seek(0)
-            fh.truncate()  # no holder named: the directory is free
-            fh.flush()
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-            fh.close()
+        _held[run_dir][1] -= 1
+        if _held[run_dir][1] == 0:
+            del _held[run_dir]
+            try:
+                _write(info, {})  # no holder named: the directory is free
+            except OSError:
+                pass
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 def locked_stage(run):

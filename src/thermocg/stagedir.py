@@ -76,15 +76,21 @@ class StageDir:
         self.sections = sections  # for messages, e.g. "[reference]"
         self.upstream = tuple(upstream)
         self.manifest_path = self.path / "manifest.json"
+        #: outputs known good: name -> size and checksum, recorded when each was finished
+        self.recorded: dict[str, dict] = {}
 
     def read_manifest(self) -> dict | None:
         if not self.manifest_path.exists():
             return None
         try:
-            return json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{self.manifest_path}: unreadable stage manifest ({err}); "
-                              f"pass --force to recompute the {self.stage} stage") from err
+            manifest = json.loads(self.manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{self.manifest_path}: unreadable stage manifest ({err}); run "
+                              f"`thermocg {self.stage} --force` to recompute the stage") from err
+        if not isinstance(manifest, dict):
+            raise ConfigError(f"{self.manifest_path}: not a stage manifest (a JSON {type(manifest).__name__}, "
+                              f"expected an object); run `thermocg {self.stage} --force` to recompute the stage")
+        return manifest
 
     def _inputs(self) -> dict:
         """What this stage's outputs were made from: the digest of each upstream stage's outputs."""
@@ -128,7 +134,8 @@ class StageDir:
         if manifest.get("config_hash") != self.config_hash:
             raise ConfigError(
                 f"{self.path}: made by a different {self.sections} config (hash {manifest.get('config_hash')}, "
-                f"this config {self.config_hash}); pass --force to regenerate it, or set another run.directory")
+                f"this config {self.config_hash}); run `thermocg {self.stage} --force` to regenerate it, or set "
+                "another run.directory")
         inputs = self._inputs()
         if manifest.get("inputs", {}) != inputs:
             changed = [k for k in inputs if manifest.get("inputs", {}).get(k) != inputs[k]]
@@ -136,20 +143,29 @@ class StageDir:
                         " and ".join(changed) or "upstream")
             self._clear()
             return None
-        if not manifest.get("complete"):
+        damaged = self._damaged(manifest)  # an interrupted run's finished outputs are checked too
+        for name, what in damaged:
+            log.warning("%s: %s is damaged (%s); regenerating it", self.stage, self.path / name, what)
+            (self.path / name).unlink(missing_ok=True)
+        bad = {name for name, _ in damaged}
+        self.recorded = {k: v for k, v in manifest.get("files", {}).items() if k not in bad}
+        if not manifest.get("complete") or damaged:
             return None
         if "record" not in manifest or "files" not in manifest:
             log.warning("%s: the manifest has no record of the outputs (an older thermocg); checking them again",
                         self.stage)
             return None
-        damaged = self._damaged(manifest)
-        if not damaged:
-            log.info("%s: up to date (%s)", self.stage, self.path)
-            return manifest
-        for name, what in damaged:
-            log.warning("%s: %s is damaged (%s); regenerating it", self.stage, self.path / name, what)
-            (self.path / name).unlink(missing_ok=True)
-        return None
+        log.info("%s: up to date (%s)", self.stage, self.path)
+        return manifest
+
+    def add_outputs(self, names) -> None:
+        """Record finished outputs (size and checksum) in the manifest of a stage under way, so
+        that a re-run after an interruption can trust them, and only them."""
+        for name in names:
+            self.recorded[name] = file_digest(self.path / name)
+        manifest = self.read_manifest() or {}
+        manifest["files"] = dict(self.recorded)
+        atomic_write_text(self.manifest_path, dumps(manifest, indent=2))
 
     def write_manifest(self, complete: bool, config: dict, outputs: dict | None = None,
                        summary: dict | None = None, record: dict | None = None) -> dict:
@@ -165,6 +181,9 @@ class StageDir:
         if complete:
             names = sorted({name for files in (outputs or {}).values() for name in files})
             manifest["files"] = {name: file_digest(self.path / name) for name in names}
+        else:
+            manifest["files"] = dict(self.recorded)
+        if complete:
             manifest["files_digest"] = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()
                                                       ).hexdigest()
         manifest = strict_json(manifest)

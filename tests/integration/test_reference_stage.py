@@ -35,7 +35,8 @@ def _block_standard_error(x, n_blocks=5):
 def test_outputs_and_manifest(tiny_reference):
     config, manifest = tiny_reference
     out = reference_dir(config)
-    assert manifest["complete"] and set(manifest["outputs"]) == {"T300K", "T500K"}
+    assert manifest["complete"] and set(manifest["outputs"]) == {"T300K", "T500K", "system"}
+    assert manifest["outputs"]["system"] == ["system.pdb", "system.xml"]  # recorded, so checked like the rest
     for label, files in manifest["outputs"].items():
         for name in files:
             assert (out / name).exists()

@@ -134,3 +134,28 @@ def test_train_T0_must_be_a_reference_temperature(tmp_path):
 ])
 def test_every_rule_the_config_can_know_is_checked_at_load(tmp_path, text, expect):
     assert expect in _message(tmp_path, text)
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("[train]\nvariants = []\n", "train.variants': expected Tuple should have at least 1 item"),
+    ('[train]\nvariants = ["fm", "fm"]\n', "variants has duplicates: ['fm', 'fm']"),
+    ("[reference]\ntemperatures_K = [300.0, 300.0000001, 400.0]\n", "(T300K) would write the same files"),
+    ("[evaluate]\nviscosity_mPa_s = {T300 = 0.73}\n", "evaluate.viscosity_mPa_s: ['T300'] name no temperature"),
+    ("[evaluate]\nrdf_bins = 99999999999999999999999\n", "evaluate.rdf_bins"),
+])
+def test_inputs_that_used_to_fail_late_are_refused_at_load(tmp_path, text, expect):
+    assert expect in _message(tmp_path, text)
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_bytes(b"# temperatures in \xb0K\n[run]\n")
+    with pytest.raises(ConfigError, match=r"c.toml: not UTF-8 text \(byte 18: b'\\xb0'\)"):
+        load_config(p)
+
+
+def test_run_directory_expands_the_home_directory(tmp_path):
+    from pathlib import Path
+
+    c = config_from_dict({"run": {"directory": "~/thermocg-runs/x"}}, source=tmp_path / "c.toml")
+    assert c.run_dir == Path.home().resolve() / "thermocg-runs" / "x"

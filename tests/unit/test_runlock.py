@@ -72,3 +72,15 @@ def test_the_lock_is_reentrant_in_one_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert time.monotonic() - start < 60
+
+
+def test_deleting_the_holder_file_does_not_break_the_lock(tmp_path):
+    holder = _holder(tmp_path / "run")
+    try:
+        (tmp_path / "run" / LOCK_NAME).unlink()  # a user "cleaning up" a lock file
+        with pytest.raises(RunDirectoryBusy):
+            with run_directory_lock(tmp_path / "run"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()

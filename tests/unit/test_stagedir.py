@@ -47,7 +47,7 @@ def test_force_always_recomputes_and_repairs_a_corrupt_manifest(tmp_path):
     s = _finished(tmp_path / "up")
     assert s.prepare(force=True) is None and not (tmp_path / "up" / "a.dat").exists()
     (tmp_path / "up" / "manifest.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="unreadable stage manifest .*pass --force to recompute the up stage"):
+    with pytest.raises(ConfigError, match=r"unreadable stage manifest .*`thermocg up --force` to recompute"):
         s.prepare(force=False)
     assert s.prepare(force=True) is None  # the advice works
 
@@ -70,3 +70,31 @@ def test_manifests_are_strict_json(tmp_path):
     text = (tmp_path / "up" / "manifest.json").read_text()
     m = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert m["summary"] == {"rate": None, "n": [1.0, None]}
+
+
+def test_an_interrupted_stage_trusts_only_the_outputs_it_recorded_intact(tmp_path, caplog):
+    s = StageDir(tmp_path / "st", "st", "h", "[st]")
+    s.prepare(force=False)
+    s.write_manifest(False, {})
+    for f in ("a.dat", "b.dat"):
+        (tmp_path / "st" / f).write_bytes(f.encode() * 100)
+    s.add_outputs(["a.dat", "b.dat"])  # finished, then the run was interrupted
+    (tmp_path / "st" / "c.dat").write_bytes(b"never recorded")
+    (tmp_path / "st" / "b.dat").write_bytes(b"b" * 7)  # damaged after it was recorded
+    again = StageDir(tmp_path / "st", "st", "h", "[st]")
+    with caplog.at_level(logging.WARNING):
+        assert again.prepare(force=False) is None
+    assert "b.dat is damaged (7 bytes, 500 when it was written)" in caplog.text
+    assert set(again.recorded) == {"a.dat"} and not (tmp_path / "st" / "b.dat").exists()
+    again.write_manifest(False, {})  # the re-run's manifest keeps what is still trusted
+    assert set(json.loads((tmp_path / "st" / "manifest.json").read_text())["files"]) == {"a.dat"}
+
+
+@pytest.mark.parametrize("text", ["[]", '"x"'])
+def test_a_manifest_that_is_not_an_object_is_one_line(tmp_path, text):
+    s = _finished(tmp_path / "up")
+    (tmp_path / "up" / "manifest.json").write_text(text)
+    with pytest.raises(ConfigError, match=r"not a stage manifest .*run `thermocg up --force`"):
+        s.prepare(force=False)
+    with pytest.raises(ConfigError, match="not a stage manifest"):
+        s.require_finished()

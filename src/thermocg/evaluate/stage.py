@@ -215,7 +215,7 @@ def _notes(config: Config, reference: ReferenceRun, trained: TrainedModels, temp
         notes.append("all-atom D and D_CG/D_FG not computed: [reference.nve] n_segments = 0")
     if config.simulate.nve.n_segments == 0:
         notes.append("CG D and D_CG/D_FG not computed: [simulate.nve] n_segments = 0")
-    elif config.simulate.nve.n_segments == 1 or reference.nve_segments == 1:
+    if 1 in (config.simulate.nve.n_segments, reference.nve_segments):
         notes.append("D has no standard error (null) where it comes from a single NVE segment")
     missing = [t for t in temps if not any(abs(t - r) < 1e-9 for r in reference.temperatures_K)]
     if missing:

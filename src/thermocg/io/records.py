@@ -43,8 +43,11 @@ def _manifest_record(directory: Path, stage: str) -> dict:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataFormatError(f"{directory}: no {stage} stage here; run `thermocg {stage}` first") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataFormatError(f"{path}: unreadable stage manifest ({err})") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataFormatError(f"{path}: unreadable stage manifest ({err}); run `thermocg {stage} --force`") from err
+    if not isinstance(manifest, dict):
+        raise DataFormatError(f"{path}: not a stage manifest (expected a JSON object); run "
+                              f"`thermocg {stage} --force`")
     if not manifest.get("complete"):
         raise DataFormatError(f"{directory}: the {stage} stage is not finished; run `thermocg {stage}`")
     if "record" not in manifest:

@@ -69,8 +69,12 @@ def check_existing(path: Path, config_hash: str, sections: str, n_frames: int | 
     """
     if not path.exists():
         return False
-    attrs = read_attrs(path)
-    have = count_frames(path) if n_frames is not None else None
+    try:
+        attrs = read_attrs(path)
+        have = count_frames(path) if n_frames is not None else None
+    except DataFormatError as err:
+        raise DataFormatError(f"{err}; thermocg did not record it as finished: remove it, or run the stage with "
+                              "--force to recompute it") from err
     found = attrs.get("config_hash")
     if found != config_hash:
         raise DataFormatError(
@@ -159,6 +163,7 @@ class ResumableTrajectories:
         try:
             for i, p in enumerate(self.parts):
                 self.writers.append(new_writer(p, i))
+                self.writers[-1].flush()  # readable from now on: a kill before the first frame can resume
         except BaseException:
             self.close()
             raise

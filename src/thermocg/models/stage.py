@@ -88,7 +88,7 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
     for entry in plan:
         name = entry.name
         out = stage.path / f"{name}.pt"
-        if out.exists():
+        if out.exists() and out.name in stage.recorded:  # finished and verified; an unrecorded file is redone
             outputs[name], summary[name] = [out.name], "up to date"
             continue
         data, sources = training_data(targets, entry.training_temperatures_K, entry.order,
@@ -102,6 +102,7 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
         save_model(out, model, {"variant": entry.variant, "training_temperatures_K": list(entry.training_temperatures_K),
                                 "source_files": sources, "config": config_json,
                                 "history": {k: history[k] for k in ("train", "valid", "best_epoch", "best_valid")}})
+        stage.add_outputs([out.name])
         for phase in histories:
             (stage.path / f".{phase}.ckpt").unlink(missing_ok=True)
         outputs[name] = [out.name]

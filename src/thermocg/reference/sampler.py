@@ -90,12 +90,15 @@ class TemperatureTask:
         return self.nvt_steps + self.reference.nve.n_segments * self.nve_steps
 
 
-def sample_temperature(task: TemperatureTask, progress: Progress | None = None) -> dict:
+def sample_temperature(task: TemperatureTask, progress: Progress | None = None,
+                       finished: Callable[[Path], None] | None = None) -> dict:
     """Run (or resume, or skip) NVT sampling and the NVE segments at one temperature.
 
-    Returns a summary dict (frames, speed, decomposition error, kinetic temperature).
+    ``finished(path)`` is called with each output as soon as it is complete (the stage records
+    its checksum). Returns a summary dict (frames, speed, decomposition error, kinetic temperature).
     """
     progress = progress or (lambda n: None)
+    finished = finished or (lambda path: None)
     summary = {"temperature_K": task.temperature_K}
     r = task.reference
     if check_existing(task.nvt_path, task.config_hash, task.sections, n_frames=r.n_frames):
@@ -103,6 +106,7 @@ def sample_temperature(task: TemperatureTask, progress: Progress | None = None) 
         summary["nvt"] = "up to date"
     else:
         summary["nvt"] = _run_nvt(task, progress)
+        finished(task.nvt_path)
     summary["nve"] = []
     for k in range(task.reference.nve.n_segments):
         start = (task.nvt_path, nve_start_frames(r.n_frames, r.nve.n_segments)[k])
@@ -112,6 +116,7 @@ def sample_temperature(task: TemperatureTask, progress: Progress | None = None) 
             summary["nve"].append("up to date")
         else:
             summary["nve"].append(_run_nve(task, k, progress))
+            finished(task.nve_path(k))
     return summary
 
 

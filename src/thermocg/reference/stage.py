@@ -100,10 +100,11 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
         for t, s in zip(ref.temperatures_K, seeds)]
     log.info("reference: %d temperatures, %d molecules, %d process(es) x %d thread(s), platform %s -> %s",
              len(tasks), ref.n_molecules, procs, threads, "GPU" if gpu else "CPU", out)
-    summaries = _run_tasks(tasks, procs, show_progress)
+    summaries = _run_tasks(tasks, procs, show_progress, lambda path: stage.add_outputs([Path(path).name]))
 
     outputs = {t.label: [t.nvt_path.name] + [t.nve_path(k).name for k in range(ref.nve.n_segments)]
                for t in tasks}
+    outputs["system"] = ["system.pdb", "system.xml"]
     record = ReferenceRun(out, tuple(ref.temperatures_K), ref.nve.n_segments)
     return stage.write_manifest(True, json.loads(config_text), outputs, summaries, record.to_json())
 
@@ -115,7 +116,9 @@ def describe(manifest: dict, directory: Path) -> list[str]:
             for label, s in manifest.get("summary", {}).items() if isinstance(s.get("nvt"), dict)]
 
 
-def _run_tasks(tasks, procs: int, show_progress: bool) -> dict:
+def _run_tasks(tasks, procs: int, show_progress: bool, finished) -> dict:
+    """Run the temperature tasks (in ``procs`` worker processes); ``finished(path)`` is called,
+    in this process, with each output file as soon as it is complete."""
     from tqdm.auto import tqdm
 
     from thermocg.reference.sampler import sample_temperature
@@ -128,7 +131,7 @@ def _run_tasks(tasks, procs: int, show_progress: bool) -> dict:
         if procs == 1:
             for t in tasks:
                 try:
-                    summaries[t.label] = sample_temperature(t, bars[t.label].update)
+                    summaries[t.label] = sample_temperature(t, bars[t.label].update, finished)
                 except ThermocgError as err:
                     errors.append(err)
         else:
@@ -139,7 +142,7 @@ def _run_tasks(tasks, procs: int, show_progress: bool) -> dict:
                 futures = {pool.submit(_worker, t): t for t in tasks}
                 pending = set(futures)
                 while pending:
-                    _drain(q, bars)
+                    _drain(q, bars, finished)
                     done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                     for fut in done:
                         try:
@@ -149,7 +152,7 @@ def _run_tasks(tasks, procs: int, show_progress: bool) -> dict:
                         except BrokenProcessPool as err:
                             raise SimulationError(f"reference {futures[fut].label}: a worker process died ({err}); "
                                                   "re-run the same command to resume") from err
-                _drain(q, bars)
+                _drain(q, bars, finished)
             except BaseException:
                 _stop_workers(pool)  # Ctrl-C, SIGTERM or an error here: no worker may outlive this stage
                 raise
@@ -177,6 +180,12 @@ def _init_worker(progress_queue, parent_pid: int) -> None:
     """
     global _PROGRESS
     _PROGRESS = progress_queue
+    handler = logging.StreamHandler(sys.stderr)  # the worker's own lines, as the CLI prints them
+    handler.setFormatter(logging.Formatter("thermocg: %(message)s"))
+    ours = logging.getLogger("thermocg")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
     if sys.platform.startswith("linux"):
         import ctypes
         try:
@@ -196,7 +205,8 @@ def _init_worker(progress_queue, parent_pid: int) -> None:
 
 def _worker(task):
     from thermocg.reference.sampler import sample_temperature
-    return sample_temperature(task, lambda n: _PROGRESS.put((task.label, n)))
+    return sample_temperature(task, lambda n: _PROGRESS.put(("steps", task.label, n)),
+                              lambda path: _PROGRESS.put(("file", str(path), 0)))
 
 
 def _stop_workers(pool: ProcessPoolExecutor, timeout_s: float = 10.0) -> None:
@@ -216,10 +226,14 @@ def _stop_workers(pool: ProcessPoolExecutor, timeout_s: float = 10.0) -> None:
             p.join(1.0)
 
 
-def _drain(q, bars) -> None:
+def _drain(q, bars, finished) -> None:
+    """Progress from the workers: steps done per temperature, and files finished."""
     while True:
         try:
-            label, n = q.get_nowait()
+            kind, what, n = q.get_nowait()
         except queue.Empty:
             return
-        bars[label].update(n)
+        if kind == "file":
+            finished(what)
+        else:
+            bars[what].update(n)

@@ -106,15 +106,16 @@ def run_simulate(config: Config, force: bool = False, show_progress: bool = True
 
     models = pipeline.read(config, "train")
     reference = pipeline.read(config, "reference")
+    jobs = simulation_jobs(config, models)  # a bad [simulate] models list is refused before anything is touched
     stage = pipeline.stage(STAGE).stage_dir(config)
     manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
     device = pick_device(config.run.device)
     outputs, summary, runs = {}, {}, []
-    for name, temps in simulation_jobs(config, models).items():
+    for name, temps in jobs.items():
         batch = Batch.of(models, name, temps, config, reference, stage.path, stage.config_hash, device)
-        files, summary[name] = simulate_model(batch, show_progress)
+        files, summary[name] = simulate_model(batch, show_progress, stage.add_outputs)
         outputs[name] = [f"{name}/{f}" for f in files]
         runs += batch.record()
     record = Trajectories(stage.path, tuple(runs))
@@ -198,11 +199,14 @@ class Batch:
         return check_existing(path, self.config_hash, pipeline.stage(STAGE).section_label, n_frames, start)
 
 
-def simulate_model(batch: Batch, show_progress: bool = True) -> tuple[list[str], dict]:
+def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> tuple[list[str], dict]:
     """Langevin sampling, then NVE segments, of one model at its temperatures (one batch).
 
-    Returns the output file names (relative to the batch's directory) and a summary per system.
+    ``finished(names)`` is called with the outputs (relative to the stage's directory) as soon as
+    they are complete. Returns the output file names (relative to the batch's directory) and a
+    summary per system.
     """
+    finished = finished or (lambda names: None)
     s = batch.settings
     batch.out_dir.mkdir(parents=True, exist_ok=True)
     fn = model_force_function(batch.model, skin_A=s.neighbor_skin_A)
@@ -215,6 +219,7 @@ def simulate_model(batch: Batch, show_progress: bool = True) -> tuple[list[str],
         else:
             md = batch.integrator(fn, [t for t, _ in batch.systems], batch.seeds, s.timestep_fs, s.friction_per_ps)
             summary["nvt"] = _run_nvt(md, batch, show_progress)
+            finished([f"{batch.name}/{f.name}" for f in batch.finals])
         if s.nve.n_segments:
             starts = nve_start_frames(s.n_frames, s.nve.n_segments)
             n_out = steps(s.nve.length_ps * 1000, s.nve.frame_interval_fs) + 1
@@ -223,6 +228,7 @@ def simulate_model(batch: Batch, show_progress: bool = True) -> tuple[list[str],
                 summary["nve"] = "up to date"
             else:
                 summary["nve"] = _run_nve(fn, batch, show_progress)
+                finished([f"{batch.name}/{f.name}" for row in batch.nve_files for f in row])
     except SimulationError as err:
         raise SimulationError(f"simulate {batch.name}: {err}") from err
     if fn.pair_lists and fn.pair_lists[0].calls:

@@ -87,3 +87,15 @@ def test_helpers():
     assert steps(1000.0, 2.0) == 500 and steps(0.0, 4.0) == 0
     assert nve_start_frames(100, 4) == [24, 49, 74, 99]  # spread over the run, the last frame included
     assert nve_start_frames(3, 3) == [0, 1, 2]
+
+
+def test_a_part_file_is_readable_before_its_first_frame(tmp_path):
+    """A kill during equilibration (no frame yet) must leave a part file the re-run can open:
+    otherwise the equilibration, checkpointed, is thrown away."""
+    import shutil
+
+    out = ResumableTrajectories([tmp_path / "a.h5md"], tmp_path / ".ckpt", "test")
+    out.start(_writer)
+    shutil.copy(tmp_path / ".a.h5md.part", tmp_path / "copy.h5md")  # what a kill -9 leaves on disk
+    assert read_h5md(tmp_path / "copy.h5md").step.shape == (0,)
+    out.close()
