@@ -230,8 +230,11 @@ def run_targets(config: Config, force: bool = False, show_progress: bool = True,
 
 def describe(manifest: dict, directory: Path) -> list[str]:
     """The CLI's lines for a finished targets stage."""
+    def need(s):
+        frames = s["order2"]["frames_for_10_percent"]
+        return "no order-2 signal found" if frames is None else f"~{frames:.0f} frames for 10% on F2"
+
     return [f"{label}: F0 R2 {number(s['force_baseline_r2'], '.3f')}, U R2 {number(s['energy_baseline_r2'], '.3f')}, "
             f"order-1 SNR/sample {number(s['order1']['snr_per_sample'], '.3f')}, order-2 SNR/sample "
-            f"{number(s['order2']['snr_per_sample'], '.3f')} (~{number(s['order2']['frames_for_10_percent'], '.0f')} "
-            "frames for 10% on F2; n/a: no signal found)"
+            f"{number(s['order2']['snr_per_sample'], '.3f')} ({need(s)})"
             for label, s in manifest.get("summary", {}).items()]
