@@ -7,8 +7,8 @@ function that runs it and the typed record of its outputs.
 
 Every stage and the CLI take their facts from :data:`STAGES`: the run directory of a
 stage (``<run.directory>/<name>``), the config sections its outputs depend on (and so
-its config hash), which upstream stages must be finished before it runs (checked by
-:meth:`Stage.run`), and how its outputs are read (:mod:`thermocg.io.records`). Adding a stage is its module plus one row here: the CLI
+its config hash), which upstream stages it reads (their outputs' digest goes into its
+manifest), and how its outputs are read (:mod:`thermocg.io.records`). Adding a stage is its module plus one row here: the CLI
 gains the verb, ``thermocg run`` runs it in order, and its outputs are read through its
 record.
 
@@ -91,14 +91,9 @@ class Stage:
 
     def run(self, config, force: bool = False, show_progress: bool = True) -> dict:
         """Run (or resume, or skip when up to date) this stage alone; its upstream stages must
-        be finished. Returns its manifest."""
-        from thermocg.runlock import run_directory_lock
-
-        with run_directory_lock(config.run_dir):  # before anything reads the directory
-            for up in self.upstream:  # one message for a missing upstream stage, whichever stage asks
-                stage(up).stage_dir(config).require_finished()
-            extra = _resolve(self.inputs)(config) if self.inputs else {}
-            return _resolve(self.runner)(config, force=force, show_progress=show_progress, **extra)
+        be finished (the runner reads their records, which checks them). Returns its manifest."""
+        extra = _resolve(self.inputs)(config) if self.inputs else {}
+        return _resolve(self.runner)(config, force=force, show_progress=show_progress, **extra)
 
     def summary_lines(self, config, manifest: dict) -> list[str]:
         return list(_resolve(self.describe)(manifest, self.directory(config))) if self.describe else []

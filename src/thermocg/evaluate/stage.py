@@ -164,7 +164,7 @@ def run_evaluate(config: Config, force: bool = False, show_progress: bool = True
     for t in tqdm(temps, desc="evaluate", unit="T", disable=not show_progress):
         ref_measures, model_json = None, {}
         ref_struct = None
-        if any(abs(t - r) < 1e-9 for r in reference.temperatures_K):
+        if reference.has(t):
             cg = reference.cg_frames(t)
             ref_struct = Structure(config, cg.positions, cg.box)
             ref_json = ref_struct.summary()
@@ -217,7 +217,7 @@ def _notes(config: Config, reference: ReferenceRun, trained: TrainedModels, temp
         notes.append("CG D and D_CG/D_FG not computed: [simulate.nve] n_segments = 0")
     if 1 in (config.simulate.nve.n_segments, reference.nve_segments):
         notes.append("D has no standard error (null) where it comes from a single NVE segment")
-    missing = [t for t in temps if not any(abs(t - r) < 1e-9 for r in reference.temperatures_K)]
+    missing = [t for t in temps if not reference.has(t)]
     if missing:
         notes.append(f"no all-atom reference at {', '.join(f'{t:g}' for t in missing)} K: force errors, RDF/ADF "
                      "errors and D_CG/D_FG not computed there")

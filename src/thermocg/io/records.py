@@ -81,6 +81,10 @@ class ReferenceRun:
 
     STAGE = "reference"
 
+    def has(self, temperature_K: float) -> bool:
+        """Whether there are reference data at ``temperature_K``."""
+        return any(_same_temperature(t, temperature_K) for t in self.temperatures_K)
+
     def nvt_path(self, temperature_K: float) -> Path:
         t = _find(self.temperatures_K, temperature_K, self.directory)
         return self.directory / f"{temperature_label(t)}.h5md"
