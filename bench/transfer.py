@@ -65,7 +65,7 @@ MODELS = {
     "trf1": ("trf1", None, {}),
     "trf2": ("trf2", None, {}),
     "trf2-energy-entropy": ("trf2", None, {"form": "energy-entropy"}),
-    "trf2-separate": ("trf2", None, {"shared_representation": False}),
+    "trf-multi-separate": ("trf-multi", "multi", {"shared_representation": False}),
     "trf-multi": ("trf-multi", "multi", {}),
     # trf-multi's control: the same frames (all --multi temperatures) pooled into one
     # force-matched model without temperature dependence
@@ -138,8 +138,8 @@ def train_one(config, variant, t_model, temps, n_train, data=None):
         data, _ = training_data(pipeline.read(config, "targets"), temps, order, em=em, frames=slice(0, n_train))
     start = time.perf_counter()
     model, histories = fit_variant(config, variant, order, t_model, data, pick_device(config.run.device))
-    history = histories[variant]
-    return model, {"train_s": time.perf_counter() - start, "epochs": len(history["valid"]),
+    history = histories[list(histories)[-1]]  # the last phase: the thermal heads' or U's, else W0's
+    return model, {"train_s": time.perf_counter() - start, "epochs": sum(len(h["valid"]) for h in histories.values()),
                    "best_valid": history["best_valid"], "training_temperatures_K": list(temps)}
 
 

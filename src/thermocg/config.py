@@ -186,7 +186,8 @@ class TrainSection(_Section):
     n_sensitivities: Int = Field(10, ge=1)
     n_interaction_layers: Int = Field(1, ge=1)
     n_atom_layers: Int = Field(2, ge=1)
-    #: One HIP-NN-TS representation shared by the W0, W1, W2 heads (true) or a network per head.
+    #: trf-multi: one HIP-NN-TS representation shared by its W0, W1, W2 heads (true) or a network
+    #: per head. The other variants fit W0 first and the other heads on networks of their own.
     shared_representation: Bool = True
     #: Tensor order of the pair messages: "quad" (HIP-NN-TS with l = 2, the paper's), "vec"
     #: (l = 1) or "scalar" (plain HIP-NN): cheaper per MD step, accuracy in bench/RESULTS.md.
@@ -206,11 +207,17 @@ class TrainSection(_Section):
     test_frames: Int = Field(0, ge=0)
     #: Loss weights of the order-0, 1, 2 targets (em: the order-1 weight weighs its energy loss).
     loss_weights: tuple[Float, Float, Float] = (1.0, 1.0, 1.0)
+    #: Training seeds: every model is trained once per seed (initial weights, validation split,
+    #: batch order), named ``<model>-seed<s>``; the evaluation reports the mean and spread over
+    #: seeds. Empty: one training per model with ``[run] seed``, named ``<model>``.
+    seeds: tuple[Annotated[int, Strict(), Field(ge=0, lt=2**31)], ...] = ()
 
     @model_validator(mode="after")
     def _check_weights(self):
         if len(set(self.variants)) != len(self.variants):
             raise ValueError(f"variants has duplicates: {list(self.variants)}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds has duplicates: {list(self.seeds)}")
         if self.loss_weights[0] <= 0 or min(self.loss_weights) < 0:
             raise ValueError(f"loss_weights must be >= 0 with the order-0 weight > 0 (every model fits forces), "
                              f"found {list(self.loss_weights)}")
@@ -235,6 +242,9 @@ class SimulateSection(_Section):
     #: Temperatures (empty: the reference temperatures). Any positive value works: a run starts
     #: from the last reference frame at the nearest reference temperature.
     temperatures_K: tuple[PositiveFloat, ...] = ()
+    #: With several training seeds (``[train] seeds``): the temperatures at which the model of
+    #: every seed is simulated; elsewhere only the first seed's. Empty: every seed everywhere.
+    seed_temperatures_K: tuple[PositiveFloat, ...] = ()
     #: Independent runs per temperature (own random stream, same start).
     replicas: Int = Field(1, ge=1)
     #: Langevin (BAOAB) sampling. 4 fs: BAOAB's structure and potential energy on water beads

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -78,6 +79,12 @@ class StageDir:
         self.manifest_path = self.path / "manifest.json"
         #: outputs known good: name -> size and checksum, recorded when each was finished
         self.recorded: dict[str, dict] = {}
+        #: wall time spent on this stage's outputs by earlier (interrupted) runs, and when this run began
+        self._wall_before, self._started = 0.0, time.monotonic()
+
+    def _wall_s(self) -> float:
+        """Seconds spent making these outputs, over every run that worked on them."""
+        return self._wall_before + time.monotonic() - self._started
 
     def read_manifest(self) -> dict | None:
         if not self.manifest_path.exists():
@@ -124,6 +131,7 @@ class StageDir:
         first, whatever the manifest says. Raises ConfigError if the directory holds another
         config's outputs and not ``force``.
         """
+        self._wall_before, self._started = 0.0, time.monotonic()
         if force and self.path.exists():
             log.warning("--force: removing the %s outputs in %s", self.stage, self.path)
             shutil.rmtree(self.path)
@@ -149,6 +157,8 @@ class StageDir:
             (self.path / name).unlink(missing_ok=True)
         bad = {name for name, _ in damaged}
         self.recorded = {k: v for k, v in manifest.get("files", {}).items() if k not in bad}
+        if not manifest.get("complete"):  # an interrupted run of this config: its time counts
+            self._wall_before = float(manifest.get("wall_s") or 0.0)
         if not manifest.get("complete") or damaged:
             return None
         if "record" not in manifest or "files" not in manifest:
@@ -165,6 +175,7 @@ class StageDir:
             self.recorded[name] = file_digest(self.path / name)
         manifest = self.read_manifest() or {}
         manifest["files"] = dict(self.recorded)
+        manifest["wall_s"] = self._wall_s()
         atomic_write_text(self.manifest_path, dumps(manifest, indent=2))
 
     def write_manifest(self, complete: bool, config: dict, outputs: dict | None = None,
@@ -175,7 +186,8 @@ class StageDir:
         if complete and record is None:
             raise ValueError(f"{self.stage}: a complete manifest needs the stage's record")
         manifest = {"stage": self.stage, "config_hash": self.config_hash, "complete": complete,
-                    "inputs": self._inputs(), "outputs": outputs or {}, "summary": summary or {}, "config": config}
+                    "inputs": self._inputs(), "outputs": outputs or {}, "summary": summary or {}, "config": config,
+                    "wall_s": self._wall_s()}
         if record is not None:
             manifest["record"] = record
         if complete:

@@ -159,7 +159,7 @@ def test_interrupted_run_resumes_to_the_same_frames(tmp_path, monkeypatch):
     1e-6 Å after 50 steps, 6e-5 Å after 300). A lost random stream or a wrong state would
     differ by the thermostat's noise, ~0.1 Å after 50 steps."""
     from thermocg.reference import stage
-    monkeypatch.setattr(stage, "_plan_processes", lambda config, n, gpu: (1, 1))
+    monkeypatch.setattr(stage, "plan_processes", lambda setting, n, gpu: (1, 1))
     reference = _small(tmp_path, "straight")
     run_reference(reference, show_progress=False)
     want = read_reference(reference_dir(reference) / "T350K.h5md")

@@ -4,6 +4,8 @@ data, and needs a finished evaluate stage."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -63,7 +65,17 @@ def test_the_page_shows_the_numbers_it_was_given(evaluated):
     assert "<td>300 K</td><td>fm</td><td>0.4 ± 0.05</td>" in page
     assert "<td>420 K</td><td>fm</td><td>0.6 ± 0.05</td>" in page  # no reference there: still reported
     assert page.count('src="data:image/png;base64,') == 4
-    assert manifest["record"] == {"html": "report.html", "figures": manifest["outputs"]["figures"]}
+    assert manifest["record"] == {"html": "report.html", "markdown": "results.md", "summary": "summary.json",
+                                  "figures": manifest["outputs"]["figures"]}
+    md = (report_dir(config) / "results.md").read_text()
+    assert "| fm | 12.4 ± 0.3* | – |" in md  # force MSE: trained at 300 K (*), none held out at 420 K
+    assert "| trf-multi | 0.5 ± 0.05 | – |" in md  # RDF IAE 0.4 + 0.1
+    assert "| **all-atom** | 0.24 ± 0.01 | – |" in md and "| fm | 1.9 ± 0.1* | – |" in md  # D
+    summary = json.loads((report_dir(config) / "summary.json").read_text())
+    assert summary["by_temperature"]["T300K"]["models"]["fm"]["force_mse"] == {
+        "mean": 12.4, "seed_spread": None, "within_run_error": 0.3, "n_seeds": 1}
+    assert summary["by_temperature"]["T420K"]["reference"] is None
+    assert [c["verdict"] for c in summary["claims"]] == ["not tested"] * 5  # no trf2, em: nothing to answer
     assert run_report(config, show_progress=False) == manifest  # up to date
 
 
@@ -73,12 +85,14 @@ def test_the_figures_plot_the_given_values(evaluated):
     _, res = evaluated
     figs = _figures(res)
     excess, rdf_iae, _ = figs["error-vs-temperature"].axes
-    points = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in excess.lines
-              if not line.get_label().startswith("_")}
+    def plotted(ax):  # series drawn with error bars: label -> data line
+        return {c.get_label(): c.lines[0] for c in ax.containers}
+
+    points = {label: (list(line.get_xdata()), list(line.get_ydata())) for label, line in plotted(excess).items()}
     assert points == {"fm": ([300.0], [0.11]), "trf-multi": ([300.0], [-0.09])}
-    fm_iae = [line for line in rdf_iae.lines if line.get_label() == "fm"][0]
-    np.testing.assert_allclose(fm_iae.get_xdata(), [300.0, 420.0])
-    np.testing.assert_allclose(fm_iae.get_ydata(), [0.4, 0.6])
+    fm_iae = plotted(rdf_iae)["fm"]
+    np.testing.assert_allclose(np.asarray(fm_iae.get_xdata(), float), [300.0, 420.0])
+    np.testing.assert_allclose(np.asarray(fm_iae.get_ydata(), float), [0.4, 0.6])
     d_axis, ratio_axis = figs["dynamics"].axes
     assert [t.get_text() for t in d_axis.get_legend().get_texts()] == ["all-atom", "fm"]
     titles = [ax.get_title() for ax in figs["rdf"].axes if ax.get_title()]

@@ -129,3 +129,55 @@ def test_ase_calculator_matches_the_model(trained):
     atoms.pbc = False
     with pytest.raises(ValueError, match="periodic orthorhombic cell"):
         atoms.get_forces()
+
+
+def test_trf2_and_em_are_fm_at_T0(trained):
+    """At T0 the beta expansion's force is W0's alone, and em's too (W1 enters with dB = 0):
+    trained on fm's W0 they predict fm's forces there to float32 round-off (W1 and W2 still
+    enter the graph, times zero), and away from T0 they differ. The fm-each at T0 is fm
+    itself (same frames, same seed)."""
+    config, manifest = trained
+    x, box = _frame(config)
+    fm = load_model(train_dir(config) / "fm.pt").forces(x, box, 300.0)
+    tol = 1e-6 * np.abs(fm).max()  # float32: ~10 ulp of the largest component
+    for name in ("trf2", "em"):
+        np.testing.assert_allclose(load_model(train_dir(config) / f"{name}.pt").forces(x, box, 300.0), fm,
+                                   rtol=0, atol=tol)
+    np.testing.assert_array_equal(load_model(train_dir(config) / "fm-each-T300K.pt").forces(x, box, 300.0), fm)
+    for name in ("trf2", "em"):
+        assert manifest["summary"][name]["w0_from"] == "fm"
+        assert np.abs(load_model(train_dir(config) / f"{name}.pt").forces(x, box, 500.0) - fm).max() > 100 * tol
+    assert set(manifest["summary"]["trf2"]["phases"]) == {"trf2-thermal"}  # W0 was not fitted again
+    assert set(manifest["summary"]["fm"]["phases"]) == {"fm"}
+
+
+def test_seeds_make_one_model_per_seed_sharing_W0_within_a_seed():
+    from thermocg.config import Config
+    from thermocg.models.stage import model_plan, w0_donors
+
+    config = Config.model_validate({"reference": {"temperatures_K": [250.0, 300.0, 400.0]},
+                                    "train": {"variants": ["fm", "fm-each", "trf2", "trf-multi"], "seeds": [4, 9],
+                                              "training_temperatures_K": [250.0, 400.0]}})
+    plan = model_plan(config)
+    names = [m.name for m in plan]
+    assert len(names) == 2 * 6 and "fm-each-T250K-seed9" in names and "trf-multi-seed4" in names
+    assert {m.seed for m in plan if m.group == "trf2"} == {4, 9}
+    assert w0_donors(plan) == {"trf2-seed4": "fm-seed4", "trf2-seed9": "fm-seed9",
+                               "fm-each-T300K-seed4": "fm-seed4", "fm-each-T300K-seed9": "fm-seed9"}
+    single = model_plan(Config.model_validate({"train": {"variants": ["trf2"]}, "run": {"seed": 11}}))
+    assert [(m.name, m.seed) for m in single] == [("trf2", 11)] and w0_donors(single) == {}
+
+
+def test_further_seeds_are_simulated_only_at_seed_temperatures(tmp_path):
+    from thermocg.config import Config
+    from thermocg.io.records import TrainedModels
+    from thermocg.models.stage import model_plan
+    from thermocg.simulate.stage import simulation_jobs
+
+    config = Config.model_validate({"reference": {"temperatures_K": [250.0, 300.0, 400.0]},
+                                    "train": {"variants": ["fm", "fm-each"], "seeds": [4, 9]},
+                                    "simulate": {"seed_temperatures_K": [250.0]}})
+    jobs = simulation_jobs(config, TrainedModels(tmp_path, tuple(model_plan(config))))
+    assert jobs["fm-seed4"] == (250.0, 300.0, 400.0) and jobs["fm-seed9"] == (250.0,)
+    assert jobs["fm-each-T400K-seed4"] == (400.0,) and "fm-each-T400K-seed9" not in jobs
+    assert jobs["fm-each-T250K-seed9"] == (250.0,)

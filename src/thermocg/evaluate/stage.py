@@ -159,7 +159,9 @@ def run_evaluate(config: Config, force: bool = False, show_progress: bool = True
 
     names = trajectories.models
     temps = sorted({t for m in names for t in trajectories.temperatures(m)})
-    models = {name: load_model(trained.path(name)) for name in names}  # loaded once, used at every temperature
+    # every trained model's force errors (a seed that was not simulated still has them); each
+    # model loaded once, used at every temperature
+    models = {name: load_model(trained.path(name)) for name in trained.names}
     by_temperature = {}
     for t in tqdm(temps, desc="evaluate", unit="T", disable=not show_progress):
         ref_measures, model_json = None, {}
@@ -173,11 +175,12 @@ def run_evaluate(config: Config, force: bool = False, show_progress: bool = True
                 ref_json.update(diffusion(config, trajs, dt, t, float(cg.box[0].min())))
             ref_measures = Measures.from_json(ref_json)
             errors = force_errors(models, trained.held_out, t, cg)  # every model, simulated here or not
-            floor = errors.get(trained.floor(t))
+            floors = [errors[n]["value"] for n in trained.floor(t) if n in errors]
+            floor = float(np.mean(floors)) if floors else None  # fm-each at t, averaged over its seeds
             for m, err in errors.items():
                 model_json.setdefault(m, {})["force_mse"] = err
                 if floor is not None:
-                    model_json[m]["force_mse_excess"] = err["value"] - floor["value"]
+                    model_json[m]["force_mse_excess"] = err["value"] - floor
         for m in names:
             if t not in trajectories.temperatures(m):
                 continue
@@ -192,10 +195,12 @@ def run_evaluate(config: Config, force: bool = False, show_progress: bool = True
                     s["D_ratio_CG_over_FG"] = _ratio(s["D_A2_per_ps"], ref_json["D_A2_per_ps"])
             model_json.setdefault(m, {}).update(s)
         by_temperature[t] = TemperatureResults(t, ref_measures, {m: Measures.from_json(v) for m, v in model_json.items()})
-    results = Results(temperatures_K=tuple(temps), models=tuple(sorted(names)), T0_K=config.train.T0_K,
-                      training_temperatures_K={m: trained[m].training_temperatures_K for m in names},
-                      by_temperature=by_temperature, variants={m: trained[m].variant for m in names},
-                      notes=_notes(config, reference, trained, temps))
+    every = trained.names
+    results = Results(temperatures_K=tuple(temps), models=tuple(sorted(every)), T0_K=config.train.T0_K,
+                      training_temperatures_K={m: trained[m].training_temperatures_K for m in every},
+                      by_temperature=by_temperature, variants={m: trained[m].variant for m in every},
+                      notes=_notes(config, reference, trained, temps),
+                      groups={m: trained[m].group for m in every}, seeds={m: trained[m].seed for m in every})
     results.write(stage.path / Results.FILE)
     return stage.write_manifest(True, config_json, {"results": [Results.FILE]}, _headline(results),
                                 {"results": Results.FILE})

@@ -225,13 +225,20 @@ class TargetSet:
 @dataclass(frozen=True)
 class ModelEntry:
     """One saved model: its file name (without ``.pt``), variant, expansion order, reference
-    temperature and training temperatures."""
+    temperature, training temperatures, training seed and group (the name without the seed
+    suffix: the models a study averages over seeds, e.g. ``fm-each-T250K``)."""
 
     name: str
     variant: str
     order: int
     T0_K: float
     training_temperatures_K: tuple[float, ...]
+    seed: int = 0
+    group: str = ""
+
+    def __post_init__(self):
+        if not self.group:
+            object.__setattr__(self, "group", self.name)
 
     @property
     def single_temperature(self) -> bool:
@@ -240,12 +247,14 @@ class ModelEntry:
 
     def to_json(self) -> dict:
         return {"name": self.name, "variant": self.variant, "order": self.order, "T0_K": self.T0_K,
-                "training_temperatures_K": list(self.training_temperatures_K)}
+                "training_temperatures_K": list(self.training_temperatures_K), "seed": self.seed,
+                "group": self.group}
 
     @classmethod
     def from_json(cls, data: dict) -> "ModelEntry":
         return cls(str(data["name"]), str(data["variant"]), int(data["order"]), float(data["T0_K"]),
-                   tuple(float(t) for t in data["training_temperatures_K"]))
+                   tuple(float(t) for t in data["training_temperatures_K"]), int(data.get("seed", 0)),
+                   str(data.get("group", "")))
 
 
 @dataclass(frozen=True)
@@ -277,12 +286,11 @@ class TrainedModels:
     def path(self, name: str) -> Path:
         return self.directory / f"{self[name].name}.pt"
 
-    def floor(self, temperature_K: float) -> str | None:
-        """The ``fm-each`` model trained at ``temperature_K`` (the force-error floor there), if any."""
-        for m in self.models:
-            if m.single_temperature and any(_same_temperature(t, temperature_K) for t in m.training_temperatures_K):
-                return m.name
-        return None
+    def floor(self, temperature_K: float) -> list[str]:
+        """The ``fm-each`` models trained at ``temperature_K`` (the force-error floor there; one
+        per training seed), possibly none."""
+        return [m.name for m in self.models
+                if m.single_temperature and any(_same_temperature(t, temperature_K) for t in m.training_temperatures_K)]
 
     @property
     def held_out(self) -> slice:
@@ -493,6 +501,9 @@ class Results:
     variants: dict[str, str] = field(default_factory=dict)
     #: what was not computed, and why (a null in the file is explained here)
     notes: tuple[str, ...] = ()
+    #: model name -> its group (the name without the seed suffix) and training seed
+    groups: dict[str, str] = field(default_factory=dict)
+    seeds: dict[str, int] = field(default_factory=dict)
 
     STAGE = "evaluate"
     FILE = "results.json"
@@ -501,6 +512,7 @@ class Results:
         return {"temperatures_K": list(self.temperatures_K), "models": list(self.models), "T0_K": self.T0_K,
                 "training_temperatures_K": {m: list(t) for m, t in self.training_temperatures_K.items()},
                 "variants": dict(self.variants), "notes": list(self.notes),
+                "groups": dict(self.groups), "seeds": dict(self.seeds),
                 "by_temperature": {temperature_label(t): {
                     "temperature_K": t, "reference": None if e.reference is None else e.reference.to_json(),
                     "models": {m: v.to_json() for m, v in e.models.items()}} for t, e in self.by_temperature.items()}}
@@ -515,7 +527,9 @@ class Results:
                                          {m: Measures.from_json(v) for m, v in entry["models"].items()})
         return cls(tuple(float(t) for t in data["temperatures_K"]), tuple(data["models"]), float(data["T0_K"]),
                    {m: tuple(float(x) for x in (t or ())) for m, t in data["training_temperatures_K"].items()},
-                   by_t, dict(data.get("variants", {})), tuple(data.get("notes", ())))
+                   by_t, dict(data.get("variants", {})), tuple(data.get("notes", ())),
+                   {m: str(g) for m, g in data.get("groups", {}).items()},
+                   {m: int(x) for m, x in data.get("seeds", {}).items()})
 
     def write(self, path: Path) -> None:
         """Strict JSON (no NaN: unknown numbers are null), written to a temporary name, then renamed."""
@@ -539,3 +553,52 @@ class Results:
         """One model's measures at one temperature (empty Measures when it has none there)."""
         t = _find(self.by_temperature, temperature_K, "results")
         return self.by_temperature[t].models.get(name, Measures())
+
+    def group_of(self, name: str) -> str:
+        return self.groups.get(name, name)
+
+    @property
+    def group_names(self) -> list[str]:
+        """The model groups (a model trained with several seeds is one group), in model order."""
+        return list(dict.fromkeys(self.group_of(m) for m in self.models))
+
+    def members(self, group: str) -> list[str]:
+        """The models of ``group``, one per training seed."""
+        return [m for m in self.models if self.group_of(m) == group]
+
+    def over_seeds(self, group: str, temperature_K: float, measure: str) -> "SeedStatistics | None":
+        """``measure`` (a :class:`Measures` field) of the models of ``group`` at one temperature:
+        mean and spread over the training seeds that measured it; None when none did."""
+        values, errors = [], []
+        for m in self.members(group):
+            v = getattr(self.model(m, temperature_K), measure)
+            if v is None:
+                continue
+            est = v if isinstance(v, Estimate) else Estimate(float(v))
+            if math.isfinite(est.value):
+                values.append(est.value)
+                errors.append(est.error)
+        return SeedStatistics.of(values, errors) if values else None
+
+
+@dataclass(frozen=True)
+class SeedStatistics:
+    """One measure over training seeds: the mean, the standard deviation over seeds (NaN with
+    one seed), and the within-run standard error of that mean (from each run's own error:
+    sqrt(sum e_i^2)/n; NaN when a run has none)."""
+
+    mean: float
+    spread: float
+    within: float
+    n: int
+
+    @classmethod
+    def of(cls, values, errors) -> "SeedStatistics":
+        v, e = np.asarray(values, dtype=float), np.asarray(errors, dtype=float)
+        spread = float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
+        within = float(np.sqrt(np.sum(e ** 2)) / len(e)) if np.all(np.isfinite(e)) else float("nan")
+        return cls(float(v.mean()), spread, within, len(v))
+
+    def to_json(self) -> dict:
+        return {"mean": _json_number(self.mean), "seed_spread": _json_number(self.spread),
+                "within_run_error": _json_number(self.within), "n_seeds": self.n}

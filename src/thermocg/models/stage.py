@@ -5,43 +5,49 @@ chains them, :mod:`thermocg.pipeline`); :func:`run_train` itself only reads a fi
 targets stage.
 
 Variants (DESIGN.md "Models"): ``fm`` (order 0: prior + W0 fitted to the mapped
-forces at T0), ``em`` (energy matching, THEORY.md §4: W0 force-matched as in fm, then
-U(R), a sum of per-bead energies on its own network, fitted to the total or
-per-molecule energies at T0; W1 = (U - W0)/beta0, first order only), ``fm-each``
-(an independent order-0 model at every reference temperature: the structural upper
-bound at seen temperatures), ``trf1`` (plus W1
-on the order-1 targets), ``trf2`` (plus W2 on the centred order-2 targets),
-``trf-multi`` (orders 0-2 fitted jointly at several training temperatures, each
-frame at its own beta: Hermite interpolation in beta; with one temperature it is
-trf2). The targets and their baselines come from the targets stage (pair-spline
-or HIP-NN-TS baselines). Outputs in ``<run.directory>/train/``::
+forces at T0), ``em`` (energy matching, THEORY.md §4: W0 as fm, then U(R), a sum of
+per-bead energies on its own network, fitted to the total or per-molecule energies at T0;
+W1 = (U - W0)/beta0, first order only), ``fm-each`` (an independent order-0 model at
+every reference temperature: the structural upper bound at seen temperatures), ``trf1``
+(W0 as fm, then W1 on its own network fitted to the order-1 targets), ``trf2`` (plus W2
+on the centred order-2 targets), ``trf-multi`` (orders 0-2 fitted jointly at several
+training temperatures, each frame at its own beta: Hermite interpolation in beta; with
+one temperature it is trf2 fitted jointly). em, trf1, trf2 and the fm-each at T0 take
+fm's W0 (same frames, same seed) instead of fitting it again (:func:`fit_variant`). With
+``[train] seeds`` every model is trained once per seed. The targets and their baselines
+come from the targets stage (pair-spline or HIP-NN-TS baselines). Outputs in
+``<run.directory>/train/``::
 
-    manifest.json          config hash, outputs, per-variant losses
+    manifest.json          config hash, outputs, per-model and per-phase losses and times
     fm.pt, trf2.pt, ...    a saved model each (weights + metadata), loadable with
-                           ``thermocg.load_model`` without the training code
-    .<variant>.ckpt        training checkpoint while a variant trains (resume)
+                           ``thermocg.load_model`` without the training code;
+                           ``fm-seed1.pt`` ... with ``[train] seeds``
+    .<phase>.ckpt          training checkpoint while a phase trains (resume)
 
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from thermocg.config import Config
-from thermocg.errors import ConfigError
+from thermocg.errors import ConfigError, TrainingError
 from thermocg.io.records import ModelEntry, TargetSet, TrainedModels
 from thermocg.io.strict import number
 from thermocg.labels import temperature_label
 from thermocg.models.prior import RepulsivePrior
-from thermocg.models.saved import save_model
-from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of, build_network
+from thermocg.models.saved import load_model, save_model
+from thermocg.models.thermal import NetworkSettings, SeparateNetworks, ThermalForceField, beta_of, build_network
 from thermocg.models.training import TrainingData, TrainSettings, train_heads
 from thermocg.runlock import locked_stage
+from thermocg.workers import plan_processes, start_pool, stop_workers
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +72,14 @@ def network_settings(config: Config) -> NetworkSettings:
 
 @locked_stage
 def run_train(config: Config, force: bool = False, show_progress: bool = True) -> dict:
-    """Train every configured variant from the finished targets stage (skipping models already
-    saved for this config). ``thermocg train`` runs the targets stage first when needed."""
+    """Train every configured model from the finished targets stage (skipping models already
+    saved for this config). ``thermocg train`` runs the targets stage first when needed.
+
+    Models train in ``[run] processes`` worker processes (one per core on a CPU, one on a GPU);
+    a model whose W0 is another's (em, trf1, trf2 and fm-each at T0 share fm's of the same
+    seed) starts when that one is saved. One line per finished model says how long the rest
+    takes.
+    """
     from thermocg import pipeline
     from thermocg.device import pick_device
 
@@ -84,69 +96,219 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
 
     device = pick_device(config.run.device)
     plan = model_plan(config)
-    outputs, summary = {}, {}
+    donors = w0_donors(plan)
+    outputs, summary, jobs = {}, {}, []
     for entry in plan:
-        name = entry.name
-        out = stage.path / f"{name}.pt"
+        out = stage.path / f"{entry.name}.pt"
         if out.exists() and out.name in stage.recorded:  # finished and verified; an unrecorded file is redone
-            outputs[name], summary[name] = [out.name], "up to date"
-            continue
-        data, sources = training_data(targets, entry.training_temperatures_K, entry.order,
-                                      em=t.em_energy if entry.variant == "em" else None,
-                                      frames=training_frames(config))
-        log.info("train %s: order %d, T0 = %g K, training temperatures %s, %d frames (%s)", name, entry.order,
-                 entry.T0_K, list(entry.training_temperatures_K), len(data.positions), device)
-        model, histories = fit_variant(config, name, entry.order, entry.T0_K, data, device,
-                                       checkpoint_dir=stage.path, show_progress=show_progress)
-        history = histories[name]
-        save_model(out, model, {"variant": entry.variant, "training_temperatures_K": list(entry.training_temperatures_K),
-                                "source_files": sources, "config": config_json,
-                                "history": {k: history[k] for k in ("train", "valid", "best_epoch", "best_valid")}})
-        stage.add_outputs([out.name])
-        for phase in histories:
-            (stage.path / f".{phase}.ckpt").unlink(missing_ok=True)
-        outputs[name] = [out.name]
-        summary[name] = {"best_valid_loss": history["best_valid"], "valid_loss_before": history.get("valid_before"),
-                         "epochs": len(history["valid"]), "best_epoch": history["best_epoch"]}
-        if name == "em":
-            u = histories[f"{name}-U"]
-            summary[name]["energy_head"] = {"best_valid_loss": u["best_valid"], "epochs": len(u["valid"]),
-                                            "valid_loss_before": u.get("valid_before")}
+            outputs[entry.name], summary[entry.name] = [out.name], "up to date"
+        else:
+            donor = donors.get(entry.name)
+            jobs.append(TrainJob(config, entry, targets, stage.path, config_json, str(device),
+                                 None if donor is None else stage.path / f"{donor}.pt", show_progress))
+    procs, threads = plan_processes(config.run.processes, len(jobs), device.type != "cpu")
+    if jobs:
+        log.info("train: %d of %d models to train, %d process(es) x %d thread(s), %s -> %s", len(jobs), len(plan),
+                 procs, threads, device, stage.path)
+
+    def finished(job: TrainJob, result: dict) -> None:
+        stage.add_outputs([job.out.name])
+        outputs[job.entry.name], summary[job.entry.name] = [job.out.name], result
+
+    _run_jobs([replace(j, threads=threads, show_progress=show_progress and procs == 1) for j in jobs],
+              procs, donors, finished)
     held = held_out_frames(config)
     record = TrainedModels(stage.path, tuple(plan), (held.start, held.stop))
-    return stage.write_manifest(True, config_json, outputs, summary, record.to_json())
+    return stage.write_manifest(True, config_json, outputs, {e.name: summary[e.name] for e in plan},
+                                record.to_json())
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One model to train (picklable: it crosses to a worker process)."""
+
+    config: Config
+    entry: ModelEntry
+    targets: TargetSet
+    directory: Path
+    config_json: dict
+    device: str
+    #: the saved model whose W0 (and prior) this one starts from, frozen; None: fit W0 here
+    w0_from: Path | None
+    show_progress: bool
+    threads: int = 0
+
+    @property
+    def out(self) -> Path:
+        return self.directory / f"{self.entry.name}.pt"
+
+    @property
+    def cost(self) -> float:
+        """Relative cost, for the time-left estimate: frames x networks trained."""
+        e = self.entry
+        heads = (0 if self.w0_from is not None else 1) + (e.order if e.variant != "em" else 0.5)
+        return len(e.training_temperatures_K) * max(heads, 0.05)
+
+
+def train_one(job: TrainJob) -> dict:
+    """Train, save (temporary name, then rename) and summarise one model."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    t, entry = job.config.train, job.entry
+    data, sources = training_data(job.targets, entry.training_temperatures_K, entry.order,
+                                  em=t.em_energy if entry.variant == "em" else None,
+                                  frames=training_frames(job.config))
+    w0 = None if job.w0_from is None else load_model(job.w0_from).model
+    log.info("train %s: order %d, T0 = %g K, training temperatures %s, %d frames, seed %d%s (%s)", entry.name,
+             entry.order, entry.T0_K, list(entry.training_temperatures_K), len(data.positions), entry.seed,
+             "" if w0 is None else f", W0 from {job.w0_from.stem}", job.device)
+    start = time.monotonic()
+    model, histories = fit_variant(job.config, entry.name, entry.order, entry.T0_K, data, job.device,
+                                   checkpoint_dir=job.directory, show_progress=job.show_progress,
+                                   variant=entry.variant, seed=entry.seed, w0_from=w0)
+    save_model(job.out, model, {"variant": entry.variant, "training_temperatures_K": list(entry.training_temperatures_K),
+                                "seed": entry.seed, "source_files": sources, "config": job.config_json,
+                                "w0_from": None if job.w0_from is None else job.w0_from.name,
+                                "history": {p: {k: h[k] for k in ("train", "valid", "best_epoch", "best_valid")}
+                                            for p, h in histories.items()}})
+    for phase in histories:
+        (job.directory / f".{phase}.ckpt").unlink(missing_ok=True)
+    return {"seconds": time.monotonic() - start, "w0_from": None if job.w0_from is None else job.w0_from.stem,
+            "phases": {p: {"best_valid_loss": h["best_valid"], "valid_loss_before": h.get("valid_before"),
+                           "epochs": len(h["valid"]), "best_epoch": h["best_epoch"]} for p, h in histories.items()}}
+
+
+def _run_jobs(jobs: list[TrainJob], procs: int, donors: dict[str, str], finished) -> None:
+    """Run the training jobs, a model after the model it takes W0 from, in ``procs`` worker
+    processes (1: here); ``finished(job, summary)`` runs here as each model is saved."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    waiting = {j.entry.name: j for j in jobs}
+    total_cost = sum(j.cost for j in jobs) or 1.0
+    done_cost, t_start, n_done = 0.0, time.monotonic(), 0
+
+    def ready():
+        return [j for j in waiting.values() if donors.get(j.entry.name) not in waiting]
+
+    def report(job: TrainJob, result: dict) -> None:
+        nonlocal done_cost, n_done
+        finished(job, result)
+        done_cost += job.cost
+        n_done += 1
+        elapsed = time.monotonic() - t_start
+        left = elapsed * (total_cost - done_cost) / done_cost if done_cost else float("nan")
+        best = {p: s["best_valid_loss"] for p, s in result["phases"].items()}
+        log.info("train %s: saved after %.0f s (best validation loss %s); %d/%d models, about %s left",
+                 job.entry.name, result["seconds"], ", ".join(f"{p} {v:.4f}" for p, v in best.items()),
+                 n_done, len(jobs), _duration(left) if n_done < len(jobs) else "nothing")
+
+    if procs == 1:
+        while waiting:
+            job = ready()[0]
+            del waiting[job.entry.name]
+            report(job, train_one(job))
+        return
+    pool, _ = start_pool(procs)
+    try:
+        running = {}
+        while waiting or running:
+            for job in ready():
+                if len(running) >= procs:
+                    break
+                del waiting[job.entry.name]
+                running[pool.submit(train_one, job)] = job
+            if not running:  # a donor failed to appear: cannot happen with a valid plan
+                raise TrainingError(f"train: no model can start: {sorted(waiting)} wait for missing W0 models")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = running.pop(fut)
+                try:
+                    result = fut.result()
+                except BrokenProcessPool as err:
+                    raise TrainingError(f"train {job.entry.name}: a worker process died ({err}); re-run the same "
+                                        "command to resume") from err
+                report(job, result)
+    except BaseException:
+        stop_workers(pool)  # Ctrl-C, SIGTERM or an error: no worker may outlive this stage
+        raise
+    pool.shutdown(wait=True)
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def describe(manifest: dict, directory: Path) -> list[str]:
-    """The CLI's lines for a finished train stage: validation loss per model."""
-    return [f"{variant}: validation loss {number(s['valid_loss_before'], '.4f')} -> "
-            f"{number(s['best_valid_loss'], '.4f')} (normalised MSE) in {s['epochs']} epochs"
-            for variant, s in manifest.get("summary", {}).items() if isinstance(s, dict)]
+    """The CLI's lines for a finished train stage: validation loss per model and phase."""
+    lines = []
+    for name, s in manifest.get("summary", {}).items():
+        if not isinstance(s, dict):
+            continue
+        phases = "; ".join(f"{p}: {number(q['valid_loss_before'], '.4f')} -> {number(q['best_valid_loss'], '.4f')} "
+                           f"in {q['epochs']} epochs" for p, q in s["phases"].items())
+        lines.append(f"{name}: validation loss (normalised MSE) {phases}"
+                     + (f" (W0 from {s['w0_from']})" if s.get("w0_from") else ""))
+    return lines
 
 
 def fit_variant(config: Config, name: str, order: int, t0: float, data: TrainingData, device="cpu",
-                checkpoint_dir: Path | None = None, show_progress: bool = True):
-    """Build and train one model of variant ``name`` at T0 = ``t0`` with the [train] settings.
+                checkpoint_dir: Path | None = None, show_progress: bool = True, variant: str | None = None,
+                seed: int | None = None, w0_from: ThermalForceField | None = None):
+    """Build and train one model ``name`` of ``variant`` (default: ``name``) at T0 = ``t0``
+    with the [train] settings and ``seed`` (default ``[run] seed``).
 
-    Returns the model and the training history of each phase, by phase name: ``name``,
-    and for em also ``"em-U"`` (U is fitted after W0, on its own network: fitted jointly,
-    on a shared network or in one loop whose early stopping follows the sum of both
-    losses, the noisy energy loss degraded W0's forces at T0 itself, bench/RESULTS.md).
-    With ``checkpoint_dir`` each phase checkpoints to ``.<phase>.ckpt`` there and resumes.
+    Every variant but trf-multi is fitted in phases, W0 first, on a network per head:
+
+    * ``name`` (fm, fm-each) or ``<name>-W0``: the prior and W0 on the mapped forces, exactly
+      as fm; skipped when ``w0_from`` (a model of the same data and seed, e.g. fm) gives them;
+    * ``<name>-U`` (em): U on its own network, fitted to the energies;
+    * ``<name>-thermal`` (trf1, trf2): W1 (and W2) on their own networks, fitted to the
+      order-1 (and order-2) targets with W0 frozen.
+
+    So at T0 itself, where the prediction is W0 alone, trf1, trf2 and em are fm: the noisy
+    thermal targets neither steer W0's early stopping nor share its optimisation. Fitted
+    jointly (one loop, early stopping on the summed loss), trf2 at T0 was 5-15 % worse than fm
+    on an oracle (issue 14), and em's energy loss degraded W0 the same way (bench/RESULTS.md).
+    trf-multi fits orders 0-2 jointly at its training temperatures (Hermite interpolation in
+    beta: its order-0 targets away from T0 read every head), on the network layout of
+    ``[train] shared_representation``.
+
+    Returns the model and the training history of each phase that ran, by phase name. With
+    ``checkpoint_dir`` each phase checkpoints to ``.<phase>.ckpt`` there and resumes.
     """
     t = config.train
-    torch.manual_seed(config.run.seed)
-    prior = RepulsivePrior.fit(data.positions, data.box, data.targets[0], width_A=t.prior_width_A, p=t.prior_p)
+    variant = name if variant is None else variant
+    seed = config.run.seed if seed is None else seed
+    torch.manual_seed(seed)
     net = network_settings(config)
-    phases = [(name, data)]
-    if name == "em":
+    if variant == "trf-multi":
+        phases = [(name, data)]
+    else:
         net = replace(net, shared=False)
-        phases = [(name, replace(data, energies={})), (f"{name}-U", replace(data, targets={}))]
+        forces_only = replace(data, targets={0: data.targets[0]}, energies={})
+        phases = [(name if order == 0 else f"{name}-W0", forces_only)]
+        if w0_from is not None:
+            phases = []
+        if variant == "em":
+            phases.append((f"{name}-U", replace(data, targets={})))
+        elif order > 0:
+            phases.append((f"{name}-thermal", replace(data, targets={k: v for k, v in data.targets.items() if k > 0})))
+    if w0_from is not None:
+        prior = copy.deepcopy(w0_from.prior)
+    else:
+        prior = RepulsivePrior.fit(data.positions, data.box, data.targets[0], width_A=t.prior_width_A, p=t.prior_p)
     model = ThermalForceField(build_network(net), prior, beta_of(t0), order=order, settings=net,
-                              form="em" if name == "em" else t.form).to(device)
+                              form="em" if variant == "em" else t.form).to(device)
+    if w0_from is not None:
+        if not isinstance(w0_from.network, SeparateNetworks) or not isinstance(model.network, SeparateNetworks):
+            raise ValueError(f"{name}: W0 can be taken only from a model with a network per head")
+        model.network.networks[0].load_state_dict(w0_from.network.networks[0].state_dict())
     settings = TrainSettings(max_epochs=t.max_epochs, batch_frames=t.batch_frames, learning_rate=t.learning_rate,
                              lr_patience=t.lr_patience, early_stop_patience=t.early_stop_patience,
-                             valid_fraction=t.valid_fraction, weights=t.loss_weights, seed=config.run.seed)
+                             valid_fraction=t.valid_fraction, weights=t.loss_weights, seed=seed)
     histories = {phase: train_heads(model, phase_data, settings, show_progress=show_progress,
                                     checkpoint=None if checkpoint_dir is None else checkpoint_dir / f".{phase}.ckpt")
                  for phase, phase_data in phases}
@@ -155,19 +317,37 @@ def fit_variant(config: Config, name: str, order: int, t0: float, data: Training
 
 def model_plan(config: Config) -> list[ModelEntry]:
     """Every model the train stage makes for ``config``: name (the file name without .pt),
-    variant, order, T0 and training temperatures."""
+    variant, order, T0, training temperatures and seed. With ``[train] seeds`` every model is
+    made once per seed, named ``<group>-seed<s>``; without, once with ``[run] seed``."""
     t = config.train
-    plan = []
+    groups = []
     for variant in t.variants:
         if variant == "fm-each":
-            plan += [ModelEntry(f"fm-each-{temperature_label(temp)}", variant, ORDER[variant], temp, (temp,))
-                     for temp in config.reference.temperatures_K]
+            groups += [(f"fm-each-{temperature_label(temp)}", variant, temp, (temp,))
+                       for temp in config.reference.temperatures_K]
         elif variant == "trf-multi":
-            plan.append(ModelEntry(variant, variant, ORDER[variant], t.T0_K,
-                                   tuple(t.training_temperatures_K or (t.T0_K,))))
+            groups.append((variant, variant, t.T0_K, tuple(t.training_temperatures_K or (t.T0_K,))))
         else:
-            plan.append(ModelEntry(variant, variant, ORDER[variant], t.T0_K, (t.T0_K,)))
-    return plan
+            groups.append((variant, variant, t.T0_K, (t.T0_K,)))
+    seeds = t.seeds or (config.run.seed,)
+    return [ModelEntry(f"{group}-seed{seed}" if t.seeds else group, variant, ORDER[variant], t0, temps, seed, group)
+            for group, variant, t0, temps in groups for seed in seeds]
+
+
+def w0_donors(plan: list[ModelEntry]) -> dict[str, str]:
+    """Model name -> the model whose W0 it takes: em, trf1, trf2 and the fm-each at T0 take fm's
+    of the same seed (same frames, same seed, same W0 phase: training it again would give the
+    same weights)."""
+    fm = {m.seed: m for m in plan if m.variant == "fm"}
+    donors = {}
+    for m in plan:
+        donor = fm.get(m.seed)
+        if donor is None or m is donor or m.variant == "trf-multi":
+            continue
+        if m.variant in ("em", "trf1", "trf2") or (m.variant == "fm-each"
+                                                    and m.training_temperatures_K == donor.training_temperatures_K):
+            donors[m.name] = donor.name
+    return donors
 
 
 def training_frames(config: Config) -> slice:

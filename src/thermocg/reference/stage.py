@@ -19,14 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing as mp
-import os
 import queue
-import signal
-import sys
-import threading
-import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -37,7 +31,9 @@ from thermocg.errors import SimulationError, ThermocgError
 from thermocg.io.records import ReferenceRun
 from thermocg.io.strict import number
 from thermocg.stagedir import atomic_path, atomic_write_text
+from thermocg import workers
 from thermocg.runlock import locked_stage
+from thermocg.workers import plan_processes, start_pool, stop_workers
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +44,6 @@ def reference_dir(config: Config) -> Path:
     """This stage's directory for ``config`` (from the pipeline table)."""
     from thermocg import pipeline
     return pipeline.stage(STAGE).directory(config)
-
-
-def _plan_processes(config: Config, n_tasks: int, platform_is_gpu: bool) -> tuple[int, int]:
-    """(processes, OpenMM CPU threads per process)."""
-    cores = os.cpu_count() or 1
-    if config.run.processes != "auto":
-        procs = min(config.run.processes, n_tasks)
-    else:
-        procs = 1 if platform_is_gpu else max(1, min(cores, n_tasks))
-    return procs, max(1, cores // procs)
 
 
 @locked_stage
@@ -88,7 +74,7 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
         app.PDBFile.writeFile(topology, positions / 10.0, fh)  # PDBFile takes nm
 
     gpu = engine.choose_platform(config.run.device)[0].getName() != "CPU"
-    procs, threads = _plan_processes(config, len(ref.temperatures_K), gpu)
+    procs, threads = plan_processes(config.run.processes, len(ref.temperatures_K), gpu)
     seeds = np.random.SeedSequence(config.run.seed).spawn(len(ref.temperatures_K))
     species = np.array([a.element.atomic_number for a in topology.atoms()], dtype=np.int32)
     tasks = [sampler.TemperatureTask(
@@ -135,9 +121,7 @@ def _run_tasks(tasks, procs: int, show_progress: bool, finished) -> dict:
                 except ThermocgError as err:
                     errors.append(err)
         else:
-            ctx = mp.get_context("spawn")
-            q = ctx.Queue()
-            pool = ProcessPoolExecutor(procs, mp_context=ctx, initializer=_init_worker, initargs=(q, os.getpid()))
+            pool, q = start_pool(procs)
             try:
                 futures = {pool.submit(_worker, t): t for t in tasks}
                 pending = set(futures)
@@ -154,7 +138,7 @@ def _run_tasks(tasks, procs: int, show_progress: bool, finished) -> dict:
                                                   "re-run the same command to resume") from err
                 _drain(q, bars, finished)
             except BaseException:
-                _stop_workers(pool)  # Ctrl-C, SIGTERM or an error here: no worker may outlive this stage
+                stop_workers(pool)  # Ctrl-C, SIGTERM or an error here: no worker may outlive this stage
                 raise
             pool.shutdown(wait=True)
     finally:
@@ -167,63 +151,11 @@ def _run_tasks(tasks, procs: int, show_progress: bool, finished) -> dict:
     return summaries
 
 
-_PROGRESS = None  # a worker's progress queue (set by _init_worker)
-
-
-def _init_worker(progress_queue, parent_pid: int) -> None:
-    """In each worker process: the progress queue, and death with the parent.
-
-    A worker must not outlive the stage's process: if it did (the parent killed with
-    SIGTERM or -9), it would go on writing the part files that a re-run resumes from. On
-    Linux the kernel sends it SIGTERM when the parent dies (``PR_SET_PDEATHSIG``); on every
-    system a watchdog thread ends it within a second of being re-parented.
-    """
-    global _PROGRESS
-    _PROGRESS = progress_queue
-    handler = logging.StreamHandler(sys.stderr)  # the worker's own lines, as the CLI prints them
-    handler.setFormatter(logging.Formatter("thermocg: %(message)s"))
-    ours = logging.getLogger("thermocg")
-    ours.addHandler(handler)
-    ours.setLevel(logging.INFO)
-    ours.propagate = False
-    if sys.platform.startswith("linux"):
-        import ctypes
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-        except OSError:
-            pass
-    if os.getppid() != parent_pid:  # the parent died before this line
-        os._exit(1)
-
-    def watchdog():
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watchdog, name="thermocg-parent-watchdog", daemon=True).start()
-
-
 def _worker(task):
     from thermocg.reference.sampler import sample_temperature
-    return sample_temperature(task, lambda n: _PROGRESS.put(("steps", task.label, n)),
-                              lambda path: _PROGRESS.put(("file", str(path), 0)))
-
-
-def _stop_workers(pool: ProcessPoolExecutor, timeout_s: float = 10.0) -> None:
-    """Terminate the pool's worker processes now and wait for them (an interrupted temperature
-    resumes from its checkpoint). ProcessPoolExecutor has no public way to stop running tasks,
-    hence its ``_processes``."""
-    processes = list(getattr(pool, "_processes", {}).values())
-    for p in processes:
-        if p.is_alive():
-            p.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-    deadline = time.monotonic() + timeout_s
-    for p in processes:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            p.kill()
-            p.join(1.0)
+    progress = workers.PROGRESS
+    return sample_temperature(task, lambda n: progress.put(("steps", task.label, n)),
+                              lambda path: progress.put(("file", str(path), 0)))
 
 
 def _drain(q, bars, finished) -> None:

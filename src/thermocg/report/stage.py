@@ -7,7 +7,9 @@ overlays per temperature, D(T) of CG and all-atom and their ratio, and the confi
 and versions that produced it. Outputs in ``<run.directory>/report/``::
 
     report.html    the page (PNG figures embedded as data URIs: one file to send)
-    *.png          the same figures as files
+    results.md     the numbers by model and temperature, the claims, provenance (markdown)
+    summary.json   the same, machine-readable
+    *.png          the figures as files
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ import numpy as np
 
 from thermocg import __version__
 from thermocg.config import Config
-from thermocg.io.records import Estimate, Measures, Results
+from thermocg.io.records import Estimate, Results, SeedStatistics
+from thermocg.io.strict import dumps
+from thermocg.report.claims import assess, uncertainty
+from thermocg.report.markdown import results_markdown, summary_json
 from thermocg.stagedir import atomic_path, atomic_write_text
 from thermocg.runlock import locked_stage
 
 STAGE = "report"
-SECTIONS = ("models", "force-errors", "error-vs-temperature", "structure", "dynamics", "provenance")
+SECTIONS = ("models", "claims", "force-errors", "error-vs-temperature", "structure", "dynamics", "provenance")
 
 
 def report_dir(config: Config) -> Path:
@@ -43,9 +48,43 @@ def _fmt(x: Estimate | None, digits: int = 3) -> str:
     return f"{x.value:.{digits}g} ± {x.error:.2g}" if np.isfinite(x.error) else f"{x.value:.{digits}g}"
 
 
-def _value(x) -> float | None:
-    """A measure as a number (an Estimate's value), None when not measured."""
-    return x.value if isinstance(x, Estimate) else x
+def _fmt_seeds(s: SeedStatistics | None, digits: int = 3) -> str:
+    """A group's mean over seeds ± the standard error of that mean (the run's own error with one
+    seed), and with several seeds their number and spread."""
+    if s is None or not np.isfinite(s.mean):
+        return "–"
+    text = _fmt(Estimate(s.mean, uncertainty(s)), digits)
+    return text + (f" <small>({s.n} seeds, spread {s.spread:.2g})</small>" if s.n > 1 else "")
+
+
+def series(res: Results) -> dict[str, list[str]]:
+    """What the figures and tables show: label -> model groups. A model trained with several
+    seeds is one group (its mean over seeds); the fm-each groups form one series, "fm-each",
+    each at its own temperature."""
+    out: dict[str, list[str]] = {}
+    for g in res.group_names:
+        single = res.variants.get(res.members(g)[0]) == "fm-each"
+        out.setdefault("fm-each" if single else g, []).append(g)
+    return out
+
+
+def points(res: Results, label: str, groups: list[str], measure: str) -> list[tuple[float, SeedStatistics]]:
+    """(temperature, statistics over seeds) of ``measure`` for one series (fm-each: each group at
+    its own temperature only)."""
+    pts = []
+    for t in res.by_temperature:
+        for g in groups:
+            own = res.training_temperatures_K.get(res.members(g)[0], ())
+            if label == "fm-each" and not any(abs(t - u) < 1e-9 for u in own):
+                continue
+            st = res.over_seeds(g, t, measure)
+            if st is not None:
+                pts.append((t, st))
+    return pts
+
+
+def _trained_at(res: Results, groups: list[str]) -> set[float]:
+    return {t for g in groups for t in res.training_temperatures_K.get(res.members(g)[0], ())}
 
 
 def _figures(res: Results) -> dict[str, "object"]:
@@ -56,24 +95,26 @@ def _figures(res: Results) -> dict[str, "object"]:
     figs = {}
     temps = list(res.by_temperature)
     entries = list(res.by_temperature.values())
-    models = res.models
-    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    lines = series(res)
+    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(lines)}
 
-    # error vs temperature, per model, with training temperatures marked
+    # error vs temperature, per series (mean over seeds, error bars: its standard error), training
+    # temperatures marked
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, key, ylabel in zip(axes, ("force_mse_excess", "rdf_iae", "adf_iae"),
                                ("force MSE excess over fm-each ((kcal/mol/Å)²)", "RDF IAE (Å)", "ADF IAE")):
-        for m in models:
-            pts = [(t, _value(getattr(e.models.get(m, Measures()), key))) for t, e in zip(temps, entries)]
-            pts = [(t, v) for t, v in pts if v is not None]
+        for label, groups in lines.items():
+            pts = points(res, label, groups, key)
             if not pts:
                 continue
-            t, v = zip(*pts)
-            ax.plot(t, v, "o-", color=colours[m], label=m, ms=4)
-            trained = res.training_temperatures_K.get(m) or ()
-            tv = [(ti, vi) for ti, vi in pts if ti in trained]
+            t = [p for p, _ in pts]
+            v = [st.mean for _, st in pts]
+            err = [np.nan_to_num(uncertainty(st)) for _, st in pts]
+            ax.errorbar(t, v, err, fmt="o-", color=colours[label], label=label, ms=4, capsize=2)
+            trained = _trained_at(res, groups)
+            tv = [(ti, vi) for ti, vi in zip(t, v) if ti in trained]
             if tv:
-                ax.plot(*zip(*tv), "s", color=colours[m], ms=9, mfc="none")
+                ax.plot(*zip(*tv), "s", color=colours[label], ms=9, mfc="none")
         ax.set_xlabel("T (K)")
         ax.set_ylabel(ylabel)
         if not ax.lines:
@@ -86,7 +127,7 @@ def _figures(res: Results) -> dict[str, "object"]:
     fig.tight_layout()
     figs["error-vs-temperature"] = fig
 
-    # RDF and ADF overlays per temperature
+    # RDF and ADF overlays per temperature (per series, the first seed simulated there)
     for kind, xlabel, ylabel in (("rdf", "r (Å)", "g(r)"), ("adf", "angle (degrees)", "P(θ)")):
         n = len(temps)
         cols = min(n, 3)
@@ -97,10 +138,11 @@ def _figures(res: Results) -> dict[str, "object"]:
             ref = getattr(e.reference, kind) if e.reference is not None else None
             if ref is not None:
                 ax.plot(conv(ref.x), ref.y, "k-", lw=2.2, label="all-atom")
-            for m, s in e.models.items():
-                curve = getattr(s, kind)
+            for label, groups in lines.items():
+                curve = next((getattr(e.models[m], kind) for g in groups for m in res.members(g)
+                              if m in e.models and getattr(e.models[m], kind) is not None), None)
                 if curve is not None:
-                    ax.plot(conv(curve.x), curve.y, color=colours[m], lw=1, label=m)
+                    ax.plot(conv(curve.x), curve.y, color=colours[label], lw=1, label=label)
             ax.set_title(f"{t:g} K")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
@@ -117,17 +159,13 @@ def _figures(res: Results) -> dict[str, "object"]:
     if ref_pts:
         t, d = zip(*ref_pts)
         a1.errorbar(t, [x.value for x in d], [np.nan_to_num(x.error) for x in d], fmt="ko-", label="all-atom")
-    for m in models:
-        pts = [(t, e.models[m]) for t, e in zip(temps, entries)
-               if m in e.models and e.models[m].D_A2_per_ps is not None]
-        if pts:
-            t, s = zip(*pts)
-            a1.errorbar(t, [x.D_A2_per_ps.value for x in s], [np.nan_to_num(x.D_A2_per_ps.error) for x in s],
-                        fmt="o-", color=colours[m], label=m, ms=4)
-            r = [(ti, x.D_ratio_CG_over_FG) for ti, x in zip(t, s) if x.D_ratio_CG_over_FG is not None]
-            if r:
-                a2.errorbar([x for x, _ in r], [y.value for _, y in r], [np.nan_to_num(y.error) for _, y in r],
-                            fmt="o-", color=colours[m], label=m, ms=4)
+    for label, groups in lines.items():
+        for ax, key in ((a1, "D_A2_per_ps"), (a2, "D_ratio_CG_over_FG")):
+            pts = points(res, label, groups, key)
+            if pts:
+                ax.errorbar([p for p, _ in pts], [st.mean for _, st in pts],
+                            [np.nan_to_num(uncertainty(st)) for _, st in pts], fmt="o-", color=colours[label],
+                            label=label, ms=4, capsize=2)
     a1.set_xlabel("T (K)")
     a1.set_ylabel("D (Å²/ps)")
     a1.legend(fontsize=7)
@@ -148,30 +186,47 @@ def _png(fig) -> bytes:
 def _table(res: Results) -> str:
     head = "".join(f"<th>{t:g} K</th>" for t in res.by_temperature)
     rows = []
-    for m in res.models:
+    for label, groups in series(res).items():
+        by_t = {t: None for t in res.by_temperature}
+        for measure in ("force_mse", "force_mse_excess"):
+            for t, st in points(res, label, groups, measure):
+                by_t[t] = (by_t[t] or {}) | {measure: st}
         cells = []
-        for e in res.by_temperature.values():
-            s = e.models.get(m, Measures())
-            ex = s.force_mse_excess
-            cell = _fmt(s.force_mse) + (f"<br><small>excess {ex:+.3g}</small>" if ex is not None else "")
+        for t, got in by_t.items():
+            got = got or {}
+            ex = got.get("force_mse_excess")
+            cell = _fmt_seeds(got.get("force_mse")) + (f"<br><small>excess {ex.mean:+.3g}</small>" if ex else "")
             cells.append(f"<td>{cell}</td>")
-        rows.append(f"<tr><th>{html.escape(m)}</th>{''.join(cells)}</tr>")
+        rows.append(f"<tr><th>{html.escape(label)}</th>{''.join(cells)}</tr>")
     return f"<table><tr><th>model</th>{head}</tr>{''.join(rows)}</table>"
+
+
+NUMBERS = (("rdf_iae", "RDF IAE (Å)"), ("rdf_peak_position", "RDF peak r (Å)"), ("rdf_peak_height", "RDF peak g"),
+           ("adf_iae", "ADF IAE"), ("s2_kB", "s2 (kB)"), ("D_A2_per_ps", "D (Å²/ps)"),
+           ("D_ratio_CG_over_FG", "D_CG/D_FG"), ("mean_kinetic_temperature_K", "T_kin (K)"))
 
 
 def _numbers(res: Results) -> str:
     rows = []
-    for t, e in res.by_temperature.items():
-        for m, s in e.models.items():
-            if s.rdf_iae is None:
+    lines = series(res)
+    for t in res.by_temperature:
+        for label, groups in lines.items():
+            stats = {key: dict(points(res, label, groups, key)).get(t) for key, _ in NUMBERS}
+            if stats["rdf_iae"] is None:
                 continue
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in (
-                f"{t:g} K", html.escape(m), _fmt(s.rdf_iae), _fmt(s.rdf_peak_position),
-                _fmt(s.rdf_peak_height), _fmt(s.adf_iae), _fmt(s.s2_kB), _fmt(s.D_A2_per_ps),
-                _fmt(s.D_ratio_CG_over_FG), f"{s.mean_kinetic_temperature_K:.0f}")) + "</tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("T", "model", "RDF IAE (Å)", "RDF peak r (Å)", "RDF peak g",
-                                             "ADF IAE", "s2 (kB)", "D (Å²/ps)", "D_CG/D_FG", "T_kin (K)"))
+                f"{t:g} K", html.escape(label), *(_fmt_seeds(stats[k]) for k, _ in NUMBERS))) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("T", "model", *(h for _, h in NUMBERS)))
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _claims(res: Results) -> str:
+    items = []
+    for c in assess(res):
+        evidence = "".join(f"<li>{html.escape(line)}</li>" for line in c.evidence)
+        items.append(f'<li><b>{c.number}. {html.escape(c.text)}</b>: <span class="verdict">{c.verdict}</span>'
+                     f"<ul>{evidence}</ul></li>")
+    return f"<ol class=\"claims\">{''.join(items)}</ol>"
 
 
 def render(res: Results, config_text: str, versions: dict, images: dict[str, bytes]) -> str:
@@ -183,7 +238,12 @@ def render(res: Results, config_text: str, versions: dict, images: dict[str, byt
     def temps_of(m):
         return ", ".join(f"{t:g}" for t in res.training_temperatures_K.get(m, ()))
 
-    trained = "".join(f"<li><b>{html.escape(m)}</b>: trained at {temps_of(m)} K</li>" for m in res.models)
+    def seeds_of(g):
+        seeds = [res.seeds[m] for m in res.members(g) if m in res.seeds]
+        return f" (seeds {', '.join(str(x) for x in seeds)})" if len(seeds) > 1 else ""
+
+    trained = "".join(f"<li><b>{html.escape(g)}</b>: trained at {temps_of(res.members(g)[0])} K{seeds_of(g)}</li>"
+                      for g in res.group_names)
     notes = ("<p>Not computed:</p><ul class=\"notes\">" + "".join(f"<li>{html.escape(n)}</li>" for n in res.notes)
              + "</ul>") if res.notes else ""
     version_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
@@ -199,9 +259,13 @@ img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 1em; overflow-x:
 <h1>thermocg: CG models against the all-atom reference</h1>
 <section id="models"><h2>Models</h2><p>Reference temperature T0 = {res.T0_K:g} K.</p><ul>{trained}</ul>
 {notes}</section>
+<section id="claims"><h2>The paper's claims</h2><p>Each answered from this run's numbers by the rules in
+<code>thermocg/report/claims.py</code>; a model trained with several seeds enters as its mean over seeds.</p>
+{_claims(res)}</section>
 <section id="force-errors"><h2>Force errors on held-out reference frames</h2>
-<p>Mean squared error against the mapped forces, (kcal/mol/Å)², ± standard error over frames; "excess" is
-over fm-each at that temperature (the best a model trained there does; THEORY.md §8).</p>{_table(res)}</section>
+<p>Mean squared error against the mapped forces, (kcal/mol/Å)², ± standard error (over frames with one
+seed; over seeds with several, whose number and spread follow); "excess" is over fm-each at that temperature
+(the best a model trained there does, averaged over its seeds; THEORY.md §8).</p>{_table(res)}</section>
 <section id="error-vs-temperature"><h2>Errors against temperature</h2>{img('error-vs-temperature', 'errors vs T')}
 </section>
 <section id="structure"><h2>Structure</h2>{img('rdf', 'RDF overlays')}{img('adf', 'ADF overlays')}{_numbers(res)}
@@ -242,9 +306,62 @@ def run_report(config: Config, force: bool = False, show_progress: bool = True) 
                 "config file": str(config.source)}
     page = render(res, json.dumps(config_json, indent=1), versions, images)
     atomic_write_text(stage.path / "report.html", page)
-    outputs = {"report": ["report.html"], "figures": [f"{name}.png" for name in images]}
-    return stage.write_manifest(True, config_json, outputs, {"sections": list(SECTIONS)},
-                                {"html": "report.html", "figures": outputs["figures"]})
+    claims = assess(res)
+    facts = provenance(config)
+    atomic_write_text(stage.path / "results.md", results_markdown(res, claims, facts, [f"{n}.png" for n in images]))
+    atomic_write_text(stage.path / "summary.json", dumps(summary_json(res, claims, facts), indent=1))
+    outputs = {"report": ["report.html", "results.md", "summary.json"],
+               "figures": [f"{name}.png" for name in images]}
+    return stage.write_manifest(True, config_json, outputs,
+                                {"sections": list(SECTIONS), "claims": {str(c.number): c.verdict for c in claims}},
+                                {"html": "report.html", "markdown": "results.md", "summary": "summary.json",
+                                 "figures": outputs["figures"]})
+
+
+def provenance(config: Config) -> dict:
+    """What made this run: command, code (version and git commit, when thermocg runs from a
+    checkout), machine, date, and each stage's wall time (over every run that worked on it)."""
+    import datetime
+    import os
+    import subprocess
+    import sys
+
+    from thermocg import pipeline
+
+    source = Path(__file__).resolve().parents[1]
+    commit = "unknown (not a git checkout)"
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=10)
+        if head.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            commit = head.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    machine = f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+    try:
+        import torch
+        if torch.cuda.is_available():
+            machine += f", GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    walls = []
+    for stage in pipeline.STAGES:
+        if stage.name == STAGE:
+            continue
+        m = stage.stage_dir(config).read_manifest() or {}
+        wall = m.get("wall_s")
+        walls.append(f"{stage.name} {wall / 60:.1f} min" if isinstance(wall, (int, float)) else f"{stage.name} n/a")
+    argv = sys.argv
+    command = " ".join(["thermocg", *argv[1:]]) if argv and Path(argv[0]).name in ("thermocg", "main.py") else "?"
+    return {"command": command, "config": str(config.source), "thermocg": __version__, "commit": commit,
+            "machine": machine, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "wall time per stage": ", ".join(walls)}
 
 
 def describe(manifest: dict, directory: Path) -> list[str]:

@@ -73,14 +73,18 @@ def simulation_jobs(config: Config, models: TrainedModels | None = None) -> dict
             raise ConfigError(f"simulate.models: {unknown} are not models of this config's train stage "
                               f"(available: {sorted(models.names)})")
         return {m: temps for m in s.models}
+    first_seed = {}
+    for m in models.models:
+        first_seed.setdefault(m.group, m.seed)
     jobs = {}
     for m in models.models:
+        mine = temps
         if m.single_temperature:  # fm-each: at its own temperature only
-            own = tuple(t for t in temps if t in m.training_temperatures_K)
-            if own:
-                jobs[m.name] = own
-        else:
-            jobs[m.name] = temps
+            mine = tuple(t for t in mine if t in m.training_temperatures_K)
+        if s.seed_temperatures_K and m.seed != first_seed[m.group]:  # further seeds: only where asked
+            mine = tuple(t for t in mine if any(abs(t - u) < 1e-9 for u in s.seed_temperatures_K))
+        if mine:
+            jobs[m.name] = mine
     return jobs
 
 

@@ -42,14 +42,19 @@ def test_records_round_trip_through_the_manifest(tmp_path):
     assert TargetSet.read(targets.directory) == targets
 
     models = TrainedModels(tmp_path / "train", (ModelEntry("fm", "fm", 0, 300.0, (300.0,)),
-                                                ModelEntry("fm-each-T500K", "fm-each", 0, 500.0, (500.0,)),
+                                                ModelEntry("fm-each-T500K-seed1", "fm-each", 0, 500.0, (500.0,), 1,
+                                                           "fm-each-T500K"),
+                                                ModelEntry("fm-each-T500K-seed2", "fm-each", 0, 500.0, (500.0,), 2,
+                                                           "fm-each-T500K"),
                                                 ModelEntry("trf-multi", "trf-multi", 2, 300.0, (250.0, 400.0))),
                            (32, 40))
     _finish(models.directory, "train", models)
     back = TrainedModels.read(models.directory)
     assert back == models and back.held_out == slice(32, 40)
-    assert back.floor(500.0) == "fm-each-T500K" and back.floor(300.0) is None  # no fm-each at 300 K
-    assert back.path("trf-multi").name == "trf-multi.pt" and back["fm-each-T500K"].single_temperature
+    assert back.floor(500.0) == ["fm-each-T500K-seed1", "fm-each-T500K-seed2"]  # one per seed
+    assert back.floor(300.0) == []  # no fm-each at 300 K
+    assert back.path("trf-multi").name == "trf-multi.pt" and back["fm-each-T500K-seed2"].single_temperature
+    assert back["fm-each-T500K-seed2"].seed == 2 and back["fm"].group == "fm"
 
     runs = Trajectories(tmp_path / "simulate", (
         TrajectoryRun("fm", 300.0, 0, "fm/T300K.h5md", ("fm/T300K-nve00.h5md",)),
@@ -107,6 +112,29 @@ def test_results_round_trip_as_strict_json(tmp_path):
     assert back.training_temperatures_K == {"fm": (300.0,)} and back.variants == {"fm": "fm"}
     with pytest.raises(DataFormatError, match="unknown measure 'rdf_iea'"):
         Measures.from_json({"rdf_iea": {"value": 1.0, "error": 0.1}})
+
+
+def test_results_over_seeds(tmp_path):
+    """Mean, spread (sample standard deviation) and within-run error of a measure over the
+    seeds of a group, by hand: values 1, 2, 4 with errors 0.3, 0.4, 1.2 -> mean 7/3,
+    spread sqrt(7/3), within sqrt(0.09 + 0.16 + 1.44)/3 = 1.3/3. A seed that did not measure
+    it (not simulated there) is left out; a group of one seed has no spread."""
+    ms = {"trf2-seed1": Measures(rdf_iae=Estimate(1.0, 0.3)), "trf2-seed2": Measures(rdf_iae=Estimate(2.0, 0.4)),
+          "trf2-seed3": Measures(rdf_iae=Estimate(4.0, 1.2)), "trf2-seed4": Measures(), "fm": Measures(rdf_iae=Estimate(5.0))}
+    res = Results(temperatures_K=(300.0,), models=tuple(ms), T0_K=300.0,
+                  training_temperatures_K={m: (300.0,) for m in ms}, variants={m: m[:4] for m in ms},
+                  by_temperature={300.0: TemperatureResults(300.0, None, ms)},
+                  groups={**{m: "trf2" for m in ms if m != "fm"}, "fm": "fm"},
+                  seeds={"trf2-seed1": 1, "trf2-seed2": 2, "trf2-seed3": 3, "trf2-seed4": 4, "fm": 2026})
+    res.write(tmp_path / "results.json")
+    back = Results.read(tmp_path / "results.json")
+    assert back.group_names == ["trf2", "fm"] and back.seeds["trf2-seed3"] == 3
+    s = back.over_seeds("trf2", 300.0, "rdf_iae")
+    assert s.n == 3 and s.mean == pytest.approx(7 / 3) and s.spread == pytest.approx(math.sqrt(7 / 3))
+    assert s.within == pytest.approx(1.3 / 3)
+    one = back.over_seeds("fm", 300.0, "rdf_iae")
+    assert one.n == 1 and one.mean == 5.0 and math.isnan(one.spread) and math.isnan(one.within)
+    assert back.over_seeds("trf2", 300.0, "adf_iae") is None
 
 
 def test_target_frames_round_trip(tmp_path):

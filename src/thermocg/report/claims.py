@@ -1,0 +1,204 @@
+"""The paper's claims (issue 14), each answered yes or no from an evaluate stage's results.
+
+Every verdict is computed from :class:`thermocg.io.records.Results` alone, with the numbers
+it rests on, so the report page, ``docs/results.md`` and ``docs/results.json`` print the same
+thing. A model group trained with several seeds enters as its mean over seeds, with the
+standard error of that mean (:func:`uncertainty`). A claim whose numbers are missing from the
+run (a variant not trained, no NVE, no held-out frames) is "not tested", with the reason.
+
+The rules, fixed before any study was run (issue 14's wording):
+
+1. trf2 (trained at T0 alone) reproduces RDF and ADF across the temperatures at least as
+   well as em (its IAE averaged over the temperatures is no larger than em's, for the RDF
+   and for the ADF), and far better than fm (its IAE at the lowest temperature and at every
+   temperature >= 500 K at most half of fm's, for both).
+2. trf2's excess force error (over fm-each) is below fm's at every temperature but T0.
+3. D_CG/D_FG of trf2 varies smoothly with temperature (a quadratic in T fits it within its
+   uncertainties: chi^2 per degree of freedom <= 3), and trf2's D(T) rises with T, as the
+   all-atom D(T) does (no drop between neighbouring temperatures larger than twice its
+   uncertainty).
+4. Convergence in r_e and in the number of frames: needs runs beyond one study config.
+5. The reference itself: D(T) and the centre-of-mass g(r) against published SPC/E values.
+   Needs the literature values, which a study config does not hold.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from thermocg.io.records import Results, SeedStatistics
+
+YES, NO, NOT_TESTED = "yes", "no", "not tested"
+
+
+@dataclass(frozen=True)
+class Claim:
+    number: int
+    text: str
+    verdict: str
+    #: the numbers the verdict rests on, one line each
+    evidence: tuple[str, ...] = ()
+    #: the same numbers, machine-readable
+    data: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"number": self.number, "claim": self.text, "verdict": self.verdict, "evidence": list(self.evidence),
+                "data": self.data}
+
+
+CLAIMS = {
+    1: "trf2 trained at T0 alone reproduces RDF and ADF across the temperatures at least as well as em, and far "
+       "better than fm (IAE at the lowest temperature and at >= 500 K at most half of fm's)",
+    2: "trf2's excess force error stays small away from T0 (below fm's at every T != T0)",
+    3: "D_CG/D_FG varies smoothly with temperature, and the CG model's D(T) rises with T like the all-atom D(T)",
+    4: "the results are converged in the local radius r_e and in the data (25-200 frames, r_e +- 1 A)",
+    5: "the reference is right: SPC/E's D(T) and centre-of-mass g(r) against published values",
+}
+
+
+def uncertainty(s: SeedStatistics) -> float:
+    """Standard error of a group's mean: the spread over seeds / sqrt(n) with several seeds (it
+    holds the sampling noise of each run too), the run's own error with one."""
+    if s.n > 1 and math.isfinite(s.spread):
+        return s.spread / math.sqrt(s.n)
+    return s.within
+
+
+def _fmt(s: SeedStatistics | None, digits: int = 3) -> str:
+    if s is None:
+        return "n/a"
+    err = uncertainty(s)
+    seeds = f" ({s.n} seeds)" if s.n > 1 else ""
+    return f"{s.mean:.{digits}g} ± {err:.2g}{seeds}" if math.isfinite(err) else f"{s.mean:.{digits}g}{seeds}"
+
+
+def group_of_variant(results: Results, variant: str) -> str | None:
+    """The model group of a transferable variant (fm, em, trf1, trf2, trf-multi), if trained."""
+    for m in results.models:
+        if results.variants.get(m) == variant:
+            return results.group_of(m)
+    return None
+
+
+def assess(results: Results) -> list[Claim]:
+    """Every claim, answered from ``results``."""
+    return [_claim1(results), _claim2(results), _claim3(results),
+            Claim(4, CLAIMS[4], NOT_TESTED, ("needs trf2 retrained with 25, 50, 100, 200 frames per temperature "
+                                            "and r_e +- 1 A: separate runs (docs/results.md)",)),
+            Claim(5, CLAIMS[5], NOT_TESTED, _reference_numbers(results))]
+
+
+def _missing(number: int, *names) -> Claim:
+    return Claim(number, CLAIMS[number], NOT_TESTED, (f"not in this run: {', '.join(names)}",))
+
+
+def _claim1(res: Results) -> Claim:
+    trf2, em, fm = (group_of_variant(res, v) for v in ("trf2", "em", "fm"))
+    if None in (trf2, em, fm):
+        return _missing(1, *[v for v, g in (("trf2", trf2), ("em", em), ("fm", fm)) if g is None])
+    temps = [t for t in res.temperatures_K
+             if all(res.over_seeds(g, t, "rdf_iae") is not None for g in (trf2, em, fm))]
+    if not temps:
+        return _missing(1, "RDF/ADF errors of trf2, em and fm at a common temperature")
+    lines, data, ok = [], {"temperatures_K": temps}, True
+    for measure, label in (("rdf_iae", "RDF"), ("adf_iae", "ADF")):
+        stats = {g: [res.over_seeds(g, t, measure) for t in temps] for g in (trf2, em, fm)}
+        if any(s is None for v in stats.values() for s in v):
+            return _missing(1, f"{label} errors at every temperature")
+        mean = {g: float(np.mean([s.mean for s in v])) for g, v in stats.items()}
+        as_em = mean[trf2] <= mean[em]
+        checked = [i for i, t in enumerate(temps) if i == 0 or t >= 500.0]
+        half = {temps[i]: stats[trf2][i].mean <= 0.5 * stats[fm][i].mean for i in checked}
+        ok &= as_em and all(half.values())
+        lines.append(f"{label} IAE averaged over {len(temps)} temperatures: trf2 {mean[trf2]:.3g}, em {mean[em]:.3g}, "
+                     f"fm {mean[fm]:.3g} -> trf2 {'<=' if as_em else '>'} em")
+        for i in checked:
+            t = temps[i]
+            lines.append(f"{label} IAE at {t:g} K: trf2 {_fmt(stats[trf2][i])}, fm {_fmt(stats[fm][i])} -> "
+                         f"ratio {stats[trf2][i].mean / stats[fm][i].mean:.2f} "
+                         f"({'at most' if half[t] else 'more than'} half)")
+        data[measure] = {g: [s.mean for s in v] for g, v in stats.items()}
+    return Claim(1, CLAIMS[1], YES if ok else NO, tuple(lines), data)
+
+
+def _claim2(res: Results) -> Claim:
+    trf2, fm = group_of_variant(res, "trf2"), group_of_variant(res, "fm")
+    if None in (trf2, fm):
+        return _missing(2, *[v for v, g in (("trf2", trf2), ("fm", fm)) if g is None])
+    temps = [t for t in res.temperatures_K if abs(t - res.T0_K) > 1e-9
+             and res.over_seeds(trf2, t, "force_mse_excess") is not None
+             and res.over_seeds(fm, t, "force_mse_excess") is not None]
+    if not temps:
+        return _missing(2, "excess force errors (fm-each and held-out frames) away from T0")
+    lines, ok, data = [], True, {"temperatures_K": temps, "trf2": [], "fm": []}
+    for t in temps:
+        a, b = res.over_seeds(trf2, t, "force_mse_excess"), res.over_seeds(fm, t, "force_mse_excess")
+        below = a.mean < b.mean
+        ok &= below
+        lines.append(f"{t:g} K: excess force MSE trf2 {_fmt(a)}, fm {_fmt(b)} (kcal/mol/Å)² -> "
+                     f"trf2 {'below' if below else 'not below'} fm")
+        data["trf2"].append(a.mean)
+        data["fm"].append(b.mean)
+    return Claim(2, CLAIMS[2], YES if ok else NO, tuple(lines), data)
+
+
+def _claim3(res: Results) -> Claim:
+    trf2 = group_of_variant(res, "trf2")
+    if trf2 is None:
+        return _missing(3, "trf2")
+    temps = [t for t in res.temperatures_K if res.over_seeds(trf2, t, "D_ratio_CG_over_FG") is not None]
+    if len(temps) < 4:
+        return _missing(3, "D_CG/D_FG of trf2 at four or more temperatures (NVE segments of both)")
+    ratio = [res.over_seeds(trf2, t, "D_ratio_CG_over_FG") for t in temps]
+    d_cg = [res.over_seeds(trf2, t, "D_A2_per_ps") for t in temps]
+    d_fg = [res.by_temperature[t].reference.D_A2_per_ps for t in temps]
+    y = np.array([s.mean for s in ratio])
+    err = np.array([uncertainty(s) for s in ratio])
+    err = np.where(np.isfinite(err) & (err > 0), err, np.nanmax(np.r_[err[np.isfinite(err)], 0.05 * np.abs(y)]))
+    x = np.asarray(temps)
+    coef = np.polyfit(x, y, 2, w=1.0 / err)
+    chi2 = float(np.sum(((np.polyval(coef, x) - y) / err) ** 2) / max(len(x) - 3, 1))
+    smooth = chi2 <= 3.0
+
+    def rises(values, errors):
+        return all(b - a > -2.0 * math.hypot(ea, eb) for a, b, ea, eb in
+                   zip(values[:-1], values[1:], errors[:-1], errors[1:]))
+
+    cg_vals, cg_err = [s.mean for s in d_cg], [uncertainty(s) if math.isfinite(uncertainty(s)) else 0.0 for s in d_cg]
+    fg_vals = [e.value for e in d_fg]
+    fg_err = [e.error if math.isfinite(e.error) else 0.0 for e in d_fg]
+    cg_rises, fg_rises = rises(cg_vals, cg_err), rises(fg_vals, fg_err)
+    lines = [f"D_CG/D_FG of trf2 at {', '.join(f'{t:g}' for t in temps)} K: "
+             + ", ".join(_fmt(s, 3) for s in ratio),
+             f"quadratic fit in T: chi²/dof = {chi2:.2f} -> {'smooth' if smooth else 'not smooth'} (rule: <= 3)",
+             "D_CG of trf2 (Å²/ps): " + ", ".join(f"{v:.3g}" for v in cg_vals)
+             + f" -> {'rises' if cg_rises else 'does not rise'} with T",
+             "D_FG all-atom (Å²/ps): " + ", ".join(f"{v:.3g}" for v in fg_vals)
+             + f" -> {'rises' if fg_rises else 'does not rise'} with T"]
+    ok = smooth and cg_rises and fg_rises
+    return Claim(3, CLAIMS[3], YES if ok else NO, tuple(lines),
+                 {"temperatures_K": temps, "ratio": y.tolist(), "ratio_error": err.tolist(), "chi2_per_dof": chi2,
+                  "D_CG": cg_vals, "D_FG": fg_vals})
+
+
+def _reference_numbers(res: Results) -> tuple[str, ...]:
+    """What the run measured of the reference itself (claim 5's side of the comparison)."""
+    lines = []
+    for t, entry in res.by_temperature.items():
+        ref = entry.reference
+        if ref is None:
+            continue
+        parts = []
+        if ref.rdf_peak_position is not None:
+            parts.append(f"g(r) first peak {ref.rdf_peak_height.value:.3g} at {ref.rdf_peak_position.value:.3g} Å")
+        if ref.D_A2_per_ps is not None:
+            d = ref.D_A2_per_ps.value * 10.0  # Å²/ps = 1e-4 cm²/s -> units of 1e-5 cm²/s
+            yh = ref.yeh_hummer_correction_A2_per_ps
+            parts.append(f"D = {d:.3g}e-5 cm²/s" + (f" (+{yh * 10.0:.2g}e-5 Yeh-Hummer)"
+                                                     if yh is not None else ""))
+        if parts:
+            lines.append(f"{t:g} K: " + ", ".join(parts))
+    return tuple(["published values not compared yet (docs/results.md)"] + lines)
