@@ -117,11 +117,18 @@ def run_simulate(config: Config, force: bool = False, show_progress: bool = True
         return manifest
     device = pick_device(config.run.device)
     outputs, summary, runs = {}, {}, []
-    for name, temps in jobs.items():
+    systems_total = sum(len(t) for t in jobs.values()) * config.simulate.replicas
+    systems_done, t_start = 0, time.monotonic()
+    for k, (name, temps) in enumerate(jobs.items()):
         batch = Batch.of(models, name, temps, config, reference, stage.path, stage.config_hash, device)
+        started = time.monotonic()
         files, summary[name] = simulate_model(batch, show_progress, stage.add_outputs)
         outputs[name] = [f"{name}/{f}" for f in files]
         runs += batch.record()
+        systems_done += len(batch.systems)
+        rate = (time.monotonic() - t_start) / systems_done
+        log.info("simulate %s: %d system(s) in %.0f s; %d/%d models, about %.0f min left", name, len(batch.systems),
+                 time.monotonic() - started, k + 1, len(jobs), rate * (systems_total - systems_done) / 60)
     record = Trajectories(stage.path, tuple(runs))
     return stage.write_manifest(True, config_json, outputs, summary, record.to_json())
 
