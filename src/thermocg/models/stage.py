@@ -209,7 +209,7 @@ def _run_jobs(jobs: list[TrainJob], procs: int, donors: dict[str, str], finished
             del waiting[job.entry.name]
             report(job, train_one(job))
         return
-    pool, _ = start_pool(procs)
+    pool, _ = start_pool(procs, jobs[0].threads or None)
     try:
         running = {}
         while waiting or running:
