@@ -121,7 +121,7 @@ def _run_tasks(tasks, procs: int, show_progress: bool, finished) -> dict:
                 except ThermocgError as err:
                     errors.append(err)
         else:
-            pool, q = start_pool(procs, threads)
+            pool, q = start_pool(procs, tasks[0].threads)
             try:
                 futures = {pool.submit(_worker, t): t for t in tasks}
                 pending = set(futures)
