@@ -157,8 +157,10 @@ class StageDir:
             (self.path / name).unlink(missing_ok=True)
         bad = {name for name, _ in damaged}
         self.recorded = {k: v for k, v in manifest.get("files", {}).items() if k not in bad}
-        if not manifest.get("complete"):  # an interrupted run of this config: its time counts
-            self._wall_before = float(manifest.get("wall_s") or 0.0)
+        # an interrupted run of this config, or one whose outputs were damaged since: the time
+        # spent on the outputs kept counts (time after an interrupted run's last finished output
+        # is not recorded)
+        self._wall_before = float(manifest.get("wall_s") or 0.0)
         if not manifest.get("complete") or damaged:
             return None
         if "record" not in manifest or "files" not in manifest:

@@ -80,3 +80,11 @@ def test_a_claim_without_its_numbers_is_not_tested():
     assert claims[1].verdict == NOT_TESTED and "em" in claims[1].evidence[0]
     assert claims[2].verdict == YES
     assert np.isfinite(claims[3].data["chi2_per_dof"])
+
+
+def test_the_reference_D_is_evidence_not_part_of_claim_3():
+    """An all-atom D(T) that does not rise is printed with claim 3 but tests the reference
+    (claim 5), not the CG model."""
+    claims = {c.number: c for c in assess(_results(**{**GOOD, "d_fg": [0.1, 0.3, 0.2, 0.5, 0.1, 0.7]}))}
+    assert claims[3].verdict == YES
+    assert any("D_FG all-atom" in e and "does not rise" in e for e in claims[3].evidence)

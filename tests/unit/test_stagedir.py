@@ -98,3 +98,29 @@ def test_a_manifest_that_is_not_an_object_is_one_line(tmp_path, text):
         s.prepare(force=False)
     with pytest.raises(ConfigError, match="not a stage manifest"):
         s.require_finished()
+
+
+def test_wall_time_adds_up_over_an_interrupted_and_a_resumed_run(tmp_path, monkeypatch):
+    """wall_s: seconds spent on the outputs, over every run that worked on them (a fake clock:
+    10 s to the first output, interruption, 5 s more in the resumed run); --force starts at 0."""
+    from thermocg import stagedir
+
+    clock = {"t": 100.0}
+    monkeypatch.setattr(stagedir.time, "monotonic", lambda: clock["t"])
+    path = tmp_path / "s"
+    s = StageDir(path, "s", "h", "[s]")
+    s.prepare(force=False)
+    s.write_manifest(False, {})
+    clock["t"] += 10.0
+    (path / "a.dat").write_bytes(b"a")
+    s.add_outputs(["a.dat"])  # then the run is interrupted
+    clock["t"] += 50.0  # time between the runs does not count
+    resumed = StageDir(path, "s", "h", "[s]")
+    assert resumed.prepare(force=False) is None
+    clock["t"] += 5.0
+    (path / "b.dat").write_bytes(b"b")
+    m = resumed.write_manifest(True, {}, {"x": ["a.dat", "b.dat"]}, {}, {"kind": "test"})
+    assert m["wall_s"] == pytest.approx(15.0)
+    again = StageDir(path, "s", "h", "[s]")
+    again.prepare(force=True)
+    assert again.write_manifest(False, {})["wall_s"] == pytest.approx(0.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -98,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     handler = _configure_logging(args.debug)
     if not args.debug:
         # torch's note on hippynn's use of sparse tensors at import: not about the user's run
-        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+        note = "Sparse invariant checks are implicitly disabled"
+        warnings.filterwarnings("ignore", message=note)
+        # worker processes (reference, train) are new interpreters: the same filter, by environment
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, (os.environ.get("PYTHONWARNINGS"), f"ignore:{note}")))
     from thermocg.config import load_config
     from thermocg.errors import ThermocgError
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from thermocg.config import Config
-from thermocg.errors import ConfigError, TrainingError
+from thermocg.errors import ConfigError, ThermocgError, TrainingError
 from thermocg.io.records import ModelEntry, TargetSet, TrainedModels
 from thermocg.io.strict import number
 from thermocg.labels import temperature_label
@@ -98,14 +98,21 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
     plan = model_plan(config)
     donors = w0_donors(plan)
     outputs, summary, jobs = {}, {}, []
+    retrain = {e.name for e in plan if not ((stage.path / f"{e.name}.pt").exists()
+                                            and f"{e.name}.pt" in stage.recorded)}
+    # a model whose W0 donor is trained again is trained again too: it must carry that W0
+    retrain |= {e.name for e in plan if donors.get(e.name) in retrain}
     for entry in plan:
         out = stage.path / f"{entry.name}.pt"
-        if out.exists() and out.name in stage.recorded:  # finished and verified; an unrecorded file is redone
+        if entry.name not in retrain:  # finished and verified; an unrecorded file is redone
             outputs[entry.name], summary[entry.name] = [out.name], "up to date"
-        else:
-            donor = donors.get(entry.name)
-            jobs.append(TrainJob(config, entry, targets, stage.path, config_json, str(device),
-                                 None if donor is None else stage.path / f"{donor}.pt", show_progress))
+            continue
+        donor = donors.get(entry.name)
+        if donor in retrain:  # any checkpoint of its own holds the old donor's W0
+            for phase in (f"{entry.name}-thermal", f"{entry.name}-U"):
+                (stage.path / f".{phase}.ckpt").unlink(missing_ok=True)
+        jobs.append(TrainJob(config, entry, targets, stage.path, config_json, str(device),
+                             None if donor is None else stage.path / f"{donor}.pt", show_progress))
     procs, threads = plan_processes(config.run.processes, len(jobs), device.type != "cpu")
     if jobs:
         log.info("train: %d of %d models to train, %d process(es) x %d thread(s), %s -> %s", len(jobs), len(plan),
@@ -113,6 +120,8 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
 
     def finished(job: TrainJob, result: dict) -> None:
         stage.add_outputs([job.out.name])
+        for phase in result["phases"]:  # only now: an interruption before this line resumes them
+            (stage.path / f".{phase}.ckpt").unlink(missing_ok=True)
         outputs[job.entry.name], summary[job.entry.name] = [job.out.name], result
 
     _run_jobs([replace(j, threads=threads, show_progress=show_progress and procs == 1) for j in jobs],
@@ -171,8 +180,6 @@ def train_one(job: TrainJob) -> dict:
                                 "w0_from": None if job.w0_from is None else job.w0_from.name,
                                 "history": {p: {k: h[k] for k in ("train", "valid", "best_epoch", "best_valid")}
                                             for p, h in histories.items()}})
-    for phase in histories:
-        (job.directory / f".{phase}.ckpt").unlink(missing_ok=True)
     return {"seconds": time.monotonic() - start, "w0_from": None if job.w0_from is None else job.w0_from.stem,
             "phases": {p: {"best_valid_loss": h["best_valid"], "valid_loss_before": h.get("valid_before"),
                            "epochs": len(h["valid"]), "best_epoch": h["best_epoch"]} for p, h in histories.items()}}
@@ -185,15 +192,20 @@ def _run_jobs(jobs: list[TrainJob], procs: int, donors: dict[str, str], finished
     from concurrent.futures.process import BrokenProcessPool
 
     waiting = {j.entry.name: j for j in jobs}
+    to_train = set(waiting)
+    saved: set[str] = set()
     total_cost = sum(j.cost for j in jobs) or 1.0
     done_cost, t_start, n_done = 0.0, time.monotonic(), 0
 
     def ready():
-        return [j for j in waiting.values() if donors.get(j.entry.name) not in waiting]
+        """Jobs whose W0 donor is saved (or not trained here: saved before)."""
+        return [j for j in waiting.values()
+                if donors.get(j.entry.name) not in to_train or donors.get(j.entry.name) in saved]
 
     def report(job: TrainJob, result: dict) -> None:
         nonlocal done_cost, n_done
         finished(job, result)
+        saved.add(job.entry.name)
         done_cost += job.cost
         n_done += 1
         elapsed = time.monotonic() - t_start
@@ -207,7 +219,7 @@ def _run_jobs(jobs: list[TrainJob], procs: int, donors: dict[str, str], finished
         while waiting:
             job = ready()[0]
             del waiting[job.entry.name]
-            report(job, train_one(job))
+            report(job, _named(train_one, job))
         return
     pool, _ = start_pool(procs, jobs[0].threads or None)
     try:
@@ -228,11 +240,21 @@ def _run_jobs(jobs: list[TrainJob], procs: int, donors: dict[str, str], finished
                 except BrokenProcessPool as err:
                     raise TrainingError(f"train {job.entry.name}: a worker process died ({err}); re-run the same "
                                         "command to resume") from err
+                except ThermocgError as err:
+                    raise type(err)(f"train {job.entry.name}: {err}") from err
                 report(job, result)
     except BaseException:
         stop_workers(pool)  # Ctrl-C, SIGTERM or an error: no worker may outlive this stage
         raise
     pool.shutdown(wait=True)
+
+
+def _named(fn, job: TrainJob):
+    """``fn(job)``, its errors naming the model."""
+    try:
+        return fn(job)
+    except ThermocgError as err:
+        raise type(err)(f"train {job.entry.name}: {err}") from err
 
 
 def _duration(seconds: float) -> str:
