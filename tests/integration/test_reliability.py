@@ -112,18 +112,24 @@ def test_a_shortened_reference_file_is_refused_downstream(copied_run):
         pipeline.stage("targets").run(copied_run, force=True, show_progress=False)
 
 
-def test_a_truncated_model_is_detected_and_only_it_is_retrained(copied_run, caplog):
+def test_a_truncated_model_is_detected_and_only_it_and_its_W0_users_are_retrained(copied_run, caplog):
+    """fm.pt damaged: fm is trained again, and so are the models that take its W0 (trf2, em and
+    the fm-each at T0), which must carry the new one; the others are kept untouched."""
     import logging
 
     train = copied_run.run_dir / "train"
     data = (train / "fm.pt").read_bytes()
     (train / "fm.pt").write_bytes(data[: len(data) // 2])
-    before = {p.name: p.stat().st_mtime_ns for p in train.glob("*.pt") if p.name != "fm.pt"}
+    users = {"fm.pt", "trf2.pt", "em.pt", "fm-each-T300K.pt"}
+    before = {p.name: p.stat().st_mtime_ns for p in train.glob("*.pt") if p.name not in users}
+    assert set(before) == {"trf-multi.pt", "fm-each-T500K.pt"}
     with caplog.at_level(logging.WARNING):
         manifest = pipeline.stage("train").run(copied_run, show_progress=False)
     assert "fm.pt is damaged" in caplog.text and manifest["complete"]
-    assert manifest["summary"]["fm"] != "up to date" and manifest["summary"]["trf2"] == "up to date"
-    assert {p.name: p.stat().st_mtime_ns for p in train.glob("*.pt") if p.name != "fm.pt"} == before
+    assert all(manifest["summary"][p[:-3]] != "up to date" for p in users)
+    assert manifest["summary"]["trf2"]["w0_from"] == "fm"
+    assert manifest["summary"]["trf-multi"] == "up to date"
+    assert {p.name: p.stat().st_mtime_ns for p in train.glob("*.pt") if p.name not in users} == before
     assert pipeline.stage("train").run(copied_run, show_progress=False)["summary"] == manifest["summary"]
 
 
