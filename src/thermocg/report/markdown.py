@@ -40,7 +40,7 @@ def _cell(s: SeedStatistics | None, digits: int) -> str:
 
 def table(res: Results, measure: str, digits: int, lines: dict[str, list[str]]) -> list[str]:
     """One markdown table: a row per series, a column per temperature (* = trained there)."""
-    from thermocg.report.stage import points
+    from thermocg.report.stage import points, trained_at
 
     temps = list(res.by_temperature)
     out = ["| model | " + " | ".join(f"{t:g} K" for t in temps) + " |", "|---" * (len(temps) + 1) + "|"]
@@ -56,7 +56,7 @@ def table(res: Results, measure: str, digits: int, lines: dict[str, list[str]]) 
         got = dict(points(res, label, groups, measure))
         if not got:
             continue
-        trained = {t for g in groups for t in res.training_temperatures_K.get(res.members(g)[0], ())}
+        trained = trained_at(res, groups)
         cells = [_cell(got.get(t), digits) + ("*" if t in trained and t in got else "") for t in temps]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     return out
@@ -95,7 +95,7 @@ def results_markdown(res: Results, claims: list[Claim], provenance: dict, figure
 def summary_json(res: Results, claims: list[Claim], provenance: dict) -> dict:
     """``summary.json``: by temperature and model group, every measure over seeds; the reference's
     own measures; the claims; provenance."""
-    from thermocg.report.stage import points, series
+    from thermocg.report.stage import points, series, trained_at
 
     lines = series(res)
     measures = [m for m, *_ in TABLES]
@@ -107,7 +107,7 @@ def summary_json(res: Results, claims: list[Claim], provenance: dict) -> dict:
             got = {m: dict(points(res, label, groups, m)).get(t) for m in measures}
             got = {m: s.to_json() for m, s in got.items() if s is not None}
             if got:
-                trained = {u for g in groups for u in res.training_temperatures_K.get(res.members(g)[0], ())}
+                trained = trained_at(res, groups)
                 models[label] = {"trained_here": t in trained, **got}
         by_t[temperature_label(t)] = {
             "temperature_K": t,
@@ -120,7 +120,6 @@ def summary_json(res: Results, claims: list[Claim], provenance: dict) -> dict:
             "models": models}
     return {"provenance": provenance, "T0_K": res.T0_K,
             "models": {label: {"groups": groups, "seeds": [res.seeds.get(m) for g in groups for m in res.members(g)],
-                               "training_temperatures_K": sorted(
-                                   {u for g in groups for u in res.training_temperatures_K.get(res.members(g)[0], ())})}
+                               "training_temperatures_K": sorted(trained_at(res, groups))}
                        for label, groups in lines.items()},
             "claims": [c.to_json() for c in claims], "by_temperature": by_t, "notes": list(res.notes)}

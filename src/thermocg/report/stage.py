@@ -83,7 +83,8 @@ def points(res: Results, label: str, groups: list[str], measure: str) -> list[tu
     return pts
 
 
-def _trained_at(res: Results, groups: list[str]) -> set[float]:
+def trained_at(res: Results, groups: list[str]) -> set[float]:
+    """The temperatures the groups of one series were trained at."""
     return {t for g in groups for t in res.training_temperatures_K.get(res.members(g)[0], ())}
 
 
@@ -111,7 +112,7 @@ def _figures(res: Results) -> dict[str, "object"]:
             v = [st.mean for _, st in pts]
             err = [np.nan_to_num(uncertainty(st)) for _, st in pts]
             ax.errorbar(t, v, err, fmt="o-", color=colours[label], label=label, ms=4, capsize=2)
-            trained = _trained_at(res, groups)
+            trained = trained_at(res, groups)
             tv = [(ti, vi) for ti, vi in zip(t, v) if ti in trained]
             if tv:
                 ax.plot(*zip(*tv), "s", color=colours[label], ms=9, mfc="none")
