@@ -47,6 +47,7 @@ import torch
 from thermocg.config import load_config
 from thermocg import pipeline
 from thermocg.device import pick_device
+from thermocg.evaluate.stage import response_scale
 from thermocg.labels import temperature_label
 from thermocg.models.baselines import HipnnBaseline
 from thermocg.models.saved import load_model, save_model
@@ -87,20 +88,11 @@ def held_out_mse(model, targets, temp, n_train):
     return float(np.mean((pred - data.targets[0]) ** 2))
 
 
-def response_scale(model, targets, temp, t0, n_train):
-    """How the model's own temperature response ΔF = F(T) - F(T0) fits the held-out
-    residual f - F(T0) at ``temp``: (a*, <ΔF²>) with a* the least-squares scale of ΔF
-    (1: right size; 0.5: its correct part's gain just cancels the cost of the rest)."""
+def response_at(model, targets, temp, t0, n_train):
+    """a* and <dF^2> of ``model`` (loaded) on the held-out frames at ``temp``
+    (:func:`thermocg.evaluate.stage.response_scale`)."""
     data, _ = training_data(targets, [temp], 0, frames=slice(n_train, None))
-
-    def forces(t):
-        return np.concatenate([model.forces_numpy(data.positions[k:k + 4], data.box[k:k + 4], t)
-                               for k in range(0, len(data.positions), 4)])
-
-    base = forces(t0)
-    d_f = forces(temp) - base
-    msq = float(np.mean(d_f ** 2))
-    return float(np.sum(d_f * (data.targets[0] - base)) / np.sum(d_f ** 2)) if msq > 0 else float("nan"), msq
+    return response_scale(model, data.positions, data.box, data.targets[0], temp, t0)
 
 
 def hipnn_targets(config, temp, n_train, folds, epochs, cache_dir):
@@ -232,11 +224,11 @@ def main() -> None:
         name, ep = key.rsplit("@", 1)
         if int(ep) != epochs or name.startswith("fm") or not (out_dir / f"{name}.pt").exists():
             continue
-        model = load_model(out_dir / f"{name}.pt").model
+        model = load_model(out_dir / f"{name}.pt")
         cells = ""
         for t in temps:
             if t != t0:
-                a, msq = response_scale(model, targets, t, t0, n_train)
+                a, msq = response_at(model, targets, t, t0, n_train)
                 cells += f"{a:>10.2f}{f'[{msq:.2f}]':>8}"
         print(f"{name:<22}{cells}")
 

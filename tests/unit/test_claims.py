@@ -88,3 +88,51 @@ def test_the_reference_D_is_evidence_not_part_of_claim_3():
     claims = {c.number: c for c in assess(_results(**{**GOOD, "d_fg": [0.1, 0.3, 0.2, 0.5, 0.1, 0.7]}))}
     assert claims[3].verdict == YES
     assert any("D_FG all-atom" in e and "does not rise" in e for e in claims[3].evidence)
+
+
+def _convergence(excess_by_frames, excess_by_radius, sem=0.02):
+    """A bench/convergence.py summary: trf2 at frame counts (r_e 6.5) and radii (100 frames), each
+    with the excess given per temperature of TEMPS (T0 = 300 K) and the same s.e. everywhere."""
+    def entry(n, r, excess):
+        return {"variant": "trf2", "frames": n, "r_e_A": r, "seeds": [1, 2, 3], "by_temperature": {
+            str(t): {"excess_mean": e, "excess_sem": sem, "a_star_mean": 0.9, "n_seeds": 3}
+            for t, e in zip(TEMPS, excess)}}
+    out = {f"trf2 n={n} r_e=6.5": entry(n, 6.5, e) for n, e in excess_by_frames.items()}
+    out.update({f"trf2 n=100 r_e={r:g}": entry(100, r, e) for r, e in excess_by_radius.items()})
+    out["fm n=100"] = {**entry(100, None, [9.0] * 6), "variant": "fm"}  # not trf2: ignored
+    return out
+
+
+CONVERGED = dict(
+    excess_by_frames={25: [2.0, 0, 2.0, 4.0, 8.0, 12.0], 50: [1.0, 0, 1.0, 2.0, 4.0, 6.0],
+                      100: [0.5, 0, 0.5, 1.0, 2.0, 3.0], 200: [0.45, 0, 0.48, 0.95, 2.1, 3.2]},
+    excess_by_radius={5.5: [0.52, 0, 0.5, 1.05, 1.9, 2.9], 7.5: [0.5, 0, 0.55, 1.0, 2.1, 3.1]})
+
+
+def test_claim4_holds_when_the_last_doubling_and_the_radii_change_nothing():
+    # 100 -> 200 frames moves every excess by <= 10 % (or within 2 s.e.); so do the radii
+    claim = {c.number: c for c in assess(_results(**GOOD), _convergence(**CONVERGED))}[4]
+    assert claim.verdict == YES, claim.evidence
+    assert claim.data["frames"]["moved"] == [False] * 5
+
+
+@pytest.mark.parametrize("broken", [
+    # 200 frames halve the excess at 600 K: 2.0 -> 1.0, far beyond 2 s.e. (0.057) and 10 %
+    {"excess_by_frames": {**CONVERGED["excess_by_frames"], 200: [0.45, 0, 0.48, 0.95, 1.0, 3.2]}},
+    # r_e = 7.5 A moves the 700 K excess from 3.0 to 4.0
+    {"excess_by_radius": {**CONVERGED["excess_by_radius"], 7.5: [0.5, 0, 0.55, 1.0, 2.1, 4.0]}},
+])
+def test_claim4_fails_when_more_data_or_another_radius_moves_the_error(broken):
+    claim = {c.number: c for c in assess(_results(**GOOD), _convergence(**{**CONVERGED, **broken}))}[4]
+    assert claim.verdict == NO, claim.evidence
+
+
+def test_claim4_change_within_twice_its_error_is_converged():
+    # at 250 K: 0.5 -> 0.62 is 24 % of the value, but its s.e. is 0.2 * sqrt(2) = 0.28: within 2 s.e.
+    frames = {**CONVERGED["excess_by_frames"], 200: [0.62, 0, 0.48, 0.95, 2.1, 3.2]}
+    claim = {c.number: c for c in assess(_results(**GOOD), _convergence(frames, CONVERGED["excess_by_radius"],
+                                                                        sem=0.2))}[4]
+    assert claim.verdict == YES, claim.evidence
+    tight = {c.number: c for c in assess(_results(**GOOD), _convergence(frames, CONVERGED["excess_by_radius"],
+                                                                        sem=0.02))}[4]
+    assert tight.verdict == NO and tight.data["frames"]["moved"][0]

@@ -107,7 +107,9 @@ def _ratio(a: dict, b: dict) -> dict:
     return {"value": r, "error": abs(r) * math.sqrt((ea / va) ** 2 + (eb / vb) ** 2) if va and vb else float("nan")}
 
 
-def _reference_nve(reference: ReferenceRun, temperature_K: float) -> tuple[list[np.ndarray], float]:
+def reference_nve_beads(reference: ReferenceRun, temperature_K: float) -> tuple[list[np.ndarray], float]:
+    """The reference's NVE segments at one temperature mapped to centre-of-mass beads
+    (unwrapped, Å), and their frame interval (ps)."""
     trajs, dt = [], None
     for path in reference.nve_paths(temperature_K):
         d = read_h5md(path)
@@ -142,6 +144,28 @@ def force_errors(models: dict, held_out: slice, temperature_K: float, cg) -> dic
     return out
 
 
+def response_scale(model, positions, box, forces, temperature_K: float, T0_K: float) -> tuple[float, float]:
+    """How well a model's own temperature response ``dF = F(R, T) - F(R, T0)`` fits the
+    residual of its T0 forces, ``f - F(R, T0)``, on frames at ``temperature_K``.
+
+    Returns ``(a*, <dF^2>)``: ``a*`` is the least-squares scale of dF onto the residual, 1 when
+    the learned response has the right size and direction on average, 0 when it is uncorrelated
+    with the residual; ``<dF^2>`` the response's mean square, (kcal/mol/Å)². Since the mapped
+    force is the mean force plus noise independent of the model, ``a*`` estimates
+    ``<dF . (F_mean(T) - F(T0))> / <dF^2>`` without bias. ``model.forces(x, cells, T)`` as
+    :func:`thermocg.load_model` gives; ``box``: per frame, the edges (B, 3) or the cells (B, 3, 3).
+    """
+    def predict(temp):
+        return np.concatenate([model.forces(positions[k:k + 4], box[k:k + 4], temp)
+                               for k in range(0, len(positions), 4)])
+
+    base = predict(T0_K)
+    d_f = predict(temperature_K) - base
+    msq = float(np.mean(d_f ** 2))
+    a = float(np.sum(d_f * (forces - base)) / np.sum(d_f ** 2)) if msq > 0 else float("nan")
+    return a, msq
+
+
 @locked_stage
 def run_evaluate(config: Config, force: bool = False, show_progress: bool = True) -> dict:
     """Evaluate every simulated model at every temperature; write results.json."""
@@ -171,7 +195,7 @@ def run_evaluate(config: Config, force: bool = False, show_progress: bool = True
             ref_struct = Structure(config, cg.positions, cg.box)
             ref_json = ref_struct.summary()
             if reference.nve_segments:
-                trajs, dt = _reference_nve(reference, t)
+                trajs, dt = reference_nve_beads(reference, t)
                 ref_json.update(diffusion(config, trajs, dt, t, float(cg.box[0].min())))
             ref_measures = Measures.from_json(ref_json)
             errors = force_errors(models, trained.held_out, t, cg)  # every model, simulated here or not

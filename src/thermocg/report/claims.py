@@ -19,7 +19,12 @@ The rules, fixed before any study was run (issue 14's wording):
    between neighbouring temperatures larger than twice its uncertainty). Whether the
    all-atom D(T) rises is printed beside it, not part of the verdict (it tests the
    reference, claim 5).
-4. Convergence in r_e and in the number of frames: needs runs beyond one study config.
+4. Convergence in the data and in r_e, from ``bench/convergence.py``'s summary of the study
+   (trf2 trained at T0 on 25, 50, 100, 200 frames, and on 100 frames with r_e -+ 1 A; seeds as
+   the study): converged when, at every temperature but T0, trf2's excess force error moves by
+   no more than twice the standard error of the change, or by no more than 10 % of its value,
+   from the second-largest to the largest frame count, and from the study's r_e to each r_e
+   -+ 1 A. Without that summary (a study config alone does not run it): not tested.
 5. The reference itself: D(T) and the centre-of-mass g(r) against published SPC/E values.
    Needs the literature values, which a study config does not hold.
 """
@@ -88,11 +93,10 @@ def group_of_variant(results: Results, variant: str) -> str | None:
     return None
 
 
-def assess(results: Results) -> list[Claim]:
-    """Every claim, answered from ``results``."""
-    return [_claim1(results), _claim2(results), _claim3(results),
-            Claim(4, CLAIMS[4], NOT_TESTED, ("needs trf2 retrained with 25, 50, 100, 200 frames per temperature "
-                                            "and r_e +- 1 A: separate runs (docs/results.md)",)),
+def assess(results: Results, convergence: dict | None = None) -> list[Claim]:
+    """Every claim, answered from ``results`` (and, for claim 4, ``convergence``: the
+    ``variants`` of ``bench/convergence.py``'s summary.json for this study)."""
+    return [_claim1(results), _claim2(results), _claim3(results), claim4(convergence, results.T0_K),
             Claim(5, CLAIMS[5], NOT_TESTED, _reference_numbers(results))]
 
 
@@ -187,6 +191,68 @@ def _claim3(res: Results) -> Claim:
     return Claim(3, CLAIMS[3], YES if ok else NO, tuple(lines),
                  {"temperatures_K": temps, "ratio": y.tolist(), "ratio_error": err.tolist(), "chi2_per_dof": chi2,
                   "D_CG": cg_vals, "D_FG": fg_vals})
+
+
+def _moved(a: dict, b: dict) -> tuple[bool, float, float]:
+    """Whether the excess force error moved from ``a`` to ``b`` (one temperature's entries of
+    two convergence variants) by more than the rule allows; the change and its standard error."""
+    change = b["excess_mean"] - a["excess_mean"]
+    err = math.hypot(*(x["excess_sem"] if x["excess_sem"] is not None and math.isfinite(x["excess_sem"]) else 0.0
+                       for x in (a, b)))
+    return abs(change) > max(2.0 * err, 0.1 * abs(a["excess_mean"])), change, err
+
+
+def claim4(convergence: dict | None, T0_K: float) -> Claim:
+    """Claim 4 from ``bench/convergence.py``'s variants (label -> {"variant", "frames", "r_e_A",
+    "by_temperature": {T: {"excess_mean", "excess_sem", "a_star_mean", "n_seeds"}}})."""
+    if not convergence:
+        return Claim(4, CLAIMS[4], NOT_TESTED, ("needs trf2 retrained with 25, 50, 100, 200 frames and r_e -+ 1 A: "
+                                               "run bench/convergence.py on the study",))
+    trf2 = {k: v for k, v in convergence.items() if v["variant"] == "trf2"}
+    radii = sorted({v["r_e_A"] for v in trf2.values()})
+    if not trf2:
+        return _missing(4, "trf2 in the convergence summary")
+    counts = {}
+    for v in trf2.values():
+        counts.setdefault(v["frames"], set()).add(v["r_e_A"])
+    common = [r for r in radii if sum(r in c for c in counts.values()) >= 2]  # the r_e of the frame series
+    if not common or len(radii) < 3:
+        return _missing(4, "trf2 at two frame counts and at three radii")
+    r0 = common[0]
+    by = {(v["frames"], v["r_e_A"]): v["by_temperature"] for v in trf2.values()}
+    frames = sorted(n for n, c in counts.items() if r0 in c)
+    n_r = max(counts, key=lambda n: len(counts[n]))
+    temps = sorted(float(t) for t in by[(frames[-1], r0)] if abs(float(t) - T0_K) > 1e-9)
+
+    def series(label, key_a, key_b) -> tuple[bool, list[str], dict]:
+        lines, moved = [], []
+        for t in temps:
+            a, b = by[key_a][str(t)], by[key_b][str(t)]
+            m, change, err = _moved(a, b)
+            moved.append(m)
+            lines.append(f"{label} at {t:g} K: excess {a['excess_mean']:.3g} -> {b['excess_mean']:.3g} "
+                         f"(change {change:+.2g} ± {err:.2g}) -> {'moved' if m else 'converged'}")
+        return not any(moved), lines, {"temperatures_K": temps, "moved": moved}
+
+    ok_n, lines_n, data_n = series(f"frames {frames[-2]} -> {frames[-1]}", (frames[-2], r0), (frames[-1], r0))
+    lines = ["trf2 excess force MSE (kcal/mol/Å)² by frames at T0 (r_e = %g Å), per temperature: " % r0
+             + "; ".join(f"{t:g} K: " + ", ".join(f"{by[(n, r0)][str(t)]['excess_mean']:.3g}" for n in frames)
+                         for t in temps) + f" (frames {', '.join(map(str, frames))})"]
+    lines += lines_n
+    ok_r, data_r = True, {}
+    for r in sorted(counts[n_r]):
+        if r == r0:
+            continue
+        ok, more, data_r[str(r)] = series(f"r_e {r0:g} -> {r:g} Å ({n_r} frames)", (n_r, r0), (n_r, r))
+        ok_r &= ok
+        lines += more
+    a_star = {n: [by[(n, r0)][str(t)]["a_star_mean"] for t in temps] for n in frames}
+    lines.append("response scale a* of trf2 by frames: " + "; ".join(
+        f"{n}: " + ", ".join("n/a" if a is None else f"{a:.2f}" for a in a_star[n]) for n in frames)
+        + f" (at {', '.join(f'{t:g}' for t in temps)} K; 1 is the right size)")
+    lines.append(f"converged in the data: {'yes' if ok_n else 'no'}; in r_e: {'yes' if ok_r else 'no'}")
+    return Claim(4, CLAIMS[4], YES if ok_n and ok_r else NO, tuple(lines),
+                 {"frames": data_n, "r_e": data_r, "a_star_by_frames": {str(n): a for n, a in a_star.items()}})
 
 
 def _reference_numbers(res: Results) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """The report stage: one self-contained HTML page (figures inlined) plus the PNG figures.
 
-Reads ``evaluate/results.json`` only, so a report can be rebuilt without recomputing
-anything. Sections: the models and their training temperatures, the force-error
+Reads ``evaluate/results.json`` (and, for claim 4, ``convergence/summary.json`` when
+``bench/convergence.py`` has been run on the study), so a report can be rebuilt without
+recomputing anything. Sections: the models and their training temperatures, the force-error
 table, error-vs-temperature curves (training temperatures marked), RDF and ADF
 overlays per temperature, D(T) of CG and all-atom and their ratio, and the config
 and versions that produced it. Outputs in ``<run.directory>/report/``::
@@ -27,7 +28,8 @@ from thermocg import __version__
 from thermocg.config import Config
 from thermocg.io.records import Estimate, Results, SeedStatistics
 from thermocg.io.strict import dumps
-from thermocg.report.claims import assess, uncertainty
+from thermocg.errors import DataFormatError
+from thermocg.report.claims import Claim, assess, uncertainty
 from thermocg.report.markdown import results_markdown, summary_json
 from thermocg.stagedir import atomic_path, atomic_write_text
 from thermocg.runlock import locked_stage
@@ -221,16 +223,16 @@ def _numbers(res: Results) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def _claims(res: Results) -> str:
+def _claims(claims: list[Claim]) -> str:
     items = []
-    for c in assess(res):
+    for c in claims:
         evidence = "".join(f"<li>{html.escape(line)}</li>" for line in c.evidence)
         items.append(f'<li><b>{c.number}. {html.escape(c.text)}</b>: <span class="verdict">{c.verdict}</span>'
                      f"<ul>{evidence}</ul></li>")
     return f"<ol class=\"claims\">{''.join(items)}</ol>"
 
 
-def render(res: Results, config_text: str, versions: dict, images: dict[str, bytes]) -> str:
+def render(res: Results, claims: list[Claim], config_text: str, versions: dict, images: dict[str, bytes]) -> str:
     """The HTML page from the results, the config and the PNG images (embedded)."""
     def img(name, alt):
         data = base64.b64encode(images[name]).decode()
@@ -262,7 +264,7 @@ img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 1em; overflow-x:
 {notes}</section>
 <section id="claims"><h2>The paper's claims</h2><p>Each answered from this run's numbers by the rules in
 <code>thermocg/report/claims.py</code>; a model trained with several seeds enters as its mean over seeds.</p>
-{_claims(res)}</section>
+{_claims(claims)}</section>
 <section id="force-errors"><h2>Force errors on held-out reference frames</h2>
 <p>Mean squared error against the mapped forces, (kcal/mol/Å)², ± standard error (over frames with one
 seed; over seeds with several, whose number and spread follow); "excess" is over fm-each at that temperature
@@ -305,9 +307,9 @@ def run_report(config: Config, force: bool = False, show_progress: bool = True) 
                 "hippynn": getattr(hippynn, "__version__", "?"), "openmm": openmm.__version__,
                 "h5py": h5py.__version__, "machine": f"{platform.machine()} {platform.system()}",
                 "config file": str(config.source)}
-    page = render(res, json.dumps(config_json, indent=1), versions, images)
+    claims = assess(res, convergence_summary(config))
+    page = render(res, claims, json.dumps(config_json, indent=1), versions, images)
     atomic_write_text(stage.path / "report.html", page)
-    claims = assess(res)
     facts = provenance(config)
     atomic_write_text(stage.path / "results.md", results_markdown(res, claims, facts, [f"{n}.png" for n in images]))
     atomic_write_text(stage.path / "summary.json", dumps(summary_json(res, claims, facts), indent=1))
@@ -317,6 +319,19 @@ def run_report(config: Config, force: bool = False, show_progress: bool = True) 
                                 {"sections": list(SECTIONS), "claims": {str(c.number): c.verdict for c in claims}},
                                 {"html": "report.html", "markdown": "results.md", "summary": "summary.json",
                                  "figures": outputs["figures"]})
+
+
+def convergence_summary(config: Config) -> dict | None:
+    """The variants of ``bench/convergence.py``'s summary for this run (claim 4), or None when
+    it has not been run. Not a stage: after a new convergence run, rebuild the report with
+    ``thermocg report --force``."""
+    path = config.run_dir / "convergence" / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["variants"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataFormatError(f"{path}: not a summary of bench/convergence.py ({err!r}); run it again") from err
 
 
 def provenance(config: Config) -> dict:
