@@ -1,7 +1,7 @@
 """Claim 5 of the water study (issue 14): is the all-atom SPC/E reference itself right?
 
 D at infinite size and the shear viscosity come from thermocg's own reference runs at two box
-sizes (``bench/configs/yeh-hummer-216.toml`` and ``-512.toml``: 300 K, 4 x 20 ps of NVE each),
+sizes (``bench/configs/yeh-hummer-216.toml`` and ``-512.toml``: 300 K, 4 and 2 x 20 ps of NVE),
 through the Yeh-Hummer relation (J. Phys. Chem. B 108, 15873 (2004))::
 
     D(L) = D0 - xi kB T / (6 pi eta L),    xi = 2.837297
@@ -15,7 +15,7 @@ the study's own reference at every temperature is listed beside it (D as measure
 the Yeh-Hummer term of the viscosity fitted here at 300 K).
 
     thermocg reference bench/configs/yeh-hummer-216.toml     # ~8 min on 2 cores
-    thermocg reference bench/configs/yeh-hummer-512.toml     # ~20 min
+    thermocg reference bench/configs/yeh-hummer-512.toml     # ~12 min
     python bench/reference_check.py bench/configs/yeh-hummer-216.toml bench/configs/yeh-hummer-512.toml \\
         --study examples/study-cpu.toml
 
