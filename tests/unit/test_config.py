@@ -131,6 +131,12 @@ def test_train_T0_must_be_a_reference_temperature(tmp_path):
     ("[evaluate]\nmsd_fit_window = [0.6, 0.2]\n", "0 <= start < end <= 1 (fractions of the longest lag), found [0.6, 0.2]"),
     ("[reference]\ntemperatures_K = [250.0, 500.0]\n", "train temperature 300 K (T0_K or training_temperatures_K) is "
                                                        "not one of reference.temperatures_K [250.0, 500.0]"),
+    # restrained targets (issue 15)
+    ('[targets]\nmethod = "restrained"\nrestrained_configurations = 95\n[reference]\nn_frames = 100\n'
+     '[train]\ntest_frames = 10\n', "restrained_configurations = 95 exceeds the 90 training frames"),
+    ('[targets]\nmethod = "restrained"\nrestrained_interval_fs = 5.0\n',
+     "targets.restrained_interval_fs (5 fs) must be a whole multiple of reference.timestep_fs (2 fs)"),
+    ("[targets]\nrestrained_samples = 20\nrestrained_blocks = 10\n", "restrained_blocks = 10: at most"),
 ])
 def test_every_rule_the_config_can_know_is_checked_at_load(tmp_path, text, expect):
     assert expect in _message(tmp_path, text)

@@ -25,6 +25,7 @@ and no library computes block-jackknife errors of joint cumulants over a (K, N, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -113,3 +114,106 @@ def conditional_moments(forces, local_energies, blocks: int = 10) -> Conditional
 
     return ConditionalMoments(F=F + f0, F1=F1, F2=F2, F_se=jackknife_se(jf), F1_se=jackknife_se(j1),
                               F2_se=jackknife_se(j2), U=U + u0, v=v, samples=k, blocks=blocks)
+
+
+# -- the targets stage's restrained method --------------------------------------------------
+
+@dataclass(frozen=True)
+class ConfigurationTask:
+    """One restrained configuration to sample (picklable: it crosses to a worker process)."""
+
+    temperature_K: float
+    index: int
+    positions_A: np.ndarray  # one reference frame, atoms, molecules whole
+    box_A: np.ndarray
+    step: int  # the frame's MD step in the reference
+    system_xml: str
+    molecule_index: np.ndarray
+    r_e_A: float
+    restraint_k: float
+    timestep_fs: float
+    friction_per_ps: float
+    equilibration_ps: float
+    samples: int
+    interval_fs: float
+    blocks: int
+    seed: int
+    device: str
+    threads: int | None
+    out: Path
+    #: identifies the settings the result belongs to (a file with another key is sampled again)
+    key: str
+
+
+_SAMPLERS: dict = {}  # per process: one OpenMM context per temperature, reused across configurations
+
+
+def sample_configuration(task: ConfigurationTask) -> Path:
+    """Sample one configuration, reduce it to its conditional moments (local radius r_e and
+    global) and write them to ``task.out`` (temporary name, then renamed)."""
+    from thermocg.reference.restrained import RestrainedSampler
+    from thermocg.stagedir import atomic_path
+    from thermocg.targets.local import neighbour_matrix
+
+    where = f"restrained {task.temperature_K:g} K configuration {task.index}"
+    handle = (task.temperature_K, task.restraint_k, task.timestep_fs, task.friction_per_ps, task.system_xml)
+    if handle not in _SAMPLERS:
+        _SAMPLERS.clear()
+        _SAMPLERS[handle] = RestrainedSampler(task.system_xml, task.molecule_index, task.temperature_K,
+                                              task.restraint_k, task.timestep_fs, task.friction_per_ps,
+                                              task.device, task.threads)
+    s = _SAMPLERS[handle].sample(task.positions_A, task.box_A, task.equilibration_ps * 1000.0, task.samples,
+                                 task.interval_fs, task.seed, where)
+    u_loc = (neighbour_matrix(s.centres, s.box, task.r_e_A) @ s.molecule_energies.T).T
+    local = conditional_moments(s.forces, u_loc, task.blocks)
+    total = np.repeat(s.molecule_energies.sum(axis=1, keepdims=True), s.forces.shape[1], axis=1)
+    glob = conditional_moments(s.forces, total, task.blocks)
+    with atomic_path(task.out, ".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, key=task.key, step=task.step, centres=s.centres, box=s.box, F=local.F, F_se=local.F_se,
+                     F1=local.F1, F1_se=local.F1_se, F2=local.F2, F2_se=local.F2_se, U=local.U, v=local.v,
+                     F1_global=glob.F1, F2_global=glob.F2, U_global=glob.U[0],
+                     bead_energy=s.molecule_energies.mean(axis=0), offset_rms=np.sqrt(np.mean(s.offsets**2)))
+    return task.out
+
+
+def load_configuration(path: Path, key: str) -> dict | None:
+    """A sampled configuration's moments, or None when missing or made with other settings."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            return {name: z[name] for name in z.files}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def restrained_frames(rows: list[dict], temperature_K: float, bead_masses: np.ndarray, r_e_A: float) -> dict:
+    """The targets-file arrays (:class:`thermocg.io.records.TargetFrames`) of the sampled
+    configurations at one temperature: positions are the restrained centres, the order-0 target
+    is the conditional mean force, t1 and t2 the conditional order-1 and order-2 estimates, with
+    their standard errors; the baselines are the exact sample means (F0 = F, c = <u_loc>,
+    v = Var(u_loc)), which is what makes these targets unbiased."""
+    def stack(name):
+        return np.stack([r[name] for r in rows])
+
+    F = stack("F")
+    targets = {"t1": stack("F1"), "t2": stack("F2"), "t1_global": stack("F1_global"), "t2_global": stack("F2_global"),
+               "f0": F, "u_loc": stack("U"), "c": stack("U"), "v": stack("v"), "u_baseline": stack("bead_energy"),
+               "bead_energy": stack("bead_energy"), "u_global": stack("U_global"), "c_global": stack("U_global"),
+               "t0_se": stack("F_se"), "t1_se": stack("F1_se"), "t2_se": stack("F2_se")}
+    return {"positions": stack("centres"), "forces": F, "box": stack("box"), "potential_energy": stack("U_global"),
+            "step": stack("step").astype(np.int64), "targets": targets, "summary": restrained_summary(targets, rows)}
+
+
+def restrained_summary(targets: dict, rows: list[dict]) -> dict:
+    """Per order: the rms estimate over beads and configurations with its noise removed (the
+    signal), the rms standard error, and their ratio (the per-configuration SNR)."""
+    out = {"configurations": len(rows), "offset_rms_A": float(np.mean([r["offset_rms"] for r in rows]))}
+    for order, (est, se) in enumerate((("f0", "t0_se"), ("t1", "t1_se"), ("t2", "t2_se"))):
+        e, s = targets[est], targets[se]
+        signal = float(np.sqrt(max(np.mean(e**2) - np.mean(s**2), 0.0)))
+        noise = float(np.sqrt(np.mean(s**2)))
+        out[f"order{order}"] = {"signal_rms": signal, "error_rms": noise,
+                                "snr_per_configuration": signal / noise if noise else None}
+    return out
