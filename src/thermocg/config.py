@@ -387,10 +387,30 @@ class Config(_Section):
 
         ``run.device`` and ``run.processes`` change how, not what, and are left out.
         """
-        payload = {name: getattr(self, name).model_dump(mode="json") for name in names}
+        payload = {name: _hashed(name, getattr(self, name)) for name in names}
         payload["seed"] = self.run.seed
         text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: Keys added after run directories existed: left out of the config hash at their default (which
+#: reproduces the earlier outputs), so adding them leaves finished stages up to date.
+_ADDED_KEYS = {"targets": ("method", "restraint_k", "restrained_configurations", "restrained_equilibration_ps",
+                           "restrained_samples", "restrained_interval_fs", "restrained_blocks")}
+
+
+def _hashed(name: str, section: BaseModel) -> dict:
+    """A section's values as its stages' config hash sees them: keys of :data:`_ADDED_KEYS` at their
+    defaults are left out, and so are the restrained-sampling keys while targets.method is
+    "regression" (they change nothing then)."""
+    data = section.model_dump(mode="json")
+    fields = type(section).model_fields
+    regression = name == "targets" and data["method"] == "regression"
+    for key in _ADDED_KEYS.get(name, ()):
+        unused = regression and key.startswith("restrain")
+        if unused or data[key] == fields[key].default:
+            data.pop(key)
+    return data
 
 
 def load_config(path: str | os.PathLike) -> Config:

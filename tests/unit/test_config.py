@@ -93,6 +93,22 @@ def test_hash_tracks_what_changes_outputs():
         {"reference": {"n_frames": 99}}).section_hash("reference")
 
 
+def test_keys_added_later_leave_existing_hashes_alone():
+    """The restrained-sampling keys (issue 15) at their defaults are not hashed, so run directories
+    made before they existed stay up to date; they count once method = "restrained" uses them."""
+    from thermocg.config import _ADDED_KEYS, _hashed
+
+    base = config_from_dict({})
+    assert not set(_hashed("targets", base.targets)) & set(_ADDED_KEYS["targets"])
+    h = base.section_hash("targets")
+    assert config_from_dict({"targets": {"restraint_k": 500.0}}).section_hash("targets") == h  # unused
+    restrained = config_from_dict({"targets": {"method": "restrained"}}).section_hash("targets")
+    assert restrained != h
+    stiffer = config_from_dict({"targets": {"method": "restrained", "restraint_k": 500.0}}).section_hash("targets")
+    assert stiffer not in (h, restrained)
+    assert config_from_dict({"targets": {"r_e_A": 7.0}}).section_hash("targets") != h  # an old key still counts
+
+
 def test_examples_are_valid():
     from pathlib import Path
     root = Path(__file__).resolve().parents[2] / "examples"
