@@ -261,12 +261,15 @@ class PairTwoStateOracle:
             energies[k] = self._half_to_each(i, j, v + e * s, n)
         return forces, energies
 
-    def sample_positions(self, n, box, beta, rng: np.random.Generator, sweeps=200, step_A=0.4, start=None):
+    def sample_positions(self, n, box, beta, rng: np.random.Generator, sweeps=200, step_A=0.4, start=None,
+                         restraint: tuple[np.ndarray, float] | None = None):
         """Metropolis Monte Carlo on the pair PMF ``sum w``: ``n`` beads in an orthorhombic box.
 
         Single-bead moves, uniform in a cube of half-width ``step_A``; returns the
         final positions and the acceptance ratio. (Only the positions come from MC;
-        the hidden states are drawn exactly by :meth:`sample_hidden`.)
+        the hidden states are drawn exactly by :meth:`sample_hidden`.) ``restraint``:
+        ``(centres, k)`` adds a spring ``k/2 |x_i - centres_i|^2`` (minimum image) on every
+        bead, as restrained sampling with finite stiffness does to water's centres of mass.
         """
         b = np.asarray(box, dtype=np.float64)
         if start is None:
@@ -280,7 +283,10 @@ class PairTwoStateOracle:
             r = np.linalg.norm(minimum_image(x - xk, b), axis=1)
             r[k] = np.inf
             r = r[r < self.cutoff_A]
-            return float(np.sum(self.w(r, beta)))
+            spring = 0.0
+            if restraint is not None:
+                spring = 0.5 * restraint[1] * float(np.sum(minimum_image(xk - restraint[0][k], b) ** 2))
+            return float(np.sum(self.w(r, beta))) + spring
 
         accepted = 0
         for _ in range(sweeps):
