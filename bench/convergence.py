@@ -60,28 +60,19 @@ class Job:
     def cost(self) -> float:
         return self.frames * (1 + 2 * len(self.radii))  # W0 + two thermal networks per radius
 
+    @property
+    def label(self) -> str:
+        return f"{self.frames} frames, r_e {list(self.radii)}, seed {self.seed}"
 
-def run_job(job: Job) -> dict:
-    """Targets, fm, trf2 and their scores for one job (in a worker process)."""
-    import torch
 
+def scorer(study):
+    """``score(model)``: the held-out force MSE and a* of a loaded model at every temperature of
+    the study, on the study's held-out frames (as its evaluate stage scores them)."""
     from thermocg import pipeline
-    from thermocg.config import load_config
     from thermocg.evaluate.stage import force_errors, response_scale
     from thermocg.io.records import TrainedModels
-    from thermocg.models.saved import load_model, save_model
-    from thermocg.models.stage import fit_variant
-    from thermocg.models.training import TrainingData
-    from thermocg.targets.stage import compute_targets
-    from thermocg.units import beta_of
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    study, source = load_config(job.study), load_config(job.source)
     t0 = study.train.T0_K
-    out_dir = study.run_dir / "convergence"
-    cg = pipeline.read(source, "reference").cg_frames(t0)
-    cg = replace(cg, **{k: getattr(cg, k)[:job.frames] for k in
-                         ("positions", "forces", "box", "bead_energy", "potential_energy", "step")})
     reference = pipeline.read(study, "reference")
     held = TrainedModels.read(study.run_dir / "train").held_out
     scored = {t: reference.cg_frames(t) for t in study.reference.temperatures_K}
@@ -95,6 +86,137 @@ def run_job(job: Job) -> dict:
             a, msq = response_scale(model, x, cells, f, t, t0) if t != t0 else (None, 0.0)
             out[str(t)] = {"mse": mse["value"], "mse_error": mse["error"], "a_star": a, "dF2": msq}
         return out
+
+    return score
+
+
+def _history(hist: dict) -> dict:
+    return {p: {k: h[k] for k in ("valid", "best_epoch", "best_valid")} for p, h in hist.items()}
+
+
+@dataclass(frozen=True)
+class RestrainedJob:
+    """trf2 of one seed on restrained targets at T0 (issue 15): once with W0 fitted to the
+    configurations' mean forces (``fm-restrained``), once with the W0 of the regression fm of
+    ``w0_frames`` frames (the same seed, trained by a :class:`Job`)."""
+
+    study: str
+    source: str
+    configurations: int
+    seed: int
+    w0_frames: int
+    files: tuple[str, ...]  # the sampled configurations' moments
+    key: str
+
+    @property
+    def cost(self) -> float:
+        return self.configurations * 5.0 + 300.0  # small data: dominated by the fixed epoch overhead
+
+    @property
+    def label(self) -> str:
+        return f"restrained targets, {self.configurations} configurations, seed {self.seed}"
+
+    def names(self) -> tuple[str, str, str]:
+        m, s = self.configurations, self.seed
+        return f"fm-restrained-m{m}-seed{s}", f"trf2-restrained-m{m}-seed{s}", \
+            f"trf2-restrained-m{m}-w0n{self.w0_frames}-seed{s}"
+
+
+def run_restrained_job(job: RestrainedJob) -> dict:
+    """fm and trf2 on restrained targets, and trf2 on them with a regression W0 (in a worker)."""
+    import torch
+
+    from thermocg.config import load_config
+    from thermocg.models.saved import load_model, save_model
+    from thermocg.models.stage import fit_variant
+    from thermocg.models.training import TrainingData
+    from thermocg.targets.restrained import load_configuration
+    from thermocg.units import beta_of
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    study = load_config(job.study)
+    t0, out_dir = study.train.T0_K, study.run_dir / "convergence"
+    rows = [load_configuration(Path(f), job.key) for f in job.files]
+    if any(r is None for r in rows):
+        raise RuntimeError("a restrained configuration is missing: run the sampling again")
+    stack = lambda name: np.stack([r[name] for r in rows])  # noqa: E731
+    data = TrainingData(positions=stack("centres"), box=stack("box"),
+                        targets={0: stack("F"), 1: stack("F1"), 2: stack("F2")},
+                        beta=np.full(len(rows), beta_of(t0)))
+    score, start, results = scorer(study), time.monotonic(), {}
+    fm_name, trf2_name, hybrid_name = job.names()
+    common = {"frames": None, "configurations": job.configurations, "r_e_A": study.targets.r_e_A,
+              "seed": job.seed, "targets": "restrained"}
+    fm_path = out_dir / f"{fm_name}.pt"
+    if not fm_path.exists():
+        fm, hist = fit_variant(study, fm_name, 0, t0, replace(data, targets={0: data.targets[0]}), "cpu",
+                               show_progress=False, variant="fm", seed=job.seed)
+        save_model(fm_path, fm, {"variant": "fm", **common, "history": _history(hist)})
+    fm = load_model(fm_path)
+    results[fm_name] = {"variant": "fm", "w0": "restrained", **common,
+                        "best_valid": fm.metadata["history"][fm_name]["best_valid"], "scores": score(fm)}
+    for name, w0_path, w0 in ((trf2_name, fm_path, "restrained"),
+                              (hybrid_name, out_dir / f"fm-n{job.w0_frames}-seed{job.seed}.pt",
+                               f"regression n={job.w0_frames}")):
+        if not w0_path.exists():
+            raise RuntimeError(f"{w0_path}: the W0 donor is missing (run the regression jobs first)")
+        trf2, hist = fit_variant(study, name, 2, t0, data, "cpu", show_progress=False, variant="trf2",
+                                 seed=job.seed, w0_from=load_model(w0_path).model)
+        path = out_dir / f"{name}.pt"
+        save_model(path, trf2, {"variant": "trf2", **common, "w0": w0, "history": _history(hist)})
+        results[name] = {"variant": "trf2", "w0": w0, **common,
+                         "best_valid": hist[f"{name}-thermal"]["best_valid"],
+                         "valid_before": hist[f"{name}-thermal"].get("valid_before"),
+                         "scores": score(load_model(path))}
+    return {"results": results, "seconds": time.monotonic() - start}
+
+
+def sampling_tasks(study, source, m: int, out_dir: Path):
+    """The restrained configurations to sample at T0: the first ``m`` frames of the frames
+    config's reference, with the study's [targets] restrained settings; and their key."""
+    import hashlib
+
+    from thermocg import pipeline
+    from thermocg.targets.restrained import ConfigurationTask
+
+    t, t0 = study.targets, study.train.T0_K
+    ref = pipeline.read(source, "reference")
+    frames = ref.frames(t0)
+    settings = (t.r_e_A, t.restraint_k, t.restrained_equilibration_ps, t.restrained_samples, t.restrained_interval_fs,
+                t.restrained_blocks, source.reference.timestep_fs, source.section_hash("reference"))
+    key = hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
+    system_xml = (ref.directory / "system.xml").read_text()
+    (out_dir / "restrained").mkdir(parents=True, exist_ok=True)
+    tasks = [ConfigurationTask(
+        temperature_K=t0, index=i, positions_A=frames.positions[i], box_A=frames.box[i], step=int(frames.step[i]),
+        system_xml=system_xml, molecule_index=frames.molecule_index, r_e_A=t.r_e_A, restraint_k=t.restraint_k,
+        timestep_fs=source.reference.timestep_fs, friction_per_ps=source.reference.friction_per_ps,
+        equilibration_ps=t.restrained_equilibration_ps, samples=t.restrained_samples,
+        interval_fs=t.restrained_interval_fs, blocks=t.restrained_blocks, seed=4000 + i, device="cpu", threads=1,
+        out=out_dir / "restrained" / f"c{i:04d}.npz", key=key) for i in range(m)]
+    return tasks, key
+
+
+def run_job(job: Job) -> dict:
+    """Targets, fm, trf2 and their scores for one job (in a worker process)."""
+    import torch
+
+    from thermocg import pipeline
+    from thermocg.config import load_config
+    from thermocg.models.saved import load_model, save_model
+    from thermocg.models.stage import fit_variant
+    from thermocg.models.training import TrainingData
+    from thermocg.targets.stage import compute_targets
+    from thermocg.units import beta_of
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    study, source = load_config(job.study), load_config(job.source)
+    t0 = study.train.T0_K
+    out_dir = study.run_dir / "convergence"
+    cg = pipeline.read(source, "reference").cg_frames(t0)
+    cg = replace(cg, **{k: getattr(cg, k)[:job.frames] for k in
+                         ("positions", "forces", "box", "bead_energy", "potential_energy", "step")})
+    score = scorer(study)
 
     results, start = {}, time.monotonic()
     fm_path = out_dir / f"{job.name(None)}.pt"
@@ -147,6 +269,8 @@ def floor_of(study) -> dict[float, float]:
 
 
 def label_of(r: dict) -> str:
+    if r.get("targets") == "restrained":
+        return f"{r['variant']} restrained m={r['configurations']}" + (f" w0={r['w0']}" if r["variant"] != "fm" else "")
     return f"{r['variant']} n={r['frames']}" + ("" if r["r_e_A"] is None else f" r_e={r['r_e_A']:g}")
 
 
@@ -157,8 +281,8 @@ def summarise(results: dict, temps, floor: dict) -> dict:
     for r in results.values():
         groups.setdefault(label_of(r), []).append(r)
     out = {}
-    for key in sorted(groups, key=lambda k: (groups[k][0]["variant"], groups[k][0]["frames"],
-                                             groups[k][0]["r_e_A"] or 0.0)):
+    for key in sorted(groups, key=lambda k: (groups[k][0].get("targets", "regression"), groups[k][0]["variant"],
+                                             groups[k][0]["frames"] or 0, groups[k][0]["r_e_A"] or 0.0, k)):
         rs, by_t = groups[key], {}
         for t in temps:
             ex = np.array([r["scores"][str(t)]["mse"] - floor[t] for r in rs])
@@ -167,6 +291,7 @@ def summarise(results: dict, temps, floor: dict) -> dict:
                             "excess_sem": float(ex.std(ddof=1) / np.sqrt(len(ex))) if len(ex) > 1 else None,
                             "a_star_mean": float(np.mean(a)) if a else None, "n_seeds": len(rs)}
         out[key] = {"variant": rs[0]["variant"], "frames": rs[0]["frames"], "r_e_A": rs[0]["r_e_A"],
+                    "targets": rs[0].get("targets", "regression"), "configurations": rs[0].get("configurations"),
                     "seeds": sorted(r["seed"] for r in rs), "by_temperature": by_t}
     return out
 
@@ -207,14 +332,16 @@ def plot(summary: dict, temps, t0: float, r0: float, r_e_frames: int, path: Path
                     marker="o", ms=3, capsize=2, label=key, **kw)
 
     fig, (by_frames, by_radius) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for key in summary:
-        if key.startswith("fm"):
+    for key, v in summary.items():
+        if v.get("targets") == "restrained":
+            curve(by_frames, key, ls=":")
+        elif key.startswith("fm"):
             curve(by_frames, key, ls="--")
         elif key.endswith(f"r_e={r0:g}"):
             curve(by_frames, key)
         if key.startswith(f"trf2 n={r_e_frames} "):
             curve(by_radius, key)
-    for ax, title in ((by_frames, f"frames at T0 (trf2 solid, its fm dashed; r_e = {r0:g} Å)"),
+    for ax, title in ((by_frames, f"frames at T0 (trf2 solid, its fm dashed, restrained dotted; r_e = {r0:g} Å)"),
                       (by_radius, f"local radius r_e (trf2, {r_e_frames} frames)")):
         ax.axvline(t0, color="grey", lw=0.5)
         ax.axhline(0, color="grey", lw=0.5)
@@ -229,6 +356,29 @@ def plot(summary: dict, temps, t0: float, r0: float, r_e_frames: int, path: Path
     plt.close(fig)
 
 
+def run_pool(fn, tasks: list, processes: int, finished) -> None:
+    """``fn(task)`` for every task in worker processes (largest ``cost`` first);
+    ``finished(task, result)`` here as each ends."""
+    from thermocg.workers import start_pool, stop_workers
+
+    if not tasks:
+        return
+    tasks = sorted(tasks, key=lambda t: -getattr(t, "cost", 0.0))
+    procs = min(processes, len(tasks))
+    pool, _ = start_pool(procs, max(1, (os.cpu_count() or 1) // procs))
+    try:
+        running = {pool.submit(fn, t): t for t in tasks}
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                task = running.pop(fut)
+                finished(task, fut.result())
+    except BaseException:
+        stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("study", help="the study's config (finished reference, train and evaluate stages)")
@@ -238,11 +388,14 @@ def main() -> None:
     ap.add_argument("--r-e-frames", type=int, default=100, help="frames for the further radii")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--restrained", type=int, default=0,
+                    help="also train on restrained targets (issue 15) from this many configurations at T0")
+    ap.add_argument("--restrained-w0-frames", type=int, default=100,
+                    help="the regression fm whose W0 the hybrid restrained trf2 takes")
     args = ap.parse_args()
 
     from thermocg.config import load_config
     from thermocg.stagedir import atomic_write_text
-    from thermocg.workers import start_pool, stop_workers
 
     study, source = load_config(args.study), load_config(args.frames_config)
     t0 = study.train.T0_K
@@ -265,26 +418,26 @@ def main() -> None:
     jobs = [Job(str(study.source), str(source.source), n, (r0, *extra) if n == args.r_e_frames else (r0,), s)
             for s in (int(x) for x in args.seeds.split(",")) for n in frames]
     jobs = [j for j in jobs if not all(j.name(r) in results for r in j.radii)]
-    jobs.sort(key=lambda j: -j.cost)
     print(f"{len(jobs)} job(s) to run in {args.processes} process(es) -> {out_dir}", flush=True)
-    if jobs:
-        procs = min(args.processes, len(jobs))
-        pool, _ = start_pool(procs, max(1, (os.cpu_count() or 1) // procs))
-        try:
-            running = {pool.submit(run_job, j): j for j in jobs}
-            while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    job = running.pop(fut)
-                    out = fut.result()
-                    results.update(out["results"])
-                    atomic_write_text(results_path, json.dumps(results, indent=1))
-                    print(f"done: {job.frames} frames, r_e {list(job.radii)}, seed {job.seed} in "
-                          f"{out['seconds']:.0f} s; {len(running)} job(s) left", flush=True)
-        except BaseException:
-            stop_workers(pool)
-            raise
-        pool.shutdown(wait=True)
+
+    def finished(job, out):
+        results.update(out["results"])
+        atomic_write_text(results_path, json.dumps(results, indent=1))
+        print(f"done: {job.label} in {out['seconds']:.0f} s", flush=True)
+
+    run_pool(run_job, jobs, args.processes, finished)
+    if args.restrained:
+        from thermocg.targets.restrained import load_configuration, sample_configuration
+        tasks, key = sampling_tasks(study, source, args.restrained, out_dir)
+        todo = [t for t in tasks if load_configuration(t.out, key) is None]
+        print(f"restrained: {len(todo)} of {len(tasks)} configurations at {t0:g} K to sample", flush=True)
+        run_pool(sample_configuration, todo, args.processes,
+                 lambda task, _: print(f"sampled configuration {task.index}", flush=True))
+        rjobs = [RestrainedJob(str(study.source), str(source.source), args.restrained, s, args.restrained_w0_frames,
+                               tuple(str(t.out) for t in tasks), key)
+                 for s in (int(x) for x in args.seeds.split(","))]
+        rjobs = [j for j in rjobs if not all(n in results for n in j.names())]
+        run_pool(run_restrained_job, rjobs, args.processes, finished)
 
     from thermocg.report.claims import claim4
 

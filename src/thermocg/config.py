@@ -157,6 +157,30 @@ class TargetsSection(_Section):
     cv_folds: Int = Field(5, ge=1)
     #: Ridge regularisation of the baseline fits, relative to the normal matrix's mean diagonal.
     ridge: Float = Field(1e-8, ge=0)
+    #: How the thermal-response targets are estimated: "regression" (one sample per frame, the
+    #: products of fluctuations about the baselines above; THEORY.md §3) or "restrained"
+    #: (issue 15: every centre of mass held on a spring at a reference frame's configuration,
+    #: the orientations sampled; per configuration the mean force, -Cov(f, u_loc) and the third
+    #: cumulant, with block-jackknife errors; no baselines).
+    method: Literal["regression", "restrained"] = "regression"
+    #: restrained: spring constant (kcal/mol/Å²; its period must be at least ten reference time
+    #: steps: 1000 gives 41 fs and a spread of 0.024 Å at 300 K), configurations per temperature
+    #: (the first training frames), equilibration before sampling, samples and their interval,
+    #: jackknife blocks. Defaults from bench/restrained_targets.py (bench/RESULTS.md): 4 ps per
+    #: configuration gives an order-1 SNR of ~0.6 per configuration on water.
+    restraint_k: PositiveFloat = 1000.0
+    restrained_configurations: Int = Field(25, ge=1)
+    restrained_equilibration_ps: PositiveFloat = 1.0
+    restrained_samples: Int = Field(400, ge=6)
+    restrained_interval_fs: PositiveFloat = 10.0
+    restrained_blocks: Int = Field(10, ge=2)
+
+    @model_validator(mode="after")
+    def _check_restrained(self):
+        if self.restrained_blocks > self.restrained_samples // 3:
+            raise ValueError(f"targets.restrained_blocks = {self.restrained_blocks}: at most restrained_samples / 3 "
+                             f"= {self.restrained_samples // 3}")
+        return self
 
 
 class TrainSection(_Section):
@@ -324,6 +348,14 @@ class Config(_Section):
                              f"{self.reference.n_frames - self.train.test_frames} training frame(s) of "
                              f"reference.n_frames = {self.reference.n_frames}; training needs at least 2 (one "
                              "to fit, one to validate)")
+        training = self.reference.n_frames - self.train.test_frames
+        if self.targets.method == "restrained":
+            if self.targets.restrained_configurations > training:
+                raise ValueError(f"targets.restrained_configurations = {self.targets.restrained_configurations} "
+                                 f"exceeds the {training} training frames per temperature (reference.n_frames - "
+                                 "train.test_frames)")
+            _check_multiple(self.targets.restrained_interval_fs, self.reference.timestep_fs,
+                            "targets.restrained_interval_fs", "reference.timestep_fs", at_least_one=True)
         for t in (self.train.T0_K, *self.train.training_temperatures_K):
             if t not in self.reference.temperatures_K:
                 raise ValueError(f"train temperature {t:g} K (T0_K or training_temperatures_K) is not one "
@@ -355,10 +387,30 @@ class Config(_Section):
 
         ``run.device`` and ``run.processes`` change how, not what, and are left out.
         """
-        payload = {name: getattr(self, name).model_dump(mode="json") for name in names}
+        payload = {name: _hashed(name, getattr(self, name)) for name in names}
         payload["seed"] = self.run.seed
         text = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: Keys added after run directories existed: left out of the config hash at their default (which
+#: reproduces the earlier outputs), so adding them leaves finished stages up to date.
+_ADDED_KEYS = {"targets": ("method", "restraint_k", "restrained_configurations", "restrained_equilibration_ps",
+                           "restrained_samples", "restrained_interval_fs", "restrained_blocks")}
+
+
+def _hashed(name: str, section: BaseModel) -> dict:
+    """A section's values as its stages' config hash sees them: keys of :data:`_ADDED_KEYS` at their
+    defaults are left out, and so are the restrained-sampling keys while targets.method is
+    "regression" (they change nothing then)."""
+    data = section.model_dump(mode="json")
+    fields = type(section).model_fields
+    regression = name == "targets" and data["method"] == "regression"
+    for key in _ADDED_KEYS.get(name, ()):
+        unused = regression and key.startswith("restrain")
+        if unused or data[key] == fields[key].default:
+            data.pop(key)
+    return data
 
 
 def load_config(path: str | os.PathLike) -> Config:

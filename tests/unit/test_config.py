@@ -93,6 +93,22 @@ def test_hash_tracks_what_changes_outputs():
         {"reference": {"n_frames": 99}}).section_hash("reference")
 
 
+def test_keys_added_later_leave_existing_hashes_alone():
+    """The restrained-sampling keys (issue 15) at their defaults are not hashed, so run directories
+    made before they existed stay up to date; they count once method = "restrained" uses them."""
+    from thermocg.config import _ADDED_KEYS, _hashed
+
+    base = config_from_dict({})
+    assert not set(_hashed("targets", base.targets)) & set(_ADDED_KEYS["targets"])
+    h = base.section_hash("targets")
+    assert config_from_dict({"targets": {"restraint_k": 500.0}}).section_hash("targets") == h  # unused
+    restrained = config_from_dict({"targets": {"method": "restrained"}}).section_hash("targets")
+    assert restrained != h
+    stiffer = config_from_dict({"targets": {"method": "restrained", "restraint_k": 500.0}}).section_hash("targets")
+    assert stiffer not in (h, restrained)
+    assert config_from_dict({"targets": {"r_e_A": 7.0}}).section_hash("targets") != h  # an old key still counts
+
+
 def test_examples_are_valid():
     from pathlib import Path
     root = Path(__file__).resolve().parents[2] / "examples"
@@ -131,6 +147,12 @@ def test_train_T0_must_be_a_reference_temperature(tmp_path):
     ("[evaluate]\nmsd_fit_window = [0.6, 0.2]\n", "0 <= start < end <= 1 (fractions of the longest lag), found [0.6, 0.2]"),
     ("[reference]\ntemperatures_K = [250.0, 500.0]\n", "train temperature 300 K (T0_K or training_temperatures_K) is "
                                                        "not one of reference.temperatures_K [250.0, 500.0]"),
+    # restrained targets (issue 15)
+    ('[targets]\nmethod = "restrained"\nrestrained_configurations = 95\n[reference]\nn_frames = 100\n'
+     '[train]\ntest_frames = 10\n', "restrained_configurations = 95 exceeds the 90 training frames"),
+    ('[targets]\nmethod = "restrained"\nrestrained_interval_fs = 5.0\n',
+     "targets.restrained_interval_fs (5 fs) must be a whole multiple of reference.timestep_fs (2 fs)"),
+    ("[targets]\nrestrained_samples = 20\nrestrained_blocks = 10\n", "restrained_blocks = 10: at most"),
 ])
 def test_every_rule_the_config_can_know_is_checked_at_load(tmp_path, text, expect):
     assert expect in _message(tmp_path, text)

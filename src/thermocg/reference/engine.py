@@ -103,12 +103,15 @@ def _nonbonded_force(system: mm.System) -> mm.NonbondedForce:
     return forces[0]
 
 
-def decomposition_for(system: mm.System, context: mm.Context, mol_index: np.ndarray) -> EnergyDecomposition:
+def decomposition_for(system: mm.System, context: mm.Context, mol_index: np.ndarray,
+                      ignore_group: int | None = None) -> EnergyDecomposition:
     """An :class:`EnergyDecomposition` with the parameters OpenMM actually uses in ``context``.
 
     Refuses systems with forces it does not decompose (anything but
     NonbondedForce with PME/Ewald, HarmonicBondForce, HarmonicAngleForce and
     CMMotionRemover), so that the per-molecule sum can never silently miss a term.
+    ``ignore_group``: a force group that is not part of the physical energy (restraints,
+    which the caller leaves out of the energies it compares with).
     """
     nb = _nonbonded_force(system)
     if nb.getNonbondedMethod() not in (mm.NonbondedForce.PME, mm.NonbondedForce.Ewald):
@@ -135,12 +138,14 @@ def decomposition_for(system: mm.System, context: mm.Context, mol_index: np.ndar
         exception_charge_prod=qq, exception_sigma=es * units.NM_TO_A, exception_epsilon=ee * units.KJ_TO_KCAL,
         cutoff_A=nb.getCutoffDistance().value_in_unit(_NM) * units.NM_TO_A,
         alpha_per_A=alpha_nm / units.NM_TO_A, dispersion_correction=nb.getUseDispersionCorrection())
-    return EnergyDecomposition(params, mol_index, _bonded_terms(system))
+    return EnergyDecomposition(params, mol_index, _bonded_terms(system, ignore_group))
 
 
-def _bonded_terms(system: mm.System) -> BondedTerms:
+def _bonded_terms(system: mm.System, ignore_group: int | None = None) -> BondedTerms:
     bonds, r0, kb, angles, t0, ka = [], [], [], [], [], []
     for f in system.getForces():
+        if ignore_group is not None and f.getForceGroup() == ignore_group:
+            continue
         if isinstance(f, mm.HarmonicBondForce):
             for k in range(f.getNumBonds()):
                 i, j, length, kk = f.getBondParameters(k)

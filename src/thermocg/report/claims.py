@@ -208,7 +208,8 @@ def claim4(convergence: dict | None, T0_K: float) -> Claim:
     if not convergence:
         return Claim(4, CLAIMS[4], NOT_TESTED, ("needs trf2 retrained with 25, 50, 100, 200 frames and r_e -+ 1 A: "
                                                "run bench/convergence.py on the study",))
-    trf2 = {k: v for k, v in convergence.items() if v["variant"] == "trf2"}
+    trf2 = {k: v for k, v in convergence.items()
+            if v["variant"] == "trf2" and v.get("targets", "regression") == "regression"}
     radii = sorted({v["r_e_A"] for v in trf2.values()})
     if not trf2:
         return _missing(4, "trf2 in the convergence summary")

@@ -235,12 +235,41 @@ class PairTwoStateOracle:
         pair_u = self.V(r) + self.eps(r) * s
         return f, self._half_to_each(i, j, pair_u, n)
 
-    def sample_positions(self, n, box, beta, rng: np.random.Generator, sweeps=200, step_A=0.4, start=None):
+    def sample_hidden_chain(self, positions, box, beta, n_samples: int, rng: np.random.Generator,
+                            refresh: float = 1.0):
+        """Restrained sampling, exactly: ``n_samples`` draws of the hidden states at fixed beads.
+
+        A Markov chain whose stationary law is the exact conditional one: at every step each
+        pair's state is redrawn from its conditional distribution with probability ``refresh``
+        (else kept), so the samples are correlated like MD samples, with autocorrelation
+        ``(1 - refresh)^lag`` (integrated correlation time ``(2 - refresh) / refresh`` samples);
+        ``refresh = 1``: independent draws. Returns the mapped forces (K, N, 3) and the bead
+        energies (K, N).
+        """
+        if not 0.0 < refresh <= 1.0:
+            raise ValueError(f"refresh must be in (0, 1], found {refresh}")
+        n = len(positions)
+        i, j, rhat, r = self.pairs(positions, box)
+        p, dv, de, v, e = self.p(r, beta), self.dV(r), self.deps(r), self.V(r), self.eps(r)
+        s = (rng.random(len(r)) < p).astype(np.float64)
+        forces, energies = np.empty((n_samples, n, 3)), np.empty((n_samples, n))
+        for k in range(n_samples):
+            if k:
+                redraw = rng.random(len(r)) < refresh
+                s = np.where(redraw, (rng.random(len(r)) < p).astype(np.float64), s)
+            forces[k] = self._per_bead(i, j, rhat, -(dv + de * s), n)
+            energies[k] = self._half_to_each(i, j, v + e * s, n)
+        return forces, energies
+
+    def sample_positions(self, n, box, beta, rng: np.random.Generator, sweeps=200, step_A=0.4, start=None,
+                         restraint: tuple[np.ndarray, float] | None = None):
         """Metropolis Monte Carlo on the pair PMF ``sum w``: ``n`` beads in an orthorhombic box.
 
         Single-bead moves, uniform in a cube of half-width ``step_A``; returns the
         final positions and the acceptance ratio. (Only the positions come from MC;
-        the hidden states are drawn exactly by :meth:`sample_hidden`.)
+        the hidden states are drawn exactly by :meth:`sample_hidden`.) ``restraint``:
+        ``(centres, k)`` adds a spring ``k/2 |x_i - centres_i|^2`` (minimum image) on every
+        bead, as restrained sampling with finite stiffness does to water's centres of mass.
         """
         b = np.asarray(box, dtype=np.float64)
         if start is None:
@@ -254,7 +283,10 @@ class PairTwoStateOracle:
             r = np.linalg.norm(minimum_image(x - xk, b), axis=1)
             r[k] = np.inf
             r = r[r < self.cutoff_A]
-            return float(np.sum(self.w(r, beta)))
+            spring = 0.0
+            if restraint is not None:
+                spring = 0.5 * restraint[1] * float(np.sum(minimum_image(xk - restraint[0][k], b) ** 2))
+            return float(np.sum(self.w(r, beta))) + spring
 
         accepted = 0
         for _ in range(sweeps):

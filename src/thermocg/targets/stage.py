@@ -205,6 +205,14 @@ def run_targets(config: Config, force: bool = False, show_progress: bool = True,
     manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
+    if config.targets.method == "restrained":
+        import shutil
+
+        outputs, summary = _restrained(config, reference, ref_hash, stage, show_progress)
+        record = TargetSet(stage.path, tuple(config.reference.temperatures_K))
+        manifest = stage.write_manifest(True, config_json, outputs, summary, record.to_json())
+        shutil.rmtree(stage.path / ".restrained", ignore_errors=True)  # the per-configuration resume state
+        return manifest
     basis = PairBasis(cutoff_A=config.targets.baseline_cutoff_A, n_basis=config.targets.baseline_n_basis)
     outputs, summary, convergence = {}, {}, {}
     for temp in tqdm(config.reference.temperatures_K, desc="targets", unit="T", disable=not show_progress):
@@ -228,12 +236,119 @@ def run_targets(config: Config, force: bool = False, show_progress: bool = True,
     return stage.write_manifest(True, config_json, outputs, summary, record.to_json())
 
 
+def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: bool) -> tuple[dict, dict]:
+    """``[targets] method = "restrained"``: sample the first ``restrained_configurations`` training
+    frames of every temperature with their centres of mass restrained (issue 15), in
+    ``[run] processes`` workers; each configuration's moments are kept in
+    ``.restrained/<T>/c0000.npz`` as it finishes (a re-run samples only the missing ones),
+    and each temperature's targets file is written when all its configurations are in."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tqdm.auto import tqdm
+
+    from thermocg.errors import SimulationError, ThermocgError
+    from thermocg.reference import engine
+    from thermocg.targets.restrained import (ConfigurationTask, load_configuration, restrained_frames,
+                                             sample_configuration)
+    from thermocg.workers import plan_processes, start_pool, stop_workers
+
+    t, ref = config.targets, config.reference
+    system_xml = (reference.directory / "system.xml").read_text()
+    key = stage.config_hash
+    seeds = np.random.SeedSequence([config.run.seed, 15]).spawn(len(ref.temperatures_K))
+    by_temp, todo, cg_of = {}, [], {}
+    gpu = engine.choose_platform(config.run.device)[0].getName() != "CPU"
+    n_tasks = len(ref.temperatures_K) * t.restrained_configurations
+    procs, threads = plan_processes(config.run.processes, n_tasks, gpu)
+    for temp, seq in zip(ref.temperatures_K, seeds):
+        label = temperature_label(temp)
+        source = reference.nvt_path(temp)
+        cg_of[temp] = reference.cg_frames(temp)
+        check_frames(cg_of[temp], config, source)
+        frames = reference.frames(temp)
+        (stage.path / ".restrained" / label).mkdir(parents=True, exist_ok=True)
+        task_seeds = seq.generate_state(t.restrained_configurations)
+        by_temp[temp] = []
+        for m in range(t.restrained_configurations):
+            task = ConfigurationTask(
+                temperature_K=float(temp), index=m, positions_A=frames.positions[m], box_A=frames.box[m],
+                step=int(frames.step[m]), system_xml=system_xml, molecule_index=frames.molecule_index,
+                r_e_A=t.r_e_A, restraint_k=t.restraint_k, timestep_fs=ref.timestep_fs,
+                friction_per_ps=ref.friction_per_ps, equilibration_ps=t.restrained_equilibration_ps,
+                samples=t.restrained_samples, interval_fs=t.restrained_interval_fs, blocks=t.restrained_blocks,
+                seed=int(task_seeds[m] % 2**30), device=config.run.device, threads=threads,
+                out=stage.path / ".restrained" / label / f"c{m:04d}.npz", key=key)
+            by_temp[temp].append(task)
+            if load_configuration(task.out, key) is None:
+                todo.append(task)
+    log.info("targets (restrained): %d of %d configurations to sample, %d process(es) x %d thread(s), %s",
+             len(todo), n_tasks, procs, threads, "GPU" if gpu else "CPU")
+    bar = tqdm(total=len(todo), desc="restrained configurations", unit="config", disable=not show_progress)
+    try:
+        if procs == 1 or len(todo) <= 1:
+            for task in todo:
+                sample_configuration(task)
+                bar.update(1)
+        elif todo:
+            pool, _ = start_pool(procs, threads)
+            try:
+                pending = {pool.submit(sample_configuration, task): task for task in todo}
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        task = pending.pop(fut)
+                        try:
+                            fut.result()
+                        except BrokenProcessPool as err:
+                            raise SimulationError(f"targets {task.temperature_K:g} K configuration {task.index}: a "
+                                                  f"worker process died ({err}); re-run to resume") from err
+                        except ThermocgError as err:
+                            raise type(err)(f"targets {task.temperature_K:g} K configuration {task.index}: {err}") \
+                                from err
+                        bar.update(1)
+            except BaseException:
+                stop_workers(pool)
+                raise
+            pool.shutdown(wait=True)
+    finally:
+        bar.close()
+    outputs, summary = {}, {}
+    for temp, tasks in by_temp.items():
+        label = temperature_label(temp)
+        rows = [load_configuration(task.out, key) for task in tasks]
+        if any(r is None for r in rows):  # written above: only a concurrent deletion gets here
+            raise DataFormatError(f"{stage.path / '.restrained' / label}: a sampled configuration is missing; re-run")
+        a = restrained_frames(rows, temp, cg_of[temp].bead_masses, t.r_e_A)
+        attrs = {"r_e_A": t.r_e_A, "config_hash": stage.config_hash, "config": config.model_dump_json(exclude={"source"}),
+                 "thermocg_version": __version__, "source_file": reference.nvt_path(temp).name,
+                 "source_config_hash": ref_hash, "map": "centre of mass, one bead per molecule",
+                 "baseline": "none (restrained: per-configuration sample means)", "method": "restrained",
+                 "summary": a["summary"]}
+        out = stage.path / f"{label}.h5md"
+        TargetFrames(temperature_K=temp, positions=a["positions"], forces=a["forces"], box=a["box"],
+                     potential_energy=a["potential_energy"], bead_masses=cg_of[temp].bead_masses, step=a["step"],
+                     targets=a["targets"], attrs=attrs).write(out, __version__)
+        stage.add_outputs([out.name])
+        outputs[label], summary[label] = [out.name], a["summary"]
+        log.info("targets %s (restrained): %d configurations, per-configuration SNR order 0 %.1f, order 1 %.2f, "
+                 "order 2 %.2f", label, len(rows), *(a["summary"][f"order{k}"]["snr_per_configuration"] or 0.0
+                                                     for k in range(3)))
+    return outputs, summary
+
+
 def describe(manifest: dict, directory: Path) -> list[str]:
     """The CLI's lines for a finished targets stage."""
     def need(s):
         frames = s["order2"]["frames_for_10_percent"]
         return "no order-2 signal found" if frames is None else f"~{frames:.0f} frames for 10% on F2"
 
+    if any("snr_per_configuration" in str(s) for s in manifest.get("summary", {}).values()):
+        return [f"{label}: {s['configurations']} restrained configurations, per-configuration SNR order 0 "
+                f"{number(s['order0']['snr_per_configuration'], '.1f')}, order 1 "
+                f"{number(s['order1']['snr_per_configuration'], '.2f')}, order 2 "
+                f"{number(s['order2']['snr_per_configuration'], '.2f')}"
+                for label, s in manifest.get("summary", {}).items()]
     return [f"{label}: F0 R2 {number(s['force_baseline_r2'], '.3f')}, U R2 {number(s['energy_baseline_r2'], '.3f')}, "
             f"order-1 SNR/sample {number(s['order1']['snr_per_sample'], '.3f')}, order-2 SNR/sample "
             f"{number(s['order2']['snr_per_sample'], '.3f')} ({need(s)})"
