@@ -19,8 +19,9 @@ the Yeh-Hummer term of the viscosity fitted here at 300 K).
     python bench/reference_check.py bench/configs/yeh-hummer-216.toml bench/configs/yeh-hummer-512.toml \\
         --study examples/study-cpu.toml
 
-Prints a table; writes ``--out`` (JSON). Record the result in bench/RESULTS.md and
-docs/results.md with the machine and date.
+Prints a table; writes ``--out`` (JSON; with ``--study`` by default ``<study run>/reference_check.json``,
+where the report's claim 5 reads it: rebuild the report with ``thermocg report --force``).
+Record the result in bench/RESULTS.md and docs/results.md with the machine and date.
 """
 
 from __future__ import annotations
@@ -97,10 +98,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("configs", nargs="+", help="reference configs at one temperature, different box sizes")
     ap.add_argument("--study", help="a study config: list its reference at every temperature too")
-    ap.add_argument("--out", default="bench/results/reference_check.json")
+    ap.add_argument("--out", default=None, help="default: <study run>/reference_check.json with --study (the "
+                    "report's claim 5 reads it there), else bench/results/reference_check.json")
     args = ap.parse_args()
 
     from thermocg.analysis.dynamics import yeh_hummer_correction
+    from thermocg.config import load_config
     from thermocg.stagedir import atomic_write_text
 
     points = [measure(c) for c in args.configs]
@@ -134,7 +137,6 @@ def main() -> None:
     study_rows = []
     if args.study:
         from thermocg import pipeline
-        from thermocg.config import load_config
         from thermocg.evaluate.stage import Structure, diffusion, reference_nve_beads
         study = load_config(args.study)
         ref = pipeline.read(study, "reference")
@@ -160,6 +162,9 @@ def main() -> None:
             print(f"{t:>6g}{dtxt}{s['rdf_peak_position']['value']:>14.3f} ± {s['rdf_peak_position']['error']:<5.3f}"
                   f"{s['rdf_peak_height']['value']:>8.3f} ± {s['rdf_peak_height']['error']:.3f}")
 
+    if args.out is None:
+        args.out = str(load_config(args.study).run_dir / "reference_check.json") if args.study else \
+            "bench/results/reference_check.json"
     out = {"machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores",
            "sizes": points, "yeh_hummer_fit": fit, "published": PUBLISHED, "study": study_rows}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

@@ -136,3 +136,28 @@ def test_claim4_change_within_twice_its_error_is_converged():
     tight = {c.number: c for c in assess(_results(**GOOD), _convergence(frames, CONVERGED["excess_by_radius"],
                                                                         sem=0.02))}[4]
     assert tight.verdict == NO and tight.data["frames"]["moved"][0]
+
+
+def _check(d0, d0_err, eta, eta_err):
+    """A bench/reference_check.py output with a Yeh-Hummer fit of D0 and eta (1e-9 m²/s, mPa s)."""
+    pub = {"D0_1e-9_m2_s": (2.97, 0.05), "eta_mPa_s_from_D(L)": (0.64, 0.02), "sources": {"D0_1e-9_m2_s": "x"}}
+    z_d = (d0 - 2.97) / np.hypot(d0_err, 0.05)
+    z_eta = (eta - 0.64) / np.hypot(eta_err, 0.02)
+    return {"published": pub, "sizes": [{"n_molecules": 216, "D_A2_per_ps": 0.25, "D_error": 0.01}],
+            "yeh_hummer_fit": {"D0_A2_per_ps": d0 / 10, "D0_error": d0_err / 10, "eta_mPa_s": eta,
+                               "eta_error": eta_err, "D0_sigma_from_published": z_d,
+                               "eta_sigma_from_published": z_eta}}
+
+
+@pytest.mark.parametrize("check, verdict", [
+    (None, NOT_TESTED),
+    # D0 and eta within their errors of the published values: consistent, but D(T) and g(r) untested
+    (_check(2.9, 0.1, 0.66, 0.05), NOT_TESTED),
+    # D0 four combined standard errors low (2.5 vs 2.97, s.e. 0.112): the reference is off
+    (_check(2.5, 0.1, 0.66, 0.05), NO),
+    # the viscosity 0.9 +- 0.05 against 0.64 +- 0.02: 4.8 sigma
+    (_check(2.95, 0.1, 0.90, 0.05), NO),
+])
+def test_claim5_fails_only_on_a_clear_disagreement(check, verdict):
+    claim = {c.number: c for c in assess(_results(**GOOD), None, check)}[5]
+    assert claim.verdict == verdict, claim.evidence

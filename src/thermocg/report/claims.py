@@ -25,8 +25,12 @@ The rules, fixed before any study was run (issue 14's wording):
    no more than twice the standard error of the change, or by no more than 10 % of its value,
    from the second-largest to the largest frame count, and from the study's r_e to each r_e
    -+ 1 A. Without that summary (a study config alone does not run it): not tested.
-5. The reference itself: D(T) and the centre-of-mass g(r) against published SPC/E values.
-   Needs the literature values, which a study config does not hold.
+5. The reference itself: D(T) and the centre-of-mass g(r) against published SPC/E values, from
+   ``bench/reference_check.py``'s summary (D0 and the viscosity from a Yeh-Hummer fit over two box
+   sizes at 300 K). "no" when D0 or the viscosity is more than 3 combined standard errors from
+   the published value; otherwise "not tested", because published D(T) at the other
+   temperatures and a published centre-of-mass g(r) were not available to compare with (the
+   numbers measured are printed).
 """
 
 from __future__ import annotations
@@ -93,11 +97,37 @@ def group_of_variant(results: Results, variant: str) -> str | None:
     return None
 
 
-def assess(results: Results, convergence: dict | None = None) -> list[Claim]:
+def assess(results: Results, convergence: dict | None = None, reference_check: dict | None = None) -> list[Claim]:
     """Every claim, answered from ``results`` (and, for claim 4, ``convergence``: the
-    ``variants`` of ``bench/convergence.py``'s summary.json for this study)."""
+    ``variants`` of ``bench/convergence.py``'s summary.json for this study; for claim 5,
+    ``reference_check``: ``bench/reference_check.py``'s output)."""
     return [_claim1(results), _claim2(results), _claim3(results), claim4(convergence, results.T0_K),
-            Claim(5, CLAIMS[5], NOT_TESTED, _reference_numbers(results))]
+            claim5(results, reference_check)]
+
+
+def claim5(results: Results, check: dict | None) -> Claim:
+    """Claim 5 from the reference check (see the module docstring for the rule)."""
+    lines = list(_reference_numbers(results)[1:])
+    fit = (check or {}).get("yeh_hummer_fit")
+    if not fit:
+        return Claim(5, CLAIMS[5], NOT_TESTED, tuple(["published values not compared: run bench/reference_check.py "
+                                                      "on the study"] + lines))
+    pub = check["published"]
+    d0, d0_err = pub["D0_1e-9_m2_s"]
+    eta, eta_err = pub["eta_mPa_s_from_D(L)"]
+    z_d, z_eta = fit["D0_sigma_from_published"], fit["eta_sigma_from_published"]
+    sizes = ", ".join(f"{p['n_molecules']} waters: D = {p['D_A2_per_ps'] * 10:.3g} ± {p['D_error'] * 10:.2g}e-9 m²/s"
+                      for p in check["sizes"])
+    head = [f"all-atom D at 300 K by box size ({sizes})",
+            f"Yeh-Hummer fit: D0 = {fit['D0_A2_per_ps'] * 10:.3g} ± {fit['D0_error'] * 10:.2g}e-9 m²/s against the "
+            f"published {d0} ± {d0_err} ({z_d:+.1f} sigma); viscosity {fit['eta_mPa_s']:.3g} ± {fit['eta_error']:.2g} "
+            f"mPa s against {eta} ± {eta_err} ({z_eta:+.1f} sigma). Sources: {pub['sources']['D0_1e-9_m2_s']}",
+            "published D(T) away from 300 K and a published centre-of-mass g(r): not available to compare; "
+            "measured below"]
+    verdict = NO if max(abs(z_d), abs(z_eta)) > 3.0 else NOT_TESTED
+    return Claim(5, CLAIMS[5], verdict, tuple(head + lines),
+                 {"D0": fit["D0_A2_per_ps"] * 10, "D0_error": fit["D0_error"] * 10, "eta": fit["eta_mPa_s"],
+                  "eta_error": fit["eta_error"], "sigma_D0": z_d, "sigma_eta": z_eta})
 
 
 def _missing(number: int, *names) -> Claim:

@@ -1,8 +1,8 @@
 """The report stage: one self-contained HTML page (figures inlined) plus the PNG figures.
 
-Reads ``evaluate/results.json`` (and, for claim 4, ``convergence/summary.json`` when
-``bench/convergence.py`` has been run on the study), so a report can be rebuilt without
-recomputing anything. Sections: the models and their training temperatures, the force-error
+Reads ``evaluate/results.json`` (and, for claims 4 and 5, ``convergence/summary.json`` and
+``reference_check.json`` when ``bench/convergence.py`` and ``bench/reference_check.py`` have
+been run on the study), so a report can be rebuilt without recomputing anything. Sections: the models and their training temperatures, the force-error
 table, error-vs-temperature curves (training temperatures marked), RDF and ADF
 overlays per temperature, D(T) of CG and all-atom and their ratio, and the config
 and versions that produced it. Outputs in ``<run.directory>/report/``::
@@ -307,7 +307,7 @@ def run_report(config: Config, force: bool = False, show_progress: bool = True) 
                 "hippynn": getattr(hippynn, "__version__", "?"), "openmm": openmm.__version__,
                 "h5py": h5py.__version__, "machine": f"{platform.machine()} {platform.system()}",
                 "config file": str(config.source)}
-    claims = assess(res, convergence_summary(config))
+    claims = assess(res, convergence_summary(config), reference_check(config))
     page = render(res, claims, json.dumps(config_json, indent=1), versions, images)
     atomic_write_text(stage.path / "report.html", page)
     facts = provenance(config)
@@ -332,6 +332,21 @@ def convergence_summary(config: Config) -> dict | None:
         return json.loads(path.read_text())["variants"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise DataFormatError(f"{path}: not a summary of bench/convergence.py ({err!r}); run it again") from err
+
+
+def reference_check(config: Config) -> dict | None:
+    """``bench/reference_check.py``'s output for this run (``<run>/reference_check.json``, claim
+    5), or None when it has not been run. Like the convergence summary: rebuild the report
+    with ``thermocg report --force`` after a new check."""
+    path = config.run_dir / "reference_check.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        data["yeh_hummer_fit"], data["published"]  # noqa: B018 - the keys claim 5 reads
+        return data
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataFormatError(f"{path}: not an output of bench/reference_check.py ({err!r}); run it again") from err
 
 
 def provenance(config: Config) -> dict:
