@@ -325,8 +325,13 @@ def plot(summary: dict, temps, t0: float, r0: float, r_e_frames: int, path: Path
 
     from thermocg.stagedir import atomic_path
 
+    colours = {}
+
     def curve(ax, key, **kw):
-        row = summary[key]["by_temperature"]
+        v = summary[key]
+        group = v.get("configurations") if v.get("targets") == "restrained" else v["frames"]
+        kw.setdefault("color", colours.setdefault((ax, group), f"C{len([c for c in colours if c[0] is ax])}"))
+        row = v["by_temperature"]
         ax.errorbar(temps, [row[str(t)]["excess_mean"] for t in temps],
                     [row[str(t)]["excess_sem"] or 0.0 for t in temps],
                     marker="o", ms=3, capsize=2, label=key, **kw)
@@ -340,8 +345,8 @@ def plot(summary: dict, temps, t0: float, r0: float, r_e_frames: int, path: Path
         elif key.endswith(f"r_e={r0:g}"):
             curve(by_frames, key)
         if key.startswith(f"trf2 n={r_e_frames} "):
-            curve(by_radius, key)
-    for ax, title in ((by_frames, f"frames at T0 (trf2 solid, its fm dashed, restrained dotted; r_e = {r0:g} Å)"),
+            curve(by_radius, key, color=f"C{sorted(k for k in summary if k.startswith(f'trf2 n={r_e_frames} ')).index(key)}")
+    for ax, title in ((by_frames, f"frames at T0 (trf2 solid, its fm dashed, restrained dotted; r_e {r0:g} Å)"),
                       (by_radius, f"local radius r_e (trf2, {r_e_frames} frames)")):
         ax.axvline(t0, color="grey", lw=0.5)
         ax.axhline(0, color="grey", lw=0.5)
