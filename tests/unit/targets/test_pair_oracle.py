@@ -11,20 +11,9 @@ from thermocg.mapping import CGFrames
 from thermocg.targets import estimators as est
 from thermocg.targets.baselines import PairBasis, fit_force_and_energy, pair_features
 from thermocg.targets.build import thermal_targets
-from thermocg.targets.oracle import PairTwoStateOracle
+from tests.unit.targets.conftest import BETA, BOX, ORACLE
 
 Z = 4.5
-ORACLE = PairTwoStateOracle()
-BOX = np.full(3, 12.0)
-BETA = 1.0
-
-
-@pytest.fixture(scope="module")
-def liquid():
-    """64 beads equilibrated by Monte Carlo on the pair PMF."""
-    x, acc = ORACLE.sample_positions(64, BOX, BETA, np.random.default_rng(0), sweeps=60)
-    assert 0.2 < acc < 0.8
-    return x
 
 
 def test_pair_derivatives_match_finite_differences(liquid):

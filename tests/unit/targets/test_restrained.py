@@ -16,19 +16,8 @@ import numpy as np
 import pytest
 
 from thermocg.targets.local import neighbour_matrix
-from thermocg.targets.oracle import PairTwoStateOracle
+from tests.unit.targets.conftest import BETA, BOX, ORACLE
 from thermocg.targets.restrained import conditional_moments
-
-ORACLE = PairTwoStateOracle()
-BOX = np.full(3, 12.0)
-BETA = 1.0
-
-
-@pytest.fixture(scope="module")
-def liquid():
-    """64 beads equilibrated by Monte Carlo on the pair PMF."""
-    x, _ = ORACLE.sample_positions(64, BOX, BETA, np.random.default_rng(0), sweeps=60)
-    return x
 
 
 def _restrained(x, r_e, k, refresh, seed):
