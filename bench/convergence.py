@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -364,24 +363,12 @@ def plot(summary: dict, temps, t0: float, r0: float, r_e_frames: int, path: Path
 def run_pool(fn, tasks: list, processes: int, finished) -> None:
     """``fn(task)`` for every task in worker processes (largest ``cost`` first);
     ``finished(task, result)`` here as each ends."""
-    from thermocg.workers import start_pool, stop_workers
+    from thermocg.workers import run_tasks
 
-    if not tasks:
-        return
     tasks = sorted(tasks, key=lambda t: -getattr(t, "cost", 0.0))
-    procs = min(processes, len(tasks))
-    pool, _ = start_pool(procs, max(1, (os.cpu_count() or 1) // procs))
-    try:
-        running = {pool.submit(fn, t): t for t in tasks}
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                task = running.pop(fut)
-                finished(task, fut.result())
-    except BaseException:
-        stop_workers(pool)
-        raise
-    pool.shutdown(wait=True)
+    procs = max(1, min(processes, len(tasks)))
+    run_tasks(fn, tasks, procs, max(1, (os.cpu_count() or 1) // procs), finished,
+              lambda t: getattr(t, "label", f"configuration {getattr(t, 'index', '?')}"))
 
 
 def main() -> None:

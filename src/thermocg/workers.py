@@ -104,3 +104,42 @@ def stop_workers(pool: ProcessPoolExecutor, timeout_s: float = 10.0) -> None:
         if p.is_alive():
             p.kill()
             p.join(1.0)
+
+
+def run_tasks(fn, tasks: list, procs: int, threads: int | None, finished, label, died=RuntimeError) -> None:
+    """``fn(task)`` for every task, independent of each other, in ``procs`` worker processes
+    (here, in order, when ``procs`` is 1 or there is one task); ``finished(task, result)`` runs in
+    this process as each ends. A :class:`~thermocg.errors.ThermocgError` is raised again with
+    ``label(task)`` in front; a worker that died raises ``died`` naming the task. Ctrl-C, SIGTERM
+    or an error stops every worker before it propagates (:func:`stop_workers`)."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    from thermocg.errors import ThermocgError
+
+    def named(task, call):
+        try:
+            return call()
+        except ThermocgError as err:
+            raise type(err)(f"{label(task)}: {err}") from err
+
+    if procs == 1 or len(tasks) <= 1:
+        for task in tasks:
+            finished(task, named(task, lambda: fn(task)))
+        return
+    pool, _ = start_pool(procs, threads)
+    try:
+        pending = {pool.submit(fn, task): task for task in tasks}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                task = pending.pop(fut)
+                try:
+                    result = named(task, fut.result)
+                except BrokenProcessPool as err:
+                    raise died(f"{label(task)}: a worker process died ({err}); re-run to resume") from err
+                finished(task, result)
+    except BaseException:
+        stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)

@@ -242,16 +242,13 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
     ``[run] processes`` workers; each configuration's moments are kept in
     ``.restrained/<T>/c0000.npz`` as it finishes (a re-run samples only the missing ones),
     and each temperature's targets file is written when all its configurations are in."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-    from concurrent.futures.process import BrokenProcessPool
-
     from tqdm.auto import tqdm
 
-    from thermocg.errors import SimulationError, ThermocgError
+    from thermocg.errors import SimulationError
     from thermocg.reference import engine
     from thermocg.targets.restrained import (ConfigurationTask, load_configuration, restrained_frames,
                                              sample_configuration)
-    from thermocg.workers import plan_processes, start_pool, stop_workers
+    from thermocg.workers import plan_processes, run_tasks
 
     t, ref = config.targets, config.reference
     system_xml = (reference.directory / "system.xml").read_text()
@@ -286,31 +283,8 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
              len(todo), n_tasks, procs, threads, "GPU" if gpu else "CPU")
     bar = tqdm(total=len(todo), desc="restrained configurations", unit="config", disable=not show_progress)
     try:
-        if procs == 1 or len(todo) <= 1:
-            for task in todo:
-                sample_configuration(task)
-                bar.update(1)
-        elif todo:
-            pool, _ = start_pool(procs, threads)
-            try:
-                pending = {pool.submit(sample_configuration, task): task for task in todo}
-                while pending:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        task = pending.pop(fut)
-                        try:
-                            fut.result()
-                        except BrokenProcessPool as err:
-                            raise SimulationError(f"targets {task.temperature_K:g} K configuration {task.index}: a "
-                                                  f"worker process died ({err}); re-run to resume") from err
-                        except ThermocgError as err:
-                            raise type(err)(f"targets {task.temperature_K:g} K configuration {task.index}: {err}") \
-                                from err
-                        bar.update(1)
-            except BaseException:
-                stop_workers(pool)
-                raise
-            pool.shutdown(wait=True)
+        run_tasks(sample_configuration, todo, procs, threads, lambda task, _: bar.update(1),
+                  lambda task: f"targets {task.temperature_K:g} K configuration {task.index}", SimulationError)
     finally:
         bar.close()
     outputs, summary = {}, {}
