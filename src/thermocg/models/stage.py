@@ -44,7 +44,8 @@ from thermocg.io.strict import number
 from thermocg.labels import temperature_label
 from thermocg.models.prior import RepulsivePrior
 from thermocg.models.saved import load_model, save_model
-from thermocg.models.thermal import NetworkSettings, SeparateNetworks, ThermalForceField, beta_of, build_network
+from thermocg.models.thermal import (NetworkSettings, SeparateNetworks, ThermalForceField, beta_of, build_network,
+                                     zero_heads)
 from thermocg.models.training import TrainingData, TrainSettings, train_heads
 from thermocg.runlock import locked_stage
 from thermocg.workers import plan_processes, start_pool, stop_workers
@@ -331,7 +332,18 @@ def fit_variant(config: Config, name: str, order: int, t0: float, data: Training
     settings = TrainSettings(max_epochs=t.max_epochs, batch_frames=t.batch_frames, learning_rate=t.learning_rate,
                              lr_patience=t.lr_patience, early_stop_patience=t.early_stop_patience,
                              valid_fraction=t.valid_fraction, weights=t.loss_weights, seed=seed)
-    histories = {phase: train_heads(model, phase_data, settings, show_progress=show_progress,
+    if variant in ("trf1", "trf2"):
+        zero_heads(model.network, range(1, order + 1))
+
+    def settings_of(phase):
+        # the thermal heads start at zero (no response) and move only as far as the validation
+        # frames confirm: on targets without a usable signal trf1/trf2 stay fm, with a warning,
+        # instead of keeping a random response that dB and dB^2 amplify away from T0 (issue 14)
+        if phase.endswith("-thermal"):
+            return replace(settings, require_improvement=False, start_is_a_candidate=True)
+        return settings
+
+    histories = {phase: train_heads(model, phase_data, settings_of(phase), show_progress=show_progress,
                                     checkpoint=None if checkpoint_dir is None else checkpoint_dir / f".{phase}.ckpt")
                  for phase, phase_data in phases}
     return model, histories

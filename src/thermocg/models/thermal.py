@@ -70,6 +70,26 @@ class SeparateNetworks(torch.nn.Module):
                 *first[1:5], torch.cat([outs[k][5] if k in outs else zero_bead for k in range(len(self.networks))], dim=1))
 
 
+def zero_heads(network, heads) -> None:
+    """Set the energy heads ``heads`` of a :class:`SeparateNetworks` to exactly zero: the weights
+    and biases of their hippynn ``HEnergy`` output layers (the layers below keep their random
+    initialisation, so training moves the heads from zero as soon as their targets ask)."""
+    if not isinstance(network, SeparateNetworks):
+        raise ValueError("zero_heads needs a network per head (SeparateNetworks)")
+    with torch.no_grad():
+        for k in heads:
+            found = False
+            for module in network.networks[k].modules():
+                if type(module).__name__ == "HEnergy":
+                    for layer in module.layers:
+                        layer.weight.zero_()
+                        if layer.bias is not None:
+                            layer.bias.zero_()
+                    found = True
+            if not found:
+                raise ValueError(f"head {k}: no HEnergy output layer to set to zero")
+
+
 def build_network(settings: NetworkSettings, n_heads: int = 3):
     """The network: (species, positions, cell) -> per-system head energies and the pair list.
 

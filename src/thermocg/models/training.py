@@ -50,6 +50,10 @@ class TrainSettings:
     #: a best validation loss no lower than before training is an error (TrainingError); off,
     #: it is a warning (the targets' baseline fits, one of several cross-fitted regressions)
     require_improvement: bool = True
+    #: the weights before training compete with every epoch's for "best" (validation loss): a fit
+    #: that never beats its starting point returns it (thermal heads that start at zero stay zero
+    #: when their targets hold no signal the validation frames can confirm)
+    start_is_a_candidate: bool = False
 
 
 @dataclass
@@ -199,6 +203,9 @@ def _train(model, data, settings, orders, energy_heads, checkpoint, show_progres
 
     if start == 0:
         history["valid_before"] = valid_loss()
+        if settings.start_is_a_candidate:
+            history["best_valid"], history["best_epoch"] = history["valid_before"], -1
+            best_state = copy.deepcopy(model.state_dict())
     bar = tqdm(range(start, settings.max_epochs), desc="training", unit="epoch", disable=not show_progress)
     for epoch in bar:
         model.train()
