@@ -129,7 +129,7 @@ def run_restrained_job(job: RestrainedJob) -> dict:
     from thermocg.models.saved import load_model, save_model
     from thermocg.models.stage import fit_variant
     from thermocg.models.training import TrainingData
-    from thermocg.targets.restrained import load_configuration
+    from thermocg.targets.restrained import load_configuration, restrained_frames
     from thermocg.units import beta_of
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -138,9 +138,9 @@ def run_restrained_job(job: RestrainedJob) -> dict:
     rows = [load_configuration(Path(f), job.key) for f in job.files]
     if any(r is None for r in rows):
         raise RuntimeError("a restrained configuration is missing: run the sampling again")
-    stack = lambda name: np.stack([r[name] for r in rows])  # noqa: E731
-    data = TrainingData(positions=stack("centres"), box=stack("box"),
-                        targets={0: stack("F"), 1: stack("F1"), 2: stack("F2")},
+    a = restrained_frames(rows)  # the arrays the targets stage writes
+    data = TrainingData(positions=a["positions"], box=a["box"],
+                        targets={0: a["forces"], 1: a["targets"]["t1"], 2: a["targets"]["t2"]},
                         beta=np.full(len(rows), beta_of(t0)))
     score, start, results = scorer(study), time.monotonic(), {}
     fm_name, trf2_name, hybrid_name = job.names()

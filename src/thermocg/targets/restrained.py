@@ -188,7 +188,7 @@ def load_configuration(path: Path, key: str) -> dict | None:
         return None
 
 
-def restrained_frames(rows: list[dict], temperature_K: float, bead_masses: np.ndarray, r_e_A: float) -> dict:
+def restrained_frames(rows: list[dict]) -> dict:
     """The targets-file arrays (:class:`thermocg.io.records.TargetFrames`) of the sampled
     configurations at one temperature: positions are the restrained centres, the order-0 target
     is the conditional mean force, t1 and t2 the conditional order-1 and order-2 estimates, with

@@ -293,7 +293,7 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
         rows = [load_configuration(task.out, key) for task in tasks]
         if any(r is None for r in rows):  # written above: only a concurrent deletion gets here
             raise DataFormatError(f"{stage.path / '.restrained' / label}: a sampled configuration is missing; re-run")
-        a = restrained_frames(rows, temp, cg_of[temp].bead_masses, t.r_e_A)
+        a = restrained_frames(rows)
         attrs = {"r_e_A": t.r_e_A, "config_hash": stage.config_hash, "config": config.model_dump_json(exclude={"source"}),
                  "thermocg_version": __version__, "source_file": reference.nvt_path(temp).name,
                  "source_config_hash": ref_hash, "map": "centre of mass, one bead per molecule",
