@@ -138,10 +138,13 @@ def run_restrained_job(job: RestrainedJob) -> dict:
     rows = [load_configuration(Path(f), job.key) for f in job.files]
     if any(r is None for r in rows):
         raise RuntimeError("a restrained configuration is missing: run the sampling again")
-    a = restrained_frames(rows)  # the arrays the targets stage writes
-    data = TrainingData(positions=a["positions"], box=a["box"],
-                        targets={0: a["forces"], 1: a["targets"]["t1"], 2: a["targets"]["t2"]},
-                        beta=np.full(len(rows), beta_of(t0)))
+    from thermocg import pipeline
+
+    m = len(rows)
+    cg = pipeline.read(load_config(job.source), "reference").cg_frames(t0)
+    a = restrained_frames(cg, rows)["targets"]  # the arrays the targets stage writes
+    data = TrainingData(positions=cg.positions[:m], box=cg.box[:m],
+                        targets={0: a["f0"][:m], 1: a["t1"][:m], 2: a["t2"][:m]}, beta=np.full(m, beta_of(t0)))
     score, start, results = scorer(study), time.monotonic(), {}
     fm_name, trf2_name, hybrid_name = job.names()
     common = {"frames": None, "configurations": job.configurations, "r_e_A": study.targets.r_e_A,
@@ -183,12 +186,15 @@ def sampling_tasks(study, source, m: int, out_dir: Path):
     frames = ref.frames(t0)
     settings = (t.r_e_A, t.restraint_k, t.restrained_equilibration_ps, t.restrained_samples, t.restrained_interval_fs,
                 t.restrained_blocks, source.reference.timestep_fs, source.section_hash("reference"))
+    if t.restrained_offset_radius_A is not None:
+        settings += (t.restrained_offset_radius_A,)
     key = hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
     system_xml = (ref.directory / "system.xml").read_text()
     (out_dir / "restrained").mkdir(parents=True, exist_ok=True)
     tasks = [ConfigurationTask(
         temperature_K=t0, index=i, positions_A=frames.positions[i], box_A=frames.box[i], step=int(frames.step[i]),
-        system_xml=system_xml, molecule_index=frames.molecule_index, r_e_A=t.r_e_A, restraint_k=t.restraint_k,
+        system_xml=system_xml, molecule_index=frames.molecule_index, r_e_A=t.r_e_A,
+        offset_radius_A=t.restrained_offset_radius_A, restraint_k=t.restraint_k,
         timestep_fs=source.reference.timestep_fs, friction_per_ps=source.reference.friction_per_ps,
         equilibration_ps=t.restrained_equilibration_ps, samples=t.restrained_samples,
         interval_fs=t.restrained_interval_fs, blocks=t.restrained_blocks, seed=4000 + i, device="cpu", threads=1,

@@ -57,6 +57,9 @@ def main() -> None:
     ap.add_argument("--equilibration-fs", type=float, default=1000.0)
     ap.add_argument("--timestep-fs", type=float, default=2.0)
     ap.add_argument("--out", default="bench/results/restrained_targets.json")
+    ap.add_argument("--save-samples", default=None, metavar="DIR",
+                    help="also keep every configuration's raw samples (forces, molecule energies, offsets) "
+                         "as DIR/<T>-k<k>-c<i>.npz, for other estimators (bench/restrained_bias.py)")
     args = ap.parse_args()
 
     from thermocg import pipeline
@@ -89,6 +92,11 @@ def main() -> None:
             s = sampler.sample(frames.positions[c], frames.box[c], args.equilibration_fs, args.samples,
                                args.interval_fs, seed=1000 + c, where=f"restrained {temperature_label(temp)} #{c}")
             u = (neighbour_matrix(s.centres, s.box, r_e) @ s.molecule_energies.T).T
+            if args.save_samples:
+                os.makedirs(args.save_samples, exist_ok=True)
+                np.savez(os.path.join(args.save_samples, f"{temperature_label(temp)}-k{args.k:g}-c{c}.npz"),
+                         forces=s.forces, molecule_energies=s.molecule_energies, offsets=s.offsets,
+                         centres=s.centres, box=s.box, k=args.k, temperature_K=temp, interval_fs=args.interval_fs)
             taus["f"].append(autocorrelation_time(s.forces, args.interval_fs))
             taus["u_loc"].append(autocorrelation_time(u, args.interval_fs))
             for k in sorted({args.samples // 8, args.samples // 4, args.samples // 2, args.samples}):

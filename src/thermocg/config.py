@@ -164,16 +164,31 @@ class TargetsSection(_Section):
     #: cumulant, with block-jackknife errors; no baselines).
     method: Literal["regression", "restrained"] = "regression"
     #: restrained: spring constant (kcal/mol/Å²; its period must be at least ten reference time
-    #: steps: 1000 gives 41 fs and a spread of 0.024 Å at 300 K), configurations per temperature
-    #: (the first training frames), equilibration before sampling, samples and their interval,
-    #: jackknife blocks. Defaults from bench/restrained_targets.py (bench/RESULTS.md): 4 ps per
-    #: configuration gives an order-1 SNR of ~0.6 per configuration on water.
-    restraint_k: PositiveFloat = 1000.0
+    #: steps: for water 4000 gives 20.5 fs, so at most a 2 fs step, and a spread of 0.012 Å at
+    #: 300 K), configurations per temperature (the first training frames), equilibration before
+    #: sampling, samples and their interval, jackknife blocks. Defaults from
+    #: bench/restrained_targets.py and bench/restrained_bias.py (bench/RESULTS.md): 4 ps per
+    #: configuration gives an order-1 SNR of ~0.6 per configuration on water; the springs' bias
+    #: of the order-1 targets falls as 1/k and is ~0.04 kcal²/mol²/Å rms at 4000 (300 K), against
+    #: a signal of ~0.6 (at 1000 it is ~0.15).
+    restraint_k: PositiveFloat = 4000.0
     restrained_configurations: Int = Field(25, ge=1)
     restrained_equilibration_ps: PositiveFloat = 1.0
     restrained_samples: Int = Field(400, ge=6)
     restrained_interval_fs: PositiveFloat = 10.0
     restrained_blocks: Int = Field(10, ge=2)
+    #: restrained: regress each bead's force and local energy on the offsets (from their
+    #: springs' points) of the beads within this radius (Å; 0: its own offset only) and take the
+    #: moments at zero offset, which removes the springs' bias to first order (THEORY.md §5).
+    #: Off (unset) by default: it needs samples that are nearly independent. Exact on the
+    #: oracle's independent samples, but on water's MD samples (u_loc correlated over ~50 fs)
+    #: the regression on tens of neighbours' offsets overfits and swallows the signal
+    #: (bench/RESULTS.md); stiff springs are the remedy there.
+    restrained_offset_radius_A: Annotated[float | None, Strict(), Field(ge=0)] = None
+    #: restrained: the temperatures whose thermal targets are sampled (empty: every reference
+    #: temperature). The others keep their frames' mapped forces as order-0 targets only, which
+    #: is all fm, fm-each and em read; trf1/trf2 need T0 here, trf-multi its training temperatures.
+    restrained_temperatures_K: tuple[PositiveFloat, ...] = ()
 
     @model_validator(mode="after")
     def _check_restrained(self):
@@ -235,6 +250,11 @@ class TrainSection(_Section):
     #: batch order), named ``<model>-seed<s>``; the evaluation reports the mean and spread over
     #: seeds. Empty: one training per model with ``[run] seed``, named ``<model>``.
     seeds: tuple[Annotated[int, Strict(), Field(ge=0, lt=2**31)], ...] = ()
+    #: How the thermal targets' elements weigh in the loss: "uniform", or "inverse-variance"
+    #: (targets with standard errors, i.e. restrained ones: each component by 1/se^2, the weight
+    #: capped at that of the 10th-percentile error so that an error estimated too small by
+    #: chance does not dominate). Missing targets (frames not sampled) weigh 0 either way.
+    target_weighting: Literal["uniform", "inverse-variance"] = "uniform"
 
     @model_validator(mode="after")
     def _check_weights(self):
@@ -356,6 +376,18 @@ class Config(_Section):
                                  "train.test_frames)")
             _check_multiple(self.targets.restrained_interval_fs, self.reference.timestep_fs,
                             "targets.restrained_interval_fs", "reference.timestep_fs", at_least_one=True)
+            sampled = self.targets.restrained_temperatures_K or self.reference.temperatures_K
+            for t in sampled:
+                if t not in self.reference.temperatures_K:
+                    raise ValueError(f"targets.restrained_temperatures_K: {t:g} K is not one of "
+                                     f"reference.temperatures_K {list(self.reference.temperatures_K)}")
+            need = {t: v for v in self.train.variants if v in ("trf1", "trf2", "trf-multi")
+                    for t in ((self.train.training_temperatures_K or (self.train.T0_K,)) if v == "trf-multi"
+                              else (self.train.T0_K,))}
+            for t, v in need.items():
+                if t not in sampled:
+                    raise ValueError(f"train.variants has {v}, which needs thermal targets at {t:g} K, but "
+                                     f"targets.restrained_temperatures_K = {list(sampled)} leaves it out")
         for t in (self.train.T0_K, *self.train.training_temperatures_K):
             if t not in self.reference.temperatures_K:
                 raise ValueError(f"train temperature {t:g} K (T0_K or training_temperatures_K) is not one "
@@ -396,7 +428,9 @@ class Config(_Section):
 #: Keys added after run directories existed: left out of the config hash at their default (which
 #: reproduces the earlier outputs), so adding them leaves finished stages up to date.
 _ADDED_KEYS = {"targets": ("method", "restraint_k", "restrained_configurations", "restrained_equilibration_ps",
-                           "restrained_samples", "restrained_interval_fs", "restrained_blocks")}
+                           "restrained_samples", "restrained_interval_fs", "restrained_blocks",
+                           "restrained_offset_radius_A", "restrained_temperatures_K"),
+               "train": ("target_weighting",)}
 
 
 def _hashed(name: str, section: BaseModel) -> dict:
@@ -408,7 +442,10 @@ def _hashed(name: str, section: BaseModel) -> dict:
     regression = name == "targets" and data["method"] == "regression"
     for key in _ADDED_KEYS.get(name, ()):
         unused = regression and key.startswith("restrain")
-        if unused or data[key] == fields[key].default:
+        # a restrained run hashes every restrained key: their defaults have changed since the
+        # first restrained runs (restraint_k 1000 -> 4000), which must not pass for up to date
+        used = name == "targets" and not regression and key.startswith("restrain")
+        if unused or (not used and data[key] == fields[key].default):
             data.pop(key)
     return data
 

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from thermocg.config import config_from_dict
+from thermocg.errors import ConfigError
+from thermocg.io.records import ReferenceRun
 from thermocg.io.records import TargetSet
 from thermocg.models.stage import training_data
 from thermocg.reference.stage import reference_dir
@@ -21,13 +23,14 @@ SETTINGS = {"method": "restrained", "restrained_configurations": 3, "restrained_
             "restraint_k": 1000.0}
 
 
-def _restrained_config(tiny_reference, tmp_path, **changes):
+def _restrained_config(tiny_reference, tmp_path, train=None, **changes):
     """The tiny config with restrained targets, in a run directory of its own that holds a copy of
     the tiny reference run (so the session's regression targets stay untouched)."""
     config, _ = tiny_reference
     data = config.model_dump(exclude={"source"})
     data["run"]["directory"] = str(tmp_path / "run")
     data["targets"].update(SETTINGS, **changes)
+    data["train"].update(train or {})
     new = config_from_dict(data, source=tmp_path / "config.toml")
     shutil.copytree(reference_dir(config), reference_dir(new))
     return new
@@ -40,41 +43,104 @@ def restrained_run(tiny_reference, tmp_path_factory):
 
 
 def test_files_keep_the_contract_and_carry_errors(restrained_run):
+    """Every frame keeps its mapped forces (order 0, as with regression targets); the first
+    three carry restrained thermal targets with standard errors, the rest none (NaN)."""
     config, manifest = restrained_run
     out = targets_dir(config)
     assert manifest["complete"] and set(manifest["outputs"]) == {"T300K", "T500K"}
     assert not list(out.glob(".*")), "resume state or temporary files left behind"
     for temp in config.reference.temperatures_K:
         tf = TargetSet.read(out).frames(temp)
-        assert tf.positions.shape == (3, 64, 3) and tf.attrs["method"] == "restrained"
+        cg = ReferenceRun.read(reference_dir(config)).cg_frames(temp)
+        assert tf.attrs["method"] == "restrained"
+        np.testing.assert_array_equal(tf.forces, cg.forces)  # order 0: the frames' mapped forces
+        np.testing.assert_array_equal(tf.positions, cg.positions)
+        for name in ("t1", "t2", "f0", "t0_se", "t1_se", "t2_se"):
+            assert np.all(np.isfinite(tf.targets[name][:3])) and np.all(np.isnan(tf.targets[name][3:])), name
         for name in ("t0_se", "t1_se", "t2_se"):
-            assert tf.targets[name].shape == (3, 64, 3) and np.all(tf.targets[name] > 0)
-        # the order-0 target is the mean force at fixed R: far less noisy than one sample
-        assert np.sqrt(np.mean(tf.targets["t0_se"] ** 2)) < 0.5 * np.sqrt(np.mean(tf.forces**2))
+            assert np.all(tf.targets[name][:3] > 0)
+        # the conditional mean force is far less noisy than one sample's mapped force
+        assert np.sqrt(np.mean(tf.targets["t0_se"][:3] ** 2)) < 0.5 * np.sqrt(np.mean(tf.forces**2))
+        # ... and the frame's own mapped force is one draw about it: within a few thermal spreads
+        assert np.sqrt(np.mean((tf.forces[:3] - tf.targets["f0"][:3]) ** 2)) < 2 * np.sqrt(np.mean(tf.forces**2))
         # the baselines are the sample means themselves
-        np.testing.assert_array_equal(tf.targets["f0"], tf.forces)
-        np.testing.assert_array_equal(tf.targets["c"], tf.targets["u_loc"])
-        # the summed per-molecule energies average to the mean total energy of each configuration
-        np.testing.assert_allclose(tf.targets["bead_energy"].sum(axis=1), tf.potential_energy, rtol=1e-9)
+        np.testing.assert_array_equal(tf.targets["c"][:3], tf.targets["u_loc"][:3])
+        # the per-molecule energies of every frame sum to its potential energy (em reads them)
+        np.testing.assert_allclose(tf.targets["bead_energy"].sum(axis=1), tf.potential_energy, rtol=1e-6)
         s = manifest["summary"][f"T{temp:g}K"]
+        assert s["configurations"] == 3 and s["frames"] == len(cg.positions)
         assert s["order0"]["snr_per_configuration"] > 3.0
         assert 0.005 < s["offset_rms_A"] < 0.05  # springs of 1000 kcal/mol/Å²: 0.024 Å at 300 K
+        assert s["order1"]["offset_correction_rms"] == 0.0  # the offsets regression is off by default
 
 
-def test_configurations_are_the_first_training_frames(restrained_run):
+def test_rows_must_be_the_first_frames(restrained_run):
+    """restrained_frames pairs the sampled configurations with the first frames, and refuses a
+    configuration whose step or springs' centres are not its frame's."""
     config, _ = restrained_run
-    ref = TargetSet.read(targets_dir(config)).frames(300.0)
-    from thermocg.io.records import ReferenceRun
     cg = ReferenceRun.read(reference_dir(config)).cg_frames(300.0)
-    np.testing.assert_array_equal(ref.step, cg.step[:3])
-    np.testing.assert_allclose(ref.positions, cg.positions[:3], atol=1e-9)  # the springs' centres
+    n = cg.positions.shape[1]
+    row = {"step": cg.step[0], "centres": cg.positions[0] + cg.box[0], "box": cg.box[0],  # one image away: fine
+           **{k: np.zeros((n, 3)) for k in ("F", "F1", "F2", "F_se", "F1_se", "F2_se", "F_raw", "F1_raw", "F2_raw",
+                                            "F1_global", "F2_global")},
+           **{k: np.zeros(n) for k in ("U", "v", "bead_energy")}, "U_global": 0.0, "offset_rms": 0.01}
+    assert restrained.restrained_frames(cg, [row])["summary"]["configurations"] == 1
+    with pytest.raises(ValueError, match="step"):
+        restrained.restrained_frames(cg, [{**row, "step": cg.step[1]}])
+    moved = row["centres"].copy()
+    moved[5] += 0.1
+    with pytest.raises(ValueError, match="centres"):
+        restrained.restrained_frames(cg, [{**row, "centres": moved}])
 
 
-def test_training_reads_them_unchanged(restrained_run):
+def test_training_reads_the_sampled_frames_as_targets_and_the_rest_as_missing(restrained_run):
     config, _ = restrained_run
     data, sources = training_data(TargetSet.read(targets_dir(config)), [300.0], 2)
-    assert data.positions.shape == (3, 64, 3) and set(data.targets) == {0, 1, 2}
-    assert sources == ["T300K.h5md"]
+    n = len(data.positions)
+    assert set(data.targets) == {0, 1, 2} and set(data.weights) == {1, 2} and sources == ["T300K.h5md"]
+    for k in (1, 2):
+        assert np.all(data.weights[k][:3] == 1.0) and np.all(data.weights[k][3:] == 0.0)
+        assert np.all(np.isfinite(data.targets[k]))
+    ivar, _ = training_data(TargetSet.read(targets_dir(config)), [300.0], 2, weighting="inverse-variance")
+    se = TargetSet.read(targets_dir(config)).frames(300.0).targets["t1_se"][:3]
+    w = ivar.weights[1][:3]
+    # inverse variance below the cap: the weight ratio of two components is their variance ratio
+    free = w < w.max()
+    i, j = np.argwhere(free)[:2]
+    assert w[tuple(i)] / w[tuple(j)] == pytest.approx((se[tuple(j)] / se[tuple(i)]) ** 2, rel=1e-9)
+    assert np.all(ivar.weights[1][3:] == 0.0) and n == 40
+
+
+def test_the_thermal_heads_train_on_the_sampled_configurations_only(restrained_run):
+    """trf2: W0 on every training frame (as fm), the thermal heads on the 3 sampled ones."""
+    from thermocg.models.stage import fit_variant, training_frames
+
+    config, _ = restrained_run
+    data, _ = training_data(TargetSet.read(targets_dir(config)), [300.0], 2, frames=training_frames(config))
+    _, hist = fit_variant(config, "trf2", 2, 300.0, data, show_progress=False, seed=3)
+    assert len(hist["trf2-W0"]["train_frames"]) + len(hist["trf2-W0"]["valid_frames"]) == len(data.positions)
+    assert sorted(hist["trf2-thermal"]["train_frames"] + hist["trf2-thermal"]["valid_frames"]) == [0, 1, 2]
+
+
+def test_only_the_named_temperatures_are_sampled(tiny_reference, tmp_path):
+    """restrained_temperatures_K = [300]: T500K keeps order 0 only; trf-multi, which needs
+    thermal targets at 500 K too, is refused by the config. (Here with the springs' offsets
+    regressed out, within 3 Å.)"""
+    with pytest.raises(ConfigError, match="trf-multi, which needs thermal targets at 500 K"):
+        _restrained_config(tiny_reference, tmp_path / "a", restrained_temperatures_K=[300.0],
+                           restrained_configurations=2, restrained_samples=30, restrained_blocks=3)
+    config = _restrained_config(tiny_reference, tmp_path / "b", restrained_temperatures_K=[300.0],
+                                restrained_configurations=2, restrained_samples=60, restrained_blocks=5,
+                                restrained_offset_radius_A=3.0, train={"variants": ["fm", "trf2"]})
+    manifest = run_targets(config, show_progress=False)
+    assert manifest["summary"]["T500K"]["configurations"] == 0
+    # with the offsets regression on, the estimates move off the plain ones (and stay finite)
+    s = manifest["summary"]["T300K"]
+    assert s["order1"]["offset_correction_rms"] > 0 and np.isfinite(s["order1"]["signal_rms"])
+    tf = TargetSet.read(targets_dir(config)).frames(500.0)
+    assert np.all(np.isnan(tf.targets["t1"])) and np.all(np.isfinite(tf.forces))
+    with pytest.raises(ConfigError, match="no order-1 targets at"):
+        training_data(TargetSet.read(targets_dir(config)), [500.0], 1)
 
 
 def test_an_interrupted_run_samples_only_what_is_missing(tiny_reference, tmp_path, monkeypatch):

@@ -107,6 +107,16 @@ def test_keys_added_later_leave_existing_hashes_alone():
     stiffer = config_from_dict({"targets": {"method": "restrained", "restraint_k": 500.0}}).section_hash("targets")
     assert stiffer not in (h, restrained)
     assert config_from_dict({"targets": {"r_e_A": 7.0}}).section_hash("targets") != h  # an old key still counts
+    # a restrained run hashes its restrained keys even at their defaults: restraint_k's default
+    # moved from 1000 to 4000, and a run sampled at 1000 must not pass for one at 4000
+    assert "restraint_k" in _hashed("targets", config_from_dict({"targets": {"method": "restrained"}}).targets)
+    old_default = config_from_dict({"targets": {"method": "restrained", "restraint_k": 1000.0}})
+    assert old_default.section_hash("targets") != restrained
+    # the train key added with them
+    assert config_from_dict({"train": {"target_weighting": "uniform"}}).section_hash("train") == \
+        base.section_hash("train")
+    assert config_from_dict({"train": {"target_weighting": "inverse-variance"}}).section_hash("train") != \
+        base.section_hash("train")
 
 
 def test_examples_are_valid():
@@ -153,6 +163,12 @@ def test_train_T0_must_be_a_reference_temperature(tmp_path):
     ('[targets]\nmethod = "restrained"\nrestrained_interval_fs = 5.0\n',
      "targets.restrained_interval_fs (5 fs) must be a whole multiple of reference.timestep_fs (2 fs)"),
     ("[targets]\nrestrained_samples = 20\nrestrained_blocks = 10\n", "restrained_blocks = 10: at most"),
+    ('[targets]\nmethod = "restrained"\nrestrained_temperatures_K = [310.0]\n',
+     "targets.restrained_temperatures_K: 310 K is not one of reference.temperatures_K"),
+    ('[targets]\nmethod = "restrained"\nrestrained_temperatures_K = [250.0]\n[train]\nvariants = ["fm", "trf1"]\n',
+     "train.variants has trf1, which needs thermal targets at 300 K, but targets.restrained_temperatures_K = "
+     "[250.0] leaves it out"),
+    ("[targets]\nrestrained_offset_radius_A = -1.0\n", "restrained_offset_radius_A"),
 ])
 def test_every_rule_the_config_can_know_is_checked_at_load(tmp_path, text, expect):
     assert expect in _message(tmp_path, text)

@@ -167,7 +167,7 @@ def train_one(job: TrainJob) -> dict:
     t, entry = job.config.train, job.entry
     data, sources = training_data(job.targets, entry.training_temperatures_K, entry.order,
                                   em=t.em_energy if entry.variant == "em" else None,
-                                  frames=training_frames(job.config))
+                                  frames=training_frames(job.config), weighting=t.target_weighting)
     w0 = None if job.w0_from is None else load_model(job.w0_from).model
     log.info("train %s: order %d, T0 = %g K, training temperatures %s, %d frames, seed %d%s (%s)", entry.name,
              entry.order, entry.T0_K, list(entry.training_temperatures_K), len(data.positions), entry.seed,
@@ -311,14 +311,20 @@ def fit_variant(config: Config, name: str, order: int, t0: float, data: Training
         phases = [(name, data)]
     else:
         net = replace(net, shared=False)
-        forces_only = replace(data, targets={0: data.targets[0]}, energies={})
+        forces_only = replace(data, targets={0: data.targets[0]}, energies={}, weights={})
         phases = [(name if order == 0 else f"{name}-W0", forces_only)]
         if w0_from is not None:
             phases = []
         if variant == "em":
-            phases.append((f"{name}-U", replace(data, targets={})))
+            phases.append((f"{name}-U", replace(data, targets={}, weights={})))
         elif order > 0:
-            phases.append((f"{name}-thermal", replace(data, targets={k: v for k, v in data.targets.items() if k > 0})))
+            thermal = replace(data, targets={k: v for k, v in data.targets.items() if k > 0},
+                              weights={k: v for k, v in data.weights.items() if k > 0})
+            # only the frames that carry thermal targets (restrained: the sampled configurations)
+            have = np.ones(len(data.positions), dtype=bool)
+            if thermal.weights:
+                have = np.any([w.reshape(len(w), -1).any(axis=1) for w in thermal.weights.values()], axis=0)
+            phases.append((f"{name}-thermal", thermal if have.all() else thermal.subset(have)))
     if w0_from is not None:
         prior = copy.deepcopy(w0_from.prior)
     else:
@@ -395,12 +401,15 @@ def held_out_frames(config: Config) -> slice:
 
 
 def training_data(targets: TargetSet, temps, order: int, em: str | None = None,
-                  frames: slice = slice(None)) -> tuple[TrainingData, list[str]]:
+                  frames: slice = slice(None), weighting: str = "uniform") -> tuple[TrainingData, list[str]]:
     """Frames (``frames`` of each file) of the targets at ``temps``, each with its beta,
     targets up to ``order``.
 
     ``em`` ("total" or "per-molecule"): energy matching, whose head 1 is fitted to the
     total potential energies or to the per-molecule energies instead of the t1 targets.
+    A NaN thermal target (restrained targets: a frame not sampled) is missing: weight 0.
+    ``weighting`` ``"inverse-variance"``: each thermal target component weighs 1/se^2 (its
+    ``t1_se``/``t2_se``; ``[train] target_weighting``), capped at the 10th percentile's.
     """
     parts = [targets.frames(temp, frames) for temp in temps]
     sources = [targets.path(temp).name for temp in temps]
@@ -415,5 +424,23 @@ def training_data(targets: TargetSet, temps, order: int, em: str | None = None,
         return TrainingData(positions=positions, box=box, targets={0: forces}, beta=beta,
                             energies={1: energy}), sources
     by_order = {0: forces, 1: cat(lambda p: p.targets["t1"]), 2: cat(lambda p: p.targets["t2"])}
+    weights = {}
+    for k in range(1, order + 1):
+        missing = ~np.isfinite(by_order[k])
+        w = (~missing).astype(np.float64)
+        if weighting == "inverse-variance":
+            name = f"t{k}_se"
+            if not all(name in p.targets for p in parts):
+                raise ConfigError(f"train.target_weighting = 'inverse-variance' needs the targets' standard errors "
+                                  f"({name}); {', '.join(sources)} carry none (targets.method = 'regression')")
+            se2 = cat(lambda p: p.targets[name]) ** 2
+            floor = np.percentile(se2[~missing], 10) if (~missing).any() else 1.0
+            w = np.where(missing, 0.0, 1.0 / np.maximum(np.where(missing, floor, se2), floor))
+        if missing.all():
+            raise ConfigError(f"no order-{k} targets at {[float(t) for t in temps]} K in {', '.join(sources)} "
+                              "(restrained targets: add the temperature to targets.restrained_temperatures_K)")
+        if missing.any() or weighting != "uniform":
+            weights[k] = w
+            by_order[k] = np.where(missing, 0.0, by_order[k])
     return TrainingData(positions=positions, box=box, targets={k: by_order[k] for k in range(order + 1)},
-                        beta=beta), sources
+                        beta=beta, weights=weights), sources

@@ -72,6 +72,17 @@ class TrainingData:
     targets: dict[int, np.ndarray] = field(default_factory=dict)
     beta: np.ndarray | None = None
     energies: dict[int, np.ndarray] = field(default_factory=dict)
+    #: per-element loss weights of a target order, like its targets (F, N, 3), >= 0; an order
+    #: without them weighs every element 1. Weight 0 marks a missing target (its value is ignored).
+    weights: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def subset(self, frames) -> "TrainingData":
+        """These data on ``frames`` (indices or a boolean mask over frames) only."""
+        return TrainingData(positions=self.positions[frames], box=self.box[frames],
+                            targets={k: t[frames] for k, t in self.targets.items()},
+                            beta=None if self.beta is None else np.asarray(self.beta)[frames],
+                            energies={k: np.asarray(e)[frames] for k, e in self.energies.items()},
+                            weights={k: w[frames] for k, w in self.weights.items()})
 
     def __post_init__(self):
         f = self.positions.shape[0]
@@ -86,6 +97,13 @@ class TrainingData:
                                  f"or {self.positions.shape[:2]}")
             if k not in (0, 1, 2) or k in self.targets:
                 raise ValueError(f"energy targets of head {k}: need a head 0-2 without force targets")
+        for k, w in self.weights.items():
+            if k not in self.targets:
+                raise ValueError(f"weights of order {k}: no order-{k} targets")
+            if w.shape != self.positions.shape:
+                raise ValueError(f"order-{k} weights have shape {w.shape}, expected {self.positions.shape}")
+            if not (np.all(np.isfinite(w)) and np.all(w >= 0) and np.any(w > 0)):
+                raise ValueError(f"order-{k} weights must be finite, >= 0 and not all 0")
         if self.box.shape != (f, 3):
             raise ValueError(f"box has shape {self.box.shape}, expected ({f}, 3)")
         arrays = {"positions": self.positions, "box": self.box, "beta": self.beta,
@@ -158,7 +176,16 @@ def _train(model, data, settings, orders, energy_heads, checkpoint, show_progres
     targets = {k: torch.as_tensor(data.targets[k], dtype=dtype, device=device) for k in orders}
     beta_all = torch.as_tensor(np.asarray(data.beta) if data.beta is not None else np.full(n, float(model.beta0)),
                                dtype=dtype, device=device)
-    scale = {k: float(targets[k][train].var()) or 1.0 for k in orders}
+    weights = {k: torch.as_tensor(data.weights[k], dtype=dtype, device=device) for k in orders if k in data.weights}
+    scale, mean_weight = {}, {}
+    for k in orders:  # the (weighted) variance of each target over the training frames, and its mean weight
+        t_k = targets[k][train]
+        w_k = weights[k][train] if k in weights else torch.ones_like(t_k)
+        mean_weight[k] = float(w_k.mean())
+        if mean_weight[k] <= 0:
+            raise ValueError(f"order-{k} targets: none in the {len(train)} training frames (all weights 0)")
+        centre = (w_k * t_k).sum() / w_k.sum()
+        scale[k] = float((w_k * (t_k - centre) ** 2).sum() / w_k.sum()) or 1.0
     energies, per_system = {}, {}
     for k in energy_heads:
         e = np.asarray(data.energies[k], dtype=np.float64)
@@ -190,7 +217,9 @@ def _train(model, data, settings, orders, energy_heads, checkpoint, show_progres
     def loss_of(idx, create_graph=True):
         pred = _predictions(model, x_all[idx], cell_all[idx], species_all[idx], orders, beta_all[idx], create_graph,
                             energy_heads)
-        loss = sum(settings.weights[k] * torch.mean((pred[k] - targets[k][idx]) ** 2) / scale[k] for k in orders)
+        loss = sum(settings.weights[k] * torch.mean((pred[k] - targets[k][idx]) ** 2 * (weights[k][idx] if k in weights
+                                                                                         else 1.0))
+                   / (scale[k] * mean_weight[k]) for k in orders)
         for k in energy_heads:
             p = pred[("energy", k)]
             p = p.sum(dim=1) if per_system[k] else p

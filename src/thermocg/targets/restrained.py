@@ -70,7 +70,8 @@ def _cumulants(n, s_f, s_u, s_fu, s_uu, s_fuu):
     return f_bar, f1, f2, u_bar, c_uu / (n_u - 1)
 
 
-def conditional_moments(forces, local_energies, blocks: int = 10) -> ConditionalMoments:
+def conditional_moments(forces, local_energies, blocks: int = 10, offsets=None,
+                        regress_on=None) -> ConditionalMoments:
     """Orders 0-2 at one configuration from K samples in time order.
 
     Parameters
@@ -80,6 +81,11 @@ def conditional_moments(forces, local_energies, blocks: int = 10) -> Conditional
         the beads within r_e of I, the neighbours taken at the restrained configuration)
     blocks : contiguous blocks for the jackknife errors (each should outlast the correlation
         time of f and u_loc); at least 2, at most K/3
+    offsets : (K, N, 3) Å, optional: each bead's displacement from its restrained position in
+        each sample. Given, the moments are taken at zero offset (:func:`_at_zero_offset`): the
+        finite springs' bias removed to first order in the offsets.
+    regress_on : (N, N) bool, optional (with ``offsets``): row I marks the beads whose offsets
+        bead I's f and u_loc are regressed on; default: its own offset only
     """
     f = np.asarray(forces, dtype=np.float64)
     u = np.asarray(local_energies, dtype=np.float64)
@@ -90,12 +96,16 @@ def conditional_moments(forces, local_energies, blocks: int = 10) -> Conditional
         raise ValueError(f"blocks = {blocks}: need 2 <= blocks <= K/3 = {k // 3} (K = {k} samples)")
     if not (np.all(np.isfinite(f)) and np.all(np.isfinite(u))):
         raise ValueError("forces or local energies are not finite")
+    edges = np.linspace(0, k, blocks + 1).astype(int)
+    if offsets is not None:
+        return _at_zero_offset(f, u, np.asarray(offsets, dtype=np.float64), regress_on, edges)
+    if regress_on is not None:
+        raise ValueError("regress_on needs offsets")
     # shift to the sample means: cumulants are shift invariant, and the power sums stay small
     f0 = f.mean(axis=0)
     f = f - f0
     u0 = u.mean(axis=0)
     u = u - u0
-    edges = np.linspace(0, k, blocks + 1).astype(int)
 
     def block_sums(x):
         return np.add.reduceat(x, edges[:-1], axis=0)  # (B, ...)
@@ -108,12 +118,86 @@ def conditional_moments(forces, local_energies, blocks: int = 10) -> Conditional
     # delete-one-block: the sums without block b, for every b at once
     loo = [t[None] - s for t, s in zip(total, sums)]
     jf, j1, j2, _, _ = _cumulants(k - n_b, *loo)
+    return ConditionalMoments(F=F + f0, F1=F1, F2=F2, F_se=_jackknife_se(jf), F1_se=_jackknife_se(j1),
+                              F2_se=_jackknife_se(j2), U=U + u0, v=v, samples=k, blocks=blocks)
 
-    def jackknife_se(est):
-        return np.sqrt((blocks - 1) / blocks * np.sum((est - est.mean(axis=0)) ** 2, axis=0))
 
-    return ConditionalMoments(F=F + f0, F1=F1, F2=F2, F_se=jackknife_se(jf), F1_se=jackknife_se(j1),
-                              F2_se=jackknife_se(j2), U=U + u0, v=v, samples=k, blocks=blocks)
+def _jackknife_se(replicates: np.ndarray) -> np.ndarray:
+    """The delete-one-block jackknife standard error from the B replicates on the leading axis."""
+    b = len(replicates)
+    return np.sqrt((b - 1) / b * np.sum((replicates - replicates.mean(axis=0)) ** 2, axis=0))
+
+
+def _residual_moments(x, y, coef, leverage):
+    """From the least-squares fit ``coef`` (q, 4) of y (K, 4: f's components and u) on x (K, q: a
+    column of ones, then the scaled offsets): the intercept (4,), -cov(f, u) (3,) and k3(f, u, u)
+    (3,) of the residuals, and var(u) of the residuals. Unbiased for independent rows: a residual
+    r = M e (M = 1 - H, H the hat matrix, ``leverage`` its diagonal) has E[sum r_a r_b] = tr(M)
+    cov(a, b) = (K - q) cov(a, b) and E[sum r_a r_b r_c] = sum_ij M_ij^3 k3(a, b, c) ~
+    sum_i (1 - H_ii)^3 k3 (the off-diagonal terms are O(1/K) of it; with q = 1 this is the
+    k-statistic to a relative 1/K^2)."""
+    res = y - x @ coef
+    dof = len(x) - x.shape[1]
+    c3 = np.sum((1.0 - leverage) ** 3)
+    rf, ru = res[:, :3], res[:, 3]
+    return coef[0], -(rf * ru[:, None]).sum(axis=0) / dof, (rf * (ru**2)[:, None]).sum(axis=0) / c3, \
+        float(ru @ ru / dof)
+
+
+def _at_zero_offset(f, u, offsets, regress_on, edges) -> ConditionalMoments:
+    """The moments at the restrained configuration itself, not averaged over the springs' play.
+
+    With finite springs the beads wander by ``delta`` (~sqrt(kB T / k) per axis), and the
+    samples are of the constrained ensemble at R + delta, not R. Exactly (the joint
+    distribution of beads and hidden degrees of freedom is canonical with the springs added,
+    so at given R + delta the hidden ones follow their constrained law), to first order in
+    delta: ``E[f_I | delta] = F_I(R) + A_I delta`` and ``E[u_I | delta] = U_I(R) + C_I delta``, and
+    the plain covariance over the samples picks up ``-Cov(F_I(R + delta), U_I(R + delta))``
+    = ``-A_I Cov(delta) C_I^T``, of order (kB T / k) x the PMF's stiffness x the local energy's
+    gradient: several times the F1 signal on the pairwise oracle even at k = 640 (bench/RESULTS.md).
+    Regressing f_I and u_I on the offsets of the beads in ``regress_on[I]`` and taking the
+    intercept (order 0) and the moments of the residuals (orders 1, 2: partial cumulants at
+    fixed offsets) removes it for the offsets included. (Written here: a per-bead regression of
+    correlated MD samples with block-jackknife errors is the method itself.)
+    """
+    k, n = f.shape[:2]
+    if offsets.shape != f.shape:
+        raise ValueError(f"offsets must be (K, N, 3) like the forces {f.shape}; found {offsets.shape}")
+    if not np.all(np.isfinite(offsets)):
+        raise ValueError("offsets are not finite")
+    if regress_on is None:
+        regress_on = np.eye(n, dtype=bool)
+    regress_on = np.asarray(regress_on.toarray() if hasattr(regress_on, "toarray") else regress_on, dtype=bool)
+    if regress_on.shape != (n, n):
+        raise ValueError(f"regress_on must be ({n}, {n}); found {regress_on.shape}")
+    q_max = 1 + 3 * int(regress_on.sum(axis=1).max())
+    blocks = len(edges) - 1
+    if k - np.diff(edges).max() - q_max < 10:
+        raise ValueError(f"{k} samples cannot carry a regression on up to {q_max - 1} offsets with a block "
+                         "left out: take more samples or regress on fewer beads")
+    scale = float(np.sqrt(np.mean(offsets**2))) or 1.0  # offsets in units of their spread: G well conditioned
+    out = {name: np.empty((n, 3)) for name in ("F", "F1", "F2", "F_se", "F1_se", "F2_se")}
+    out_u, out_v = np.empty(n), np.empty(n)
+    starts = edges[:-1]
+    kept = [np.r_[0:edges[b], edges[b + 1]:k] for b in range(blocks)]
+    for i in range(n):
+        # uncentred offsets: the intercept is the prediction at zero offset, the restrained R itself
+        x = np.concatenate([np.ones((k, 1)), offsets[:, regress_on[i]].reshape(k, -1) / scale], axis=1)
+        y = np.concatenate([f[:, i], u[:, i:i + 1]], axis=1)
+        # normal equations from per-block sums, so that leaving a block out costs a q x q solve
+        g_b = np.add.reduceat(x[:, :, None] * x[:, None, :], starts, axis=0)  # (B, q, q)
+        h_b = np.add.reduceat(x[:, :, None] * y[:, None, :], starts, axis=0)  # (B, q, 4)
+        g, h = g_b.sum(axis=0), h_b.sum(axis=0)
+        leverage = np.einsum("kq,qk->k", x, np.linalg.solve(g, x.T))
+        full = _residual_moments(x, y, np.linalg.solve(g, h), leverage)
+        reps = np.array([np.concatenate(_residual_moments(x[rows], y[rows], np.linalg.solve(g - g_b[b], h - h_b[b]),
+                                                          leverage[rows] * k / len(rows))[:3])
+                         for b, rows in enumerate(kept)])
+        se = _jackknife_se(reps)
+        out["F"][i], out["F1"][i], out["F2"][i] = full[0][:3], full[1], full[2]
+        out["F_se"][i], out["F1_se"][i], out["F2_se"][i] = se[:3], se[4:7], se[7:]  # se[3]: the intercept of u
+        out_u[i], out_v[i] = full[0][3], full[3]
+    return ConditionalMoments(**out, U=out_u, v=out_v, samples=k, blocks=blocks)
 
 
 # -- the targets stage's restrained method --------------------------------------------------
@@ -130,6 +214,8 @@ class ConfigurationTask:
     system_xml: str
     molecule_index: np.ndarray
     r_e_A: float
+    #: the offsets of the beads within this radius are regressed out (0: each bead's own; None: none)
+    offset_radius_A: float | None
     restraint_k: float
     timestep_fs: float
     friction_per_ps: float
@@ -165,15 +251,23 @@ def sample_configuration(task: ConfigurationTask) -> Path:
     s = _SAMPLERS[handle].sample(task.positions_A, task.box_A, task.equilibration_ps * 1000.0, task.samples,
                                  task.interval_fs, task.seed, where)
     u_loc = (neighbour_matrix(s.centres, s.box, task.r_e_A) @ s.molecule_energies.T).T
-    local = conditional_moments(s.forces, u_loc, task.blocks)
+    raw = conditional_moments(s.forces, u_loc, task.blocks)
+    if task.offset_radius_A is None:
+        local = raw
+    else:
+        near = neighbour_matrix(s.centres, s.box, task.offset_radius_A) if task.offset_radius_A > 0 else None
+        local = conditional_moments(s.forces, u_loc, task.blocks, offsets=s.offsets, regress_on=near)
+    # the global moments: every bead's u is the total energy (its offsets regression would need all
+    # beads' offsets, more regressors than samples; the global targets are a diagnostic here)
     total = np.repeat(s.molecule_energies.sum(axis=1, keepdims=True), s.forces.shape[1], axis=1)
     glob = conditional_moments(s.forces, total, task.blocks)
     with atomic_path(task.out, ".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, key=task.key, step=task.step, centres=s.centres, box=s.box, F=local.F, F_se=local.F_se,
                      F1=local.F1, F1_se=local.F1_se, F2=local.F2, F2_se=local.F2_se, U=local.U, v=local.v,
-                     F1_global=glob.F1, F2_global=glob.F2, U_global=glob.U[0],
-                     bead_energy=s.molecule_energies.mean(axis=0), offset_rms=np.sqrt(np.mean(s.offsets**2)))
+                     F_raw=raw.F, F1_raw=raw.F1, F2_raw=raw.F2, F1_global=glob.F1, F2_global=glob.F2,
+                     U_global=glob.U[0], bead_energy=s.molecule_energies.mean(axis=0),
+                     offset_rms=np.sqrt(np.mean(s.offsets**2)))
     return task.out
 
 
@@ -188,32 +282,61 @@ def load_configuration(path: Path, key: str) -> dict | None:
         return None
 
 
-def restrained_frames(rows: list[dict]) -> dict:
-    """The targets-file arrays (:class:`thermocg.io.records.TargetFrames`) of the sampled
-    configurations at one temperature: positions are the restrained centres, the order-0 target
-    is the conditional mean force, t1 and t2 the conditional order-1 and order-2 estimates, with
-    their standard errors; the baselines are the exact sample means (F0 = F, c = <u_loc>,
-    v = Var(u_loc)), which is what makes these targets unbiased."""
-    def stack(name):
-        return np.stack([r[name] for r in rows])
+def restrained_frames(cg, rows: list[dict]) -> dict:
+    """The targets-file arrays (:class:`thermocg.io.records.TargetFrames`) of one temperature:
+    every frame of ``cg`` (:class:`thermocg.mapping.CGFrames`) with its mapped forces as the
+    order-0 target, as for regression targets (fm, fm-each and em read the same data either
+    way), and the thermal targets of the restrained configurations ``rows`` (the first
+    ``len(rows)`` frames; none: order 0 only): t1 and t2 the conditional order-1 and order-2
+    estimates at zero offset, with their standard errors, f0 the conditional mean force, and
+    the exact sample means as baselines (c = <u_loc>, v = Var(u_loc)), which is what makes
+    these targets free of the baselines' bias. Every thermal entry of a frame not sampled is NaN:
+    training reads a NaN target as missing (:func:`thermocg.models.stage.training_data`)."""
+    f, n = cg.positions.shape[:2]
+    m = len(rows)
+    if m > f:
+        raise ValueError(f"{m} restrained configurations for {f} frames")
 
-    F = stack("F")
-    targets = {"t1": stack("F1"), "t2": stack("F2"), "t1_global": stack("F1_global"), "t2_global": stack("F2_global"),
-               "f0": F, "u_loc": stack("U"), "c": stack("U"), "v": stack("v"), "u_baseline": stack("bead_energy"),
-               "bead_energy": stack("bead_energy"), "u_global": stack("U_global"), "c_global": stack("U_global"),
-               "t0_se": stack("F_se"), "t1_se": stack("F1_se"), "t2_se": stack("F2_se")}
-    return {"positions": stack("centres"), "forces": F, "box": stack("box"), "potential_energy": stack("U_global"),
-            "step": stack("step").astype(np.int64), "targets": targets, "summary": restrained_summary(targets, rows)}
+    def padded(name, shape=(n, 3)):
+        out = np.full((f, *shape), np.nan)
+        if m:
+            out[:m] = np.stack([r[name] for r in rows])
+        return out
+
+    for i, r in enumerate(rows):
+        if int(r["step"]) != int(cg.step[i]):
+            raise ValueError(f"restrained configuration {i} is of MD step {int(r['step'])}, but frame {i} of step "
+                             f"{int(cg.step[i])}")
+        d = r["centres"] - cg.positions[i]
+        d -= r["box"] * np.round(d / r["box"])
+        if np.abs(d).max() > 1e-6:
+            raise ValueError(f"restrained configuration {i}: its springs' centres are up to {np.abs(d).max():.3g} Å "
+                             f"from frame {i}'s centres of mass")
+    targets = {"t1": padded("F1"), "t2": padded("F2"), "t1_global": padded("F1_global"),
+               "t2_global": padded("F2_global"), "f0": padded("F"), "u_loc": padded("U", (n,)),
+               "c": padded("U", (n,)), "v": padded("v", (n,)), "u_baseline": padded("bead_energy", (n,)),
+               "bead_energy": np.asarray(cg.bead_energy, dtype=np.float64), "u_global": padded("U_global", ()),
+               "c_global": padded("U_global", ()), "t0_se": padded("F_se"), "t1_se": padded("F1_se"),
+               "t2_se": padded("F2_se")}
+    return {"targets": targets, "summary": restrained_summary(targets, rows, f)}
 
 
-def restrained_summary(targets: dict, rows: list[dict]) -> dict:
+def restrained_summary(targets: dict, rows: list[dict], frames: int) -> dict:
     """Per order: the rms estimate over beads and configurations with its noise removed (the
-    signal), the rms standard error, and their ratio (the per-configuration SNR)."""
-    out = {"configurations": len(rows), "offset_rms_A": float(np.mean([r["offset_rms"] for r in rows]))}
-    for order, (est, se) in enumerate((("f0", "t0_se"), ("t1", "t1_se"), ("t2", "t2_se"))):
-        e, s = targets[est], targets[se]
+    signal), the rms standard error, and their ratio (the per-configuration SNR); and how far
+    the springs' bias moved each order (rms of the estimate at zero offset minus the plain one)."""
+    out = {"frames": frames, "configurations": len(rows)}
+    if not rows:
+        return out
+    m = len(rows)
+    out["offset_rms_A"] = float(np.mean([r["offset_rms"] for r in rows]))
+    for order, (est, se, raw) in enumerate((("f0", "t0_se", "F_raw"), ("t1", "t1_se", "F1_raw"),
+                                            ("t2", "t2_se", "F2_raw"))):
+        e, s = targets[est][:m], targets[se][:m]
         signal = float(np.sqrt(max(np.mean(e**2) - np.mean(s**2), 0.0)))
         noise = float(np.sqrt(np.mean(s**2)))
         out[f"order{order}"] = {"signal_rms": signal, "error_rms": noise,
-                                "snr_per_configuration": signal / noise if noise else None}
+                                "snr_per_configuration": signal / noise if noise else None,
+                                "offset_correction_rms": float(np.sqrt(np.mean(
+                                    (e - np.stack([r[raw] for r in rows])) ** 2)))}
     return out

@@ -238,10 +238,12 @@ def run_targets(config: Config, force: bool = False, show_progress: bool = True,
 
 def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: bool) -> tuple[dict, dict]:
     """``[targets] method = "restrained"``: sample the first ``restrained_configurations`` training
-    frames of every temperature with their centres of mass restrained (issue 15), in
-    ``[run] processes`` workers; each configuration's moments are kept in
-    ``.restrained/<T>/c0000.npz`` as it finishes (a re-run samples only the missing ones),
-    and each temperature's targets file is written when all its configurations are in."""
+    frames of each of ``restrained_temperatures_K`` (default: every temperature) with their
+    centres of mass restrained (issue 15), in ``[run] processes`` workers; each configuration's
+    moments are kept in ``.restrained/<T>/c0000.npz`` as it finishes (a re-run samples only the
+    missing ones). Every temperature's targets file holds all its frames with their mapped
+    forces (the order-0 targets, as with regression) and the thermal targets of the sampled
+    configurations (NaN elsewhere: missing), written when all of them are in."""
     from tqdm.auto import tqdm
 
     from thermocg.errors import SimulationError
@@ -256,22 +258,25 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
     seeds = np.random.SeedSequence([config.run.seed, 15]).spawn(len(ref.temperatures_K))
     by_temp, todo, cg_of = {}, [], {}
     gpu = engine.choose_platform(config.run.device)[0].getName() != "CPU"
-    n_tasks = len(ref.temperatures_K) * t.restrained_configurations
+    sampled = t.restrained_temperatures_K or ref.temperatures_K
+    n_tasks = len(sampled) * t.restrained_configurations
     procs, threads = plan_processes(config.run.processes, n_tasks, gpu)
     for temp, seq in zip(ref.temperatures_K, seeds):
         label = temperature_label(temp)
         source = reference.nvt_path(temp)
         cg_of[temp] = reference.cg_frames(temp)
         check_frames(cg_of[temp], config, source)
+        by_temp[temp] = []
+        if temp not in sampled:
+            continue
         frames = reference.frames(temp)
         (stage.path / ".restrained" / label).mkdir(parents=True, exist_ok=True)
         task_seeds = seq.generate_state(t.restrained_configurations)
-        by_temp[temp] = []
         for m in range(t.restrained_configurations):
             task = ConfigurationTask(
                 temperature_K=float(temp), index=m, positions_A=frames.positions[m], box_A=frames.box[m],
                 step=int(frames.step[m]), system_xml=system_xml, molecule_index=frames.molecule_index,
-                r_e_A=t.r_e_A, restraint_k=t.restraint_k, timestep_fs=ref.timestep_fs,
+                r_e_A=t.r_e_A, offset_radius_A=t.restrained_offset_radius_A, restraint_k=t.restraint_k, timestep_fs=ref.timestep_fs,
                 friction_per_ps=ref.friction_per_ps, equilibration_ps=t.restrained_equilibration_ps,
                 samples=t.restrained_samples, interval_fs=t.restrained_interval_fs, blocks=t.restrained_blocks,
                 seed=int(task_seeds[m] % 2**30), device=config.run.device, threads=threads,
@@ -293,21 +298,23 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
         rows = [load_configuration(task.out, key) for task in tasks]
         if any(r is None for r in rows):  # written above: only a concurrent deletion gets here
             raise DataFormatError(f"{stage.path / '.restrained' / label}: a sampled configuration is missing; re-run")
-        a = restrained_frames(rows)
+        a = restrained_frames(cg_of[temp], rows)
         attrs = {"r_e_A": t.r_e_A, "config_hash": stage.config_hash, "config": config.model_dump_json(exclude={"source"}),
                  "thermocg_version": __version__, "source_file": reference.nvt_path(temp).name,
                  "source_config_hash": ref_hash, "map": "centre of mass, one bead per molecule",
                  "baseline": "none (restrained: per-configuration sample means)", "method": "restrained",
                  "summary": a["summary"]}
         out = stage.path / f"{label}.h5md"
-        TargetFrames(temperature_K=temp, positions=a["positions"], forces=a["forces"], box=a["box"],
-                     potential_energy=a["potential_energy"], bead_masses=cg_of[temp].bead_masses, step=a["step"],
+        cg = cg_of[temp]
+        TargetFrames(temperature_K=temp, positions=cg.positions, forces=cg.forces, box=cg.box,
+                     potential_energy=cg.potential_energy, bead_masses=cg.bead_masses, step=cg.step,
                      targets=a["targets"], attrs=attrs).write(out, __version__)
         stage.add_outputs([out.name])
         outputs[label], summary[label] = [out.name], a["summary"]
-        log.info("targets %s (restrained): %d configurations, per-configuration SNR order 0 %.1f, order 1 %.2f, "
-                 "order 2 %.2f", label, len(rows), *(a["summary"][f"order{k}"]["snr_per_configuration"] or 0.0
-                                                     for k in range(3)))
+        if rows:
+            log.info("targets %s (restrained): %d configurations, per-configuration SNR order 0 %.1f, order 1 "
+                     "%.2f, order 2 %.2f", label, len(rows), *(a["summary"][f"order{k}"]["snr_per_configuration"]
+                                                                or 0.0 for k in range(3)))
     return outputs, summary
 
 
@@ -317,9 +324,10 @@ def describe(manifest: dict, directory: Path) -> list[str]:
         frames = s["order2"]["frames_for_10_percent"]
         return "no order-2 signal found" if frames is None else f"~{frames:.0f} frames for 10% on F2"
 
-    if any("snr_per_configuration" in str(s) for s in manifest.get("summary", {}).values()):
-        return [f"{label}: {s['configurations']} restrained configurations, per-configuration SNR order 0 "
-                f"{number(s['order0']['snr_per_configuration'], '.1f')}, order 1 "
+    if any("configurations" in s for s in manifest.get("summary", {}).values()):
+        return [f"{label}: {s['frames']} frames, order 0 only" if not s["configurations"] else
+                f"{label}: {s['frames']} frames, {s['configurations']} restrained configurations, "
+                f"per-configuration SNR order 0 {number(s['order0']['snr_per_configuration'], '.1f')}, order 1 "
                 f"{number(s['order1']['snr_per_configuration'], '.2f')}, order 2 "
                 f"{number(s['order2']['snr_per_configuration'], '.2f')}"
                 for label, s in manifest.get("summary", {}).items()]
