@@ -33,17 +33,11 @@ import numpy as np
 
 
 def autocorrelation_time(series: np.ndarray, dt: float) -> float:
-    """Integrated autocorrelation time of (K, ...) series averaged over the trailing axes: dt x
-    (1/2 + sum of the normalised ACF up to its first negative value) (Sokal's window, simplest
-    form), in the units of ``dt``."""
-    x = series.reshape(len(series), -1)
-    x = x - x.mean(axis=0)
-    n = len(x)
-    spec = np.fft.rfft(x, n=2 * n, axis=0)
-    acf = np.fft.irfft(spec * np.conj(spec), axis=0)[:n].mean(axis=1)
-    acf /= acf[0]
-    cut = int(np.argmax(acf < 0)) if np.any(acf < 0) else n
-    return float(dt * (0.5 + acf[1:cut].sum()))
+    """Integrated autocorrelation time of (K, ...) series averaged over the trailing axes, in the
+    units of ``dt`` (Sokal's window at the first negative value; bench/frame_spacing.py)."""
+    from frame_spacing import acf, integrated_time  # bench/: one ACF for both scripts
+
+    return integrated_time(acf(series, len(series) - 1), dt)
 
 
 def main() -> None:

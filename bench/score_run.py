@@ -10,7 +10,9 @@ study's). Models are grouped over seeds: mean ± standard error.
 
     python bench/score_run.py examples/study-cpu.toml bench/configs/restrained-300K.toml
 
-Writes ``<RUN directory>/scores.json`` and ``--out`` (JSON); prints a table. Record it in
+Writes ``<RUN directory>/scores.json`` (all models; with ``--groups`` only ``--out``) and
+``--out`` (JSON); prints a table. Scoring the study itself (RUN = STUDY) gives its own models'
+numbers on the same footing. Record it in
 bench/RESULTS.md with the machine and date.
 """
 
@@ -30,6 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("study", help="the study's config (finished reference, train and evaluate stages)")
     ap.add_argument("run", help="the config of the run whose models are scored (finished train stage)")
+    ap.add_argument("--groups", default=None, help="only these models, comma-separated (e.g. fm,trf1,trf2)")
     ap.add_argument("--out", default=None, help="also write the scores here (JSON)")
     args = ap.parse_args()
 
@@ -48,7 +51,10 @@ def main() -> None:
     trained = pipeline.read(run, "train")
     score, floor, temps, t0 = scorer(study), floor_of(study), study.reference.temperatures_K, study.train.T0_K
     groups: dict[str, list[dict]] = {}
+    wanted = None if args.groups is None else set(args.groups.split(","))
     for entry in trained.models:
+        if wanted is not None and entry.group not in wanted:
+            continue
         groups.setdefault(entry.group, []).append(score(load_model(trained.path(entry.name))))
     out = {"study": args.study, "run": args.run, "machine": f"{platform.machine()} {platform.processor() or ''}, "
            f"{os.cpu_count()} cores", "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"],
@@ -77,11 +83,13 @@ def main() -> None:
                                            for t in temps if t != t0))
     out["seconds"] = time.monotonic() - start
     text = json.dumps(out, indent=1)
-    atomic_write_text(run.run_dir / "scores.json", text)
+    if wanted is None:
+        atomic_write_text(run.run_dir / "scores.json", text)
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         atomic_write_text(args.out, text)
-    print(f"\nwrote {run.run_dir / 'scores.json'}" + (f" and {args.out}" if args.out else ""))
+    print("\nwrote " + " and ".join(([] if wanted is not None else [str(run.run_dir / "scores.json")])
+                                   + ([args.out] if args.out else [])))
 
 
 if __name__ == "__main__":
