@@ -66,8 +66,9 @@ def main() -> None:
         by_t, cells = {}, ""
         for t in temps:
             ex = np.array([s[str(t)]["mse"] - floor[t] for s in scores])
+            # a* only where there is a response: fm's differs from 0 by float rounding alone
             a = [s[str(t)]["a_star"] for s in scores if s[str(t)]["a_star"] is not None
-                 and np.isfinite(s[str(t)]["a_star"])]  # nan: no response at all (fm)
+                 and np.isfinite(s[str(t)]["a_star"]) and s[str(t)]["dF2"] > 1e-8]
             sem = float(ex.std(ddof=1) / np.sqrt(len(ex))) if len(ex) > 1 else None
             by_t[str(t)] = {"excess_mean": float(ex.mean()), "excess_sem": sem,
                             "a_star_mean": float(np.mean(a)) if a else None,

@@ -120,6 +120,8 @@ def test_the_thermal_heads_train_on_the_sampled_configurations_only(restrained_r
     _, hist = fit_variant(config, "trf2", 2, 300.0, data, show_progress=False, seed=3)
     assert len(hist["trf2-W0"]["train_frames"]) + len(hist["trf2-W0"]["valid_frames"]) == len(data.positions)
     assert sorted(hist["trf2-thermal"]["train_frames"] + hist["trf2-thermal"]["valid_frames"]) == [0, 1, 2]
+    # ... for as many optimiser steps as a phase over every frame: more epochs than [train] max_epochs
+    assert len(hist["trf2-thermal"]["valid"]) > config.train.max_epochs
 
 
 def test_only_the_named_temperatures_are_sampled(tiny_reference, tmp_path):
