@@ -355,6 +355,12 @@ class Config(_Section):
     simulate: SimulateSection = Field(default_factory=SimulateSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
+    @property
+    def restrained_temperatures_K(self) -> tuple[float, ...]:
+        """The temperatures whose configurations ``[targets] method = "restrained"`` samples:
+        ``targets.restrained_temperatures_K``, or every reference temperature when it is empty."""
+        return self.targets.restrained_temperatures_K or self.reference.temperatures_K
+
     @model_validator(mode="after")
     def _check_targets(self):
         half = self.reference.box_length_A / 2
@@ -376,7 +382,7 @@ class Config(_Section):
                                  "train.test_frames)")
             _check_multiple(self.targets.restrained_interval_fs, self.reference.timestep_fs,
                             "targets.restrained_interval_fs", "reference.timestep_fs", at_least_one=True)
-            sampled = self.targets.restrained_temperatures_K or self.reference.temperatures_K
+            sampled = self.restrained_temperatures_K
             for t in sampled:
                 if t not in self.reference.temperatures_K:
                     raise ValueError(f"targets.restrained_temperatures_K: {t:g} K is not one of "

@@ -436,6 +436,9 @@ def training_data(targets: TargetSet, temps, order: int, em: str | None = None,
     weights = {}
     for k in range(1, order + 1):
         missing = ~np.isfinite(by_order[k])
+        if missing.all():
+            raise ConfigError(f"no order-{k} targets at {[float(t) for t in temps]} K in {', '.join(sources)} "
+                              "(restrained targets: add the temperature to targets.restrained_temperatures_K)")
         w = (~missing).astype(np.float64)
         if weighting == "inverse-variance":
             name = f"t{k}_se"
@@ -443,11 +446,8 @@ def training_data(targets: TargetSet, temps, order: int, em: str | None = None,
                 raise ConfigError(f"train.target_weighting = 'inverse-variance' needs the targets' standard errors "
                                   f"({name}); {', '.join(sources)} carry none (targets.method = 'regression')")
             se2 = cat(lambda p: p.targets[name]) ** 2
-            floor = np.percentile(se2[~missing], 10) if (~missing).any() else 1.0
+            floor = np.percentile(se2[~missing], 10)
             w = np.where(missing, 0.0, 1.0 / np.maximum(np.where(missing, floor, se2), floor))
-        if missing.all():
-            raise ConfigError(f"no order-{k} targets at {[float(t) for t in temps]} K in {', '.join(sources)} "
-                              "(restrained targets: add the temperature to targets.restrained_temperatures_K)")
         if missing.any() or weighting != "uniform":
             weights[k] = w
             by_order[k] = np.where(missing, 0.0, by_order[k])

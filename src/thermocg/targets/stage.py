@@ -258,7 +258,7 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
     seeds = np.random.SeedSequence([config.run.seed, 15]).spawn(len(ref.temperatures_K))
     by_temp, todo, cg_of = {}, [], {}
     gpu = engine.choose_platform(config.run.device)[0].getName() != "CPU"
-    sampled = t.restrained_temperatures_K or ref.temperatures_K
+    sampled = config.restrained_temperatures_K
     n_tasks = len(sampled) * t.restrained_configurations
     procs, threads = plan_processes(config.run.processes, n_tasks, gpu)
     for temp, seq in zip(ref.temperatures_K, seeds):
@@ -276,8 +276,8 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
             task = ConfigurationTask(
                 temperature_K=float(temp), index=m, positions_A=frames.positions[m], box_A=frames.box[m],
                 step=int(frames.step[m]), system_xml=system_xml, molecule_index=frames.molecule_index,
-                r_e_A=t.r_e_A, offset_radius_A=t.restrained_offset_radius_A, restraint_k=t.restraint_k, timestep_fs=ref.timestep_fs,
-                friction_per_ps=ref.friction_per_ps, equilibration_ps=t.restrained_equilibration_ps,
+                r_e_A=t.r_e_A, offset_radius_A=t.restrained_offset_radius_A, restraint_k=t.restraint_k,
+                timestep_fs=ref.timestep_fs, friction_per_ps=ref.friction_per_ps, equilibration_ps=t.restrained_equilibration_ps,
                 samples=t.restrained_samples, interval_fs=t.restrained_interval_fs, blocks=t.restrained_blocks,
                 seed=int(task_seeds[m] % 2**30), device=config.run.device, threads=threads,
                 out=stage.path / ".restrained" / label / f"c{m:04d}.npz", key=key)
