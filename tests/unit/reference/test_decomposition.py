@@ -20,8 +20,10 @@ def _decompose(top, system, ctx):
     return dec, engine.snapshot(ctx)
 
 
+# the extremes of temperature on the tests' box, and the study's own size and cutoff (a 125-water
+# case at 7 Å added nothing between them but 13 s of the default suite)
 @pytest.mark.parametrize("n_molecules, cutoff_A, temperature_K", [(64, 6.0, 250.0), (64, 6.0, 600.0),
-                                                                  (125, 7.0, 300.0), (216, 9.0, 450.0)])
+                                                                  (216, 9.0, 450.0)])
 def test_sum_equals_openmm_total(n_molecules, cutoff_A, temperature_K):
     top, system, ctx = water_context(n_molecules, cutoff_A, temperature_K=temperature_K, steps=200,
                                      seed=n_molecules)
