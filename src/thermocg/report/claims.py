@@ -280,7 +280,9 @@ def claim4(convergence: dict | None, T0_K: float) -> Claim:
     a_star = {n: [by[(n, r0)][str(t)]["a_star_mean"] for t in temps] for n in frames}
     lines.append("response scale a* of trf2 by frames: " + "; ".join(
         f"{n}: " + ", ".join("n/a" if a is None else f"{a:.2f}" for a in a_star[n]) for n in frames)
-        + f" (at {', '.join(f'{t:g}' for t in temps)} K; 1 is the right size)")
+        + f" (at {', '.join(f'{t:g}' for t in temps)} K; the scale of the learned response that fits the "
+          "held-out forces best: 1 is the right size only where W0's error is uncorrelated with it, "
+          "bench/restrained_response.py measures it against the exact response)")
     lines.append(f"converged in the data: {'yes' if ok_n else 'no'}; in r_e: {'yes' if ok_r else 'no'}")
     return Claim(4, CLAIMS[4], YES if ok_n and ok_r else NO, tuple(lines),
                  {"frames": data_n, "r_e": data_r, "a_star_by_frames": {str(n): a for n, a in a_star.items()}})

@@ -1,0 +1,294 @@
+"""The exact temperature response of water's mean force, by finite differences of restrained
+mean forces (issue 15: why do trf1/trf2 learn half the response, a* ~ 2?).
+
+The conditional mean force F(R, T) is defined at any CG configuration R and any temperature T.
+Restrained sampling estimates it at one R with an error of ~0.2 kcal/mol/Å per component in a
+few ps (bench/RESULTS.md), against a response F(R, T) - F(R, T0) of ~0.3 at 400 K. So for
+``--configs`` of the study's held-out frames at ``--frames-at`` (default T0) this script samples
+every bead restrained at T0 twice (independent runs A and B) and once at each ``--temperatures``,
+and measures:
+
+* **the targets against the exact response.** ``dF = F(R, T) - F(R, T0)`` (runs T and B) is the
+  response with nothing truncated and no baselines; run A gives the restrained targets at T0,
+  F1 = -Cov(f_I, u_loc,I) and F2 (u_loc within r_e, and with every molecule in the box), and
+  their prediction ``P = F1 dβ + F2 dβ²/2`` (THEORY.md §2). ``b = Σ P·dF / Σ (P² - se_P²)``
+  is the response's size relative to the prediction (1: the targets have the right size; the
+  noise of P removed from the denominator; the noises of P and dF are independent). Also the
+  correlation of P and dF with both noises removed.
+* **the models against the exact response.** For each model file (``--models``, globs), its
+  response scale on these configurations, ``a* = Σ dF_model·dF / Σ dF_model²`` with
+  ``dF_model = F_model(R, T) - F_model(R, T0)``, and its force error against the exact mean
+  force at T in excess of the noise, ``<(F_model(R, T) - F(R, T))²> - <se_T²>``. Unlike the
+  pipeline's a* (:func:`thermocg.evaluate.stage.response_scale`, on frames *from* T against
+  mapped forces), neither the model's T0 error on configurations T0 rarely visits nor the
+  mapped force's noise enters.
+* **why the pipeline's a* differs.** With ``--frames-at T`` and T among ``--temperatures``, the
+  pipeline's own a* on these frames (against their mapped forces f) splits exactly into three
+  sums over ``dF_model``: the exact response (F(R, T) - F(R, T0)), W0's error at T0
+  (F(R, T0) - W0(R)) and the mapped force's noise (f - F(R, T)), each / Σ dF_model².
+* **the jackknife errors.** Runs A and B estimate the same moments independently, so
+  ``<(x_A - x_B)²>`` against ``<se_A² + se_B²>`` checks each order's standard errors; on T0's
+  own frames the order-0 ratio rescales F's noise in the "beyond noise" numbers.
+
+Every restrained run is kept in ``--work`` (one .npz per configuration and temperature, written
+atomically), so an interrupted run resumes where it stopped.
+
+    python bench/restrained_response.py examples/study-cpu.toml --configs 8 \\
+        --models 'runs/restrained-300K/train/trf*.pt' 'runs/study-cpu/train/trf*.pt' 'runs/study-cpu/train/fm-seed*.pt'
+
+Writes ``--out`` (JSON) and prints the tables. Record them in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import re
+import subprocess
+import time
+
+import numpy as np
+
+KB = 0.0019872041  # kcal/mol/K
+
+
+def sampled(config, ref, frames_at: float, temp: float, frame: int, seed: int, path: str,
+            sampler_cache: dict) -> dict:
+    """Restrained moments of one held-out frame at one temperature; read from ``path`` when a
+    previous run left it there."""
+    from thermocg.labels import temperature_label
+    from thermocg.reference.restrained import RestrainedSampler
+    from thermocg.targets.local import neighbour_matrix
+    from thermocg.targets.restrained import conditional_moments
+
+    if os.path.exists(path):
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    tg = config.targets
+    if temp not in sampler_cache:
+        sampler_cache.clear()  # one OpenMM context at a time
+        sampler_cache[temp] = RestrainedSampler((ref.directory / "system.xml").read_text(),
+                                                ref.frames(config.train.T0_K).molecule_index, temp, tg.restraint_k,
+                                                config.reference.timestep_fs, config.reference.friction_per_ps,
+                                                device=config.run.device)
+    frames = ref.frames(frames_at)
+    s = sampler_cache[temp].sample(frames.positions[frame], frames.box[frame], tg.restrained_equilibration_ps * 1000,
+                                   tg.restrained_samples, tg.restrained_interval_fs, seed=seed,
+                                   where=f"restrained {temperature_label(temp)} frame {frame}")
+    out = {"centres": s.centres, "box": s.box}
+    for name, radius in (("", tg.r_e_A), ("_all", np.inf)):
+        u = (neighbour_matrix(s.centres, s.box, radius) @ s.molecule_energies.T).T if np.isfinite(radius) else \
+            np.repeat(s.molecule_energies.sum(axis=1, keepdims=True), len(s.centres), axis=1)
+        m = conditional_moments(s.forces, u, tg.restrained_blocks)
+        if name == "":
+            out.update(F=m.F, F_se=m.F_se)
+        out.update({f"F1{name}": m.F1, f"F1{name}_se": m.F1_se, f"F2{name}": m.F2, f"F2{name}_se": m.F2_se})
+    tmp = path + ".partial.npz"
+    np.savez(tmp, **out)
+    os.replace(tmp, path)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("config", help="the study's config (finished reference and train stages); its [targets] "
+                                   "restrained_* keys and r_e_A set the sampling")
+    ap.add_argument("--configs", type=int, default=8, help="held-out frames to sample")
+    ap.add_argument("--frames-at", type=float, default=None, help="the frames' temperature, K (default T0)")
+    ap.add_argument("--temperatures", default="250,350,400,500,700", help="K, comma-separated")
+    ap.add_argument("--models", nargs="*", default=[], help="model files (globs) to score")
+    ap.add_argument("--work", default="runs/restrained-response", help="the restrained runs, kept for resuming")
+    ap.add_argument("--out", default=None, help="default bench/results/restrained_response[-<frames' T>].json")
+    args = ap.parse_args()
+
+    from thermocg import pipeline
+    from thermocg.config import load_config
+    from thermocg.io.records import TrainedModels
+    from thermocg.labels import temperature_label
+    from thermocg.models.saved import load_model
+    from thermocg.stagedir import atomic_write_text
+
+    config = load_config(args.config)
+    t0 = config.train.T0_K
+    temps = [float(t) for t in args.temperatures.split(",") if t]
+    ref = pipeline.read(config, "reference")
+    frames_at = t0 if args.frames_at is None else args.frames_at
+    if frames_at not in config.reference.temperatures_K:
+        raise SystemExit(f"--frames-at {frames_at:g}: not a reference temperature of {args.config}")
+    if args.out is None:
+        args.out = "bench/results/restrained_response" + (
+            "" if frames_at == t0 else f"-{temperature_label(frames_at)}") + ".json"
+    held = list(range(len(ref.frames(frames_at).positions)))[
+        TrainedModels.read(config.run_dir / "train").held_out][:args.configs]
+    mapped = ref.cg_frames(frames_at).forces[held]
+    os.makedirs(args.work, exist_ok=True)
+    tg = config.targets
+    tag = f"k{tg.restraint_k:g}-re{tg.r_e_A:g}-K{tg.restrained_samples}"
+    start = time.monotonic()
+    cache: dict = {}
+    runs: dict[tuple[int, str], dict] = {}
+    jobs = [(t0, "A", 1), (t0, "B", 2)] + [(t, f"{t:g}", 3) for t in temps]
+    total = len(jobs) * len(held)
+    done = 0
+    for temp, name, seed_base in jobs:  # temperature-major: one OpenMM context per temperature
+        for c, frame in enumerate(held):
+            path = os.path.join(args.work, f"{temperature_label(frames_at)}-f{frame}-{name}-{tag}.npz")
+            t_run = time.monotonic()
+            runs[(c, name)] = sampled(config, ref, frames_at, temp, int(frame), 1000 * seed_base + int(frame), path, cache)
+            done += 1
+            print(f"  {done}/{total} frame {frame} run {name} ({temp:g} K): {time.monotonic() - t_run:.0f} s",
+                  flush=True)
+    seconds_md = time.monotonic() - start
+    n = len(held)
+    A = [runs[(c, "A")] for c in range(n)]
+    B = [runs[(c, "B")] for c in range(n)]
+    centres = np.stack([a["centres"] for a in A])
+    box = np.stack([np.diag(a["box"]) for a in A])
+    beta0 = 1.0 / (KB * t0)
+
+    def jack(num, den):
+        """ratio of sums over configurations and its jackknife error over configurations"""
+        num, den = np.asarray(num), np.asarray(den)
+        r = num.sum() / den.sum()
+        if len(num) < 3:
+            return float(r), None
+        loo = (num.sum() - num) / (den.sum() - den)
+        return float(r), float(np.sqrt((len(num) - 1) / len(num) * np.sum((loo - loo.mean()) ** 2)))
+
+    out = {"machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores",
+           "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True).stdout.strip(),
+           "args": vars(args), "T0_K": t0, "frames_at_K": frames_at, "frames": [int(f) for f in held], "restraint_k": tg.restraint_k,
+           "r_e_A": tg.r_e_A, "samples": tg.restrained_samples, "seconds_md": seconds_md,
+           "targets": {}, "models": {}}
+    # the same moments at T0 twice: <(x_A - x_B)^2> against <se_A^2 + se_B^2> checks the errors
+    out["se_check_T0"] = {}
+    print(f"\n{n} held-out frames at {frames_at:g} K (T0 = {t0:g} K), k = {tg.restraint_k:g}, "
+          f"{tg.restrained_samples} samples; MD {seconds_md / 60:.0f} min.\nRuns A and B at T0: "
+          "<(x_A - x_B)^2> over the jackknife's <se_A^2 + se_B^2>")
+    for key in ("F", "F1", "F2"):
+        d_ab = np.mean([np.mean((a[key] - b[key]) ** 2) for a, b in zip(A, B)])
+        se_ab = np.mean([np.mean(a[f"{key}_se"] ** 2 + b[f"{key}_se"] ** 2) for a, b in zip(A, B)])
+        out["se_check_T0"][key] = {"mean_sq_difference": float(d_ab), "mean_sq_predicted": float(se_ab),
+                                   "ratio": float(d_ab / se_ab)}
+        print(f"  {key:<3}{d_ab:>9.3g} / {se_ab:<9.3g} = {d_ab / se_ab:.2f}")
+    # order 0's jackknife misses slow parts of the mean force (2.6x in variance at T0's own
+    # frames, bench/RESULTS.md): its variances scaled by the A/B ratio. On frames from another
+    # temperature the ratio also holds the slow relaxation of the hidden degrees of freedom from
+    # a configuration T0 rarely visits (6.8x at 400 K's frames), not the noise of the run at T:
+    # there the jackknife's own errors are used, and "beyond noise" numbers are upper bounds.
+    f_noise = max(out["se_check_T0"]["F"]["ratio"], 1.0) if frames_at == t0 else 1.0
+    out["order0_noise_scale"] = f_noise
+    print(f"\n{'T':>6}{'dβ':>8}{'|dF|':>8}{'|P|':>8}  {'b (r_e)':>14}{'corr':>7}  {'b (F1 only)':>14}"
+          f"  {'b (all u)':>14}{'corr':>7}")
+    for t in temps:
+        db = 1.0 / (KB * t) - beta0
+        T = [runs[(c, f"{t:g}")] for c in range(n)]
+        dF = [x["F"] - b["F"] for x, b in zip(T, B)]
+        se_dF2 = [f_noise * (x["F_se"] ** 2 + b["F_se"] ** 2) for x, b in zip(T, B)]
+        row = {"dbeta_mol_per_kcal": db}
+        sig_dF2 = np.mean([np.mean(d ** 2 - s) for d, s in zip(dF, se_dF2)])
+        row["dF_rms_beyond_noise"] = float(np.sqrt(max(sig_dF2, 0)))
+        cells = ""
+        for key, with_f2 in (("r_e", True), ("F1_only", False), ("all_u", True)):
+            sfx = "_all" if key == "all_u" else ""
+            P = [a[f"F1{sfx}"] * db + (0.5 * a[f"F2{sfx}"] * db**2 if with_f2 else 0) for a in A]
+            seP2 = [(a[f"F1{sfx}_se"] * db) ** 2 + ((0.5 * a[f"F2{sfx}_se"] * db**2) ** 2 if with_f2 else 0)
+                    for a in A]
+            num = [np.sum(p * d) for p, d in zip(P, dF)]
+            den = [np.sum(p ** 2 - s) for p, s in zip(P, seP2)]
+            b, b_se = jack(num, den)
+            sig_P2 = np.mean([np.mean(p ** 2 - s) for p, s in zip(P, seP2)])
+            corr = (float(np.mean([np.mean(p * d) for p, d in zip(P, dF)]) / np.sqrt(sig_P2 * sig_dF2))
+                    if sig_P2 > 0 and sig_dF2 > 0 else float("nan"))  # nan: a noise-only estimate
+            row[key] = {"b": b, "b_se": b_se, "corr_beyond_noise": corr,
+                        "P_rms_beyond_noise": float(np.sqrt(max(sig_P2, 0)))}
+        out["targets"][f"{t:g}"] = row
+        fmt = lambda r: f"{r['b']:>8.2f} ± {r['b_se'] or 0:<4.2f}"  # noqa: E731
+        print(f"{t:>6g}{db:>8.3f}{row['dF_rms_beyond_noise']:>8.3f}{row['r_e']['P_rms_beyond_noise']:>8.3f}  "
+              f"{fmt(row['r_e'])}{row['r_e']['corr_beyond_noise']:>7.2f}  {fmt(row['F1_only'])}  "
+              f"{fmt(row['all_u'])}{row['all_u']['corr_beyond_noise']:>7.2f}")
+
+    files = sorted({p for pattern in args.models for p in glob.glob(pattern)})
+    if files:
+        print("\nmodels on the same configurations: a* = Σ dF_model·dF / Σ dF_model² (1: the right size), "
+              "and the force MSE against the exact mean force beyond its noise, kcal²/mol²/Å²")
+    groups: dict[str, dict] = {}
+    for path in files:
+        model = load_model(path)
+        label = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+        variant = re.sub(r"-seed\d+$", "", os.path.basename(path)[:-3])
+        group = f"{label}/{variant}"
+
+        def predict(temp):
+            return np.concatenate([model.forces(centres[k:k + 4], box[k:k + 4], temp) for k in range(0, n, 4)])
+
+        base = predict(t0)
+        rec = {"T0_mse": float(np.mean([np.mean((base[c] - B[c]["F"]) ** 2 - f_noise * B[c]["F_se"] ** 2)
+                                        for c in range(n)]))}
+        for t in temps:
+            T = [runs[(c, f"{t:g}")] for c in range(n)]
+            pred = predict(t)
+            d_model = pred - base
+            dF = np.stack([x["F"] - b["F"] for x, b in zip(T, B)])
+            msq = float(np.mean(d_model ** 2))
+            a = float(np.sum(d_model * dF) / np.sum(d_model ** 2)) if msq > 1e-12 else None
+            mse = float(np.mean([np.mean((pred[c] - T[c]["F"]) ** 2 - f_noise * T[c]["F_se"] ** 2)
+                                 for c in range(n)]))
+            rec[f"{t:g}"] = {"a_star": a, "dF_model_rms": float(np.sqrt(msq)), "mse_beyond_noise": mse}
+            if t == frames_at and a is not None:
+                # the pipeline's a* on these frames, and its three parts (they sum to it exactly)
+                FT, FB = np.stack([x["F"] for x in T]), np.stack([b["F"] for b in B])
+                norm = np.sum(d_model ** 2)
+                rec[f"{t:g}"].update(
+                    a_star_mapped=float(np.sum(d_model * (mapped - base)) / norm),
+                    w0_error_part=float(np.sum(d_model * (FB - base)) / norm),
+                    noise_part=float(np.sum(d_model * (mapped - FT)) / norm))
+        groups.setdefault(group, {})[os.path.basename(path)] = rec
+    for group, models in groups.items():
+        summary = {}
+        for key in ["T0"] + [f"{t:g}" for t in temps]:
+            def stat(vals):
+                vals = [v for v in vals if v is not None]
+                if not vals:
+                    return None, None
+                return float(np.mean(vals)), (float(np.std(vals, ddof=1) / np.sqrt(len(vals))) if len(vals) > 1
+                                              else None)
+            if key == "T0":
+                summary["T0_mse"] = stat([m["T0_mse"] for m in models.values()])
+            else:
+                summary[key] = {q: stat([m[key].get(q) for m in models.values()])
+                                for q in ("a_star", "mse_beyond_noise", "a_star_mapped", "w0_error_part",
+                                          "noise_part")}
+        out["models"][group] = {"seeds": models, "mean_sem": summary}
+    if groups:
+        head = "".join(f"{f'{t:g} K':>13}" for t in temps)
+        for title, key in (("a*", "a_star"), ("MSE vs exact F(R, T) beyond noise", "mse_beyond_noise")):
+            print(f"\n{title} (mean ± s.e. over seeds)\n{'model':<30}" + head)
+            for group, g in groups.items():
+                cells = ""
+                for t in temps:
+                    m, s = out["models"][group]["mean_sem"][f"{t:g}"][key]
+                    cells += f"{'-':>13}" if m is None else f"{m:>8.3f}±{s or 0:<4.2f}"
+                print(f"{group:<30}{cells}")
+        if frames_at in temps and any(out["models"][g]["mean_sem"][f"{frames_at:g}"]["a_star_mapped"][0] is not None
+                                      for g in groups):
+            print(f"\nthe pipeline's a* at {frames_at:g} K on these frames = exact response + W0's error + "
+                  "the mapped force's noise (each Σ dF_model·part / Σ dF_model²; mean ± s.e. over seeds)")
+            print(f"{'model':<30}" + "".join(f"{h:>13}" for h in ("pipeline a*", "exact", "W0 error", "noise")))
+            for group in groups:
+                ms = out["models"][group]["mean_sem"][f"{frames_at:g}"]
+                if ms["a_star_mapped"][0] is None:
+                    continue
+                print(f"{group:<30}" + "".join(f"{ms[q][0]:>8.2f}±{ms[q][1] or 0:<4.2f}" for q in
+                                               ("a_star_mapped", "a_star", "w0_error_part", "noise_part")))
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    atomic_write_text(args.out, json.dumps(out, indent=1))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
