@@ -1,7 +1,9 @@
 """Issue 15's equal-cost comparison of the two target methods in one file,
 ``bench/results/targets.json``: per method and order the SNR and, on the exact oracle, the
 error of the fitted F, F1, F2 at each MD budget; on water, per model and temperature, the
-response scale a* and the held-out force error in excess of fm-each.
+response scale a* and the held-out force error in excess of fm-each, and the response scale
+against the exact response (``a_star_exact``, bench/restrained_response.py: the held-out a*
+mixes in the mapped forces' noise and W0's error).
 
 It gathers what the benches wrote (run them first):
 
@@ -11,6 +13,8 @@ It gathers what the benches wrote (run them first):
         --out bench/results/transfer_regression.json
     python bench/score_run.py examples/study-cpu.toml bench/configs/restrained-300K.toml \\
         --out bench/results/transfer_restrained.json
+    python bench/restrained_response.py examples/study-cpu.toml --configs 8 --models \
+        'runs/restrained-300K/train/trf*.pt' 'runs/study-cpu/train/trf*.pt'   # -> restrained_response.json
     python bench/targets_summary.py
 
 and prints the water table.
@@ -29,6 +33,7 @@ def main() -> None:
     ap.add_argument("--water-snr", default="bench/results/restrained_targets.json")
     ap.add_argument("--regression", default="bench/results/transfer_regression.json")
     ap.add_argument("--restrained", default="bench/results/transfer_restrained.json")
+    ap.add_argument("--exact", default="bench/results/restrained_response.json")
     ap.add_argument("--out", default="bench/results/targets.json")
     args = ap.parse_args()
 
@@ -62,16 +67,29 @@ def main() -> None:
                 T: {"a_star": v["a_star_mean"], "a_star_sem": v.get("a_star_sem"),
                     "excess_force_mse": v["excess_mean"], "excess_force_mse_sem": v["excess_sem"]}
                 for T, v in g["by_temperature"].items()}
+    exact = read(args.exact)
+    runs = {"restrained-300K": "restrained", "study-cpu": "regression"}
+    for group, g in exact["models"].items():
+        run, variant = group.split("/", 1)
+        name = f"{variant} ({runs[run]} targets)" if run in runs else None
+        if name in out["water"]["transfer"]:
+            by_t = {float(T): row for T, row in out["water"]["transfer"][name].items()}
+            for T, v in g["mean_sem"].items():
+                if T != "T0_mse" and float(T) in by_t:
+                    by_t[float(T)].update(a_star_exact=v["a_star"][0], a_star_exact_sem=v["a_star"][1])
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     atomic_write_text(args.out, json.dumps(out, indent=1))
     temps = sorted({T for v in out["water"]["transfer"].values() for T in v}, key=float)
-    print("water: excess held-out force MSE over fm-each, (kcal/mol/Å)^2 (a*)")
+    print("water: excess held-out force MSE over fm-each, (kcal/mol/Å)^2 (a*: * against the exact "
+          "response, else on held-out forces)")
     print(f"{'model':<32}" + "".join(f"{float(T):>14g} K" for T in temps))
     for name, v in out["water"]["transfer"].items():
         cells = ""
         for T in temps:
-            a = v[T]["a_star"]
-            cells += f"{v[T]['excess_force_mse']:>9.3f}" + (f" ({a:4.2f})" if a is not None else " " * 7)
+            exact = v[T].get("a_star_exact")
+            a = v[T]["a_star"] if exact is None else exact
+            cells += f"{v[T]['excess_force_mse']:>9.3f}" + (
+                f" ({a:4.2f}{'*' if exact is not None else ' '})" if a is not None else " " * 8)
         print(f"{name:<32}{cells}")
     print(f"\nwrote {args.out}")
 
