@@ -11,10 +11,11 @@ and measures:
 * **the targets against the exact response.** ``dF = F(R, T) - F(R, T0)`` (runs T and B) is the
   response with nothing truncated and no baselines; run A gives the restrained targets at T0,
   F1 = -Cov(f_I, u_loc,I) and F2 (u_loc within r_e, and with every molecule in the box), and
-  their prediction ``P = F1 dβ + F2 dβ²/2`` (THEORY.md §2). ``b = Σ P·dF / Σ (P² - se_P²)``
-  is the response's size relative to the prediction (1: the targets have the right size; the
-  noise of P removed from the denominator; the noises of P and dF are independent). Also the
-  correlation of P and dF with both noises removed.
+  their prediction ``P = F1 dβ + F2 dβ²/2`` (THEORY.md §2). ``b = Σ P_A·dF / Σ P_A·P_B``
+  is the response's size relative to the prediction (1: the targets have the right size; P_B
+  is run B's prediction, so the denominator is P's power without its noise; the noises of P_A
+  and dF are independent). Also the correlation of P and dF with both noises removed. All
+  three runs start from the same all-atom frame, so their slowest errors may correlate.
 * **the models against the exact response.** For each model file (``--models``, globs), its
   response scale on these configurations, ``a* = Σ dF_model·dF / Σ dF_model²`` with
   ``dF_model = F_model(R, T) - F_model(R, T0)``, and its force error against the exact mean
@@ -55,17 +56,32 @@ import numpy as np
 KB = 0.0019872041  # kcal/mol/K
 
 
+def run_key(config, ref, frames_at: float, temp: float, frame: int, seed: int) -> str:
+    """Everything a cached run depends on: a file made with other settings is refused, not reused."""
+    tg, rf = config.targets, config.reference
+    return json.dumps({"reference": str(ref.directory.resolve()), "frames_at_K": frames_at, "frame": frame,
+                       "temperature_K": temp, "seed": seed, "restraint_k": tg.restraint_k, "r_e_A": tg.r_e_A,
+                       "equilibration_ps": tg.restrained_equilibration_ps, "samples": tg.restrained_samples,
+                       "interval_fs": tg.restrained_interval_fs, "blocks": tg.restrained_blocks,
+                       "timestep_fs": rf.timestep_fs, "friction_per_ps": rf.friction_per_ps}, sort_keys=True)
+
+
 def sampled(config, ref, frames_at: float, temp: float, frame: int, seed: int, path: str,
             sampler_cache: dict) -> dict:
     """Restrained moments of one held-out frame at one temperature; read from ``path`` when a
-    previous run left it there."""
+    previous run with the same settings (:func:`run_key`) left it there."""
     from thermocg.labels import temperature_label
     from thermocg.reference.restrained import RestrainedSampler
     from thermocg.targets.local import neighbour_matrix
     from thermocg.targets.restrained import conditional_moments
 
+    key = run_key(config, ref, frames_at, temp, frame, seed)
     if os.path.exists(path):
         with np.load(path) as z:
+            found = str(z["key"]) if "key" in z.files else None
+            if found != key:
+                raise SystemExit(f"{path}: made with other settings than this run's\n  found    {found}\n"
+                                 f"  expected {key}\nmove it away or choose another --work")
             return {k: z[k] for k in z.files}
     tg = config.targets
     if temp not in sampler_cache:
@@ -78,7 +94,7 @@ def sampled(config, ref, frames_at: float, temp: float, frame: int, seed: int, p
     s = sampler_cache[temp].sample(frames.positions[frame], frames.box[frame], tg.restrained_equilibration_ps * 1000,
                                    tg.restrained_samples, tg.restrained_interval_fs, seed=seed,
                                    where=f"restrained {temperature_label(temp)} frame {frame}")
-    out = {"centres": s.centres, "box": s.box}
+    out = {"centres": s.centres, "box": s.box, "key": np.array(key)}
     for name, radius in (("", tg.r_e_A), ("_all", np.inf)):
         u = (neighbour_matrix(s.centres, s.box, radius) @ s.molecule_energies.T).T if np.isfinite(radius) else \
             np.repeat(s.molecule_energies.sum(axis=1, keepdims=True), len(s.centres), axis=1)
@@ -147,6 +163,9 @@ def main() -> None:
     B = [runs[(c, "B")] for c in range(n)]
     centres = np.stack([a["centres"] for a in A])
     box = np.stack([np.diag(a["box"]) for a in A])
+    cg = ref.cg_frames(frames_at).positions[held]
+    if not np.allclose(centres, cg, atol=1e-6):
+        raise SystemExit(f"{args.work}: the sampled centres are not the held-out frames' beads at {frames_at:g} K")
     beta0 = 1.0 / (KB * t0)
 
     def jack(num, den):
@@ -195,13 +214,13 @@ def main() -> None:
         cells = ""
         for key, with_f2 in (("r_e", True), ("F1_only", False), ("all_u", True)):
             sfx = "_all" if key == "all_u" else ""
-            P = [a[f"F1{sfx}"] * db + (0.5 * a[f"F2{sfx}"] * db**2 if with_f2 else 0) for a in A]
-            seP2 = [(a[f"F1{sfx}_se"] * db) ** 2 + ((0.5 * a[f"F2{sfx}_se"] * db**2) ** 2 if with_f2 else 0)
-                    for a in A]
+            # P's signal power from runs A and B, whose noises are independent (the F1 and F2
+            # errors of one run are correlated, which the jackknife's separate errors miss)
+            P, PB = ([x[f"F1{sfx}"] * db + (0.5 * x[f"F2{sfx}"] * db**2 if with_f2 else 0) for x in R] for R in (A, B))
             num = [np.sum(p * d) for p, d in zip(P, dF)]
-            den = [np.sum(p ** 2 - s) for p, s in zip(P, seP2)]
+            den = [np.sum(p * q) for p, q in zip(P, PB)]
             b, b_se = jack(num, den)
-            sig_P2 = np.mean([np.mean(p ** 2 - s) for p, s in zip(P, seP2)])
+            sig_P2 = np.mean([np.mean(p * q) for p, q in zip(P, PB)])
             corr = (float(np.mean([np.mean(p * d) for p, d in zip(P, dF)]) / np.sqrt(sig_P2 * sig_dF2))
                     if sig_P2 > 0 and sig_dF2 > 0 else float("nan"))  # nan: a noise-only estimate
             row[key] = {"b": b, "b_se": b_se, "corr_beyond_noise": corr,
@@ -238,7 +257,9 @@ def main() -> None:
             a = float(np.sum(d_model * dF) / np.sum(d_model ** 2)) if msq > 1e-12 else None
             mse = float(np.mean([np.mean((pred[c] - T[c]["F"]) ** 2 - f_noise * T[c]["F_se"] ** 2)
                                  for c in range(n)]))
-            rec[f"{t:g}"] = {"a_star": a, "dF_model_rms": float(np.sqrt(msq)), "mse_beyond_noise": mse}
+            per_config = lambda x: np.sum(d_model * x, axis=(1, 2)).tolist()  # noqa: E731
+            rec[f"{t:g}"] = {"a_star": a, "dF_model_rms": float(np.sqrt(msq)), "mse_beyond_noise": mse,
+                             "den": per_config(d_model), "num": {"a_star": per_config(dF)}}
             if t == frames_at and a is not None:
                 # the pipeline's a* on these frames, and its three parts (they sum to it exactly)
                 FT, FB = np.stack([x["F"] for x in T]), np.stack([b["F"] for b in B])
@@ -247,6 +268,8 @@ def main() -> None:
                     a_star_mapped=float(np.sum(d_model * (mapped - base)) / norm),
                     w0_error_part=float(np.sum(d_model * (FB - base)) / norm),
                     noise_part=float(np.sum(d_model * (mapped - FT)) / norm))
+                rec[f"{t:g}"]["num"].update(a_star_mapped=per_config(mapped - base),
+                                            w0_error_part=per_config(FB - base), noise_part=per_config(mapped - FT))
         groups.setdefault(group, {})[os.path.basename(path)] = rec
     for group, models in groups.items():
         summary = {}
@@ -263,27 +286,37 @@ def main() -> None:
                 summary[key] = {q: stat([m[key].get(q) for m in models.values()])
                                 for q in ("a_star", "mse_beyond_noise", "a_star_mapped", "w0_error_part",
                                           "noise_part")}
+                # the seeds' mean ratio with its jackknife over the configurations: the error that
+                # the configurations and dF's noise (shared by every seed) give it
+                rows = [m[key] for m in models.values() if m[key]["a_star"] is not None]
+                summary[key]["over_configurations"] = {
+                    q: jack(np.sum([r["num"][q] for r in rows], axis=0), np.sum([r["den"] for r in rows], axis=0))
+                    for q in (rows[0]["num"] if rows else ())}
         out["models"][group] = {"seeds": models, "mean_sem": summary}
     if groups:
         head = "".join(f"{f'{t:g} K':>13}" for t in temps)
-        for title, key in (("a*", "a_star"), ("MSE vs exact F(R, T) beyond noise", "mse_beyond_noise")):
-            print(f"\n{title} (mean ± s.e. over seeds)\n{'model':<30}" + head)
+        for title, key in (("a* (over the seeds' sums; ± jackknife over the configurations)", "a_star"),
+                           ("MSE vs exact F(R, T) beyond noise (mean ± s.e. over seeds)", "mse_beyond_noise")):
+            print(f"\n{title}\n{'model':<30}" + head)
             for group, g in groups.items():
                 cells = ""
                 for t in temps:
-                    m, s = out["models"][group]["mean_sem"][f"{t:g}"][key]
+                    ms = out["models"][group]["mean_sem"][f"{t:g}"]
+                    m, s = ms["over_configurations"].get(key, (None, None)) if key == "a_star" else ms[key]
                     cells += f"{'-':>13}" if m is None else f"{m:>8.3f}±{s or 0:<4.2f}"
                 print(f"{group:<30}{cells}")
         if frames_at in temps and any(out["models"][g]["mean_sem"][f"{frames_at:g}"]["a_star_mapped"][0] is not None
                                       for g in groups):
             print(f"\nthe pipeline's a* at {frames_at:g} K on these frames = exact response + W0's error + "
-                  "the mapped force's noise (each Σ dF_model·part / Σ dF_model²; mean ± s.e. over seeds)")
+                  "the mapped force's noise (each Σ dF_model·part / Σ dF_model² over the seeds' sums; ± jackknife "
+                  "over the configurations)")
             print(f"{'model':<30}" + "".join(f"{h:>13}" for h in ("pipeline a*", "exact", "W0 error", "noise")))
             for group in groups:
                 ms = out["models"][group]["mean_sem"][f"{frames_at:g}"]
                 if ms["a_star_mapped"][0] is None:
                     continue
-                print(f"{group:<30}" + "".join(f"{ms[q][0]:>8.2f}±{ms[q][1] or 0:<4.2f}" for q in
+                oc = ms["over_configurations"]
+                print(f"{group:<30}" + "".join(f"{oc[q][0]:>8.2f}±{oc[q][1] or 0:<4.2f}" for q in
                                                ("a_star_mapped", "a_star", "w0_error_part", "noise_part")))
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     atomic_write_text(args.out, json.dumps(out, indent=1))
