@@ -6,8 +6,9 @@ of the study's system, another seed), and on 100 frames with the local radius r_
 -1 and +1 Å. Every model is then scored as the study's evaluate stage scores it: the force
 MSE on the study's held-out frames at every reference temperature, in excess of the study's
 fm-each (mean over its seeds) at that temperature, and the response scale a* of
-:func:`thermocg.evaluate.stage.response_scale` (1: the learned temperature response has the
-right size). The fm of the same frames (trf2's own W0: its prediction at every temperature)
+:func:`thermocg.evaluate.stage.response_scale` (the scale of the learned response that fits the
+held-out forces best; it mixes in W0's error and the forces' noise, so the response's true
+size needs bench/restrained_response.py). The fm of the same frames (trf2's own W0: its prediction at every temperature)
 is scored beside it, so each curve has its control.
 
 For every frame count the targets are built from those frames alone, by the targets stage's
@@ -312,7 +313,8 @@ def table(summary: dict, temps, t0: float) -> str:
             cells += f"{e['excess_mean']:>9.3f}" + (f"±{e['excess_sem']:<5.2g}" if e["excess_sem"] is not None
                                                      else " " * 6)
         lines.append(f"{key:<24}{len(v['seeds']):>6}{cells}")
-    lines += ["", "response scale a* of trf2 (mean over seeds; 1: the learned response has the right size)",
+    lines += ["", "response scale a* of trf2 on held-out forces (mean over seeds; mixes in W0's error: "
+              "bench/restrained_response.py measures the response's size)",
               f"{'variant':<24}" + "".join(f"{t:>9g} K" for t in temps if t != t0)]
     for key, v in summary.items():
         if v["variant"] == "trf2":

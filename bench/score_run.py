@@ -4,8 +4,9 @@ differently (issue 15: restrained thermal targets) transfer better than the stud
 Every model of RUN's train stage is scored as the study's evaluate stage and
 bench/convergence.py score theirs: the force MSE on the STUDY's held-out frames at each of
 its temperatures, in excess of the study's fm-each (mean over its seeds), and the response
-scale a* (:func:`thermocg.evaluate.stage.response_scale`; 1: the learned temperature response
-has the right size). RUN must share the study's [reference] (its held-out frames are the
+scale a* (:func:`thermocg.evaluate.stage.response_scale`: the scale of the learned response
+that fits the held-out forces best, which mixes in W0's error and the forces' noise;
+bench/restrained_response.py measures the response's size). RUN must share the study's [reference] (its held-out frames are the
 study's). Models are grouped over seeds: mean ± standard error.
 
     python bench/score_run.py examples/study-cpu.toml bench/configs/restrained-300K.toml
@@ -76,7 +77,8 @@ def main() -> None:
             cells += f"{ex.mean():>10.3f}" + (f"±{sem:<6.2g}" if sem is not None else " " * 7)
         out["groups"][group] = {"seeds": len(scores), "by_temperature": by_t}
         print(f"{group:<10}{len(scores):>6}{cells}")
-    print("\nresponse scale a* (mean over seeds; 1: the learned response has the right size)")
+    print("\nresponse scale a* on held-out forces (mean over seeds; mixes in W0's error: "
+          "bench/restrained_response.py measures the response's size)")
     print(f"{'model':<10}" + "".join(f"{t:>9g} K" for t in temps if t != t0))
     for group, g in out["groups"].items():
         if any(g["by_temperature"][str(t)]["a_star_mean"] is not None for t in temps if t != t0):

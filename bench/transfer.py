@@ -218,7 +218,7 @@ def main() -> None:
         print(f"{name:<22}{cells}{info['train_s']:>10.0f}{info['epochs']:>8}")
 
     # the response of the temperature-dependent models, at the temperatures they were not trained at
-    print("\nresponse scale a* [<dF^2>] of dF = F(T) - F(T0) on the held-out frames (1: right size)")
+    print("\nresponse scale a* [<dF^2>] of dF = F(T) - F(T0) on the held-out frames (mixes in W0's error)")
     print(f"{'model':<22}" + "".join(f"{temperature_label(t):>18}" for t in temps if t != t0))
     for key, info in results.items():
         name, ep = key.rsplit("@", 1)
