@@ -53,9 +53,6 @@ import time
 
 import numpy as np
 
-KB = 0.0019872041  # kcal/mol/K
-
-
 def run_key(config, ref, frames_at: float, temp: float, frame: int, seed: int) -> str:
     """Everything a cached run depends on: a file made with other settings is refused, not reused."""
     tg, rf = config.targets, config.reference
@@ -66,46 +63,32 @@ def run_key(config, ref, frames_at: float, temp: float, frame: int, seed: int) -
                        "timestep_fs": rf.timestep_fs, "friction_per_ps": rf.friction_per_ps}, sort_keys=True)
 
 
-def sampled(config, ref, frames_at: float, temp: float, frame: int, seed: int, path: str,
-            sampler_cache: dict) -> dict:
-    """Restrained moments of one held-out frame at one temperature; read from ``path`` when a
-    previous run with the same settings (:func:`run_key`) left it there."""
-    from thermocg.labels import temperature_label
-    from thermocg.reference.restrained import RestrainedSampler
-    from thermocg.targets.local import neighbour_matrix
-    from thermocg.targets.restrained import conditional_moments
+def sampled(config, ref, frames_at: float, temp: float, frame: int, seed: int, path: str) -> dict:
+    """Restrained moments of one held-out frame at one temperature, by the targets stage's own
+    :func:`thermocg.targets.restrained.sample_configuration` (local radius r_e and the whole box,
+    no offsets regression); read from ``path`` when a previous run with the same settings
+    (:func:`run_key`) left it there."""
+    from pathlib import Path
+
+    from thermocg.targets.restrained import ConfigurationTask, load_configuration, sample_configuration
 
     key = run_key(config, ref, frames_at, temp, frame, seed)
     if os.path.exists(path):
-        with np.load(path) as z:
-            found = str(z["key"]) if "key" in z.files else None
-            if found != key:
-                raise SystemExit(f"{path}: made with other settings than this run's\n  found    {found}\n"
-                                 f"  expected {key}\nmove it away or choose another --work")
-            return {k: z[k] for k in z.files}
-    tg = config.targets
-    if temp not in sampler_cache:
-        sampler_cache.clear()  # one OpenMM context at a time
-        sampler_cache[temp] = RestrainedSampler((ref.directory / "system.xml").read_text(),
-                                                ref.frames(config.train.T0_K).molecule_index, temp, tg.restraint_k,
-                                                config.reference.timestep_fs, config.reference.friction_per_ps,
-                                                device=config.run.device)
-    frames = ref.frames(frames_at)
-    s = sampler_cache[temp].sample(frames.positions[frame], frames.box[frame], tg.restrained_equilibration_ps * 1000,
-                                   tg.restrained_samples, tg.restrained_interval_fs, seed=seed,
-                                   where=f"restrained {temperature_label(temp)} frame {frame}")
-    out = {"centres": s.centres, "box": s.box, "key": np.array(key)}
-    for name, radius in (("", tg.r_e_A), ("_all", np.inf)):
-        u = (neighbour_matrix(s.centres, s.box, radius) @ s.molecule_energies.T).T if np.isfinite(radius) else \
-            np.repeat(s.molecule_energies.sum(axis=1, keepdims=True), len(s.centres), axis=1)
-        m = conditional_moments(s.forces, u, tg.restrained_blocks)
-        if name == "":
-            out.update(F=m.F, F_se=m.F_se)
-        out.update({f"F1{name}": m.F1, f"F1{name}_se": m.F1_se, f"F2{name}": m.F2, f"F2{name}_se": m.F2_se})
-    tmp = path + ".partial.npz"
-    np.savez(tmp, **out)
-    os.replace(tmp, path)
-    return out
+        found = load_configuration(Path(path), key)
+        if found is None:
+            raise SystemExit(f"{path}: unreadable, or made with other settings than this run's ({key}); "
+                             "move it away or choose another --work")
+        return found
+    tg, frames = config.targets, ref.frames(frames_at)
+    task = ConfigurationTask(
+        temperature_K=temp, index=frame, positions_A=frames.positions[frame], box_A=frames.box[frame],
+        step=int(frames.step[frame]), system_xml=(ref.directory / "system.xml").read_text(),
+        molecule_index=frames.molecule_index, r_e_A=tg.r_e_A, offset_radius_A=None, restraint_k=tg.restraint_k,
+        timestep_fs=config.reference.timestep_fs, friction_per_ps=config.reference.friction_per_ps,
+        equilibration_ps=tg.restrained_equilibration_ps, samples=tg.restrained_samples,
+        interval_fs=tg.restrained_interval_fs, blocks=tg.restrained_blocks, seed=seed, device=config.run.device,
+        threads=None, out=Path(path), key=key)
+    return load_configuration(sample_configuration(task), key)
 
 
 def main() -> None:
@@ -126,6 +109,7 @@ def main() -> None:
     from thermocg.labels import temperature_label
     from thermocg.models.saved import load_model
     from thermocg.stagedir import atomic_write_text
+    from thermocg.units import KB
 
     config = load_config(args.config)
     t0 = config.train.T0_K
@@ -137,14 +121,13 @@ def main() -> None:
     if args.out is None:
         args.out = "bench/results/restrained_response" + (
             "" if frames_at == t0 else f"-{temperature_label(frames_at)}") + ".json"
-    held = list(range(len(ref.frames(frames_at).positions)))[
-        TrainedModels.read(config.run_dir / "train").held_out][:args.configs]
-    mapped = ref.cg_frames(frames_at).forces[held]
+    cg = ref.cg_frames(frames_at)
+    held = list(range(len(cg.positions)))[TrainedModels.read(config.run_dir / "train").held_out][:args.configs]
+    mapped = cg.forces[held]
     os.makedirs(args.work, exist_ok=True)
     tg = config.targets
     tag = f"k{tg.restraint_k:g}-re{tg.r_e_A:g}-K{tg.restrained_samples}"
     start = time.monotonic()
-    cache: dict = {}
     runs: dict[tuple[int, str], dict] = {}
     jobs = [(t0, "A", 1), (t0, "B", 2)] + [(t, f"{t:g}", 3) for t in temps]
     total = len(jobs) * len(held)
@@ -153,7 +136,7 @@ def main() -> None:
         for c, frame in enumerate(held):
             path = os.path.join(args.work, f"{temperature_label(frames_at)}-f{frame}-{name}-{tag}.npz")
             t_run = time.monotonic()
-            runs[(c, name)] = sampled(config, ref, frames_at, temp, int(frame), 1000 * seed_base + int(frame), path, cache)
+            runs[(c, name)] = sampled(config, ref, frames_at, temp, int(frame), 1000 * seed_base + int(frame), path)
             done += 1
             print(f"  {done}/{total} frame {frame} run {name} ({temp:g} K): {time.monotonic() - t_run:.0f} s",
                   flush=True)
@@ -163,8 +146,7 @@ def main() -> None:
     B = [runs[(c, "B")] for c in range(n)]
     centres = np.stack([a["centres"] for a in A])
     box = np.stack([np.diag(a["box"]) for a in A])
-    cg = ref.cg_frames(frames_at).positions[held]
-    if not np.allclose(centres, cg, atol=1e-6):
+    if not np.allclose(centres, cg.positions[held], atol=1e-6):
         raise SystemExit(f"{args.work}: the sampled centres are not the held-out frames' beads at {frames_at:g} K")
     beta0 = 1.0 / (KB * t0)
 
@@ -213,7 +195,7 @@ def main() -> None:
         row["dF_rms_beyond_noise"] = float(np.sqrt(max(sig_dF2, 0)))
         cells = ""
         for key, with_f2 in (("r_e", True), ("F1_only", False), ("all_u", True)):
-            sfx = "_all" if key == "all_u" else ""
+            sfx = "_global" if key == "all_u" else ""
             # P's signal power from runs A and B, whose noises are independent (the F1 and F2
             # errors of one run are correlated, which the jackknife's separate errors miss)
             P, PB = ([x[f"F1{sfx}"] * db + (0.5 * x[f"F2{sfx}"] * db**2 if with_f2 else 0) for x in R] for R in (A, B))

@@ -277,8 +277,9 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
                 temperature_K=float(temp), index=m, positions_A=frames.positions[m], box_A=frames.box[m],
                 step=int(frames.step[m]), system_xml=system_xml, molecule_index=frames.molecule_index,
                 r_e_A=t.r_e_A, offset_radius_A=t.restrained_offset_radius_A, restraint_k=t.restraint_k,
-                timestep_fs=ref.timestep_fs, friction_per_ps=ref.friction_per_ps, equilibration_ps=t.restrained_equilibration_ps,
-                samples=t.restrained_samples, interval_fs=t.restrained_interval_fs, blocks=t.restrained_blocks,
+                timestep_fs=ref.timestep_fs, friction_per_ps=ref.friction_per_ps,
+                equilibration_ps=t.restrained_equilibration_ps, samples=t.restrained_samples,
+                interval_fs=t.restrained_interval_fs, blocks=t.restrained_blocks,
                 seed=int(task_seeds[m] % 2**30), device=config.run.device, threads=threads,
                 out=stage.path / ".restrained" / label / f"c{m:04d}.npz", key=key)
             by_temp[temp].append(task)
