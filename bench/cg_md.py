@@ -2,20 +2,23 @@
 
 All-atom: N SPC/E waters, PME 9 Å, Langevin middle 2 fs (the reference stage's setup),
 minimised and run 2 ps, then timed. CG: the same N molecules mapped to one bead each
-(centre of mass), stepped by thermocg's engine (BAOAB, 2 fs, 1/ps) with a trained model,
-in several set-ups:
+(centre of mass), stepped by thermocg's engine (BAOAB, 1/ps) at the simulate stage's
+default timestep (4 fs) with a trained model, in these set-ups:
 
-* ``kdtree``   the model as saved: hippynn's KD-tree pair search at every call;
-* ``skin``     thermocg's batched pair list with a skin (rebuilt when a bead moved skin/2);
-each with hippynn's message-passing kernels ``numba`` (hippynn's CPU default) and
-``pytorch`` (hippynn's torch.compile'd torch kernels); then B systems at B temperatures
-in one batch (one forward pass per step for all of them).
+* ``fast``     the simulate stage's default: the model's inference form
+  (thermocg.models.fast: vesin cell lists with a skin, numba pair kernels on the CPU), for
+  each batch size B (B systems at B temperatures, one force call per step for all);
+* ``hippynn``  the model's own hippynn graph with thermocg's skin pair list and hippynn's
+  message-passing kernels (``--kernels``: numba, hippynn's CPU default, and/or pytorch),
+  one system: what the stage ran before the inference form.
 
 The CG set-ups are timed in interleaved rounds (the median of ``--rounds``), so that a
-slow spell of a shared machine does not favour one of them.
+slow spell of a shared machine does not favour one of them. The last line,
+``ratio X``, is CG ns/day of one system with the stage's defaults (fast form, 4 fs) over
+OpenMM's ns/day for the same molecules, both measured in this run.
 
-    python bench/cg_md.py --model runs/quick/train/fm.pt
-    python bench/cg_md.py --model MODEL.pt --n-molecules 512 --batch 1 4 8 --device cuda
+    python bench/cg_md.py --model runs/quick/train/trf2.pt
+    python bench/cg_md.py --model MODEL.pt --n-molecules 512 --batch 1 8 32 --device cuda
 
 Prints a table; record it in bench/RESULTS.md with the machine, date and command.
 """
@@ -35,14 +38,15 @@ import openmm as mm
 import openmm.unit as u
 import torch
 
-from thermocg.config import config_from_dict
+from thermocg.config import SimulateSection, config_from_dict
 from thermocg.mapping import LinearMap
 from thermocg.device import pick_device
 from thermocg.models.saved import load_model
 from thermocg.reference import engine
 from thermocg.simulate.engine import Integrator, Safety, model_force_function
 
-TIMESTEP_FS = 2.0
+TIMESTEP_FS = 2.0  # all-atom
+CG_TIMESTEP_FS = SimulateSection().timestep_fs  # the simulate stage's default
 
 
 @contextlib.contextmanager
@@ -98,9 +102,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50, help="CG steps per timed block")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
     ap.add_argument("--aa-steps", type=int, default=2000, help="all-atom steps timed")
-    ap.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="systems per batch to time")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="systems per batch to time "
+                    "(the fast form; the ratio line needs 1)")
     ap.add_argument("--skin-A", type=float, default=1.0)
-    ap.add_argument("--kernels", nargs="+", default=["numba", "pytorch"], help="hippynn kernel implementations")
+    ap.add_argument("--kernels", nargs="*", default=["numba"],
+                    help="hippynn kernel implementations to time the hippynn graph with (none: skip it)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -114,18 +120,24 @@ def main() -> None:
     model = load_model(args.model, device=str(device))
 
     setups = []  # (label, batch, kernels, integrator)
-    for b in args.batch:
+
+    def integrator(fn, b):
         temps = list(np.linspace(300.0, 300.0 + 50.0 * (b - 1), b))
-        for kernels in args.kernels:
-            for skin in ([None, args.skin_A] if b == 1 else [args.skin_A]):
-                with hippynn_kernels(kernels):
-                    md = Integrator(model_force_function(model, skin_A=skin), masses, box, temps, TIMESTEP_FS, 1.0,
-                                    seeds=range(b), device=device, safety=Safety(interval=10 ** 9))
-                    md.set_state(np.repeat(x[None], b, axis=0))
-                    md.step(10)  # warm-up: kernel compilation, first pair lists
-                    sync()
-                pairs = "hippynn KD-tree" if skin is None else f"skin {skin:g} Å"
-                setups.append((f"{pairs}, {kernels} kernels", b, kernels, md))
+        md = Integrator(fn, masses, box, temps, CG_TIMESTEP_FS, 1.0, seeds=range(b), device=device,
+                        safety=Safety(interval=10 ** 9))
+        md.set_state(np.repeat(x[None], b, axis=0))
+        md.step(10)  # warm-up: JIT compilation, first pair lists
+        sync()
+        return md
+
+    for b in args.batch:
+        setups.append(("inference form (fast), skin {:g} Å".format(args.skin_A), b, None,
+                       integrator(model_force_function(model, skin_A=args.skin_A, engine="fast"), b)))
+    for kernels in args.kernels:
+        with hippynn_kernels(kernels):
+            fn = model_force_function(model, skin_A=args.skin_A, engine="hippynn")
+            setups.append((f"hippynn graph, skin {args.skin_A:g} Å, {kernels} kernels", 1, kernels,
+                           integrator(fn, 1)))
     times = {i: [] for i in range(len(setups))}
     for _ in range(args.rounds):
         for i, (_, _, kernels, md) in enumerate(setups):
@@ -135,23 +147,31 @@ def main() -> None:
                 sync()
                 times[i].append((time.perf_counter() - t0) / args.steps)
 
-    print(f"# CG MD vs all-atom: {args.n_molecules} molecules, 2 fs, model {args.model}")
+    print(f"# CG MD vs all-atom: {args.n_molecules} molecules, model {args.model} "
+          f"({model.metadata.get('variant', '?')}, order {model.model.order})")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({device}, {torch.get_num_threads()} threads), OpenMM {mm.__version__}; all-atom: {aa_label}")
-    print(f"# CG: median of {args.rounds} interleaved blocks of {args.steps} steps")
+    print(f"# all-atom {TIMESTEP_FS:g} fs; CG {CG_TIMESTEP_FS:g} fs BAOAB (the simulate stage's default); "
+          f"CG: median of {args.rounds} interleaved blocks of {args.steps} steps")
     print()
     print("| system | set-up | systems per batch | ms per step | ns/day per system | ns/day, all systems | "
           "vs all-atom (all systems) |")
     print("|---|---|---|---|---|---|---|")
     aa = ns_per_day(aa_step)
-    print(f"| all-atom, {3 * args.n_molecules} atoms | OpenMM, PME 9 Å | 1 | {aa_step * 1e3:.2f} | {aa:.1f} | "
-          f"{aa:.1f} | 1 |")
+    print(f"| all-atom, {3 * args.n_molecules} atoms | OpenMM, PME 9 Å, {TIMESTEP_FS:g} fs | 1 | {aa_step * 1e3:.2f} | "
+          f"{aa:.1f} | {aa:.1f} | 1 |")
+    ratio = None
     for i, (label, b, _, _) in enumerate(setups):
         t = float(np.median(times[i]))
-        per = ns_per_day(t)
+        per = ns_per_day(t, CG_TIMESTEP_FS)
         total = b * per
-        print(f"| CG, {args.n_molecules} beads | {label} | {b} | {t * 1e3:.1f} | {per:.2f} | {total:.2f} | "
+        if b == 1 and ratio is None:
+            ratio = per / aa  # the first set-up of one system: the stage's default
+        print(f"| CG, {args.n_molecules} beads | {label} | {b} | {t * 1e3:.2f} | {per:.2f} | {total:.2f} | "
               f"{total / aa:.2f} |")
+    print()
+    if ratio is not None:
+        print(f"ratio {ratio:.2f}")
 
 
 if __name__ == "__main__":

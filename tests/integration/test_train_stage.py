@@ -97,8 +97,12 @@ def test_save_load_roundtrip_is_exact(tmp_path, tiny_targets):
     save_model(tmp_path / "m.pt", model, {"variant": "trf2"})
     loaded = load_model(tmp_path / "m.pt")
     assert loaded.metadata["form"] == "energy-entropy"
-    np.testing.assert_array_equal(loaded.forces(x, box, 280.0), model.forces_numpy(x, box, 280.0))
-    assert loaded.energy(x, box, 280.0) == model.energy_numpy(x, box, 280.0)
+    np.testing.assert_array_equal(loaded.model.forces_numpy(x, box, 280.0), model.forces_numpy(x, box, 280.0))
+    assert loaded.model.energy_numpy(x, box, 280.0) == model.energy_numpy(x, box, 280.0)
+    # what the loaded model computes by default, its inference form: the same function in float32
+    f, w = model.forces_numpy(x, box, 280.0), model.energy_numpy(x, box, 280.0)
+    np.testing.assert_allclose(loaded.forces(x, box, 280.0), f, rtol=0, atol=1e-5 * np.abs(f).max())
+    np.testing.assert_allclose(loaded.energy(x, box, 280.0), w, rtol=1e-6)
 
 
 def test_rerun_is_up_to_date(trained):

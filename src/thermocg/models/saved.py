@@ -81,25 +81,44 @@ class CGForceField:
     (B, 3) or cell matrices (3, 3) or (B, 3, 3) (see :func:`orthorhombic_edges`), and the
     temperature T in kelvin (a float, or one per frame). ``metadata`` carries units, beta0
     and T0, order, training temperatures, network settings, prior and the config.
+
+    ``model`` is the hippynn :class:`ThermalForceField` (the training path); ``energy`` and
+    ``forces`` run its inference form (:class:`thermocg.models.fast.FastForceField`: the same
+    function from the same weights, several times faster) unless ``engine="hippynn"``.
     """
 
-    def __init__(self, model: ThermalForceField, metadata: dict):
+    def __init__(self, model: ThermalForceField, metadata: dict, engine: str = "fast"):
+        if engine not in ("fast", "hippynn"):
+            raise ValueError(f"engine must be 'fast' or 'hippynn', found {engine!r}")
         self.model = model
         self.metadata = metadata
+        self.engine = engine
+        self._fast = None
+
+    @property
+    def runner(self):
+        """What computes energies and forces: the inference form (built on first use) or the model."""
+        if self.engine == "hippynn":
+            return self.model
+        if self._fast is None:
+            from thermocg.models.fast import FastForceField
+            self._fast = FastForceField.from_model(self.model, skin_A=0.0)  # frames are independent: no skin
+        return self._fast
 
     def _edges(self, positions, box):
         n_frames = None if np.ndim(positions) == 2 else np.shape(positions)[0]
         return orthorhombic_edges(box, n_frames)
 
     def energy(self, positions, box, temperature_K):
-        return self.model.energy_numpy(positions, self._edges(positions, box), temperature_K)
+        return self.runner.energy_numpy(positions, self._edges(positions, box), temperature_K)
 
     def forces(self, positions, box, temperature_K):
-        return self.model.forces_numpy(positions, self._edges(positions, box), temperature_K)
+        return self.runner.forces_numpy(positions, self._edges(positions, box), temperature_K)
 
 
-def load_model(path, device: str = "cpu") -> CGForceField:
-    """Load a model saved by the train stage (needs thermocg and hippynn, not the training code)."""
+def load_model(path, device: str = "cpu", engine: str = "fast") -> CGForceField:
+    """Load a model saved by the train stage (needs thermocg and hippynn, not the training code).
+    ``engine``: what :meth:`CGForceField.forces` runs, "fast" (the inference form) or "hippynn"."""
     path = Path(path)
     try:
         blob = torch.load(path, map_location=device, weights_only=False)
@@ -114,4 +133,4 @@ def load_model(path, device: str = "cpu") -> CGForceField:
                               order=meta["order"], settings=settings, form=meta.get("form", "beta"))
     model.load_state_dict(blob["state_dict"])
     model.eval()
-    return CGForceField(model.to(device), meta)
+    return CGForceField(model.to(device), meta, engine)

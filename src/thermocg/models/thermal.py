@@ -127,6 +127,46 @@ def build_network(settings: NetworkSettings, n_heads: int = 3):
                                                     pairs.pair_dist, padidx.mol_index, heads.atom_energies])
 
 
+def expansion(heads, beta, beta0, order: int, form: str):
+    """``(W, dW/dbeta, d2W/dbeta2)`` at inverse temperature ``beta`` (per system) from the heads
+    ``(h0, h1, h2)`` of a model of reference inverse temperature ``beta0``, ``order`` and ``form``.
+    One function for the hippynn model and its inference form (:mod:`thermocg.models.fast`).
+
+    ``form = "beta"``: ``W = h0 + dB h1 + dB^2/2 h2`` with dB = beta - beta0.
+    ``form = "energy-entropy"``: ``W = U - T S - (T - T0)^2/2 C``, exact to first order
+    when U and S do not depend on T, with the heads scaled to the beta form's:
+    ``S = h1 / (kB T0^2)``, ``C = -h2 / (kB^2 T0^4)``, ``U = h0 + T0 S``, so that
+    ``W = h0 - (T - T0) S - (T - T0)^2/2 C`` and at T0: W = h0, dW/dbeta = h1,
+    d2W/dbeta2 = h2 - 2 kB T0 h1. (With U = h0, S = h1, C = h2 the three heads differ
+    in scale by kB T0^2 ~ 180 and kB^2 T0^4 ~ 3e4 kcal/mol at 300 K, and float32
+    training diverged on the oracle: bench/RESULTS.md.) Its beta derivatives follow
+    from dT/dbeta = -kB T^2, d2T/dbeta2 = 2 kB^2 T^3.
+    ``form = "em"``: ``W = h0 + dB (h1 - h0)/beta0`` with h1 = U, the mean energy fitted
+    by energy matching (THEORY.md §4: dW/dbeta = (U - W)/beta at beta0).
+    h0 includes the prior. Terms above ``order`` are dropped in every form.
+    """
+    h0 = heads[0]
+    zero = torch.zeros_like(h0)
+    h1 = heads[1] if order >= 1 else zero
+    h2 = heads[2] if order >= 2 else zero
+    beta = beta.to(h0.dtype)
+    beta0 = torch.as_tensor(beta0).to(h0.dtype)
+    if form == "em":
+        w1 = (h1 - h0) / beta0
+        return h0 + (beta - beta0) * w1, w1, zero
+    if form == "beta":
+        db = beta - beta0
+        return h0 + db * h1 + 0.5 * db * db * h2, h1 + db * h2, h2
+    kb = units.KB
+    t, t0 = 1.0 / (kb * beta), 1.0 / (kb * beta0)
+    dt = t - t0
+    entropy, curvature = h1 / (kb * t0 * t0), -h2 / (kb * kb * t0**4)
+    w = h0 - dt * entropy - 0.5 * dt * dt * curvature
+    dw_dt = -entropy - dt * curvature
+    dt_db, d2t_db2 = -kb * t * t, 2 * kb * kb * t**3
+    return w, dw_dt * dt_db, -curvature * dt_db * dt_db + dw_dt * d2t_db2
+
+
 class ThermalForceField(torch.nn.Module):
     """``W(R; T) = W_prior + W0 + dB W1 + dB^2/2 W2`` on one-bead-per-molecule systems.
 
@@ -214,41 +254,9 @@ class ThermalForceField(torch.nn.Module):
         return (prior + e[:, 0], e[:, 1], e[:, 2]), per_bead.reshape(n_sys, n, -1) + offset
 
     def expansion(self, heads, beta):
-        """``(W, dW/dbeta, d2W/dbeta2)`` at inverse temperature ``beta`` (per system) from the heads.
-
-        ``form = "beta"``: ``W = h0 + dB h1 + dB^2/2 h2`` with dB = beta - beta0.
-        ``form = "energy-entropy"``: ``W = U - T S - (T - T0)^2/2 C``, exact to first order
-        when U and S do not depend on T, with the heads scaled to the beta form's:
-        ``S = h1 / (kB T0^2)``, ``C = -h2 / (kB^2 T0^4)``, ``U = h0 + T0 S``, so that
-        ``W = h0 - (T - T0) S - (T - T0)^2/2 C`` and at T0: W = h0, dW/dbeta = h1,
-        d2W/dbeta2 = h2 - 2 kB T0 h1. (With U = h0, S = h1, C = h2 the three heads differ
-        in scale by kB T0^2 ~ 180 and kB^2 T0^4 ~ 3e4 kcal/mol at 300 K, and float32
-        training diverged on the oracle: bench/RESULTS.md.) Its beta derivatives follow
-        from dT/dbeta = -kB T^2, d2T/dbeta2 = 2 kB^2 T^3.
-        ``form = "em"``: ``W = h0 + dB (h1 - h0)/beta0`` with h1 = U, the mean energy fitted
-        by energy matching (THEORY.md §4: dW/dbeta = (U - W)/beta at beta0).
-        h0 includes the prior. Terms above ``order`` are dropped in every form.
-        """
-        h0 = heads[0]
-        zero = torch.zeros_like(h0)
-        h1 = heads[1] if self.order >= 1 else zero
-        h2 = heads[2] if self.order >= 2 else zero
-        beta = beta.to(h0.dtype)
-        beta0 = self.beta0.to(h0.dtype)
-        if self.form == "em":
-            w1 = (h1 - h0) / beta0
-            return h0 + (beta - beta0) * w1, w1, zero
-        if self.form == "beta":
-            db = beta - beta0
-            return h0 + db * h1 + 0.5 * db * db * h2, h1 + db * h2, h2
-        kb = units.KB
-        t, t0 = 1.0 / (kb * beta), 1.0 / (kb * beta0)
-        dt = t - t0
-        entropy, curvature = h1 / (kb * t0 * t0), -h2 / (kb * kb * t0**4)
-        w = h0 - dt * entropy - 0.5 * dt * dt * curvature
-        dw_dt = -entropy - dt * curvature
-        dt_db, d2t_db2 = -kb * t * t, 2 * kb * kb * t**3
-        return w, dw_dt * dt_db, -curvature * dt_db * dt_db + dw_dt * d2t_db2
+        """``(W, dW/dbeta, d2W/dbeta2)`` at inverse temperature ``beta`` (per system) from the
+        heads: :func:`expansion` with this model's beta0, order and form."""
+        return expansion(heads, beta, self.beta0, self.order, self.form)
 
     def beta_tensor(self, temperature_K, like: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(temperature_K, dtype=like.dtype, device=like.device)

@@ -43,17 +43,33 @@ KCAL_TO_MVV = 1.0 / units.MVV_TO_KCAL
 ForceFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def model_force_function(model, skin_A: float | None = 1.0) -> ForceFunction:
+def model_force_function(model, skin_A: float | None = 1.0, engine: str = "fast") -> ForceFunction:
     """The force function of a :class:`thermocg.models.thermal.ThermalForceField` (or of a
-    loaded :class:`thermocg.models.stage.CGForceField`): one batched forward pass.
+    loaded :class:`thermocg.models.saved.CGForceField`): one batched forward pass.
 
-    ``skin_A``: the pair list keeps pairs within cutoff + skin and is rebuilt only when a
-    bead has moved more than skin/2 (:class:`thermocg.simulate.pairs.SkinPairs`, on a copy
-    of the model; the caller's model is not changed; the function's ``pair_lists`` are
-    its :class:`~thermocg.simulate.pairs.SkinPairs`). None: the model's own pair finder, a
+    ``engine``: "fast", the model's inference form (:class:`thermocg.models.fast.FastForceField`:
+    the same function, from the same weights, without hippynn's graph), or "hippynn", the
+    model itself. ``skin_A``: the pair list keeps pairs within cutoff + skin and is searched
+    again only when a bead has moved more than skin/2 (the inference form's
+    :class:`~thermocg.models.fast.NeighbourList`, or with hippynn a
+    :class:`thermocg.simulate.pairs.SkinPairs` on a copy of the model; the caller's model is
+    not changed). The function's ``pair_lists`` hold them, for their search counts. None: a
     new search at every call.
     """
     model = getattr(model, "model", model)
+    if engine == "fast":
+        from thermocg.models.fast import FastForceField
+
+        fast = FastForceField.from_model(model, skin_A=skin_A or 0.0)
+
+        def fast_forces(x, box, temperature):
+            return fast.energy_and_forces(x, box, temperature)
+
+        fast_forces.pair_lists = [fast.neighbour_list]
+        fast_forces.min_distance = fast.neighbour_list.min_distance  # linear in N (the safety check)
+        return fast_forces
+    if engine != "hippynn":
+        raise ValueError(f"engine must be 'fast' or 'hippynn', found {engine!r}")
     pair_lists = []
     if skin_A is not None:
         model = copy.deepcopy(model)
@@ -215,7 +231,7 @@ class Integrator:
             k = int(torch.argmax(fmax))
             raise SimulationError(f"step {self.step_count}: system {k} (T = {float(self.temperature[k]):g} K) has a "
                                   f"force of {float(fmax[k]):.4g} kcal/(mol Å), above max_force = {s.max_force:g}")
-        dmin = min_distance(self.positions, self.box)
+        dmin = getattr(self.force_fn, "min_distance", min_distance)(self.positions, self.box)
         if (dmin < s.min_distance_A).any():
             k = int(torch.argmin(dmin))
             raise SimulationError(f"step {self.step_count}: system {k} (T = {float(self.temperature[k]):g} K) has "

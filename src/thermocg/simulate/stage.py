@@ -220,7 +220,7 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
     finished = finished or (lambda names: None)
     s = batch.settings
     batch.out_dir.mkdir(parents=True, exist_ok=True)
-    fn = model_force_function(batch.model, skin_A=s.neighbor_skin_A)
+    fn = model_force_function(batch.model, skin_A=s.neighbor_skin_A, engine=s.engine)
     summary = {}
     write_bead_topology(batch.out_dir / "beads.pdb", batch.start_x[0], batch.box)
     files = ["beads.pdb"] + [f.name for f in batch.finals] + [f.name for row in batch.nve_files for f in row]

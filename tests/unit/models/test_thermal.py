@@ -224,6 +224,9 @@ def test_interaction_order_survives_save_and_load(tmp_path, frame):
     assert loaded.metadata["network"]["interaction"] == "vec"
     assert type(loaded.model.network.get_module(loaded.model.network.node_from_name("hipnn"))).__name__ == "HipnnVec"
     x, box = frame
-    np.testing.assert_array_equal(loaded.forces(x, box, 350.0), model.forces_numpy(x, box, 350.0))
+    np.testing.assert_array_equal(loaded.model.forces_numpy(x, box, 350.0), model.forces_numpy(x, box, 350.0))
+    # the loaded model's default engine is its inference form: the same function in float32
+    f = model.forces_numpy(x, box, 350.0)
+    np.testing.assert_allclose(loaded.forces(x, box, 350.0), f, rtol=0, atol=1e-5 * np.abs(f).max())
     with pytest.raises(ValueError, match="interaction must be one of"):
         build_network(NetworkSettings(interaction="octupole"))

@@ -1,0 +1,432 @@
+"""The inference form of a trained force field: the same function as the hippynn model, in plain torch.
+
+A :class:`~thermocg.models.thermal.ThermalForceField` is a hippynn graph (or three of
+them, one per energy head) plus the prior and the temperature expansion. hippynn is the
+training path; in MD it spends most of a force call on its general machinery: a pair
+finder per network, flat pair tensors of (pairs x 9 x sensitivities), a custom
+message-passing kernel, the hierarchicality outputs that W never reads, and autograd
+through all of it (bench/RESULTS.md: 25 of the 30 ms of a 512-bead step). This module
+computes the same W(R; T) and forces from the same weights (docs/dev/hipnn_inference.md
+is the specification, every equation tied to hippynn's source):
+
+* one pair search for every network (they share the cutoff), with cell lists from
+  ``vesin`` (linear in N) and a Verlet skin (:class:`NeighbourList`);
+* pairs in a padded (beads x neighbours) layout, so the message sum is a batched
+  matrix product and no (pairs x 90) tensor is formed: the first interaction layer's
+  input is the constant one-hot of the single bead type, so its environment is
+  ``sum_k s_k (x) [1, u_k, Q(u_k)]`` per bead, (sensitivities x 9) numbers;
+* the networks of a separate-network model (fm, trf1, trf2, em: one network per head)
+  stacked along a leading dimension and evaluated as one batched network.
+
+Why our own code: this *is* the method's model, run without the training library's
+generality; vesin does the neighbour search. Equality with hippynn is tested to 1e-6
+relative in float64 (tests/unit/models/test_fast.py).
+
+Units: Å, kcal/mol, K.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from thermocg.models.fast_kernels import SQRT1_2, SQRT2, SQRT3_2, PairEnvironment
+from thermocg.models.thermal import SeparateNetworks, ThermalForceField, expansion
+from thermocg.units import beta_of
+
+#: hippynn interaction layer class -> number of angular channels (1 + 3 + 5 for quad)
+_CHANNELS = {"InteractLayer": 1, "InteractLayerVec": 4, "InteractLayerQuad": 9}
+
+
+class NeighbourList:
+    """Padded neighbour lists for B periodic orthorhombic systems of N beads, with a skin.
+
+    Candidate pairs within ``cutoff + skin`` come from vesin's cell lists (linear in N) and
+    are kept until a bead has moved more than skin/2 (minimum image) since the search, or
+    the box or batch changes. Each call recomputes every candidate's minimum-image vector,
+    so beads crossing the box edge between searches need nothing special. Minimum image
+    needs ``cutoff + skin < L/2``: the skin is shrunk to fit, and a cutoff that does not fit
+    is an error (as hippynn's and :class:`thermocg.simulate.pairs.SkinPairs`).
+
+    ``neighbours`` (B*N, K) flat indices of each bead's candidates (row i of system b holds
+    flat indices of system b; unused slots point at the bead itself) and ``valid`` (B*N, K).
+    """
+
+    def __init__(self, cutoff_A: float, skin_A: float = 1.0):
+        if skin_A < 0:
+            raise ValueError(f"skin must be >= 0, found {skin_A}")
+        self.cutoff = float(cutoff_A)
+        self.skin = float(skin_A)
+        self.rebuilds = 0
+        self.calls = 0
+        self.neighbours = self.valid = self._reference = self._lengths = None
+        self._skin_used = self.skin
+
+    def _effective_skin(self, lengths: torch.Tensor) -> float:
+        half = 0.5 * float(lengths.min())
+        if self.cutoff >= half:
+            raise ValueError(f"pair cutoff {self.cutoff:g} Å is not below half the shortest box edge "
+                             f"({half:g} Å): minimum-image pairs would be wrong")
+        return max(0.0, min(self.skin, 0.999 * half - self.cutoff))
+
+    def _stale(self, x: torch.Tensor, lengths: torch.Tensor) -> bool:
+        if self.neighbours is None or self._reference.shape != x.shape or self._skin_used == 0:
+            return True
+        if not torch.equal(self._lengths, lengths):
+            return True
+        d = x - self._reference
+        d = d - lengths[:, None, :] * torch.round(d / lengths[:, None, :])
+        return bool((d * d).sum(-1).max() > (0.5 * self._skin_used) ** 2)
+
+    def min_distance(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The closest minimum-image pair of each system, (B,) Å (inf without pairs), from the
+        candidates: every pair closer than the cutoff is one, so a floor below the cutoff is
+        checked exactly, in time linear in N. Updates the list first if needed."""
+        self.update(x, lengths)
+        self.calls -= 1  # a check, not a force call
+        b, n, _ = x.shape
+        with torch.no_grad():
+            xf = x.detach().reshape(b * n, 3)
+            box = lengths.detach().repeat_interleave(n, dim=0)[:, None, :]
+            d = xf[:, None, :] - xf[self.neighbours]
+            d = d - box * torch.round(d / box)
+            r2 = (d * d).sum(-1).masked_fill(~self.valid, float("inf"))
+            return r2.reshape(b, -1).amin(dim=1).sqrt()
+
+    def update(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Search again if needed. x (B, N, 3) Å (unwrapped is fine), lengths (B, 3) Å."""
+        self.calls += 1
+        x, lengths = x.detach(), lengths.detach()
+        if not self._stale(x, lengths):
+            return
+        self._skin_used = self._effective_skin(lengths)
+        self.neighbours, self.valid = padded_candidates(x, lengths, self.cutoff + self._skin_used)
+        self._reference, self._lengths = x.clone(), lengths.clone()
+        self.rebuilds += 1
+
+
+def padded_candidates(x: torch.Tensor, lengths: torch.Tensor, radius: float):
+    """Every bead's neighbours within ``radius`` (minimum image, radius < L/2) in a padded layout.
+
+    vesin's cell lists find the pairs of each system (full list, sorted by the first bead);
+    the padding is our own. Returns (neighbours (B*N, K) long, valid (B*N, K) bool) with flat
+    bead indices; empty slots point at the bead itself and are not valid.
+    """
+    from vesin_torch import NeighborList
+
+    b, n, _ = x.shape
+    search = NeighborList(cutoff=float(radius), full_list=True, sorted=True)
+    firsts, seconds = [], []
+    for k in range(b):
+        box = torch.diag(lengths[k]).to(torch.float64)
+        xk = x[k].to(torch.float64)
+        xk = xk - lengths[k].to(torch.float64) * torch.floor(xk / lengths[k].to(torch.float64))
+        i, j = search.compute(xk, box, periodic=True, quantities="ij")
+        firsts.append(i.to(torch.long) + k * n)
+        seconds.append(j.to(torch.long) + k * n)
+    first, second = torch.cat(firsts).to(x.device), torch.cat(seconds).to(x.device)
+    counts = torch.bincount(first, minlength=b * n)
+    width = max(int(counts.max()) if len(first) else 0, 1)
+    start = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(first), device=x.device) - start[first]
+    neighbours = torch.arange(b * n, device=x.device)[:, None].repeat(1, width)
+    valid = torch.zeros(b * n, width, dtype=torch.bool, device=x.device)
+    neighbours[first, slot] = second
+    valid[first, slot] = True
+    return neighbours, valid
+
+
+def _find(graph, names):
+    found = [m for m in graph.modules() if type(m).__name__ in names]
+    if len(found) != 1:
+        raise ValueError(f"expected one module of type {names} in the network, found {len(found)}")
+    return found[0]
+
+
+def _softplus_ok(module) -> bool:
+    return isinstance(module, torch.nn.Softplus) and module.beta == 1 and module.threshold == 20
+
+
+class FastForceField(torch.nn.Module):
+    """W(R; T) and forces of a :class:`ThermalForceField`, computed in plain torch.
+
+    Build it with :meth:`from_model`; the weights are copied (buffers, not parameters: this
+    form is for inference, training stays on hippynn). ``energy_and_forces(x, lengths, T)``
+    takes positions (B, N, 3) Å, box edges (B, 3) Å and temperatures (B,) or a float.
+    """
+
+    def __init__(self):
+        super().__init__()
+
+    @classmethod
+    def from_model(cls, model: ThermalForceField, skin_A: float = 1.0) -> "FastForceField":
+        model = getattr(model, "model", model)  # a CGForceField too
+        self = cls()
+        net = model.network
+        separate = isinstance(net, SeparateNetworks)
+        n_heads = len(net.networks) if separate else None
+        used = tuple(model.heads_used())
+        graphs = [net.networks[k] for k in used] if separate else [net]
+        # head k of the model -> (stacked network g, output column t)
+        self.head_source = ({k: (g, 0) for g, k in enumerate(used)} if separate else {k: (0, k) for k in used})
+        self.order, self.form = model.order, model.form
+        self.n_heads = n_heads or 3
+        self.register_buffer("beta0", model.beta0.detach().clone())
+        self.register_buffer("bead_offset", model.bead_offset.detach().clone())
+        prior = model.prior
+        self.register_buffer("prior_strength", prior.strength.detach().clone())
+        self.register_buffer("prior_p", prior.p.detach().clone())
+        self.register_buffer("prior_onset", prior.onset_A.detach().clone())
+        self.prior_decay = prior.decay_per_A
+
+        hipnns = [_find(g, ("HipnnQuad", "HipnnVec", "Hipnn")) for g in graphs]
+        heads = [_find(g, ("HEnergy",)) for g in graphs]
+        first = hipnns[0]
+        if not first.resnet or not _softplus_ok(first.activation):
+            raise ValueError("the inference form needs hippynn's defaults: resnet=True, Softplus(beta=1, threshold=20)")
+        if any(h.first_is_interacting for h in heads):
+            raise ValueError("the inference form needs HEnergy with first_is_interacting=False")
+        self.n_blocks = len(first.blocks)
+        self.n_atom_layers = len(first.blocks[0]) - 1
+        layer0 = first.blocks[0][0].base_layer
+        self.channels = _CHANNELS[type(layer0).__name__]
+        self.cutoff = float(layer0.sensitivity.cutoff.hard_max_dist)
+        self.cusp = [float(getattr(b[0].base_layer, "cusp_reg", 0.0)) for b in first.blocks]
+        for block in first.blocks:
+            sens = block[0].base_layer.sensitivity
+            if type(sens).__name__ != "InverseSensitivityModule" or type(sens.cutoff).__name__ != "CosCutoff":
+                raise ValueError("the inference form needs hippynn's inverse sensitivities with the cosine cutoff")
+
+        def stack(get):
+            return torch.stack([get(h).detach() for h in hipnns]).clone()
+
+        self.n_in = []
+        for b in range(self.n_blocks):
+            base = lambda h, b=b: h.blocks[b][0].base_layer  # noqa: E731
+            wrap = lambda h, b=b: h.blocks[b][0]  # noqa: E731
+            self.n_in.append(base(first).nf_in)
+            self.register_buffer(f"mu{b}", stack(lambda h: base(h).sensitivity.mu[0]))
+            self.register_buffer(f"sigma{b}", stack(lambda h: base(h).sensitivity.sigma[0]))
+            # int_weights (nu, out, in) -> (nu * in, out), the order of hippynn's env reshape
+            self.register_buffer(f"V{b}", stack(lambda h: base(h).int_weights.permute(0, 2, 1).reshape(
+                -1, base(h).nf_out)))
+            if self.channels > 1:
+                self.register_buffer(f"vecscale{b}", stack(lambda h: base(h).vecscales))
+            if self.channels > 4:
+                self.register_buffer(f"quadscale{b}", stack(lambda h: base(h).quadscales))
+            self.register_buffer(f"self_w{b}", stack(lambda h: base(h).selfint.weight))
+            self.register_buffer(f"self_b{b}", stack(lambda h: base(h).selfint.bias))
+            self.register_buffer(f"res_w{b}", stack(lambda h: wrap(h).res_layer.weight))
+            self.register_buffer(f"res_b{b}", stack(lambda h: wrap(h).res_layer.bias))
+            if wrap(first).needs_size_adjust:
+                self.register_buffer(f"adjust{b}", stack(lambda h: wrap(h).adjust_layer.weight))
+            for a in range(1, self.n_atom_layers + 1):
+                lay = lambda h, b=b, a=a: h.blocks[b][a]  # noqa: E731
+                if lay(first).needs_size_adjust:
+                    raise ValueError("atom layers that change the feature size are not supported")
+                self.register_buffer(f"atom_w{b}_{a}", stack(lambda h: lay(h).base_layer.weight))
+                self.register_buffer(f"atom_b{b}_{a}", stack(lambda h: lay(h).base_layer.bias))
+                self.register_buffer(f"atom_rw{b}_{a}", stack(lambda h: lay(h).res_layer.weight))
+                self.register_buffer(f"atom_rb{b}_{a}", stack(lambda h: lay(h).res_layer.bias))
+        self.register_buffer("head_w0", torch.stack([h.layers[0].weight.detach() for h in heads]).clone())
+        for l in range(1, self.n_blocks + 1):
+            self.register_buffer(f"head_w{l}", torch.stack([h.layers[l].weight.detach() for h in heads]).clone())
+            self.register_buffer(f"head_b{l}", torch.stack([h.layers[l].bias.detach() for h in heads]).clone())
+        self.neighbour_list = NeighbourList(self.cutoff, skin_A)
+        # the weights keep the model's dtype; beta0, the offsets and the prior stay float64 and
+        # are cast where the hippynn model casts them
+        return self.to(device=model.beta0.device)
+
+    # -- the network ----------------------------------------------------------------------
+    #: "auto": the numba kernels of :mod:`thermocg.models.fast_kernels` on the CPU, torch ops
+    #: elsewhere; "torch": torch ops everywhere (the reference the kernels are tested against)
+    kernels: str = "auto"
+
+    def uses_kernels(self, x: torch.Tensor) -> bool:
+        if self.kernels not in ("auto", "torch"):
+            raise ValueError(f"kernels must be 'auto' or 'torch', found {self.kernels!r}")
+        return self.kernels == "auto" and x.device.type == "cpu"
+
+    def _buf(self, name):
+        return getattr(self, name)
+
+    def _geometry(self, x: torch.Tensor, lengths: torch.Tensor):
+        """Pair vectors r_ij = x_i - x_j (minimum image) in the padded layout: (M, K, 3), (M, K),
+        the mask of real pairs within the cutoff (M, K), hippynn's sign convention."""
+        b, n, _ = x.shape
+        nbr, valid = self.neighbour_list.neighbours, self.neighbour_list.valid
+        xf = x.reshape(b * n, 3)
+        box = lengths.repeat_interleave(n, dim=0)[:, None, :]  # (M, 1, 3)
+        d = xf[:, None, :] - xf[nbr]
+        with torch.no_grad():
+            image = torch.round(d / box) * box
+            keep = valid & ((d - image) ** 2).sum(-1).lt(self.cutoff ** 2)
+        d = d - image
+        # empty slots and pairs beyond the cutoff get a constant far vector: finite, no gradient
+        far = torch.tensor([2.0 * self.cutoff, 0.0, 0.0], dtype=d.dtype, device=d.device)
+        d = torch.where(keep[..., None], d, far)
+        r = torch.linalg.vector_norm(d, dim=-1)
+        return d, r, keep
+
+    def _angular(self, d, r):
+        """[1, u, Q(u)] per pair, (M, K, channels), Q's five components in the orthonormal basis
+        of :func:`thermocg.models.fast_kernels._angular` (hippynn keeps [xx, xy, xz, yy, yz] and
+        a cross term in the norm; the norm is the same)."""
+        parts = [torch.ones_like(r)[..., None]]
+        if self.channels > 1:
+            u = d / r[..., None]
+            parts.append(u)
+        if self.channels > 4:
+            ux, uy, uz = u.unbind(-1)
+            tr = (u * u).sum(-1) / 3.0
+            xx, yy = ux * ux - tr, uy * uy - tr
+            parts.append(torch.stack([SQRT2 * ux * uy, SQRT2 * ux * uz, SQRT2 * uy * uz, SQRT1_2 * (xx - yy),
+                                      SQRT3_2 * (xx + yy)], dim=-1))
+        return torch.cat(parts, dim=-1)
+
+    def _interaction(self, b: int, z, env):
+        """Interaction block ``b`` on features z (G, M, f_in) and their environment env
+        (G, M, C, nu * f_in): hippynn's InteractLayer* output."""
+        g, m, c, width = env.shape
+        v = self._buf(f"V{b}")
+        # one (M C x width) @ (width x out) product per network, then the channels' norms by a
+        # 0/1 matrix product (slicing would cost a zero-filled gradient of the whole tensor)
+        out = torch.bmm(env.reshape(g, m * c, width), v).reshape(g, m, c, -1)
+        scalar, rest = out.split([1, c - 1], dim=2) if c > 1 else (out, None)
+        y = scalar.squeeze(2)
+        if rest is not None:
+            norms = torch.matmul(self._groups(c - 1, out), rest * rest).unbind(2)  # (G, M, out) each
+            y = y + self._buf(f"vecscale{b}")[:, None] * torch.sqrt(norms[0] + self.cusp[b])
+            if c > 4:
+                y = y + self._buf(f"quadscale{b}")[:, None] * torch.sqrt(norms[1] + self.cusp[b])
+        return y + torch.baddbmm(self._buf(f"self_b{b}")[:, None], z, self._buf(f"self_w{b}").transpose(1, 2))
+
+    def _environment_torch(self, b, z, nbr, geometry):
+        """The environment (G, M, C, nu * f_in) in torch ops (any device, any layer)."""
+        mu, sigma = self._buf(f"mu{b}"), self._buf(f"sigma{b}")
+        d, r, keep = geometry
+        g = mu.shape[0]
+        m, k = r.shape
+        nondim = (r[None, :, :, None] ** -1 - mu[:, None, None, :] ** -1) ** 2 / (sigma[:, None, None, :] ** -2)
+        phi = torch.cos(math.pi / 2 * r / self.cutoff) ** 2 * keep.to(r.dtype)
+        sense = torch.exp(-0.5 * nondim) * phi[None, :, :, None]  # (G, M, K, nu)
+        angular = self._angular(d, r)
+        nu = sense.shape[-1]
+        if self.n_in[b] == 1 and b == 0:
+            # the input is the one-hot of the only bead type: z_j = 1 for every neighbour
+            return torch.matmul(sense.transpose(-1, -2), angular).transpose(-1, -2)  # (G, M, C, nu)
+        zj = z[:, nbr]  # (G, M, K, f)
+        sa = (angular[None, :, :, :, None] * sense[:, :, :, None, :]).reshape(g * m, k, self.channels * nu)
+        env = torch.bmm(sa.transpose(1, 2), zj.reshape(g * m, k, -1))  # (G*M, C*nu, f)
+        return env.reshape(g, m, self.channels, nu * self.n_in[b])
+
+    @staticmethod
+    def _groups(n: int, like: torch.Tensor) -> torch.Tensor:
+        """(groups, n) 0/1 matrix summing the vector channels (3) and the quadrupole's (5)."""
+        rows = [[1.0] * 3 + [0.0] * (n - 3)] + ([[0.0] * 3 + [1.0] * 5] if n > 3 else [])
+        return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def _linear(z, w, bias):
+        return torch.baddbmm(bias[:, None], z, w.transpose(1, 2))
+
+    def bead_heads(self, x: torch.Tensor, lengths: torch.Tensor):
+        """(per-bead head energies (B, N, 3) without offsets, prior per system (B,)) at positions
+        x (B, N, 3) and box edges (B, 3)."""
+        b, n, _ = x.shape
+        m = b * n
+        self.neighbour_list.update(x, lengths)
+        nbr = self.neighbour_list.neighbours
+        kernels = self.uses_kernels(x)
+        geometry = None if kernels else self._geometry(x, lengths)
+        g = self.mu0.shape[0]
+        z0 = torch.ones(g, m, 1, dtype=x.dtype, device=x.device)
+        if kernels and self.n_in[0] == 1:
+            # the pair part of block 0 and the prior in one pass (thermocg.models.fast_kernels)
+            box = lengths.repeat_interleave(n, dim=0)
+            env0, prior_bead = PairEnvironment.apply(
+                x.reshape(m, 3), box, nbr, self.neighbour_list.valid, self.mu0 ** -1, self.sigma0 ** 2,
+                self._prior_args(), self.cutoff, self.channels)
+            prior = prior_bead.reshape(b, n).sum(-1)
+        else:
+            geometry = geometry or self._geometry(x, lengths)
+            env0, prior = self._environment_torch(0, z0, nbr, geometry), self._prior_torch(geometry, b, n)
+        features = [z0]
+        z = z0
+        for blk in range(self.n_blocks):
+            if blk == 0:
+                env = env0
+            else:
+                geometry = geometry or self._geometry(x, lengths)
+                env = self._environment_torch(blk, z, nbr, geometry)
+            y = self._interaction(blk, z, env)
+            skip = torch.bmm(z, self._buf(f"adjust{blk}").transpose(1, 2)) if hasattr(self, f"adjust{blk}") else z
+            z = self._linear(torch.nn.functional.softplus(y), self._buf(f"res_w{blk}"), self._buf(f"res_b{blk}")) + skip
+            for a in range(1, self.n_atom_layers + 1):
+                h = torch.nn.functional.softplus(
+                    self._linear(z, self._buf(f"atom_w{blk}_{a}"), self._buf(f"atom_b{blk}_{a}")))
+                z = self._linear(h, self._buf(f"atom_rw{blk}_{a}"), self._buf(f"atom_rb{blk}_{a}")) + z
+            features.append(z)
+        eps = torch.bmm(z0, self.head_w0.transpose(1, 2))
+        for l in range(1, self.n_blocks + 1):
+            eps = eps + self._linear(features[l], self._buf(f"head_w{l}"), self._buf(f"head_b{l}"))
+        # (G, M, T) -> the model's heads, (M, n_heads); an unused head is exactly zero
+        cols = [eps[self.head_source[k][0], :, self.head_source[k][1]] if k in self.head_source
+                else torch.zeros(m, dtype=x.dtype, device=x.device) for k in range(3)]
+        per_bead = torch.stack(cols, dim=-1).reshape(b, n, 3)
+        return per_bead, prior
+
+    def _prior_args(self):
+        """(s p / a, a, t) of the prior, float64."""
+        s, p, t = (float(v) for v in (self.prior_strength, self.prior_p, self.prior_onset))
+        return (s * p / self.prior_decay, self.prior_decay, t)
+
+    def _prior_torch(self, geometry, b: int, n: int):
+        """The prior per system (B,), each unordered pair once: half the full list's sum."""
+        d, r, keep = geometry
+        s, p, t = (v.to(r.dtype) for v in (self.prior_strength, self.prior_p, self.prior_onset))
+        pair_prior = s * p / self.prior_decay * torch.exp(-self.prior_decay * (r - t)) * keep.to(r.dtype)
+        return 0.5 * pair_prior.sum(-1).reshape(b, n).sum(-1)
+
+    def heads(self, x: torch.Tensor, lengths: torch.Tensor):
+        """Per-system (W_prior + W0, W1, W2), each (B,): what :meth:`ThermalForceField.heads` gives."""
+        per_bead, prior = self.bead_heads(x, lengths)
+        n = x.shape[1]
+        e = per_bead.sum(1) + n * self.bead_offset.to(per_bead.dtype)
+        return prior + e[:, 0], e[:, 1], e[:, 2]
+
+    def energy(self, x: torch.Tensor, lengths: torch.Tensor, temperature_K):
+        """W per system (B,), kcal/mol."""
+        h = self.heads(x, lengths)
+        beta = beta_of(torch.as_tensor(temperature_K, dtype=h[0].dtype, device=h[0].device))
+        w = expansion(h, beta, self.beta0, self.order, self.form)[0]
+        return w.expand(x.shape[0]) if w.dim() == 0 else w
+
+    def energy_and_forces(self, x: torch.Tensor, lengths: torch.Tensor, temperature_K):
+        """(W (B,), forces (B, N, 3) = -dW/dx), detached."""
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            w = self.energy(x, lengths, temperature_K)
+            (grad,) = torch.autograd.grad(w.sum(), x)
+        return w.detach(), -grad
+
+    # -- numpy interface (as ThermalForceField's) ----------------------------------------------
+    def _tensors(self, positions, box):
+        x = torch.as_tensor(np.asarray(positions), dtype=self.mu0.dtype, device=self.mu0.device)
+        if x.dim() == 2:
+            x = x[None]
+        edges = np.broadcast_to(np.asarray(box, dtype=np.float64), (x.shape[0], 3))
+        return x, torch.as_tensor(edges.copy(), dtype=x.dtype, device=x.device)
+
+    def forces_numpy(self, positions, box, temperature_K) -> np.ndarray:
+        x, lengths = self._tensors(positions, box)
+        out = self.energy_and_forces(x, lengths, temperature_K)[1].cpu().numpy()
+        return out[0] if np.ndim(positions) == 2 else out
+
+    def energy_numpy(self, positions, box, temperature_K) -> np.ndarray:
+        x, lengths = self._tensors(positions, box)
+        with torch.no_grad():
+            out = self.energy(x, lengths, temperature_K).cpu().numpy()
+        return out[0] if np.ndim(positions) == 2 else out

@@ -1,0 +1,254 @@
+"""CPU kernels (numba) for the pair part of the inference form: forward and analytic backward.
+
+The first HIP-NN-TS interaction layer of a one-bead-type model reads its input only as
+the constant one-hot feature, so its environment is, per bead i, network g, channel c
+and sensitivity nu (docs/dev/hipnn_inference.md §2.3-2.4)::
+
+    env[g, i, c, nu] = sum_k  s_g,nu(r_ik) a_c(u_ik)
+    s_g,nu(r) = exp(-1/2 sigma_g,nu^2 (1/r - 1/mu_g,nu)^2) cos^2(pi r / (2 rc)),  r < rc
+    a(u) = [1, ux, uy, uz, Q_xx, Q_xy, Q_xz, Q_yy, Q_yz],  Q = u u^T - (u.u)/3 I
+
+(channels 1, 4 or 9 for the scalar, vector and quadrupole networks), with the pair vector
+r_ik = x_i - x_j (minimum image) and u its direction. The repulsive prior is a sum over
+the same pairs. In torch this is a dozen passes over (networks x pairs x sensitivities)
+tensors and as many again for autograd: most of a force call (bench/RESULTS.md). Here
+each pair's geometry, sensitivities and messages are formed in registers, once in the
+forward pass and once (recomputed, not stored) in the analytic backward pass, in
+parallel over beads (each bead writes only its own row). Why our own: it is the
+method's network; hippynn's kernels work on its flat pair layout with general input
+features, and numba has no vectorised exp without Intel's SVML, hence :func:`exp_neg`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+
+
+@numba.njit(inline="always", fastmath=True)
+def exp_neg(x):
+    """exp(x) for x <= 0 in plain arithmetic, so that loops over it vectorise: a degree-10
+    Taylor polynomial at x/256, squared 8 times. Relative error below 1e-9 down to x = -100
+    (measured: 3e-10; the error grows as |x| times float64's epsilon), and arguments below
+    -256 read as exp(-256) ~ 7e-112."""
+    y = max(x, -256.0) * 0.00390625
+    p = 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6 + y * (1.0 / 24 + y * (1.0 / 120 + y * (
+        1.0 / 720 + y * (1.0 / 5040 + y * (1.0 / 40320 + y * (1.0 / 362880 + y * (1.0 / 3628800))))))))))
+    for _ in range(8):
+        p = p * p
+    return p
+
+
+@numba.njit(inline="always")
+def _pair(x, box, i, j):
+    """Minimum-image r_ij = x_i - x_j: (dx, dy, dz, r)."""
+    dx = x[i, 0] - x[j, 0]
+    dy = x[i, 1] - x[j, 1]
+    dz = x[i, 2] - x[j, 2]
+    dx -= box[i, 0] * math.floor(dx / box[i, 0] + 0.5)
+    dy -= box[i, 1] * math.floor(dy / box[i, 1] + 0.5)
+    dz -= box[i, 2] * math.floor(dz / box[i, 2] + 0.5)
+    return dx, dy, dz, math.sqrt(dx * dx + dy * dy + dz * dz)
+
+
+SQRT2, SQRT1_2, SQRT3_2 = math.sqrt(2.0), math.sqrt(0.5), math.sqrt(1.5)
+
+
+@numba.njit(inline="always")
+def _gather(x, box, nbr, valid, i, cutoff, slot, geo):
+    """Bead i's pairs within the cutoff, packed: geo[0:4, p] = (dx, dy, dz, r), slot[p] = k.
+    Returns their number. Packing first lets the loops below run over contiguous pairs."""
+    n_p = 0
+    for k in range(valid.shape[1]):
+        if not valid[i, k]:
+            continue
+        dx, dy, dz, r = _pair(x, box, i, nbr[i, k])
+        if r < cutoff:
+            geo[0, n_p], geo[1, n_p], geo[2, n_p], geo[3, n_p] = dx, dy, dz, r
+            slot[n_p] = k
+            n_p += 1
+    return n_p
+
+
+@numba.njit(inline="always")
+def _angular_all(geo, n_p, channels, h, a, q, phi):
+    """q = 1/r, phi = cos^2(h r) and the angular channels a (9, P) of n_p packed pairs."""
+    for p in range(n_p):
+        r = geo[3, p]
+        q[p] = 1.0 / r
+        phi[p] = math.cos(h * r) ** 2
+        _angular_column(geo[0, p] * q[p], geo[1, p] * q[p], geo[2, p] * q[p], channels, a, p)
+
+
+@numba.njit(inline="always")
+def _angular_column(ux, uy, uz, channels, a, p):
+    a[0, p] = 1.0
+    if channels > 1:
+        a[1, p] = ux
+        a[2, p] = uy
+        a[3, p] = uz
+    if channels > 4:
+        tr = (ux * ux + uy * uy + uz * uz) / 3.0
+        xx, yy = ux * ux - tr, uy * uy - tr
+        a[4, p] = SQRT2 * ux * uy
+        a[5, p] = SQRT2 * ux * uz
+        a[6, p] = SQRT2 * uy * uz
+        a[7, p] = SQRT1_2 * (xx - yy)
+        a[8, p] = SQRT3_2 * (xx + yy)
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def pair_forward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, env, prior_bead):  # pragma: no cover
+    """env (G, M, C, NU): the environment; prior_bead (M,): half of each of the bead's prior pair terms.
+
+    x, box (M, 3): positions and each bead's box edges; nbr, valid (M, K): candidates;
+    inv_mu, sig2 (G, NU): 1/mu and sigma^2; prior: (s p / a, a, t) of the pair prior.
+    The inner loops run over the G*NU sensitivities as rank-one updates (no reductions),
+    which is what lets them vectorise.
+    """
+    m, k_max = valid.shape
+    g_n, nu_n = inv_mu.shape
+    n_j = g_n * nu_n
+    imu, s2 = inv_mu.ravel(), sig2.ravel()
+    h = math.pi / 2.0 / cutoff
+    coef, decay, onset = prior[0], prior[1], prior[2]
+    for i in numba.prange(m):
+        geo = np.empty((4, k_max))
+        slot = np.empty(k_max, dtype=np.int64)
+        a = np.empty((9, k_max))
+        q, phi = np.empty(k_max), np.empty(k_max)
+        s = np.empty(n_j)
+        acc = np.zeros((channels, n_j))
+        n_p = _gather(x, box, nbr, valid, i, cutoff, slot, geo)
+        _angular_all(geo, n_p, channels, h, a, q, phi)
+        e_prior = 0.0
+        for p in range(n_p):
+            e_prior += 0.5 * coef * math.exp(-decay * (geo[3, p] - onset))
+            qp, ph = q[p], phi[p]
+            for j in range(n_j):
+                t = qp - imu[j]
+                s[j] = exp_neg(-0.5 * t * t * s2[j]) * ph
+            for c in range(channels):
+                ac = a[c, p]
+                for j in range(n_j):
+                    acc[c, j] += ac * s[j]
+        prior_bead[i] = e_prior
+        for g in range(g_n):
+            for c in range(channels):
+                for nu in range(nu_n):
+                    env[g, i, c, nu] = acc[c, g * nu_n + nu]
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def pair_backward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, genv, gprior,
+                  gpair):  # pragma: no cover
+    """gpair (M, K, 3) = dL/d r_ik from genv = dL/d env (G, M, C, NU) and gprior = dL/d prior_bead (M,).
+    Inner loops over the bead's pairs, as rank-one updates."""
+    m, k_max = valid.shape
+    g_n, nu_n = inv_mu.shape
+    n_j = g_n * nu_n
+    imu, s2 = inv_mu.ravel(), sig2.ravel()
+    h = math.pi / 2.0 / cutoff
+    coef, decay, onset = prior[0], prior[1], prior[2]
+    for i in numba.prange(m):
+        geo = np.empty((4, k_max))
+        slot = np.empty(k_max, dtype=np.int64)
+        a = np.empty((9, k_max))
+        ga = np.zeros((9, k_max))
+        q, phi, dphi, dl_dr = np.empty(k_max), np.empty(k_max), np.empty(k_max), np.empty(k_max)
+        e, ds = np.empty(k_max), np.empty(k_max)
+        n_p = _gather(x, box, nbr, valid, i, cutoff, slot, geo)
+        _angular_all(geo, n_p, channels, h, a, q, phi)
+        for p in range(n_p):
+            r = geo[3, p]
+            dphi[p] = -2.0 * math.cos(h * r) * math.sin(h * r) * h
+            # the prior: d/dr of half the pair term
+            dl_dr[p] = -decay * 0.5 * coef * math.exp(-decay * (r - onset)) * gprior[i]
+        for j in range(n_j):
+            g, nu = j // nu_n, j % nu_n
+            imu_j, s2_j = imu[j], s2[j]
+            for p in range(n_p):
+                t = q[p] - imu_j
+                e[p] = exp_neg(-0.5 * t * t * s2_j)
+                ds[p] = 0.0
+            for c in range(channels):
+                gv = genv[g, i, c, nu]
+                for p in range(n_p):
+                    ds[p] += gv * a[c, p]  # dL/ds
+                    ga[c, p] += gv * e[p] * phi[p]  # dL/da
+            # ds/dr = e (sigma^2 t q^2 phi + phi')   (dt/dr = -q^2)
+            for p in range(n_p):
+                t = q[p] - imu_j
+                dl_dr[p] += ds[p] * e[p] * (s2_j * t * q[p] * q[p] * phi[p] + dphi[p])
+        for k in range(k_max):
+            gpair[i, k, 0] = gpair[i, k, 1] = gpair[i, k, 2] = 0.0
+        for p in range(n_p):
+            ux, uy, uz = geo[0, p] * q[p], geo[1, p] * q[p], geo[2, p] * q[p]
+            # dL/du from the angular channels (the trace's gradient lies along u and drops out below)
+            gx = gy = gz = 0.0
+            if channels > 1:
+                gx += ga[1, p]
+                gy += ga[2, p]
+                gz += ga[3, p]
+            if channels > 4:  # d a[4:9] / du, dropping the trace (along u)
+                gx += SQRT2 * (ga[4, p] * uy + ga[5, p] * uz) + 2.0 * ux * (SQRT1_2 * ga[7, p] + SQRT3_2 * ga[8, p])
+                gy += SQRT2 * (ga[4, p] * ux + ga[6, p] * uz) + 2.0 * uy * (SQRT3_2 * ga[8, p] - SQRT1_2 * ga[7, p])
+                gz += SQRT2 * (ga[5, p] * ux + ga[6, p] * uy)
+            along = gx * ux + gy * uy + gz * uz
+            k = slot[p]
+            gpair[i, k, 0] = dl_dr[p] * ux + (gx - along * ux) * q[p]
+            gpair[i, k, 1] = dl_dr[p] * uy + (gy - along * uy) * q[p]
+            gpair[i, k, 2] = dl_dr[p] * uz + (gz - along * uz) * q[p]
+
+
+@numba.njit(cache=True)
+def scatter_pairs(nbr, valid, gpair, grad):  # pragma: no cover
+    """grad (M, 3) += dL/dx from the pair gradients: +g on bead i, -g on its neighbour j
+    (serial: the j side would race in parallel, and it is one pass over the pairs)."""
+    m, k_max = valid.shape
+    for i in range(m):
+        for k in range(k_max):
+            if valid[i, k]:
+                j = nbr[i, k]
+                for c in range(3):
+                    grad[i, c] += gpair[i, k, c]
+                    grad[j, c] -= gpair[i, k, c]
+
+
+class PairEnvironment(torch.autograd.Function):
+    """(env (G, M, C, NU), prior per bead (M,)) of positions x (M, 3) on the CPU, with the
+    analytic backward. box (M, 3) each bead's box edges; nbr, valid (M, K) the candidates."""
+
+    @staticmethod
+    def forward(ctx, x, box, nbr, valid, inv_mu, sig2, prior, cutoff: float, channels: int):
+        xn = x.detach().contiguous().numpy()
+        args = (box.detach().to(x.dtype).contiguous().numpy(), nbr.contiguous().numpy(), valid.contiguous().numpy(),
+                inv_mu.detach().to(torch.float64).contiguous().numpy(),
+                sig2.detach().to(torch.float64).contiguous().numpy(), float(cutoff), int(channels),
+                np.asarray(prior, dtype=np.float64))
+        g_n, nu_n = args[3].shape
+        env = np.empty((g_n, xn.shape[0], channels, nu_n), dtype=xn.dtype)
+        prior_bead = np.empty(xn.shape[0], dtype=xn.dtype)
+        pair_forward(xn, *args, env, prior_bead)
+        ctx.save_for_backward(x)
+        ctx.args = args
+        ctx.env_shape = env.shape
+        return torch.from_numpy(env), torch.from_numpy(prior_bead)
+
+    @staticmethod
+    def backward(ctx, genv, gprior):
+        (x,) = ctx.saved_tensors
+        xn = x.detach().contiguous().numpy()
+        args = ctx.args
+        genv = (np.zeros(ctx.env_shape, dtype=xn.dtype) if genv is None
+                else genv.detach().to(x.dtype).contiguous().numpy())
+        gprior = (np.zeros(len(xn), dtype=xn.dtype) if gprior is None
+                  else gprior.detach().to(x.dtype).contiguous().numpy())
+        gpair = np.empty((*args[2].shape, 3), dtype=xn.dtype)
+        pair_backward(xn, *args, genv, gprior, gpair)
+        grad = np.zeros_like(xn)
+        scatter_pairs(args[1], args[2], gpair, grad)
+        return torch.from_numpy(grad), None, None, None, None, None, None, None, None

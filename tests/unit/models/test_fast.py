@@ -1,0 +1,211 @@
+"""The inference form (thermocg.models.fast) computes the hippynn model's function.
+
+Reference: the hippynn ThermalForceField in float64 with weights moved away from their
+initial values (mu and sigma included), a nonzero per-bead offset, and configurations
+with the prior active, beads outside the box, a bead with no neighbour and a pair just
+inside the cutoff. Energies, heads and forces must agree to 1e-6 relative (they agree to
+~1e-14); forces must equal finite differences of the energy; the neighbour list must hold
+exactly the minimum-image pairs within the cutoff whatever the beads did since its search.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from thermocg.models.fast import FastForceField, NeighbourList
+from thermocg.models.prior import RepulsivePrior
+from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of, build_network, zero_heads
+
+CUTOFF = 6.0
+
+
+def perturbed_model(settings, order, form, seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    model = ThermalForceField(build_network(settings), RepulsivePrior(2.4, 12.0), beta_of(320.0), order, settings,
+                              form).to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point():
+                p.add_(0.1 * torch.randn_like(p) * (p.abs().mean() + 0.1))
+        model.bead_offset.copy_(torch.tensor([0.3, -0.2, 0.1]))
+    return model
+
+
+def configurations(seed=1, n=40, dtype=torch.float64):
+    """Three systems of n beads in different boxes: jittered lattices (closest pairs ~2.2-2.6 Å,
+    inside the prior's range), unwrapped by whole boxes. System 0 (16 Å box) has a bead with no
+    neighbour within the cutoff; system 1 a pair at cutoff - 1e-3 Å."""
+    rng = np.random.default_rng(seed)
+    lengths = np.array([[16.0, 16.0, 16.0], [13.0, 13.5, 14.0], [13.2, 12.8, 13.6]])
+    sites = np.stack(np.meshgrid(*[np.arange(4.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    xs = []
+    for k, box in enumerate(lengths):
+        pts = (sites + 0.5) / 4 * box + rng.uniform(-0.4, 0.4, (64, 3))
+        if k == 0:  # keep bead 0 alone: drop every site within cutoff + 0.5 Å of it
+            d = pts - pts[0]
+            d -= box * np.round(d / box)
+            far = np.linalg.norm(d, axis=1) > CUTOFF + 0.5
+            pts = np.concatenate([pts[:1], pts[far]])
+        pts = pts[np.r_[0, 1 + rng.permutation(len(pts) - 1)[: n - 1]]]
+        if k == 1:  # bead 1 at cutoff - 1e-3 from bead 0, in a direction that keeps it clear of the others
+            for _ in range(1000):
+                u = rng.normal(size=3)
+                trial = pts[0] + (CUTOFF - 1e-3) * u / np.linalg.norm(u)
+                d = pts[2:] - trial
+                d -= box * np.round(d / box)
+                if np.linalg.norm(d, axis=1).min() > 2.2:
+                    pts[1] = trial
+                    break
+            else:
+                raise AssertionError("no place for the near-cutoff pair")
+        xs.append(pts + box * rng.integers(-2, 3, (n, 3)))
+    return torch.tensor(np.array(xs), dtype=dtype), torch.tensor(lengths, dtype=dtype)
+
+
+def reference(model, x, lengths, temps):
+    species = torch.ones(x.shape[:2], dtype=torch.long)
+    cell = torch.diag_embed(lengths)
+    heads = model.heads(species, x, cell)
+    w, f = model.energy_and_forces(species, x.clone(), cell, temps)
+    return heads, w, f
+
+
+def close(a, b, rtol=1e-6):
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max()) <= rtol * float(b.abs().max()) + 1e-12
+
+
+CASES = [  # (shared, interaction, interaction layers, order, form)
+    (False, "quad", 1, 2, "beta"),
+    (False, "quad", 2, 1, "em"),
+    (False, "vec", 1, 2, "energy-entropy"),
+    (False, "scalar", 2, 0, "beta"),
+    (True, "quad", 1, 2, "beta"),
+    (True, "quad", 2, 2, "energy-entropy"),
+    (True, "vec", 2, 1, "beta"),
+    (True, "scalar", 1, 1, "em"),
+]
+
+
+@pytest.mark.parametrize("shared,interaction,layers,order,form", CASES)
+def test_equals_hippynn_model_float64(shared, interaction, layers, order, form):
+    settings = NetworkSettings(shared=shared, interaction=interaction, n_interaction_layers=layers)
+    model = perturbed_model(settings, order, form)
+    fast = FastForceField.from_model(model, skin_A=0.7)
+    x, lengths = configurations()
+    temps = torch.tensor([320.0, 300.0, 500.0], dtype=torch.float64)
+    (h_ref, w_ref, f_ref), (h, w, f) = reference(model, x, lengths, temps), (fast.heads(x, lengths),
+                                                                             *fast.energy_and_forces(x, lengths, temps))
+    for k in range(order + 1 if form != "em" else 2):
+        assert close(h[k], h_ref[k]), (k, h[k], h_ref[k])
+    assert close(w, w_ref) and close(f, f_ref)
+    # the prior is active (closest pairs below its onset + width) and the lone bead feels nothing
+    # but its cusp term: its force is exactly zero in both
+    assert float(model.prior(*_pairs(x, lengths), 3).abs().max()) > 1e-6
+    assert float(f_ref[0, 0].abs().max()) == 0.0 and float(f[0, 0].abs().max()) == 0.0
+
+
+def _pairs(x, lengths):
+    nl = NeighbourList(CUTOFF, 0.0)
+    nl.update(x, lengths)
+    return _pairs_from(nl, x)
+
+
+def test_separate_model_with_a_zeroed_head_and_per_bead_heads():
+    settings = NetworkSettings(shared=False)
+    model = perturbed_model(settings, 2, "beta", seed=3)
+    zero_heads(model.network, [1])
+    fast = FastForceField.from_model(model)
+    x, lengths = configurations(seed=4)
+    species = torch.ones(x.shape[:2], dtype=torch.long)
+    _, per_bead_ref = model.heads_and_bead_heads(species, x, torch.diag_embed(lengths))
+    per_bead, _ = fast.bead_heads(x, lengths)
+    assert close(per_bead + fast.bead_offset, per_bead_ref)
+    assert float(per_bead[..., 1].abs().max()) == 0.0
+    assert close(fast.energy_and_forces(x, lengths, 450.0)[1], reference(model, x, lengths, 450.0)[2])
+
+
+def test_forces_are_minus_the_gradient_by_finite_differences():
+    model = perturbed_model(NetworkSettings(shared=False), 2, "beta", seed=5)
+    fast = FastForceField.from_model(model, skin_A=0.0)
+    x, lengths = configurations(seed=6)
+    temps = torch.tensor([280.0, 420.0, 650.0], dtype=torch.float64)
+    _, f = fast.energy_and_forces(x, lengths, temps)
+    rng = np.random.default_rng(7)
+    h = 1e-5
+    for _ in range(8):
+        b, i, a = int(rng.integers(3)), int(rng.integers(1, 40)), int(rng.integers(3))
+        xp, xm = x.clone(), x.clone()
+        xp[b, i, a] += h
+        xm[b, i, a] -= h
+        with torch.no_grad():
+            numeric = -(fast.energy(xp, lengths, temps)[b] - fast.energy(xm, lengths, temps)[b]) / (2 * h)
+        assert abs(float(numeric - f[b, i, a])) <= 1e-6 * float(f.abs().max()), (b, i, a)
+
+
+def test_neighbour_list_holds_the_minimum_image_pairs_as_beads_move():
+    """After the search, beads move by less than skin/2 (0.15 Å; the skin shrinks to 0.39 Å to fit
+    the 12.8 Å box) (no new search) and then by more
+    (a new search), crossing box edges: the pairs within the cutoff always equal a brute-force
+    minimum-image search's."""
+    x, lengths = configurations(seed=8)
+    nl = NeighbourList(CUTOFF, skin_A=1.0)
+    gen = torch.Generator().manual_seed(9)
+
+    def brute(x):
+        d = x[:, :, None, :] - x[:, None, :, :]
+        d = d - lengths[:, None, None, :] * torch.round(d / lengths[:, None, None, :])
+        r = d.norm(dim=-1)
+        b, i, j = torch.nonzero((r < CUTOFF) & ~torch.eye(x.shape[1], dtype=torch.bool), as_tuple=True)
+        return {(int(b_ * x.shape[1] + i_), int(b_ * x.shape[1] + j_)) for b_, i_, j_ in zip(b, i, j)}
+
+    def listed(x):
+        first, second, _, _ = _pairs_from(nl, x)
+        return {(int(a), int(c)) for a, c in zip(first, second)}
+
+    nl.update(x, lengths)
+    assert listed(x) == brute(x) and nl.rebuilds == 1
+    small = x + 0.15 * torch.nn.functional.normalize(torch.randn(x.shape, generator=gen, dtype=x.dtype), dim=-1)
+    nl.update(small, lengths)
+    assert nl.rebuilds == 1 and listed(small) == brute(small)
+    big = x + lengths[:, None, :] * 0.3 + 0.6 * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    nl.update(big, lengths)
+    assert nl.rebuilds == 2 and listed(big) == brute(big)
+
+
+def _pairs_from(nl, x):
+    m = x.shape[0] * x.shape[1]
+    lengths = nl._lengths
+    first = torch.arange(m)[:, None].expand_as(nl.neighbours)[nl.valid]
+    second = nl.neighbours[nl.valid]
+    xf, box = x.reshape(m, 3), lengths.repeat_interleave(x.shape[1], 0)[first]
+    d = xf[first] - xf[second]
+    r = (d - box * torch.round(d / box)).norm(dim=1)
+    keep = r < CUTOFF
+    return first[keep], second[keep], r[keep], first[keep] // x.shape[1]
+
+
+def test_cutoff_not_below_half_the_box_is_an_error():
+    nl = NeighbourList(CUTOFF, 1.0)
+    x = torch.zeros(1, 4, 3)
+    with pytest.raises(ValueError, match="half the shortest box edge"):
+        nl.update(x, torch.tensor([[11.9, 20.0, 20.0]]))
+
+
+def test_md_force_functions_of_both_engines_agree_in_float32():
+    """The simulate stage's force function on the inference form (default) and on the hippynn
+    graph with its skin list: the same forces to float32 rounding, and the list-based safety
+    check gives the dense minimum-image distance."""
+    from thermocg.simulate.engine import min_distance, model_force_function
+
+    model = perturbed_model(NetworkSettings(shared=False), 2, "beta", seed=11, dtype=torch.float32)
+    x, lengths = configurations(seed=12, dtype=torch.float32)
+    temps = torch.tensor([250.0, 300.0, 600.0])
+    fast, hip = model_force_function(model, 1.0, "fast"), model_force_function(model, 1.0, "hippynn")
+    (w, f), (w_ref, f_ref) = fast(x, lengths, temps), hip(x, lengths, temps)
+    assert float((f - f_ref).abs().max()) <= 1e-4 * float(f_ref.abs().max())
+    assert float((w - w_ref).abs().max()) <= 1e-5 * float(w_ref.abs().max())
+    np.testing.assert_allclose(fast.min_distance(x, lengths).numpy(), min_distance(x, lengths).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="engine must be"):
+        model_force_function(model, 1.0, "openmm")
