@@ -52,7 +52,7 @@ def test_pairs_match_brute_force_through_rebuilds_reuses_and_box_crossings():
     rng = np.random.default_rng(0)
     box = np.array([[11.0, 12.0, 13.0], [11.0, 12.0, 13.0], [11.0, 12.0, 13.0]])
     x = rng.uniform(0, 1, (3, 70, 3)) * box[:, None, :]
-    pairs = SkinPairs(CUTOFF, skin=1.0, chunk=16)  # small chunks: the chunked search is exercised
+    pairs = SkinPairs(CUTOFF, skin=1.0)
     got, _, _ = call(pairs, x, box)
     assert_same(got, brute_force(x, box, CUTOFF))
     assert pairs.rebuilds == 1
@@ -98,6 +98,6 @@ def test_skin_shrinks_to_fit_the_box_and_a_too_long_cutoff_is_refused():
     x = np.random.default_rng(1).uniform(0, 9.0, (1, 20, 3))
     got, _, _ = call(pairs, x, np.full((1, 3), 9.0))
     assert_same(got, brute_force(x, np.full((1, 3), 9.0), CUTOFF))
-    assert pairs._skin_used < 0.5  # L/2 - cutoff = 0.5
+    assert pairs.neighbours._skin_used < 0.5  # L/2 - cutoff = 0.5
     with pytest.raises(ValueError, match="not below half the shortest box edge"):
         call(SkinPairs(CUTOFF, skin=1.0), x * 0.8, np.full((1, 3), 7.2))
