@@ -21,16 +21,14 @@ import os
 import platform
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cg_md import CG_TIMESTEP_FS, all_atom  # noqa: E402  (the same liquid set-up)
+from cg_md import CG_TIMESTEP_FS, all_atom, setup  # noqa: E402  (the same liquid set-up)
 
-from thermocg.device import pick_device  # noqa: E402
 from thermocg.models.saved import load_model  # noqa: E402
 from thermocg.simulate.engine import Integrator, Safety, model_force_function  # noqa: E402
 
@@ -51,11 +49,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
-    warnings.filterwarnings("ignore", module="hippynn")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    device, sync = setup(args)
     model = load_model(args.model, device=str(device))
 
     boxes = {}

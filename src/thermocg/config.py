@@ -308,7 +308,8 @@ class SimulateSection(_Section):
     neighbor_skin_A: Float = Field(1.0, ge=0)
     #: How the force field is run: "fast", its plain-torch inference form with vesin cell lists
     #: and numba pair kernels on the CPU (thermocg.models.fast; the same function to float
-    #: rounding, 5-7x faster on 2 CPU cores), or "hippynn", the training library's graph.
+    #: rounding, 5-9x faster on 2 CPU cores: bench/RESULTS.md), or "hippynn", the training
+    #: library's graph.
     engine: Literal["fast", "hippynn"] = "fast"
     nve: SimulateNVESection = Field(default_factory=SimulateNVESection)
 

@@ -157,22 +157,17 @@ class FastForceField(torch.nn.Module):
     takes positions (B, N, 3) Å, box edges (B, 3) Å and temperatures (B,) or a float.
     """
 
-    def __init__(self):
-        super().__init__()
-
     @classmethod
     def from_model(cls, model: ThermalForceField, skin_A: float = 1.0) -> "FastForceField":
         model = getattr(model, "model", model)  # a CGForceField too
         self = cls()
         net = model.network
         separate = isinstance(net, SeparateNetworks)
-        n_heads = len(net.networks) if separate else None
         used = tuple(model.heads_used())
         graphs = [net.networks[k] for k in used] if separate else [net]
         # head k of the model -> (stacked network g, output column t)
         self.head_source = ({k: (g, 0) for g, k in enumerate(used)} if separate else {k: (0, k) for k in used})
         self.order, self.form = model.order, model.form
-        self.n_heads = n_heads or 3
         self.register_buffer("beta0", model.beta0.detach().clone())
         self.register_buffer("bead_offset", model.bead_offset.detach().clone())
         prior = model.prior
@@ -339,11 +334,12 @@ class FastForceField(torch.nn.Module):
         m = b * n
         self.neighbour_list.update(x, lengths)
         nbr = self.neighbour_list.neighbours
-        kernels = self.uses_kernels(x)
-        geometry = None if kernels else self._geometry(x, lengths)
         g = self.mu0.shape[0]
         z0 = torch.ones(g, m, 1, dtype=x.dtype, device=x.device)
-        if kernels and self.n_in[0] == 1:
+        kernels = self.uses_kernels(x) and self.n_in[0] == 1
+        # the padded pair geometry in torch: for every layer off the CPU kernels' path
+        geometry = None if kernels and self.n_blocks == 1 else self._geometry(x, lengths)
+        if kernels:
             # the pair part of block 0 and the prior in one pass (thermocg.models.fast_kernels)
             box = lengths.repeat_interleave(n, dim=0)
             env0, prior_bead = PairEnvironment.apply(
@@ -351,16 +347,11 @@ class FastForceField(torch.nn.Module):
                 self._prior_args(), self.cutoff, self.channels)
             prior = prior_bead.reshape(b, n).sum(-1)
         else:
-            geometry = geometry or self._geometry(x, lengths)
             env0, prior = self._environment_torch(0, z0, nbr, geometry), self._prior_torch(geometry, b, n)
         features = [z0]
         z = z0
         for blk in range(self.n_blocks):
-            if blk == 0:
-                env = env0
-            else:
-                geometry = geometry or self._geometry(x, lengths)
-                env = self._environment_torch(blk, z, nbr, geometry)
+            env = env0 if blk == 0 else self._environment_torch(blk, z, nbr, geometry)
             y = self._interaction(blk, z, env)
             skip = torch.bmm(z, self._buf(f"adjust{blk}").transpose(1, 2)) if hasattr(self, f"adjust{blk}") else z
             z = self._linear(torch.nn.functional.softplus(y), self._buf(f"res_w{blk}"), self._buf(f"res_b{blk}")) + skip

@@ -6,9 +6,11 @@ and sensitivity nu (docs/dev/hipnn_inference.md §2.3-2.4)::
 
     env[g, i, c, nu] = sum_k  s_g,nu(r_ik) a_c(u_ik)
     s_g,nu(r) = exp(-1/2 sigma_g,nu^2 (1/r - 1/mu_g,nu)^2) cos^2(pi r / (2 rc)),  r < rc
-    a(u) = [1, ux, uy, uz, Q_xx, Q_xy, Q_xz, Q_yy, Q_yz],  Q = u u^T - (u.u)/3 I
+    a(u) = [1, ux, uy, uz, Q(u) in 5 components],  Q = u u^T - (u.u)/3 I
 
-(channels 1, 4 or 9 for the scalar, vector and quadrupole networks), with the pair vector
+(channels 1, 4 or 9 for the scalar, vector and quadrupole networks; Q's components in an
+orthonormal basis of traceless symmetric tensors, :func:`_angular_column`, so that hippynn's
+quadrupole norm is their plain sum of squares), with the pair vector
 r_ik = x_i - x_j (minimum image) and u its direction. The repulsive prior is a sum over
 the same pairs. In torch this is a dozen passes over (networks x pairs x sensitivities)
 tensors and as many again for autograd: most of a force call (bench/RESULTS.md). Here
@@ -85,6 +87,8 @@ def _angular_all(geo, n_p, channels, h, a, q, phi):
 
 @numba.njit(inline="always")
 def _angular_column(ux, uy, uz, channels, a, p):
+    """a[:, p] = [1, u, sqrt2 Qxy, sqrt2 Qxz, sqrt2 Qyz, (Qxx - Qyy)/sqrt2, sqrt(3/2) (Qxx + Qyy)]:
+    |Q|_F^2 = sum of the last five squared (hippynn: 2 (xx^2 + xy^2 + xz^2 + yy^2 + yz^2 + xx yy))."""
     a[0, p] = 1.0
     if channels > 1:
         a[1, p] = ux
@@ -100,6 +104,13 @@ def _angular_column(ux, uy, uz, channels, a, p):
         a[8, p] = SQRT3_2 * (xx + yy)
 
 
+@numba.njit(inline="always")
+def _constants(inv_mu, sig2, cutoff, prior):
+    """(n_j, 1/mu and sigma^2 flattened over (G, NU), pi / (2 rc), s p / a, a, t): what both
+    kernels read of the sensitivities, the cutoff and the prior."""
+    return (inv_mu.size, inv_mu.ravel(), sig2.ravel(), math.pi / 2.0 / cutoff, prior[0], prior[1], prior[2])
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def pair_forward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, env, prior_bead):  # pragma: no cover
     """env (G, M, C, NU): the environment; prior_bead (M,): half of each of the bead's prior pair terms.
@@ -111,10 +122,7 @@ def pair_forward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, env,
     """
     m, k_max = valid.shape
     g_n, nu_n = inv_mu.shape
-    n_j = g_n * nu_n
-    imu, s2 = inv_mu.ravel(), sig2.ravel()
-    h = math.pi / 2.0 / cutoff
-    coef, decay, onset = prior[0], prior[1], prior[2]
+    n_j, imu, s2, h, coef, decay, onset = _constants(inv_mu, sig2, cutoff, prior)
     for i in numba.prange(m):
         geo = np.empty((4, k_max))
         slot = np.empty(k_max, dtype=np.int64)
@@ -149,10 +157,7 @@ def pair_backward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, gen
     Inner loops over the bead's pairs, as rank-one updates."""
     m, k_max = valid.shape
     g_n, nu_n = inv_mu.shape
-    n_j = g_n * nu_n
-    imu, s2 = inv_mu.ravel(), sig2.ravel()
-    h = math.pi / 2.0 / cutoff
-    coef, decay, onset = prior[0], prior[1], prior[2]
+    n_j, imu, s2, h, coef, decay, onset = _constants(inv_mu, sig2, cutoff, prior)
     for i in numba.prange(m):
         geo = np.empty((4, k_max))
         slot = np.empty(k_max, dtype=np.int64)
