@@ -105,6 +105,20 @@ def _angular_column(ux, uy, uz, channels, a, p):
 
 
 @numba.njit(inline="always")
+def _bead_pairs(x, box, nbr, valid, i, cutoff, channels, h):
+    """Bead i's pairs within the cutoff, packed, with what both kernels need of them:
+    (n_p, geo (4, K) = (dx, dy, dz, r), slot (K,), a (9, K), q = 1/r (K,), phi (K,))."""
+    k_max = valid.shape[1]
+    geo = np.empty((4, k_max))
+    slot = np.empty(k_max, dtype=np.int64)
+    a = np.empty((9, k_max))
+    q, phi = np.empty(k_max), np.empty(k_max)
+    n_p = _gather(x, box, nbr, valid, i, cutoff, slot, geo)
+    _angular_all(geo, n_p, channels, h, a, q, phi)
+    return n_p, geo, slot, a, q, phi
+
+
+@numba.njit(inline="always")
 def _constants(inv_mu, sig2, cutoff, prior):
     """(n_j, 1/mu and sigma^2 flattened over (G, NU), pi / (2 rc), s p / a, a, t): what both
     kernels read of the sensitivities, the cutoff and the prior."""
@@ -124,14 +138,9 @@ def pair_forward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, env,
     g_n, nu_n = inv_mu.shape
     n_j, imu, s2, h, coef, decay, onset = _constants(inv_mu, sig2, cutoff, prior)
     for i in numba.prange(m):
-        geo = np.empty((4, k_max))
-        slot = np.empty(k_max, dtype=np.int64)
-        a = np.empty((9, k_max))
-        q, phi = np.empty(k_max), np.empty(k_max)
+        n_p, geo, slot, a, q, phi = _bead_pairs(x, box, nbr, valid, i, cutoff, channels, h)
         s = np.empty(n_j)
         acc = np.zeros((channels, n_j))
-        n_p = _gather(x, box, nbr, valid, i, cutoff, slot, geo)
-        _angular_all(geo, n_p, channels, h, a, q, phi)
         e_prior = 0.0
         for p in range(n_p):
             e_prior += 0.5 * coef * math.exp(-decay * (geo[3, p] - onset))
@@ -159,14 +168,9 @@ def pair_backward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, gen
     g_n, nu_n = inv_mu.shape
     n_j, imu, s2, h, coef, decay, onset = _constants(inv_mu, sig2, cutoff, prior)
     for i in numba.prange(m):
-        geo = np.empty((4, k_max))
-        slot = np.empty(k_max, dtype=np.int64)
-        a = np.empty((9, k_max))
+        n_p, geo, slot, a, q, phi = _bead_pairs(x, box, nbr, valid, i, cutoff, channels, h)
         ga = np.zeros((9, k_max))
-        q, phi, dphi, dl_dr = np.empty(k_max), np.empty(k_max), np.empty(k_max), np.empty(k_max)
-        e, ds = np.empty(k_max), np.empty(k_max)
-        n_p = _gather(x, box, nbr, valid, i, cutoff, slot, geo)
-        _angular_all(geo, n_p, channels, h, a, q, phi)
+        dphi, dl_dr, e, ds = np.empty(k_max), np.empty(k_max), np.empty(k_max), np.empty(k_max)
         for p in range(n_p):
             r = geo[3, p]
             dphi[p] = -2.0 * math.cos(h * r) * math.sin(h * r) * h
