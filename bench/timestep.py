@@ -17,6 +17,13 @@ IAE between two halves of that run (the noise level).
     python bench/timestep.py --model runs/quick/train/fm.pt --reference runs/quick/reference/T300K.h5md
     python bench/timestep.py --model M.pt --reference R.h5md --timesteps 1 2 3 4 5 6 --length-ps 5
 
+Multiple time stepping (``--substeps 1 2 4``): every timestep is run again with the repulsive
+prior at k substeps (``[simulate] mts_substeps``); the timestep is then the network's. The
+Langevin table adds the diffusion coefficient from the BAOAB run's mean squared displacement
+(at friction 1/ps it is below the NVE value, but the same friction in every row).
+
+    python bench/timestep.py --model M.pt --reference R.h5md --timesteps 4 6 8 --substeps 1 2 4
+
 Prints a table; record it in bench/RESULTS.md with the machine, date and command.
 """
 
@@ -40,7 +47,7 @@ from thermocg.frames import read_reference
 from thermocg.mapping import map_reference
 from thermocg.device import pick_device
 from thermocg.models.saved import load_model
-from thermocg.simulate.engine import Integrator, Safety, model_force_function
+from thermocg.simulate.engine import Integrator, Safety, model_force_function, split_force_functions
 
 
 def main() -> None:
@@ -53,6 +60,8 @@ def main() -> None:
     ap.add_argument("--equilibrate-ps", type=float, default=2.0)
     ap.add_argument("--sample-every-fs", type=float, default=12.0, help="energy read-out interval")
     ap.add_argument("--langevin-timesteps", type=float, nargs="*", default=[2.0, 4.0, 6.0])
+    ap.add_argument("--substeps", type=int, nargs="+", default=[1],
+                    help="multiple time stepping: prior substeps per network step (1: off)")
     ap.add_argument("--sample-ps", type=float, default=20.0)
     ap.add_argument("--rdf-r-max-A", type=float, default=8.0)
     ap.add_argument("--skin-A", type=float, default=1.0)
@@ -63,6 +72,12 @@ def main() -> None:
     model = load_model(args.model, device=str(device))
     cg = map_reference(read_reference(args.reference))
     fn = model_force_function(model, skin_A=args.skin_A)
+    split = split_force_functions(model, skin_A=args.skin_A) if max(args.substeps) > 1 else None
+
+    def integrator(h, k, friction, seed, safety=Safety()):
+        slow, fast = (fn, None) if k == 1 else split
+        return Integrator(slow, cg.bead_masses, cg.box[-1], t, h, friction, seeds=[seed], device=device,
+                          safety=safety, fast_fn=fast, substeps=k)
     t = args.temperature_K
 
     eq = Integrator(fn, cg.bead_masses, cg.box[-1], t, 2.0, 1.0, seeds=[1], device=device)
@@ -73,9 +88,8 @@ def main() -> None:
 
     n = len(cg.bead_masses)
     rows = []
-    for h in args.timesteps:
-        md = Integrator(fn, cg.bead_masses, cg.box[-1], t, h, 0.0, seeds=[1], device=device,
-                        safety=Safety(interval=50))
+    for h, k in [(h, k) for h in args.timesteps for k in args.substeps]:
+        md = integrator(h, k, 0.0, 1, Safety(interval=50))
         md.set_state(x0, v0)
         every = max(1, int(round(args.sample_every_fs / h)))
         n_samples = int(round(args.length_ps * 1000 / h)) // every
@@ -83,8 +97,8 @@ def main() -> None:
         t0 = time.perf_counter()
         status = "ok"
         try:
-            for k in range(n_samples + 1):
-                if k:
+            for sample in range(n_samples + 1):
+                if sample:
                     md.step(every)
                 ke = float(md.kinetic_energy()[0])
                 times.append(md.step_count * h * 1e-3)
@@ -99,38 +113,41 @@ def main() -> None:
         drift = slope / 1e-3 / (md.n_dof * kt_per_dof)  # kB T per DOF per ns
         ratio = np.std(total - (slope * times + icpt)) / np.std(kinetic) if len(times) > 2 else np.nan
         temp = float(np.mean(units.kinetic_temperature(kinetic, md.n_dof)))
-        rows.append((h, drift, ratio, temp, times[-1], wall, status))
-        print(f"  {h:g} fs done ({wall:.0f} s)", flush=True)
+        rows.append((h, k, drift, ratio, temp, times[-1], 1e3 * wall / max(md.step_count, 1), status))
+        print(f"  {h:g} fs x{k} done ({wall:.0f} s)", flush=True)
 
-    langevin = [langevin_run(fn, cg, x0, v0, t, h, args) for h in args.langevin_timesteps]
+    runs = [(h, k) for h in args.langevin_timesteps for k in args.substeps]
+    langevin = [langevin_run(integrator(h, k, 1.0, 7), cg, x0, v0, h, args) for h, k in runs]
 
     print(f"# NVE energy conservation vs timestep: {n} beads, model {args.model}, start {args.reference} "
           f"(last frame, {args.equilibrate_ps:g} ps BAOAB at {t:g} K), float32, skin {args.skin_A:g} Å")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({device})")
     print()
-    print("| timestep (fs) | drift (kB T per DOF per ns) | RMS(E_tot) / RMS(E_kin) | mean T (K) | "
-          "length (ps) | status |")
-    print("|---|---|---|---|---|---|")
-    for h, drift, ratio, temp, length, _, status in rows:
-        print(f"| {h:g} | {drift:+.2e} | {ratio:.3f} | {temp:.1f} | {length:.2f} | {status} |")
+    print("| timestep (fs) | prior substeps | drift (kB T per DOF per ns) | RMS(E_tot) / RMS(E_kin) | mean T (K) | "
+          "length (ps) | ms per step | status |")
+    print("|---|---|---|---|---|---|---|---|")
+    for h, k, drift, ratio, temp, length, ms, status in rows:
+        print(f"| {h:g} | {k} | {drift:+.2e} | {ratio:.3f} | {temp:.1f} | {length:.2f} | {ms:.2f} | {status} |")
     if not langevin:
         return
     print()
     print(f"# BAOAB at {t:g} K, friction 1/ps, {args.sample_ps:g} ps sampled per timestep (4 blocks for the errors)")
     print()
     ref_rdf = langevin[0][4]
-    print("| timestep (fs) | potential energy per bead (kcal/mol) | kinetic T (K) | RDF IAE vs "
-          f"{args.langevin_timesteps[0]:g} fs | RDF IAE between halves of one run (noise) | wall (s) |")
-    print("|---|---|---|---|---|---|")
-    for h, (pe, pe_err, temp, noise, rdf, wall) in zip(args.langevin_timesteps, langevin):
+    print("| timestep (fs) | prior substeps | potential energy per bead (kcal/mol) | kinetic T (K) | RDF IAE vs "
+          f"{runs[0][0]:g} fs x{runs[0][1]} | RDF IAE between halves of one run (noise) | D (1e-5 cm^2/s) | "
+          "ms per step | wall (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (h, k), (pe, pe_err, temp, noise, rdf, diff, ms, wall) in zip(runs, langevin):
         iae = integrated_absolute_error(rdf.bin_centers, rdf.rdf, ref_rdf.rdf)
-        print(f"| {h:g} | {pe:.4f} ± {pe_err:.4f} | {temp:.1f} | {iae:.4f} | {noise:.4f} | {wall:.0f} |")
+        print(f"| {h:g} | {k} | {pe:.4f} ± {pe_err:.4f} | {temp:.1f} | {iae:.4f} | {noise:.4f} | "
+              f"{diff[0]:.3f} ± {diff[1]:.3f} | {ms:.2f} | {wall:.0f} |")
 
 
-def langevin_run(fn, cg, x0, v0, t, h, args):
-    """(<U>/bead, its block error, <T_kin>, RDF IAE between the run's halves, RDF, wall seconds)."""
-    md = Integrator(fn, cg.bead_masses, cg.box[-1], t, h, 1.0, seeds=[7], device=x0.device)
+def langevin_run(md, cg, x0, v0, h, args):
+    """(<U>/bead, its block error, <T_kin>, RDF IAE between the run's halves, RDF, (D, its block
+    error) in 1e-5 cm^2/s, ms per step, wall seconds) of a BAOAB run of ``md`` from (x0, v0)."""
     md.set_state(x0, v0)
     t0 = time.perf_counter()
     md.step(int(round(2000 / h)))  # 2 ps at this timestep first
@@ -142,14 +159,26 @@ def langevin_run(fn, cg, x0, v0, t, h, args):
         pes.append(float(md.potential[0]) / len(cg.bead_masses))
         temps.append(float(md.kinetic_temperature()[0]))
     wall = time.perf_counter() - t0
+    ms = 1e3 * wall / md.step_count
     xs, box = np.array(xs), np.repeat(cg.box[-1][None], len(xs), axis=0)
     half = len(xs) // 2
     rdf_a, rdf_b = (RDF(args.rdf_r_max_A, 160).compute(xs[s], box[s]) for s in (slice(0, half), slice(half, None)))
     noise = integrated_absolute_error(rdf_a.bin_centers, rdf_a.rdf, rdf_b.rdf)
     blocks = np.array([b.mean() for b in np.array_split(np.array(pes), 4)])
-    print(f"  BAOAB {h:g} fs done ({wall:.0f} s)", flush=True)
+    print(f"  BAOAB {h:g} fs x{md.substeps} done ({wall:.0f} s)", flush=True)
     return (float(np.mean(pes)), float(blocks.std(ddof=1) / 2), float(np.mean(temps)), noise,
-            RDF(args.rdf_r_max_A, 160).compute(xs, box), wall)
+            RDF(args.rdf_r_max_A, 160).compute(xs, box), diffusion(xs, every * h * 1e-3), ms, wall)
+
+
+def diffusion(xs, dt_ps, lags_ps=(0.5, 2.0), blocks=4):
+    """D from the slope of the MSD (unwrapped positions (F, N, 3)) between two lags, per block of
+    frames; (mean, standard error) in 1e-5 cm^2/s (1 Å^2/ps = 1e-4 cm^2/s)."""
+    lo, hi = (max(1, int(round(lag / dt_ps))) for lag in lags_ps)
+    out = []
+    for part in np.array_split(xs, blocks):
+        msd = [np.mean(np.sum((part[k:] - part[:-k]) ** 2, axis=-1)) for k in (lo, hi)]
+        out.append((msd[1] - msd[0]) / ((hi - lo) * dt_ps) / 6.0 * 10.0)
+    return float(np.mean(out)), float(np.std(out, ddof=1) / np.sqrt(blocks))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,9 @@ MODELS = {
     "fm-cutoff7": ("fm", None, {"cutoff_A": 7.0, "dist_soft_max_A": 6.5}),
     "fm-sensitivities6": ("fm", None, {"n_sensitivities": 6}),
     "fm-sensitivities20": ("fm", None, {"n_sensitivities": 20}),
+    "fm-features16": ("fm", None, {"n_features": 16}),
+    "fm-features64": ("fm", None, {"n_features": 64}),
+    "fm-interactions2": ("fm", None, {"n_interaction_layers": 2}),
     "fm-vec": ("fm", None, {"interaction": "vec"}),
     "fm-scalar": ("fm", None, {"interaction": "scalar"}),
 }

@@ -275,6 +275,8 @@ class SimulateNVESection(NVESection):
 
     n_segments: Int = Field(2, ge=0)
     timestep_fs: PositiveFloat = 2.0
+    #: Multiple time stepping in the NVE segments, as ``[simulate] mts_substeps``.
+    mts_substeps: Int = Field(1, ge=1)
 
 
 class SimulateSection(_Section):
@@ -311,12 +313,20 @@ class SimulateSection(_Section):
     #: rounding, 5-9x faster on 2 CPU cores: bench/RESULTS.md), or "hippynn", the training
     #: library's graph.
     engine: Literal["fast", "hippynn"] = "fast"
+    #: Multiple time stepping (r-RESPA, BAOAB-RESPA in Langevin): the network once per
+    #: timestep_fs, the repulsive prior (and the thermostat) at mts_substeps inner steps of
+    #: timestep_fs / mts_substeps. 1: off. Needs engine = "fast". On water beads the network's
+    #: own forces set the step, so the prior alone gains little (bench/RESULTS.md, bench/timestep.py).
+    mts_substeps: Int = Field(1, ge=1)
     nve: SimulateNVESection = Field(default_factory=SimulateNVESection)
 
     @model_validator(mode="after")
     def _check_intervals(self):
         _check_multiple(self.frame_interval_ps * 1000.0, self.timestep_fs, "frame_interval_ps", "timestep_fs", True)
         _check_multiple(self.equilibration_ps * 1000.0, self.timestep_fs, "equilibration_ps", "timestep_fs")
+        if max(self.mts_substeps, self.nve.mts_substeps) > 1 and self.engine != "fast":
+            raise ValueError(f"mts_substeps > 1 needs engine = 'fast' (found engine = {self.engine!r}): the "
+                             "hippynn graph has no separate prior term to step on its own")
         if self.nve.n_segments > self.n_frames:
             raise ValueError(f"nve.n_segments = {self.nve.n_segments} exceeds n_frames = {self.n_frames}: "
                              "each segment starts from a different sampled frame")
@@ -441,7 +451,8 @@ class Config(_Section):
 _ADDED_KEYS = {"targets": ("method", "restraint_k", "restrained_configurations", "restrained_equilibration_ps",
                            "restrained_samples", "restrained_interval_fs", "restrained_blocks",
                            "restrained_offset_radius_A", "restrained_temperatures_K"),
-               "train": ("target_weighting",)}
+               "train": ("target_weighting",),
+               "simulate": ("mts_substeps", "nve.mts_substeps")}
 
 
 def _hashed(name: str, section: BaseModel) -> dict:
@@ -449,15 +460,18 @@ def _hashed(name: str, section: BaseModel) -> dict:
     defaults are left out, and so are the restrained-sampling keys while targets.method is
     "regression" (they change nothing then)."""
     data = section.model_dump(mode="json")
-    fields = type(section).model_fields
     regression = name == "targets" and data["method"] == "regression"
     for key in _ADDED_KEYS.get(name, ()):
         unused = regression and key.startswith("restrain")
         # a restrained run hashes every restrained key: their defaults have changed since the
         # first restrained runs (restraint_k 1000 -> 4000), which must not pass for up to date
         used = name == "targets" and not regression and key.startswith("restrain")
-        if unused or (not used and data[key] == fields[key].default):
-            data.pop(key)
+        *parents, leaf = key.split(".")  # "nve.mts_substeps": a key of a subsection
+        holder, model = data, section
+        for parent in parents:
+            holder, model = holder[parent], getattr(model, parent)
+        if unused or (not used and holder[leaf] == type(model).model_fields[leaf].default):
+            holder.pop(leaf)
     return data
 
 

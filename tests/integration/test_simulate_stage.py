@@ -119,3 +119,19 @@ def test_needs_a_trained_run(tiny_reference, tmp_path):
     c = config.model_copy(update={"run": config.run.model_copy(update={"directory": tmp_path / "empty"})})
     with pytest.raises(DataFormatError, match="run `thermocg train` first"):
         run_simulate(c, show_progress=False)
+
+
+def test_multiple_time_steps_in_the_stage(tiny_trained, tmp_path):
+    """mts_substeps in [simulate] and [simulate.nve]: frames at the same outer steps, the setting
+    recorded in each file, and the NVE segment still conserves energy."""
+    nve = {**SHORT["nve"], "mts_substeps": 4}
+    c = _config(tiny_trained[0], tmp_path, models=("trf2",), temperatures_K=(420.0,), mts_substeps=2, nve=nve)
+    manifest = run_simulate(c, show_progress=False)
+    assert manifest["complete"]
+    d = read_h5md(simulate_dir(c) / "trf2" / "T420K.h5md")
+    np.testing.assert_allclose(d.step, [20, 30, 40])
+    assert int(d.attrs["mts_substeps"]) == 2
+    e = read_h5md(simulate_dir(c) / "trf2" / "T420K-nve00.h5md")
+    assert int(e.attrs["mts_substeps"]) == 4
+    total, kinetic = e.elements["observables/total_energy"], e.elements["observables/kinetic_energy"]
+    assert np.abs(total - total[0]).max() < 0.01 * kinetic.mean()

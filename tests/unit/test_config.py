@@ -117,6 +117,17 @@ def test_keys_added_later_leave_existing_hashes_alone():
         base.section_hash("train")
     assert config_from_dict({"train": {"target_weighting": "inverse-variance"}}).section_hash("train") != \
         base.section_hash("train")
+    # multiple time stepping (issue 16), in [simulate] and its [simulate.nve] subsection
+    sim = _hashed("simulate", base.simulate)
+    assert "mts_substeps" not in sim and "mts_substeps" not in sim["nve"] and "timestep_fs" in sim["nve"]
+    for change in ({"mts_substeps": 2}, {"nve": {"mts_substeps": 2}}):
+        assert config_from_dict({"simulate": change}).section_hash("simulate") != base.section_hash("simulate")
+
+
+def test_multiple_time_steps_need_the_fast_engine():
+    with pytest.raises(ConfigError, match="mts_substeps > 1 needs engine"):
+        config_from_dict({"simulate": {"engine": "hippynn", "nve": {"mts_substeps": 3}}})
+    assert config_from_dict({"simulate": {"engine": "hippynn", "mts_substeps": 1}}).simulate.mts_substeps == 1
 
 
 def test_examples_are_valid():

@@ -32,7 +32,7 @@ import math
 import numpy as np
 import torch
 
-from thermocg.models.fast_kernels import SQRT1_2, SQRT2, SQRT3_2, PairEnvironment
+from thermocg.models.fast_kernels import SQRT1_2, SQRT2, SQRT3_2, PairEnvironment, prior_forces
 from thermocg.models.thermal import SeparateNetworks, ThermalForceField, expansion
 from thermocg.units import beta_of
 
@@ -238,6 +238,9 @@ class FastForceField(torch.nn.Module):
     #: "auto": the numba kernels of :mod:`thermocg.models.fast_kernels` on the CPU, torch ops
     #: elsewhere; "torch": torch ops everywhere (the reference the kernels are tested against)
     kernels: str = "auto"
+    #: False: W without the prior's term (the slow part of multiple time stepping, whose fast
+    #: part is :meth:`prior_energy_and_forces`; the two add up to W)
+    include_prior: bool = True
 
     def uses_kernels(self, x: torch.Tensor) -> bool:
         if self.kernels not in ("auto", "torch"):
@@ -369,17 +372,61 @@ class FastForceField(torch.nn.Module):
         per_bead = torch.stack(cols, dim=-1).reshape(b, n, 3)
         return per_bead, prior
 
-    def _prior_args(self):
+    def _prior_params(self):
         """(s p / a, a, t) of the prior, float64."""
         s, p, t = (float(v) for v in (self.prior_strength, self.prior_p, self.prior_onset))
         return (s * p / self.prior_decay, self.prior_decay, t)
 
+    def _prior_args(self):
+        """The kernels' prior parameters: :meth:`_prior_params`, s p / a = 0 without the prior."""
+        coef, decay, onset = self._prior_params()
+        return (coef if self.include_prior else 0.0, decay, onset)
+
     def _prior_torch(self, geometry, b: int, n: int):
         """The prior per system (B,), each unordered pair once: half the full list's sum."""
         d, r, keep = geometry
+        if not self.include_prior:
+            return torch.zeros(b, dtype=r.dtype, device=r.device)
         s, p, t = (v.to(r.dtype) for v in (self.prior_strength, self.prior_p, self.prior_onset))
         pair_prior = s * p / self.prior_decay * torch.exp(-self.prior_decay * (r - t)) * keep.to(r.dtype)
         return 0.5 * pair_prior.sum(-1).reshape(b, n).sum(-1)
+
+    def prior_energy_and_forces(self, x: torch.Tensor, lengths: torch.Tensor, temperature_K):
+        """(the prior's term of W (B,), its forces (B, N, 3)), analytic and without autograd: the
+        fast part of multiple time stepping, a few gathers over the pair list.
+
+        The prior belongs to h0, so its term of W is c0(beta) times the prior, c0 the weight of
+        h0 in the temperature expansion (1 in the beta and energy-entropy forms, (2 beta0 -
+        beta) / beta0 in the em form). With ``include_prior = False``, W and forces of this
+        model plus these are W and forces of the whole model.
+        """
+        b, n, _ = x.shape
+        with torch.no_grad():
+            self.neighbour_list.update(x, lengths)
+            nbr, valid = self.neighbour_list.neighbours, self.neighbour_list.valid
+            coef, decay, onset = self._prior_params()
+            box = lengths.repeat_interleave(n, dim=0)
+            if self.uses_kernels(x):
+                xn = x.detach().reshape(b * n, 3).contiguous().numpy()
+                e_bead, forces = np.empty(b * n, dtype=xn.dtype), np.empty_like(xn)
+                prior_forces(xn, box.contiguous().numpy(), nbr.numpy(), valid.numpy(), self.cutoff,
+                             np.array([coef, decay, onset]), e_bead, forces)
+                energy = torch.from_numpy(e_bead).reshape(b, n).sum(-1)
+                forces = torch.from_numpy(forces).reshape(b, n, 3)
+            else:
+                xf = x.reshape(b * n, 3)
+                d = xf[:, None, :] - xf[nbr]
+                d = d - box[:, None, :] * torch.round(d / box[:, None, :])
+                r = torch.linalg.vector_norm(d, dim=-1)
+                keep = valid & (r < self.cutoff)
+                pair = torch.where(keep, coef * torch.exp(-decay * (r - onset)), 0.0)  # phi(r_ij), (M, K)
+                # F_i = -sum_j phi'(r_ij) r_ij / r = sum_j a phi(r_ij) r_ij / r (each pair in both rows)
+                forces = ((decay * pair / torch.where(keep, r, 1.0))[..., None] * d).sum(1).reshape(b, n, 3)
+                energy = 0.5 * pair.sum(-1).reshape(b, n).sum(-1)
+            h = (torch.ones_like(energy), torch.zeros_like(energy), torch.zeros_like(energy))
+            beta = beta_of(torch.as_tensor(temperature_K, dtype=x.dtype, device=x.device))
+            c0 = expansion(h, beta, self.beta0, self.order, self.form)[0]
+            return c0 * energy, c0[:, None, None] * forces
 
     def heads(self, x: torch.Tensor, lengths: torch.Tensor):
         """Per-system (W_prior + W0, W1, W2), each (B,): what :meth:`ThermalForceField.heads` gives."""

@@ -227,6 +227,29 @@ def scatter_pairs(nbr, valid, gpair, grad):  # pragma: no cover
                     grad[j, c] -= gpair[i, k, c]
 
 
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def prior_forces(x, box, nbr, valid, cutoff, prior, energy_bead, forces):  # pragma: no cover
+    """The pair prior alone, for the substeps of multiple time stepping: energy_bead (M,) half of
+    each of the bead's pair terms phi(r) = (s p / a) exp(-a (r - t)) within the cutoff, forces
+    (M, 3) = sum_j a phi(r_ij) r_ij / r_ij (every pair is in both beads' rows)."""
+    coef, decay, onset = prior[0], prior[1], prior[2]
+    for i in numba.prange(x.shape[0]):
+        e = fx = fy = fz = 0.0
+        for k in range(valid.shape[1]):
+            if not valid[i, k]:
+                continue
+            dx, dy, dz, r = _pair(x, box, i, nbr[i, k])
+            if r < cutoff:
+                phi = coef * math.exp(-decay * (r - onset))
+                e += 0.5 * phi
+                g = decay * phi / r
+                fx += g * dx
+                fy += g * dy
+                fz += g * dz
+        energy_bead[i] = e
+        forces[i, 0], forces[i, 1], forces[i, 2] = fx, fy, fz
+
+
 class PairEnvironment(torch.autograd.Function):
     """(env (G, M, C, NU), prior per bead (M,)) of positions x (M, 3) on the CPU, with the
     analytic backward. box (M, 3) each bead's box edges; nbr, valid (M, K) the candidates."""

@@ -17,6 +17,15 @@ Matthews 2013) with timestep h and friction gamma::
 
 With gamma = 0 the O step is the identity and the step is velocity Verlet (NVE).
 
+Multiple time stepping (r-RESPA, Tuckerman, Berne & Martyna 1992; with Langevin the
+BAOAB-RESPA of Lagardère et al. 2019, OpenMM's ``MTSLangevinIntegrator``): the forces
+split into a fast, cheap part F_f (the repulsive prior) and a slow, costly one F_s (the
+network); with k substeps of h = H/k per outer step H::
+
+    B_s(H/2)  [B_f(h/2) A(h/2) O(h) A(h/2) B_f(h/2)] x k  B_s(H/2)
+
+so the network is evaluated once per H. k = 1 is the step above.
+
 Positions are kept unwrapped (continuous in time, as the all-atom reference stores
 them), so mean squared displacements need no unwrapping; the model sees them
 wrapped into the box.
@@ -88,6 +97,28 @@ def model_force_function(model, skin_A: float | None = 1.0, engine: str = "fast"
     return forces
 
 
+def split_force_functions(model, skin_A: float | None = 1.0) -> tuple[ForceFunction, ForceFunction]:
+    """(slow, fast) force functions for multiple time stepping: the network without the prior,
+    and the prior's term of W (:meth:`thermocg.models.fast.FastForceField.prior_energy_and_forces`).
+    They share one inference form and pair list; their sum is :func:`model_force_function`'s.
+    """
+    from thermocg.models.fast import FastForceField
+
+    fast = FastForceField.from_model(getattr(model, "model", model), skin_A=skin_A or 0.0)
+    fast.include_prior = False
+
+    def network(x, box, temperature):
+        return fast.energy_and_forces(x, box, temperature)
+
+    def prior(x, box, temperature):
+        return fast.prior_energy_and_forces(x, box, temperature)
+
+    network.pair_lists = [fast.neighbour_list]
+    network.min_distance = fast.neighbour_list.min_distance
+    network.fast_form = prior.fast_form = fast
+    return network, prior
+
+
 @dataclass(frozen=True)
 class Safety:
     """When a run stops with :class:`SimulationError` (checked every ``interval`` steps).
@@ -117,13 +148,21 @@ class Integrator:
         other systems share its batch.
     device, dtype : where and in what precision to integrate (float32 default)
     safety : Safety
+    fast_fn : ForceFunction or None
+        Multiple time stepping: ``force_fn`` is then the slow part, evaluated once per
+        ``timestep_fs``, and ``fast_fn`` the fast part, evaluated at each of ``substeps``
+        inner steps of timestep_fs / substeps (the thermostat acts there too).
+        ``potential`` and ``forces`` are always the sums of both parts.
     """
 
     def __init__(self, force_fn: ForceFunction, masses, box, temperature_K, timestep_fs: float,
-                 friction_per_ps: float, seeds, device="cpu", dtype=torch.float32, safety: Safety = Safety()):
+                 friction_per_ps: float, seeds, device="cpu", dtype=torch.float32, safety: Safety = Safety(),
+                 fast_fn: ForceFunction | None = None, substeps: int = 1):
         if timestep_fs <= 0 or friction_per_ps < 0:
             raise ValueError(f"need timestep_fs > 0 and friction_per_ps >= 0, found {timestep_fs}, {friction_per_ps}")
-        self.force_fn = force_fn
+        if int(substeps) != substeps or substeps < 1 or (substeps > 1 and fast_fn is None):
+            raise ValueError(f"substeps must be a positive integer, and above 1 only with a fast_fn; found {substeps}")
+        self.force_fn, self.fast_fn, self.substeps = force_fn, fast_fn, int(substeps)
         self.device, self.dtype = torch.device(device), dtype
         seeds = [int(s) for s in np.atleast_1d(seeds)]
         b = len(seeds)
@@ -136,7 +175,7 @@ class Integrator:
         self.masses = torch.as_tensor(np.asarray(masses, dtype=np.float64), dtype=dtype, device=self.device)
         self.h = timestep_fs * units.FS_TO_PS
         self.friction = float(friction_per_ps)
-        self.c1 = math.exp(-self.friction * self.h)
+        self.c1 = math.exp(-self.friction * self.h / self.substeps)  # the O step's, at the inner step
         self.safety = safety
         self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
         self.step_count = 0
@@ -178,8 +217,16 @@ class Integrator:
             if v.shape != x.shape:
                 raise ValueError(f"velocities have shape {tuple(v.shape)}, expected {tuple(x.shape)}")
         self.positions, self.velocities, self.step_count = x, v, int(step)
-        self.potential, self.forces = self.force_fn(x, self.box, self.temperature)
+        self._slow = self.force_fn(x, self.box, self.temperature)
+        self._fast = self.fast_fn(x, self.box, self.temperature) if self.fast_fn else None
+        self._sum()
         self._check()
+
+    def _sum(self) -> None:
+        """potential and forces: the slow part plus the fast part, if any."""
+        self.potential, self.forces = self._slow
+        if self._fast is not None:
+            self.potential, self.forces = self.potential + self._fast[0], self.forces + self._fast[1]
 
     def kinetic_energy(self) -> torch.Tensor:
         """(B,) kcal/mol."""
@@ -202,19 +249,38 @@ class Integrator:
             raise RuntimeError("set_state() before step()")
         inv_m = KCAL_TO_MVV / self.masses[None, :, None]
         half = 0.5 * self.h
+        inner = half / self.substeps
         sigma = self._thermal_sigma() * math.sqrt(1.0 - self.c1 ** 2) if self.friction > 0 else None
         for _ in range(n):
-            v = self.velocities + half * self.forces * inv_m
-            x = self.positions + half * v
-            if sigma is not None:
-                v = self.c1 * v + sigma * self._noise(x.shape[1:])
-            x = x + half * v
-            self.potential, self.forces = self.force_fn(x, self.box, self.temperature)
-            self.velocities = v + half * self.forces * inv_m
-            self.positions = x
+            v, x = self.velocities, self.positions
+            if self.fast_fn is None:
+                v = v + half * self._slow[1] * inv_m
+            else:
+                v = v + half * self._slow[1] * inv_m
+                for _ in range(self.substeps - 1):
+                    v, x = self._inner(x, v + inner * self._fast[1] * inv_m, inner, sigma)
+                    self._fast = self.fast_fn(x, self.box, self.temperature)
+                    v = v + inner * self._fast[1] * inv_m
+                v = v + inner * self._fast[1] * inv_m
+            v, x = self._inner(x, v, inner, sigma)
+            self._slow = self.force_fn(x, self.box, self.temperature)
+            if self.fast_fn is None:
+                v = v + half * self._slow[1] * inv_m
+            else:
+                self._fast = self.fast_fn(x, self.box, self.temperature)
+                v = v + inner * self._fast[1] * inv_m + half * self._slow[1] * inv_m
+            self.velocities, self.positions = v, x
+            self._sum()
             self.step_count += 1
             if self.step_count % self.safety.interval == 0:
                 self._check()
+
+    def _inner(self, x, v, half: float, sigma):
+        """A O A of one (inner) step: (v, x) after drift h/2, the thermostat, drift h/2."""
+        x = x + half * v
+        if sigma is not None:
+            v = self.c1 * v + sigma * self._noise(x.shape[1:])
+        return v, x + half * v
 
     def _check(self) -> None:
         """Stop with a SimulationError naming the step and system on NaN, an exploding force,

@@ -44,7 +44,7 @@ from thermocg.io.trajectory import (ResumableTrajectories, check_existing, frame
                                     steps)
 from thermocg.labels import temperature_label
 from thermocg.models.saved import load_model
-from thermocg.simulate.engine import Integrator, Safety, model_force_function
+from thermocg.simulate.engine import Integrator, Safety, model_force_function, split_force_functions
 from thermocg.stagedir import atomic_path
 from thermocg.runlock import locked_stage
 
@@ -198,12 +198,15 @@ class Batch:
         return [TrajectoryRun(self.name, t, r, f"{self.name}/{f.name}", tuple(f"{self.name}/{g.name}" for g in nve))
                 for (t, r), f, nve in zip(self.systems, self.finals, self.nve_files)]
 
-    def integrator(self, fn, temperatures, seeds, timestep_fs, friction_per_ps) -> Integrator:
+    def integrator(self, fns, temperatures, seeds, timestep_fs, friction_per_ps, substeps: int = 1) -> Integrator:
+        """``fns``: (the whole force function, (slow, fast) parts for multiple time stepping)."""
         s = self.settings
-        return Integrator(fn, self.masses, self.box, temperatures, timestep_fs=timestep_fs,
-                          friction_per_ps=friction_per_ps, seeds=seeds, device=self.device,
+        whole, (slow, fast) = fns
+        return Integrator(whole if substeps == 1 else slow, self.masses, self.box, temperatures,
+                          timestep_fs=timestep_fs, friction_per_ps=friction_per_ps, seeds=seeds, device=self.device,
                           safety=Safety(max_force=s.max_force, min_distance_A=s.min_distance_A,
-                                        interval=s.check_interval))
+                                        interval=s.check_interval),
+                          fast_fn=None if substeps == 1 else fast, substeps=substeps)
 
     def finished(self, path: Path, n_frames: int, start: tuple[Path, int] | None = None) -> bool:
         from thermocg import pipeline
@@ -221,6 +224,8 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
     s = batch.settings
     batch.out_dir.mkdir(parents=True, exist_ok=True)
     fn = model_force_function(batch.model, skin_A=s.neighbor_skin_A, engine=s.engine)
+    split = (split_force_functions(batch.model, skin_A=s.neighbor_skin_A)
+             if max(s.mts_substeps, s.nve.mts_substeps) > 1 else (None, None))
     summary = {}
     write_bead_topology(batch.out_dir / "beads.pdb", batch.start_x[0], batch.box)
     files = ["beads.pdb"] + [f.name for f in batch.finals] + [f.name for row in batch.nve_files for f in row]
@@ -228,7 +233,8 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
         if all([batch.finished(f, s.n_frames) for f in batch.finals]):  # a list: check (and clean) every file
             summary["nvt"] = "up to date"
         else:
-            md = batch.integrator(fn, [t for t, _ in batch.systems], batch.seeds, s.timestep_fs, s.friction_per_ps)
+            md = batch.integrator((fn, split), [t for t, _ in batch.systems], batch.seeds, s.timestep_fs,
+                                  s.friction_per_ps, s.mts_substeps)
             summary["nvt"] = _run_nvt(md, batch, show_progress)
             finished([f"{batch.name}/{f.name}" for f in batch.finals])
         if s.nve.n_segments:
@@ -238,7 +244,7 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
                     for i, row in enumerate(batch.nve_files) for k, f in enumerate(row)]):
                 summary["nve"] = "up to date"
             else:
-                summary["nve"] = _run_nve(fn, batch, show_progress)
+                summary["nve"] = _run_nve((fn, split), batch, show_progress)
                 finished([f"{batch.name}/{f.name}" for row in batch.nve_files for f in row])
     except SimulationError as err:
         raise SimulationError(f"simulate {batch.name}: {err}") from err
@@ -316,7 +322,8 @@ def _run_nvt(md: Integrator, batch: Batch, show_progress: bool) -> dict:
         out.start(lambda part, i: _new_writer(
             part, masses, batch.meta, ensemble="NVT", integrator="BAOAB Langevin",
             temperature_K=float(batch.systems[i][0]), replica=batch.systems[i][1], seed=int(batch.seeds[i]),
-            timestep_fs=s.timestep_fs, friction_per_ps=s.friction_per_ps, n_dof=md.n_dof))
+            timestep_fs=s.timestep_fs, friction_per_ps=s.friction_per_ps, mts_substeps=s.mts_substeps,
+            n_dof=md.n_dof))
         out.save_checkpoint(save)
     bar = tqdm(total=total, initial=md.step_count, desc=f"simulate {batch.name}", unit="step",
                disable=not show_progress)
@@ -356,7 +363,7 @@ def _run_nvt(md: Integrator, batch: Batch, show_progress: bool) -> dict:
     return summary
 
 
-def _run_nve(fn, batch: Batch, show_progress: bool) -> dict:
+def _run_nve(fns, batch: Batch, show_progress: bool) -> dict:
     """Every segment of every system in one batch; an interrupted batch is simply redone."""
     from tqdm.auto import tqdm
 
@@ -372,13 +379,14 @@ def _run_nve(fn, batch: Batch, show_progress: bool) -> dict:
             seeds.append(batch.seeds[i] + 1000 + k)
             paths.append(batch.nve_files[i][k])
             sources.append((batch.finals[i], frame))
-    md = batch.integrator(fn, temps, seeds, nve.timestep_fs, 0.0)
+    md = batch.integrator(fns, temps, seeds, nve.timestep_fs, 0.0, nve.mts_substeps)
     md.set_state(np.stack(x0), np.stack(v0))
     masses = md.masses.cpu().numpy()
     out = ResumableTrajectories(paths, None, f"simulate {batch.name} NVE")
     out.start(lambda part, j: _new_writer(
         part, masses, batch.meta, ("total_energy",), ensemble="NVE", integrator="velocity Verlet",
-        temperature_K=float(temps[j]), timestep_fs=nve.timestep_fs, start_frame=int(sources[j][1]),
+        temperature_K=float(temps[j]), timestep_fs=nve.timestep_fs, mts_substeps=nve.mts_substeps,
+        start_frame=int(sources[j][1]),
         start_file=sources[j][0].name, start_fingerprint=frame_fingerprint(*sources[j]), n_dof=md.n_dof))
     interval = steps(nve.frame_interval_fs, nve.timestep_fs)
     n_out = steps(nve.length_ps * 1000, nve.frame_interval_fs)
