@@ -6,6 +6,13 @@ not depend on the physics), float32, the default [train] network
 
     python bench/model_cost.py                      # 512 beads, CPU
     python bench/model_cost.py --device cuda
+    python bench/model_cost.py --architectures      # the MD cost of each network choice
+
+``--architectures``: the cost side of the accuracy-cost curve. For each network choice of
+bench/transfer.py (cutoff, sensitivities, features, interaction layers, tensor order) the
+inference form's force call in MD conditions (float32, one system, skin 1 Å, positions moved
+0.01 Å per call so the list is reused), for fm (one network) and trf2 (three), each choice
+timed alternately with the default in the same run. The accuracy side is bench/transfer.py's.
 
 Prints a table; record it in bench/RESULTS.md with the machine and date.
 """
@@ -48,7 +55,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--architectures", action="store_true", help="time the inference form of each network choice")
     args = ap.parse_args()
+    if args.architectures:
+        return architectures(args)
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     rng = np.random.default_rng(0)
@@ -91,6 +101,71 @@ def main() -> None:
           f"({t_batch / args.batch * 1e3:.1f} ms per system) |")
     print(f"| training step (3 heads, double backward), one frame of {args.beads} beads | {t_train * 1e3:.1f} ms |")
     print(f"| peak resident memory of this process | {peak_mb:.0f} MB |")
+
+
+#: bench/transfer.py's network choices: name -> NetworkSettings overrides
+ARCHITECTURES = {
+    "default (quad, cutoff 6, 10 sens., 32 feat., 1 layer)": {},
+    "cutoff 5 Å": {"cutoff_A": 5.0, "dist_soft_max_A": 4.5},
+    "cutoff 7 Å": {"cutoff_A": 7.0, "dist_soft_max_A": 6.5},
+    "6 sensitivities": {"n_sensitivities": 6},
+    "20 sensitivities": {"n_sensitivities": 20},
+    "16 features": {"n_features": 16},
+    "64 features": {"n_features": 64},
+    "2 interaction layers": {"n_interaction_layers": 2},
+    "vec (l = 1)": {"interaction": "vec"},
+    "scalar (l = 0)": {"interaction": "scalar"},
+}
+
+
+def architectures(args) -> None:
+    from dataclasses import replace
+
+    from thermocg.models.fast import FastForceField
+
+    rng = np.random.default_rng(0)
+    box = (args.beads * 18.015 * 1.0e24 / 6.02214076e23 / 0.997) ** (1 / 3)
+    x0 = torch.as_tensor(lattice(args.beads, box, rng)[None], dtype=torch.float32)
+    edges = torch.full((1, 3), box, dtype=torch.float32)
+
+    def form(overrides, order):
+        torch.manual_seed(0)
+        settings = replace(NetworkSettings(), shared=order == 0, **overrides)
+        model = ThermalForceField(build_network(settings, 3), RepulsivePrior(2.4, 10.0), beta_of(300.0), order,
+                                  settings)
+        return FastForceField.from_model(model, skin_A=1.0)
+
+    def per_call(ff):
+        g = torch.Generator().manual_seed(1)
+        x = x0.clone()
+        ff.energy_and_forces(x, edges, 350.0)
+        start = time.perf_counter()
+        for _ in range(args.repeats):
+            x = x + 0.01 * torch.randn(x.shape, generator=g)
+            ff.energy_and_forces(x, edges, 350.0)
+        return 1e3 * (time.perf_counter() - start) / args.repeats
+
+    rows = []
+    for name, overrides in ARCHITECTURES.items():
+        cells = []
+        for order in (0, 2):  # fm: one network (the shared graph, W0 only); trf2: three networks
+            default, choice = form({}, order), form(overrides, order)
+            t_default, t_choice = [], []
+            for _ in range(3):  # alternate, keep the best
+                t_default.append(per_call(default))
+                t_choice.append(per_call(choice))
+            cells += [min(t_choice), min(t_choice) / min(t_default)]
+        rows.append((name, *cells))
+        print(f"  {name} done", flush=True)
+    print(f"# inference form per force call: {args.beads} beads, float32, skin 1 Å, one system, "
+          f"{args.repeats} calls x best of 3, alternating with the default")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print()
+    print("| network | fm ms per call | fm / default | trf2 ms per call | trf2 / default |")
+    print("|---|---|---|---|---|")
+    for name, fm_ms, fm_ratio, trf_ms, trf_ratio in rows:
+        print(f"| {name} | {fm_ms:.2f} | {fm_ratio:.2f} | {trf_ms:.2f} | {trf_ratio:.2f} |")
 
 
 if __name__ == "__main__":

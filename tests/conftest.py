@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from thermocg.config import config_from_dict
 
@@ -94,3 +95,26 @@ def water_context(n_molecules=64, cutoff_A=6.0, ewald_error_tolerance=1e-5, temp
     ctx.setVelocitiesToTemperature(temperature_K, seed + 2)
     integ.step(steps)
     return top, system, ctx
+
+
+@pytest.fixture(scope="session")
+def water_model(tiny_reference):
+    """An untrained HIP-NN-TS force field with the repulsive prior (float64) and a water frame."""
+    from thermocg.frames import read_reference
+    from thermocg.mapping import map_reference
+    from thermocg.models.prior import RepulsivePrior
+    from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of, build_network
+    from thermocg.reference.stage import reference_dir
+
+    config, _ = tiny_reference
+    cg = map_reference(read_reference(reference_dir(config) / "T300K.h5md"))
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        net = build_network(NetworkSettings(cutoff_A=5.0, dist_soft_max_A=4.5, n_features=8, n_sensitivities=6))
+        prior = RepulsivePrior.fit(cg.positions, cg.box, cg.forces)
+        model = ThermalForceField(net, prior, beta_of(300.0), order=2)
+    finally:
+        torch.set_default_dtype(old)
+    return model, cg

@@ -312,7 +312,14 @@ class SimulateSection(_Section):
     #: and numba pair kernels on the CPU (thermocg.models.fast; the same function to float
     #: rounding, 5-9x faster on 2 CPU cores: bench/RESULTS.md), or "hippynn", the training
     #: library's graph.
-    engine: Literal["fast", "hippynn"] = "fast"
+    #: "distilled": tabulated pair + three-body terms with the model's temperature expansion,
+    #: fitted to the model's forces on its training frames (thermocg.models.distilled; accuracy
+    #: and cost in bench/RESULTS.md, bench/distill.py), fitted per model when the stage starts.
+    engine: Literal["fast", "hippynn", "distilled"] = "fast"
+    #: engine = "distilled": frames per training temperature it is fitted on (the first ones,
+    #: never the held-out test frames), and the three-body radius (0: pair terms only).
+    distilled_frames: Int = Field(30, ge=1)
+    distilled_r3_A: Float = Field(3.6, ge=0)
     #: Multiple time stepping (r-RESPA, BAOAB-RESPA in Langevin): the network once per
     #: timestep_fs, the repulsive prior (and the thermostat) at mts_substeps inner steps of
     #: timestep_fs / mts_substeps. 1: off. Needs engine = "fast". On water beads the network's
@@ -452,7 +459,7 @@ _ADDED_KEYS = {"targets": ("method", "restraint_k", "restrained_configurations",
                            "restrained_samples", "restrained_interval_fs", "restrained_blocks",
                            "restrained_offset_radius_A", "restrained_temperatures_K"),
                "train": ("target_weighting",),
-               "simulate": ("mts_substeps", "nve.mts_substeps")}
+               "simulate": ("mts_substeps", "nve.mts_substeps", "distilled_frames", "distilled_r3_A")}
 
 
 def _hashed(name: str, section: BaseModel) -> dict:

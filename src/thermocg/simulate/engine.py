@@ -58,13 +58,23 @@ def model_force_function(model, skin_A: float | None = 1.0, engine: str = "fast"
 
     ``engine``: "fast", the model's inference form (:class:`thermocg.models.fast.FastForceField`:
     the same function, from the same weights, without hippynn's graph), or "hippynn", the
-    model itself. ``skin_A``: the pair list keeps pairs within cutoff + skin and is searched
+    model itself; or "distilled", for a fitted :class:`thermocg.models.distilled.DistilledForceField`
+    passed as ``model`` (its own pair list and skin). ``skin_A``: the pair list keeps pairs within cutoff + skin and is searched
     again only when a bead has moved more than skin/2 (the inference form's
     :class:`~thermocg.models.fast.NeighbourList`, or with hippynn a
     :class:`thermocg.simulate.pairs.SkinPairs` on a copy of the model; the caller's model is
     not changed). The function's ``pair_lists`` hold them, for their search counts. None: a
     new search at every call.
     """
+    if engine == "distilled" or type(model).__name__ == "DistilledForceField":
+        distilled = model  # a thermocg.models.distilled.DistilledForceField, already fitted
+
+        def distilled_forces(x, box, temperature):
+            return distilled.energy_and_forces(x, box, temperature)
+
+        distilled_forces.pair_lists = [distilled.neighbour_list]
+        distilled_forces.min_distance = distilled.neighbour_list.min_distance
+        return distilled_forces
     model = getattr(model, "model", model)
     if engine == "fast":
         from thermocg.models.fast import FastForceField
@@ -78,7 +88,7 @@ def model_force_function(model, skin_A: float | None = 1.0, engine: str = "fast"
         fast_forces.min_distance = fast.neighbour_list.min_distance  # linear in N (the safety check)
         return fast_forces
     if engine != "hippynn":
-        raise ValueError(f"engine must be 'fast' or 'hippynn', found {engine!r}")
+        raise ValueError(f"engine must be 'fast', 'hippynn' or 'distilled', found {engine!r}")
     pair_lists = []
     if skin_A is not None:
         model = copy.deepcopy(model)

@@ -146,6 +146,25 @@ def describe(manifest: dict, directory: Path) -> list[str]:
     return lines
 
 
+def distil(model, reference: ReferenceRun, config: Config, device):
+    """The distilled form of ``model`` (:class:`thermocg.models.distilled.DistilledForceField`), fitted
+    to its forces on the first ``[simulate] distilled_frames`` reference frames at each of its
+    training temperatures (never the held-out test frames)."""
+    from thermocg.models.distilled import DistilledForceField
+
+    s = config.simulate
+    temps = model.metadata.get("training_temperatures_K") or [model.metadata["T0_K"]]
+    n = min(s.distilled_frames, config.reference.n_frames - config.train.test_frames)
+    frames = [reference.cg_frames(float(t)) for t in temps]
+    started = time.monotonic()
+    distilled = DistilledForceField.fit(model, np.concatenate([f.positions[:n] for f in frames]),
+                                        np.concatenate([f.box[:n] for f in frames]),
+                                        r3_A=s.distilled_r3_A or None, skin_A=s.neighbor_skin_A)
+    log.info("simulate: distilled %s on %d frames in %.0f s", model.metadata.get("variant", "model"),
+             n * len(frames), time.monotonic() - started)
+    return distilled.to(device)
+
+
 @dataclass
 class Batch:
     """One model's systems (temperatures x replicas), simulated as one batch, and where they go."""
@@ -162,6 +181,8 @@ class Batch:
     config_hash: str
     device: object
     meta: dict
+    #: what the engine runs: the model, or its distilled form (engine = "distilled")
+    force_field: object = None
 
     @classmethod
     def of(cls, models: TrainedModels, name: str, temps, config: Config, reference: ReferenceRun, stage_path: Path,
@@ -176,7 +197,8 @@ class Batch:
                 "torch_version": torch.__version__, "device": str(device),
                 "positions": "unwrapped (continuous in time)"}
         first = starts[temps[0]]
-        return cls(name=name, model=model, settings=s, systems=systems,
+        force_field = distil(model, reference, config, device) if s.engine == "distilled" else model
+        return cls(name=name, model=model, settings=s, systems=systems, force_field=force_field,
                    seeds=[system_seed(config.run.seed, name, t, r) for t, r in systems],
                    start_x=np.stack([starts[t][0] for t, _ in systems]), masses=first[2], box=first[1],
                    out_dir=stage_path / name, config_hash=config_hash, device=device, meta=meta)
@@ -223,7 +245,7 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
     finished = finished or (lambda names: None)
     s = batch.settings
     batch.out_dir.mkdir(parents=True, exist_ok=True)
-    fn = model_force_function(batch.model, skin_A=s.neighbor_skin_A, engine=s.engine)
+    fn = model_force_function(batch.force_field, skin_A=s.neighbor_skin_A, engine=s.engine)
     split = (split_force_functions(batch.model, skin_A=s.neighbor_skin_A)
              if max(s.mts_substeps, s.nve.mts_substeps) > 1 else (None, None))
     summary = {}

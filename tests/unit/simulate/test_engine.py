@@ -74,29 +74,6 @@ def _nve_energy_error(model_fn, x0, masses, box, h_fs, t_ps, seed=3):
     return float(np.max(np.abs(e - e[0]))), float(md.kinetic_energy()[0])
 
 
-@pytest.fixture(scope="module")
-def water_model(tiny_reference):
-    """An untrained HIP-NN-TS force field with the repulsive prior (float64) and a water frame."""
-    from thermocg.frames import read_reference
-    from thermocg.mapping import map_reference
-    from thermocg.models.prior import RepulsivePrior
-    from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of, build_network
-    from thermocg.reference.stage import reference_dir
-
-    config, _ = tiny_reference
-    cg = map_reference(read_reference(reference_dir(config) / "T300K.h5md"))
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        torch.manual_seed(0)
-        net = build_network(NetworkSettings(cutoff_A=5.0, dist_soft_max_A=4.5, n_features=8, n_sensitivities=6))
-        prior = RepulsivePrior.fit(cg.positions, cg.box, cg.forces)
-        model = ThermalForceField(net, prior, beta_of(300.0), order=2)
-    finally:
-        torch.set_default_dtype(old)
-    return model, cg
-
-
 def test_velocity_verlet_conserves_energy_with_an_h_squared_error(water_model):
     """NVE on the HIP-NN-TS model (network + prior, periodic, positions crossing the box):
     the energy error is small and shrinks ~4x when the timestep halves."""
