@@ -247,12 +247,58 @@ class DistilledForceField(torch.nn.Module):
         w = expansion(h, beta, self.beta0, self.order, self.form)[0]
         return w.expand(x.shape[0]) if w.dim() == 0 else w
 
+    #: "auto": the numba kernel (:func:`thermocg.models.fast_kernels.distilled_forward`) on the CPU,
+    #: torch ops and autograd elsewhere; "torch": torch everywhere (the reference the kernel is
+    #: tested against)
+    kernels: str = "auto"
+
     def energy_and_forces(self, x, lengths, temperature_K):
+        """(W (B,), forces (B, N, 3)), detached."""
+        if self.kernels == "auto" and x.device.type == "cpu":
+            return self._kernel_energy_and_forces(x, lengths, temperature_K)
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             w = self.energy(x, lengths, temperature_K)
             (grad,) = torch.autograd.grad(w.sum(), x)
         return w.detach(), -grad
+
+    def _kernel_energy_and_forces(self, x, lengths, temperature_K):
+        """The CPU path: the heads combined with each system's temperature weights, then one
+        numba pass over the pairs and triplets (no autograd)."""
+        from thermocg.models.fast_kernels import distilled_forward, scatter_pairs
+
+        b, n, _ = x.shape
+        with torch.no_grad():
+            self.neighbour_list.update(x, lengths)
+            t = torch.as_tensor(temperature_K, dtype=torch.float64).reshape(-1).expand(b)
+            weights = torch.stack(temperature_weights(self.form, self.order, self.beta0, t), dim=-1)  # (B, 3)
+            coef = weights @ self.coef.cpu()  # (B, n_basis)
+            coef_prior, decay, onset = self.prior_params
+            prior = torch.stack([weights[:, 0] * coef_prior, torch.full((b,), decay, dtype=torch.float64),
+                                 torch.full((b,), onset, dtype=torch.float64)], dim=-1)
+            if self.radial3 is not None:
+                n_m, n_l = len(self.radial3.origins), self.degree + 1
+                d = coef[:, self.n_pair:].reshape(b, -1, n_l)  # (B, Q, L)
+                tri = torch.zeros(b, n_l, n_m, n_m, dtype=torch.float64)
+                for q, (i, j) in enumerate(self._mm):
+                    tri[:, :, i, j] = d[:, q]
+                    tri[:, :, j, i] = d[:, q]
+                radial_grid = np.array([self.radial3.origins[0], self.radial3.step])
+            else:
+                tri, radial_grid = torch.zeros(b, 1, 1, 1, dtype=torch.float64), np.array([0.0, 1.0])
+            nbr, valid = self.neighbour_list.neighbours.numpy(), self.neighbour_list.valid.numpy()
+            xn = x.detach().to(torch.float64).reshape(b * n, 3).numpy()
+            box = lengths.detach().to(torch.float64).repeat_interleave(n, dim=0).numpy()
+            system = np.repeat(np.arange(b), n)
+            energy_bead = np.empty(b * n)
+            gpair = np.empty((*valid.shape, 3))
+            distilled_forward(xn, box, nbr, valid, system, self.cutoff, np.array([self.pair.origins[0], self.pair.step]),
+                              coef[:, :self.n_pair].contiguous().numpy(), prior.numpy(), self.r3, radial_grid,
+                              tri.numpy(), energy_bead, gpair)
+            grad = np.zeros_like(xn)
+            scatter_pairs(nbr, valid, gpair, grad)
+            w = energy_bead.reshape(b, n).sum(1) + n * (weights @ self.bead_offset.cpu()).numpy()
+            return (torch.from_numpy(w).to(x.dtype), -torch.from_numpy(grad).reshape(b, n, 3).to(x.dtype))
 
     # -- the fit ------------------------------------------------------------------------------
     @classmethod

@@ -250,6 +250,124 @@ def prior_forces(x, box, nbr, valid, cutoff, prior, energy_bead, forces):  # pra
         forces[i, 0], forces[i, 1], forces[i, 2] = fx, fy, fz
 
 
+@numba.njit(inline="always")
+def _bspline_row(r, origin, step, n, values, derivs):
+    """The n uniform cubic B-splines of origins origin + a step (a = 0..n-1) and their r-derivatives
+    at r, written into values and derivs (zero where a spline does not reach)."""
+    for a in range(n):
+        values[a] = 0.0
+        derivs[a] = 0.0
+    v = (r - origin) / step
+    j = int(math.floor(v))
+    t = v - j
+    t2, t3 = t * t, t * t * t
+    pieces = (t3 / 6.0, (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
+              (1.0 - t) ** 3 / 6.0)
+    slopes = (t2 / 2.0, (-3.0 * t2 + 2.0 * t + 1.0) / 2.0, (3.0 * t2 - 4.0 * t) / 2.0, -(1.0 - t) ** 2 / 2.0)
+    for p in range(4):
+        a = j - p  # the spline of origin index a is on its piece p here
+        if 0 <= a < n:
+            values[a] = pieces[p]
+            derivs[a] = slopes[p] / step
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def distilled_forward(x, box, nbr, valid, system, cutoff, pair_grid, pair_coef, prior, r3, radial_grid, tri_coef,
+                      energy_bead, gpair):  # pragma: no cover
+    """Energy per bead and dE/d r_ik per candidate slot of the distilled form, its heads already
+    combined with the temperature weights of each bead's system.
+
+    pair_grid (origin, step); pair_coef (B, n_pair): sum_k c_k(T) coef_k of the pair splines;
+    prior (B, 3): (c0(T) s p / a, a, t); radial_grid (origin, step); tri_coef (B, L+1, m, m): the
+    symmetric matrices S_L with g_L(r_a, r_c) = f(r_a)^T S_L f(r_c). energy_bead (M,) gets half of
+    each pair term and the bead's triplets; gpair (M, K, 3) the gradient with respect to each
+    r_ik = x_i - x_k (to be scattered by :func:`scatter_pairs`).
+    """
+    m_beads, k_max = valid.shape
+    n_pair = pair_coef.shape[1]
+    n_l, n_m = tri_coef.shape[1], tri_coef.shape[2]
+    for i in numba.prange(m_beads):
+        b = system[i]
+        e = 0.0
+        geo = np.empty((4, k_max))
+        near = np.empty(k_max, dtype=np.int64)
+        fb = np.empty(n_pair)
+        db = np.empty(n_pair)
+        fr = np.empty((k_max, n_m))
+        dr = np.empty((k_max, n_m))
+        n_near = 0
+        for k in range(k_max):
+            gpair[i, k, 0] = gpair[i, k, 1] = gpair[i, k, 2] = 0.0
+            if not valid[i, k]:
+                continue
+            dx, dy, dz, r = _pair(x, box, i, nbr[i, k])
+            geo[0, k], geo[1, k], geo[2, k], geo[3, k] = dx, dy, dz, r
+            if r >= cutoff:
+                continue
+            _bspline_row(r, pair_grid[0], pair_grid[1], n_pair, fb, db)
+            phi = 0.0
+            dphi = 0.0
+            for a in range(n_pair):
+                phi += pair_coef[b, a] * fb[a]
+                dphi += pair_coef[b, a] * db[a]
+            pr = prior[b, 0] * math.exp(-prior[b, 1] * (r - prior[b, 2]))
+            phi += pr
+            dphi -= prior[b, 1] * pr
+            e += 0.5 * phi
+            g = 0.5 * dphi / r
+            gpair[i, k, 0] += g * dx
+            gpair[i, k, 1] += g * dy
+            gpair[i, k, 2] += g * dz
+            if r < r3:
+                near[n_near] = k
+                _bspline_row(r, radial_grid[0], radial_grid[1], n_m, fr[n_near], dr[n_near])
+                n_near += 1
+        v = np.empty(n_m)
+        w = np.empty(n_m)
+        p = np.empty(n_l)
+        dp = np.empty(n_l)
+        for ia in range(n_near):
+            ka = near[ia]
+            ra = geo[3, ka]
+            for ic in range(ia + 1, n_near):
+                kc = near[ic]
+                rc = geo[3, kc]
+                cos = (geo[0, ka] * geo[0, kc] + geo[1, ka] * geo[1, kc] + geo[2, ka] * geo[2, kc]) / (ra * rc)
+                cos = min(1.0, max(-1.0, cos))
+                # Legendre P_L(cos) and P_L'(cos)
+                p[0], dp[0] = 1.0, 0.0
+                if n_l > 1:
+                    p[1], dp[1] = cos, 1.0
+                for n in range(1, n_l - 1):
+                    p[n + 1] = ((2 * n + 1) * cos * p[n] - n * p[n - 1]) / (n + 1)
+                    dp[n + 1] = dp[n - 1] + (2 * n + 1) * p[n]
+                s = ds_da = ds_dc = ds_dcos = 0.0
+                for ell in range(n_l):
+                    # v = S_L f(r_c), w = S_L f'(r_c)
+                    for mm in range(n_m):
+                        v[mm] = 0.0
+                        w[mm] = 0.0
+                        for m2 in range(n_m):
+                            v[mm] += tri_coef[b, ell, mm, m2] * fr[ic, m2]
+                            w[mm] += tri_coef[b, ell, mm, m2] * dr[ic, m2]
+                    g_l = dga = dgc = 0.0
+                    for mm in range(n_m):
+                        g_l += fr[ia, mm] * v[mm]
+                        dga += dr[ia, mm] * v[mm]
+                        dgc += fr[ia, mm] * w[mm]
+                    s += g_l * p[ell]
+                    ds_da += dga * p[ell]
+                    ds_dc += dgc * p[ell]
+                    ds_dcos += g_l * dp[ell]
+                e += s
+                for c in range(3):
+                    ua = geo[c, ka] / ra
+                    uc = geo[c, kc] / rc
+                    gpair[i, ka, c] += ds_da * ua + ds_dcos * (uc - cos * ua) / ra
+                    gpair[i, kc, c] += ds_dc * uc + ds_dcos * (ua - cos * uc) / rc
+        energy_bead[i] = e
+
+
 class PairEnvironment(torch.autograd.Function):
     """(env (G, M, C, NU), prior per bead (M,)) of positions x (M, 3) on the CPU, with the
     analytic backward. box (M, 3) each bead's box edges; nbr, valid (M, K) the candidates."""

@@ -85,3 +85,21 @@ def test_openmm_export_equals_the_engine(water_model, form):
         assert float(f.abs().max()) > 1.0
         np.testing.assert_allclose(e_omm, float(e[0]), rtol=1e-9, atol=1e-8)
         np.testing.assert_allclose(f_omm, f[0].numpy(), rtol=0, atol=1e-8 * float(f.abs().max()))
+
+
+@pytest.mark.parametrize("form", ["beta", "em"])
+def test_the_cpu_kernel_equals_the_torch_form(water_model, form):
+    """The numba kernel (tables combined with each system's temperature weights, analytic forces)
+    against torch + autograd, two systems at different temperatures in one batch, with a pair
+    pushed into the prior's range."""
+    ff, cg = _form(water_model, form=form)
+    x = torch.as_tensor(np.stack([cg.positions[0], cg.positions[1]]))
+    x[0, 1] = x[0, 0] + torch.tensor([2.2, 0.2, 0.0], dtype=x.dtype)
+    box = torch.as_tensor(cg.box[:2])
+    t = torch.tensor([260.0, 610.0], dtype=torch.float64)
+    e_kernel, f_kernel = ff.energy_and_forces(x, box, t)
+    ff.kernels = "torch"
+    e_torch, f_torch = ff.energy_and_forces(x, box, t)
+    assert float(f_torch.abs().max()) > 1.0
+    torch.testing.assert_close(e_kernel, e_torch, rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(f_kernel, f_torch, rtol=1e-9, atol=1e-9)
