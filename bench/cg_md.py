@@ -10,11 +10,16 @@ default timestep (4 fs) with a trained model, in these set-ups:
   each batch size B (B systems at B temperatures, one force call per step for all);
 * ``hippynn``  the model's own hippynn graph with thermocg's skin pair list and hippynn's
   message-passing kernels (``--kernels``: numba, hippynn's CPU default, and/or pytorch),
-  one system: what the stage ran before the inference form.
+  one system: what the stage ran before the inference form;
+* ``--mts H:K``  the inference form with multiple time stepping: the network every H fs, the
+  prior at K substeps (``[simulate] timestep_fs``, ``mts_substeps``), one system;
+* ``--distilled REF.h5md``  the distilled form (thermocg.models.distilled, pair + three-body,
+  fitted on the first 30 frames of that reference file), at the stage's timestep, one system.
 
 The CG set-ups are timed in interleaved rounds (the median of ``--rounds``), so that a
 slow spell of a shared machine does not favour one of them. The last line,
-``ratio X``, is CG ns/day of one system with the stage's defaults (fast form, 4 fs) over
+``ratio X``, is CG ns/day of one system with the stage's defaults (fast form, its timestep and
+multiple time stepping) over
 OpenMM's ns/day for the same molecules, both measured in this run.
 
     python bench/cg_md.py --model runs/quick/train/trf2.pt
@@ -43,10 +48,11 @@ from thermocg.mapping import LinearMap
 from thermocg.device import pick_device
 from thermocg.models.saved import load_model
 from thermocg.reference import engine
-from thermocg.simulate.engine import Integrator, Safety, model_force_function
+from thermocg.simulate.engine import Integrator, Safety, model_force_function, split_force_functions
 
 TIMESTEP_FS = 2.0  # all-atom
-CG_TIMESTEP_FS = SimulateSection().timestep_fs  # the simulate stage's default
+CG_TIMESTEP_FS = SimulateSection().timestep_fs  # the simulate stage's defaults
+CG_SUBSTEPS = SimulateSection().mts_substeps
 
 
 @contextlib.contextmanager
@@ -119,6 +125,8 @@ def main() -> None:
                     help="hippynn kernel implementations to time the hippynn graph with (none: skip it)")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--mts", nargs="*", default=[], help="TIMESTEP_FS:SUBSTEPS set-ups of multiple time stepping")
+    ap.add_argument("--distilled", type=Path, default=None, help="a reference H5MD to fit the distilled form on")
     args = ap.parse_args()
     device, sync = setup(args)
 
@@ -127,27 +135,44 @@ def main() -> None:
 
     setups = []  # (label, batch, kernels, integrator)
 
-    def integrator(fn, b):
+    def integrator(fn, b, timestep=CG_TIMESTEP_FS, substeps=CG_SUBSTEPS):
         temps = list(np.linspace(300.0, 300.0 + 50.0 * (b - 1), b))
-        md = Integrator(fn, masses, box, temps, CG_TIMESTEP_FS, 1.0, seeds=range(b), device=device,
-                        safety=Safety(interval=10 ** 9))
+        fast = None
+        if substeps > 1:
+            fn, fast = split_force_functions(model, skin_A=args.skin_A)
+        md = Integrator(fn, masses, box, temps, timestep, 1.0, seeds=range(b), device=device,
+                        safety=Safety(interval=10 ** 9), fast_fn=fast, substeps=substeps)
         md.set_state(np.repeat(x[None], b, axis=0))
         md.step(10)  # warm-up: JIT compilation, first pair lists
         sync()
         return md
 
+    mts = f", {CG_SUBSTEPS} prior substeps" if CG_SUBSTEPS > 1 else ""
     for b in args.batch:
-        setups.append((f"inference form (fast), skin {args.skin_A:g} Å", b, None,
-                       integrator(model_force_function(model, skin_A=args.skin_A, engine="fast"), b)))
+        setups.append((f"inference form (fast), skin {args.skin_A:g} Å, {CG_TIMESTEP_FS:g} fs{mts}", b, None,
+                       CG_TIMESTEP_FS, integrator(model_force_function(model, skin_A=args.skin_A, engine="fast"), b)))
+    for spec in args.mts:
+        h, k = float(spec.split(":")[0]), int(spec.split(":")[1])
+        setups.append((f"inference form, {h:g} fs, {k} prior substeps", 1, "mts", h,
+                       integrator(model_force_function(model, skin_A=args.skin_A, engine="fast"), 1, h, k)))
+    if args.distilled:
+        from thermocg.frames import read_reference
+        from thermocg.mapping import map_reference
+        from thermocg.models.distilled import DistilledForceField
+
+        ref = map_reference(read_reference(args.distilled))
+        distilled = DistilledForceField.fit(model, ref.positions[:30], ref.box[:30], skin_A=args.skin_A)
+        setups.append((f"distilled (pair + three-body), {CG_TIMESTEP_FS:g} fs", 1, "distilled", CG_TIMESTEP_FS,
+                       integrator(model_force_function(distilled, engine="distilled"), 1, CG_TIMESTEP_FS, 1)))
     for kernels in args.kernels:
         with hippynn_kernels(kernels):
             fn = model_force_function(model, skin_A=args.skin_A, engine="hippynn")
-            setups.append((f"hippynn graph, skin {args.skin_A:g} Å, {kernels} kernels", 1, kernels,
-                           integrator(fn, 1)))
+            setups.append((f"hippynn graph, skin {args.skin_A:g} Å, {kernels} kernels", 1, kernels, CG_TIMESTEP_FS,
+                           integrator(fn, 1, CG_TIMESTEP_FS, 1)))
     times = {i: [] for i in range(len(setups))}
     for _ in range(args.rounds):
-        for i, (_, _, kernels, md) in enumerate(setups):
-            with hippynn_kernels(kernels):
+        for i, (_, _, kernels, _, md) in enumerate(setups):
+            with hippynn_kernels(kernels if kernels in ("numba", "pytorch", "triton", "cupy") else None):
                 t0 = time.perf_counter()
                 md.step(args.steps)
                 sync()
@@ -157,7 +182,7 @@ def main() -> None:
           f"({model.metadata.get('variant', '?')}, order {model.model.order})")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({device}, {torch.get_num_threads()} threads), OpenMM {mm.__version__}; all-atom: {aa_label}")
-    print(f"# all-atom {TIMESTEP_FS:g} fs; CG {CG_TIMESTEP_FS:g} fs BAOAB (the simulate stage's default); "
+    print(f"# all-atom {TIMESTEP_FS:g} fs; CG BAOAB, the simulate stage's default {CG_TIMESTEP_FS:g} fs; "
           f"CG: median of {args.rounds} interleaved blocks of {args.steps} steps")
     print()
     print("| system | set-up | systems per batch | ms per step | ns/day per system | ns/day, all systems | "
@@ -167,9 +192,9 @@ def main() -> None:
     print(f"| all-atom, {3 * args.n_molecules} atoms | OpenMM, PME 9 Å, {TIMESTEP_FS:g} fs | 1 | {aa_step * 1e3:.2f} | "
           f"{aa:.1f} | {aa:.1f} | 1 |")
     ratio = None
-    for i, (label, b, kernels, _) in enumerate(setups):
+    for i, (label, b, kernels, timestep, _) in enumerate(setups):
         t = float(np.median(times[i]))
-        per = ns_per_day(t, CG_TIMESTEP_FS)
+        per = ns_per_day(t, timestep)
         total = b * per
         if b == 1 and kernels is None:
             ratio = per / aa  # the fast form, one system: the stage's default
