@@ -398,6 +398,11 @@ class Config(_Section):
                              f"{self.reference.n_frames - self.train.test_frames} training frame(s) of "
                              f"reference.n_frames = {self.reference.n_frames}; training needs at least 2 (one "
                              "to fit, one to validate)")
+        r3 = self.simulate.distilled_r3_A
+        if self.simulate.engine == "distilled" and r3 and not 2.5 < r3 <= self.train.cutoff_A:
+            raise ValueError(f"simulate.distilled_r3_A = {r3:g} Å: the three-body radius must lie above 2.5 Å (the "
+                             f"radial splines start at 2.2 Å) and not beyond train.cutoff_A = "
+                             f"{self.train.cutoff_A:g} Å; 0 means pair terms only")
         training = self.reference.n_frames - self.train.test_frames
         if self.targets.method == "restrained":
             if self.targets.restrained_configurations > training:
@@ -471,7 +476,9 @@ def _hashed(name: str, section: BaseModel) -> dict:
     data = section.model_dump(mode="json")
     regression = name == "targets" and data["method"] == "regression"
     for key in _ADDED_KEYS.get(name, ()):
-        unused = regression and key.startswith("restrain")
+        # the distilled keys change nothing unless the engine is "distilled"
+        unused = (regression and key.startswith("restrain")) or (key.startswith("distilled")
+                                                                   and data["engine"] != "distilled")
         # a restrained run hashes every restrained key: their defaults have changed since the
         # first restrained runs (restraint_k 1000 -> 4000), which must not pass for up to date
         used = name == "targets" and not regression and key.startswith("restrain")

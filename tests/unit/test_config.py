@@ -124,6 +124,21 @@ def test_keys_added_later_leave_existing_hashes_alone():
         assert config_from_dict({"simulate": change}).section_hash("simulate") != base.section_hash("simulate")
 
 
+def test_distilled_settings():
+    base = config_from_dict({})
+    # they count only with engine = "distilled"
+    assert config_from_dict({"simulate": {"distilled_frames": 5}}).section_hash("simulate") == \
+        base.section_hash("simulate")
+    distilled = config_from_dict({"simulate": {"engine": "distilled"}})
+    assert config_from_dict({"simulate": {"engine": "distilled", "distilled_frames": 5}}).section_hash(
+        "simulate") != distilled.section_hash("simulate")
+    with pytest.raises(ConfigError, match="distilled_r3_A = 7 Å"):
+        config_from_dict({"simulate": {"engine": "distilled", "distilled_r3_A": 7.0}})
+    with pytest.raises(ConfigError, match="distilled_r3_A = 2 Å"):
+        config_from_dict({"simulate": {"engine": "distilled", "distilled_r3_A": 2.0}})
+    assert config_from_dict({"simulate": {"engine": "distilled", "distilled_r3_A": 0.0}}).simulate.distilled_r3_A == 0
+
+
 def test_multiple_time_steps_need_the_fast_engine():
     with pytest.raises(ConfigError, match="mts_substeps > 1 needs engine"):
         config_from_dict({"simulate": {"engine": "hippynn", "nve": {"mts_substeps": 3}}})

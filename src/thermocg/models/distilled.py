@@ -160,7 +160,7 @@ class DistilledForceField(torch.nn.Module):
         """Each bead's neighbour pairs (a < c) within r3: (index of a and c in the padded list
         (M, T) each, r_a, r_c, d_a, d_c, weight (M, T): 1 for a real triplet)."""
         near = keep & (r < self.r3)
-        k3 = max(int(near.sum(1).max()), 2)
+        k3 = min(max(int(near.sum(1).max()), 2), r.shape[1])  # no wider than the list (then no triplet)
         # the k3 nearest candidates of each bead (those beyond r3 get weight 0)
         order = torch.topk(torch.where(near, r, torch.full_like(r, float("inf"))), k3, dim=1,
                            largest=False).indices
@@ -309,12 +309,18 @@ class DistilledForceField(torch.nn.Module):
         (F, N, 3) Å with edges ``box`` (F, 3) Å. ``r3_A`` None: pair terms only. ``ridge``: the
         penalty on the coefficients relative to the mean diagonal of the normal equations (keeps
         the splines where no pair ever comes, r < ~2.4 Å, at zero; the prior rules there)."""
-        fast = FastForceField.from_model(getattr(model, "model", model), skin_A=0.0).double()
+        # fitted on the CPU in float64 (the model may live on a GPU); move the result with .to()
+        fast = FastForceField.from_model(getattr(model, "model", model), skin_A=0.0).cpu().double()
         fast.include_prior = False
+        if r3_A and not radial3_start_A + radial3_step_A < r3_A <= fast.cutoff:
+            raise ValueError(f"the three-body radius r3_A = {r3_A:g} Å must lie above radial3_start_A + "
+                             f"radial3_step_A = {radial3_start_A + radial3_step_A:g} Å and not beyond the model's "
+                             f"cutoff {fast.cutoff:g} Å (or be 0/None: pair terms only)")
         pair = Knots(pair_start_A, fast.cutoff, pair_step_A)
         radial3 = Knots(radial3_start_A, r3_A, radial3_step_A) if r3_A else None
         self = cls(fast, pair, radial3, degree, skin_A)
         self.fit_heads(fast.heads, positions, box, ridge)
+        self.neighbour_list = NeighbourList(self.cutoff, skin_A)  # MD starts with a fresh list and counts
         return self
 
     def fit_heads(self, target, positions, box, ridge: float = 1e-6) -> None:
@@ -416,7 +422,9 @@ def to_openmm(ff: DistilledForceField, masses, box_A, temperature_K: float, tabl
     coef = ff.coef.detach().cpu().numpy()
 
     # pairs: tables from the first spline's origin to the cutoff
-    r = np.arange(ff.pair.origins[0], ff.cutoff + 0.5 * table_step_A, table_step_A)
+    # sample points on every knot, so that OpenMM's natural cubic spline through them is the B-spline
+    step = ff.pair.step / math.ceil(ff.pair.step / table_step_A - 1e-9)
+    r = ff.pair.origins[0] + step * np.arange(int(round((ff.cutoff - ff.pair.origins[0]) / step)) + 1)
     basis = ff.pair(torch.as_tensor(r)).numpy()
     a_prior, decay, onset = ff.prior_params
     pair_terms = " + ".join(f"c{k}*phi{k}(r)" for k in range(1, heads))
@@ -435,7 +443,8 @@ def to_openmm(ff: DistilledForceField, masses, box_A, temperature_K: float, tabl
     system.addForce(pair)
 
     if ff.radial3 is not None:
-        x = np.arange(ff.radial3.origins[0], ff.r3 + 0.5 * 0.02, 0.02)  # Å, both distances
+        step3 = ff.radial3.step / math.ceil(ff.radial3.step / 0.02 - 1e-9)  # ~0.02 Å, on the knots
+        x = ff.radial3.origins[0] + step3 * np.arange(int(round((ff.r3 - ff.radial3.origins[0]) / step3)) + 1)
         f = ff.radial3(torch.as_tensor(x))
         fx, fy = f[:, None, :].expand(-1, len(x), -1), f[None, :, :].expand(len(x), -1, -1)
         radial = ff._radial_pairs(fx, fy).numpy()  # (x, y, Q): R_q(r12 = x, r13 = y)

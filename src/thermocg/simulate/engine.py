@@ -68,6 +68,9 @@ def model_force_function(model, skin_A: float | None = 1.0, engine: str = "fast"
     """
     if engine == "distilled" or type(model).__name__ == "DistilledForceField":
         distilled = model  # a thermocg.models.distilled.DistilledForceField, already fitted
+        if type(distilled).__name__ != "DistilledForceField":
+            raise TypeError(f"engine 'distilled' runs a fitted thermocg.models.distilled.DistilledForceField, "
+                            f"found {type(model).__name__} (fit one with DistilledForceField.fit(model, frames))")
 
         def distilled_forces(x, box, temperature):
             return distilled.energy_and_forces(x, box, temperature)

@@ -181,8 +181,24 @@ class Batch:
     config_hash: str
     device: object
     meta: dict
-    #: what the engine runs: the model, or its distilled form (engine = "distilled")
-    force_field: object = None
+    reference: ReferenceRun = None
+    config: Config = None
+
+    def force_functions(self):
+        """(the force function, (slow, fast) parts for multiple time stepping or (None, None)),
+        built on first use: a finished batch neither builds an inference form nor fits a
+        distilled one."""
+        if getattr(self, "_functions", None) is None:
+            s = self.settings
+            if s.engine == "distilled":
+                fn = model_force_function(distil(self.model, self.reference, self.config, self.device),
+                                          engine="distilled")
+            else:
+                fn = model_force_function(self.model, skin_A=s.neighbor_skin_A, engine=s.engine)
+            split = (split_force_functions(self.model, skin_A=s.neighbor_skin_A)
+                     if max(s.mts_substeps, s.nve.mts_substeps) > 1 else (None, None))
+            self._functions = (fn, split)
+        return self._functions
 
     @classmethod
     def of(cls, models: TrainedModels, name: str, temps, config: Config, reference: ReferenceRun, stage_path: Path,
@@ -197,8 +213,7 @@ class Batch:
                 "torch_version": torch.__version__, "device": str(device),
                 "positions": "unwrapped (continuous in time)"}
         first = starts[temps[0]]
-        force_field = distil(model, reference, config, device) if s.engine == "distilled" else model
-        return cls(name=name, model=model, settings=s, systems=systems, force_field=force_field,
+        return cls(name=name, model=model, settings=s, systems=systems, reference=reference, config=config,
                    seeds=[system_seed(config.run.seed, name, t, r) for t, r in systems],
                    start_x=np.stack([starts[t][0] for t, _ in systems]), masses=first[2], box=first[1],
                    out_dir=stage_path / name, config_hash=config_hash, device=device, meta=meta)
@@ -245,9 +260,6 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
     finished = finished or (lambda names: None)
     s = batch.settings
     batch.out_dir.mkdir(parents=True, exist_ok=True)
-    fn = model_force_function(batch.force_field, skin_A=s.neighbor_skin_A, engine=s.engine)
-    split = (split_force_functions(batch.model, skin_A=s.neighbor_skin_A)
-             if max(s.mts_substeps, s.nve.mts_substeps) > 1 else (None, None))
     summary = {}
     write_bead_topology(batch.out_dir / "beads.pdb", batch.start_x[0], batch.box)
     files = ["beads.pdb"] + [f.name for f in batch.finals] + [f.name for row in batch.nve_files for f in row]
@@ -255,8 +267,8 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
         if all([batch.finished(f, s.n_frames) for f in batch.finals]):  # a list: check (and clean) every file
             summary["nvt"] = "up to date"
         else:
-            md = batch.integrator((fn, split), [t for t, _ in batch.systems], batch.seeds, s.timestep_fs,
-                                  s.friction_per_ps, s.mts_substeps)
+            md = batch.integrator(batch.force_functions(), [t for t, _ in batch.systems], batch.seeds,
+                                  s.timestep_fs, s.friction_per_ps, s.mts_substeps)
             summary["nvt"] = _run_nvt(md, batch, show_progress)
             finished([f"{batch.name}/{f.name}" for f in batch.finals])
         if s.nve.n_segments:
@@ -266,12 +278,14 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
                     for i, row in enumerate(batch.nve_files) for k, f in enumerate(row)]):
                 summary["nve"] = "up to date"
             else:
-                summary["nve"] = _run_nve((fn, split), batch, show_progress)
+                summary["nve"] = _run_nve(batch.force_functions(), batch, show_progress)
                 finished([f"{batch.name}/{f.name}" for row in batch.nve_files for f in row])
     except SimulationError as err:
         raise SimulationError(f"simulate {batch.name}: {err}") from err
-    if fn.pair_lists and fn.pair_lists[0].calls:
-        pl = fn.pair_lists[0]  # how often the skin list was searched again (tune neighbor_skin_A)
+    used = getattr(batch, "_functions", None)
+    lists = [pl for f in (used[0], used[1][0]) if f is not None for pl in f.pair_lists] if used else []
+    if lists and max(pl.calls for pl in lists):
+        pl = max(lists, key=lambda p: p.calls)  # how often the skin list was searched again (tune neighbor_skin_A)
         summary["pair_list"] = {"force_calls": pl.calls, "searches": pl.rebuilds,
                                 "calls_per_search": pl.calls / max(pl.rebuilds, 1)}
     return files, summary

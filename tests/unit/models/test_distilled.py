@@ -103,3 +103,25 @@ def test_the_cpu_kernel_equals_the_torch_form(water_model, form):
     assert float(f_torch.abs().max()) > 1.0
     torch.testing.assert_close(e_kernel, e_torch, rtol=1e-10, atol=1e-9)
     torch.testing.assert_close(f_kernel, f_torch, rtol=1e-9, atol=1e-9)
+
+
+def test_beads_with_one_neighbour_or_none(water_model):
+    """A dilute system (two isolated pairs, a lone bead): no triplets, and the kernel and the
+    torch form still agree (the torch form must not ask for more neighbours than the list has)."""
+    ff, cg = _form(water_model)
+    x = torch.tensor([[[1.0, 1.0, 1.0], [4.0, 1.0, 1.0], [15.0, 15.0, 15.0], [17.5, 15.0, 15.0],
+                       [8.0, 25.0, 8.0]]], dtype=torch.float64)
+    box = torch.full((1, 3), 30.0, dtype=torch.float64)
+    e_kernel, f_kernel = ff.energy_and_forces(x, box, 350.0)
+    ff.kernels = "torch"
+    e_torch, f_torch = ff.energy_and_forces(x, box, 350.0)
+    torch.testing.assert_close(e_kernel, e_torch, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(f_kernel, f_torch, rtol=1e-9, atol=1e-10)
+    assert float(f_torch[0, 4].abs().max()) == 0.0  # the lone bead feels nothing
+
+
+def test_a_three_body_radius_outside_its_range_is_refused(water_model):
+    base, cg = water_model
+    for r3 in (2.3, 5.5):  # below the first radial spline's reach; beyond the model's 5 Å cutoff
+        with pytest.raises(ValueError, match="three-body radius"):
+            DistilledForceField.fit(base, cg.positions[:1], cg.box[:1], r3_A=r3)
