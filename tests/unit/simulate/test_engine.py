@@ -36,19 +36,25 @@ def test_langevin_reaches_equipartition_at_several_temperatures():
     n = len(centres)
     md = Integrator(fn, np.full(n, MASS), box, temps, timestep_fs=2.0, friction_per_ps=5.0, seeds=[1, 2, 3],
                     dtype=torch.float64)
-    md.set_state(np.broadcast_to(centres, (3, n, 3)))
+    assert_equipartition(md, centres, temps)
+    assert md.n_dof == 3 * n
+
+
+def assert_equipartition(md, centres, temps):
+    """From the well centres, 500 steps, then 300 samples 10 steps apart: <KE> = <PE> = 3N/2 kB T.
+    ~300 x 0.02 ps / (1/friction = 0.2 ps) ~ 30 independent samples of 3N = 192 dof: relative
+    standard error ~ sqrt(2 / 5800) ~ 2 %; tolerance 6 %."""
+    n = len(centres)
+    md.set_state(np.broadcast_to(centres, (len(temps), n, 3)))
     md.step(500)  # ~2.5 relaxation times of the thermostat
     ke, pe = [], []
     for _ in range(300):
         md.step(10)
         ke.append(md.kinetic_energy().numpy())
         pe.append(md.potential.numpy())
-    expected = 1.5 * n * units.KB * temps
-    # ~300 x 0.02 ps / (1/friction = 0.2 ps) ~ 30 independent samples of 3N = 192 dof:
-    # relative standard error ~ sqrt(2 / 5800) ~ 2 %; tolerance 6 %
+    expected = 1.5 * n * units.KB * np.asarray(temps)
     np.testing.assert_allclose(np.mean(ke, 0) / expected, 1.0, atol=0.06)
     np.testing.assert_allclose(np.mean(pe, 0) / expected, 1.0, atol=0.06)
-    assert md.n_dof == 3 * n
 
 
 def test_maxwell_boltzmann_start_in_nve_has_no_momentum_and_the_right_temperature():
@@ -243,17 +249,7 @@ def test_baoab_respa_samples_the_canonical_distribution():
     n = len(centres)
     md = Integrator(slow, np.full(n, MASS), box, temps, timestep_fs=2.0, friction_per_ps=5.0, seeds=[3, 4],
                     dtype=torch.float64, fast_fn=fast, substeps=4)
-    md.set_state(np.broadcast_to(centres, (2, n, 3)))
-    md.step(500)
-    ke, pe = [], []
-    for _ in range(300):
-        md.step(10)
-        ke.append(md.kinetic_energy().numpy())
-        pe.append(md.potential.numpy())
-    expected = 1.5 * n * units.KB * temps
-    # as the equipartition test above: ~2 % standard error, tolerance 6 %
-    np.testing.assert_allclose(np.mean(ke, 0) / expected, 1.0, atol=0.06)
-    np.testing.assert_allclose(np.mean(pe, 0) / expected, 1.0, atol=0.06)
+    assert_equipartition(md, centres, temps)
 
 
 def test_substeps_need_a_fast_part():
