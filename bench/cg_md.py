@@ -133,7 +133,7 @@ def main() -> None:
     aa_step, aa_label, x, box, masses = all_atom(args.n_molecules, args.aa_steps, args.device, args.threads)
     model = load_model(args.model, device=str(device))
 
-    setups = []  # (label, batch, kernels, integrator)
+    setups = []  # (label, systems per batch, hippynn kernels or None, timestep, integrator, the stage's default?)
 
     def integrator(fn, b, timestep=CG_TIMESTEP_FS, substeps=CG_SUBSTEPS):
         temps = list(np.linspace(300.0, 300.0 + 50.0 * (b - 1), b))
@@ -150,11 +150,12 @@ def main() -> None:
     mts = f", {CG_SUBSTEPS} prior substeps" if CG_SUBSTEPS > 1 else ""
     for b in args.batch:
         setups.append((f"inference form (fast), skin {args.skin_A:g} Å, {CG_TIMESTEP_FS:g} fs{mts}", b, None,
-                       CG_TIMESTEP_FS, integrator(model_force_function(model, skin_A=args.skin_A, engine="fast"), b)))
+                       CG_TIMESTEP_FS, integrator(model_force_function(model, skin_A=args.skin_A, engine="fast"), b),
+                       b == 1))
     for spec in args.mts:
         h, k = float(spec.split(":")[0]), int(spec.split(":")[1])
-        setups.append((f"inference form, {h:g} fs, {k} prior substeps", 1, "mts", h,
-                       integrator(model_force_function(model, skin_A=args.skin_A, engine="fast"), 1, h, k)))
+        setups.append((f"inference form, {h:g} fs, {k} prior substeps", 1, None, h,
+                       integrator(model_force_function(model, skin_A=args.skin_A, engine="fast"), 1, h, k), False))
     if args.distilled:
         from thermocg.frames import read_reference
         from thermocg.mapping import map_reference
@@ -162,17 +163,17 @@ def main() -> None:
 
         ref = map_reference(read_reference(args.distilled))
         distilled = DistilledForceField.fit(model, ref.positions[:30], ref.box[:30], skin_A=args.skin_A)
-        setups.append((f"distilled (pair + three-body), {CG_TIMESTEP_FS:g} fs", 1, "distilled", CG_TIMESTEP_FS,
-                       integrator(model_force_function(distilled, engine="distilled"), 1, CG_TIMESTEP_FS, 1)))
+        setups.append((f"distilled (pair + three-body), {CG_TIMESTEP_FS:g} fs", 1, None, CG_TIMESTEP_FS,
+                       integrator(model_force_function(distilled, engine="distilled"), 1, CG_TIMESTEP_FS, 1), False))
     for kernels in args.kernels:
         with hippynn_kernels(kernels):
             fn = model_force_function(model, skin_A=args.skin_A, engine="hippynn")
             setups.append((f"hippynn graph, skin {args.skin_A:g} Å, {kernels} kernels", 1, kernels, CG_TIMESTEP_FS,
-                           integrator(fn, 1, CG_TIMESTEP_FS, 1)))
+                           integrator(fn, 1, CG_TIMESTEP_FS, 1), False))
     times = {i: [] for i in range(len(setups))}
     for _ in range(args.rounds):
-        for i, (_, _, kernels, _, md) in enumerate(setups):
-            with hippynn_kernels(kernels if kernels in ("numba", "pytorch", "triton", "cupy") else None):
+        for i, (_, _, kernels, _, md, _) in enumerate(setups):
+            with hippynn_kernels(kernels):
                 t0 = time.perf_counter()
                 md.step(args.steps)
                 sync()
@@ -192,11 +193,11 @@ def main() -> None:
     print(f"| all-atom, {3 * args.n_molecules} atoms | OpenMM, PME 9 Å, {TIMESTEP_FS:g} fs | 1 | {aa_step * 1e3:.2f} | "
           f"{aa:.1f} | {aa:.1f} | 1 |")
     ratio = None
-    for i, (label, b, kernels, timestep, _) in enumerate(setups):
+    for i, (label, b, _, timestep, _, default) in enumerate(setups):
         t = float(np.median(times[i]))
         per = ns_per_day(t, timestep)
         total = b * per
-        if b == 1 and kernels is None:
+        if default:
             ratio = per / aa  # the fast form, one system: the stage's default
         print(f"| CG, {args.n_molecules} beads | {label} | {b} | {t * 1e3:.2f} | {per:.2f} | {total:.2f} | "
               f"{total / aa:.2f} |")

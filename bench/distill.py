@@ -120,7 +120,7 @@ def md_rdfs(model, fits, ref, temperature, length_ps, timestep_fs=4.0):
     from thermocg.simulate.engine import Integrator, model_force_function
 
     forms = {"network": model_force_function(model, skin_A=1.0),
-             **{k: (lambda x, b, t, d=d: d.energy_and_forces(x, b, t)) for k, d in fits.items()}}
+             **{k: model_force_function(d, engine="distilled") for k, d in fits.items()}}
     every = int(round(200 / timestep_fs))  # frames 0.2 ps apart, after 2 ps
     frames = {}
     for k, fn in forms.items():

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from thermocg import units
-from thermocg.models.fast import FastForceField, NeighbourList
-from thermocg.models.thermal import expansion
+from thermocg.models.fast import FastForceField, NeighbourList, padded_geometry, pair_prior
+from thermocg.models.thermal import expansion, temperature_weights
 from thermocg.units import beta_of
 
 
@@ -131,25 +131,15 @@ class DistilledForceField(torch.nn.Module):
 
     # -- descriptors: the sums whose linear combinations are the heads -----------------------
     def _pairs(self, x, lengths):
-        b, n, _ = x.shape
-        nbr, valid = self.neighbour_list.neighbours, self.neighbour_list.valid
-        xf = x.reshape(b * n, 3)
-        box = lengths.repeat_interleave(n, dim=0)[:, None, :]
-        d = xf[:, None, :] - xf[nbr]
-        with torch.no_grad():
-            image = torch.round(d / box) * box
-        d = d - image
-        far = torch.tensor([2.0 * self.cutoff, 0.0, 0.0], dtype=d.dtype, device=d.device)
-        with torch.no_grad():
-            keep = valid & ((d * d).sum(-1) < self.cutoff ** 2)
-        d = torch.where(keep[..., None], d, far)
-        return d, torch.linalg.vector_norm(d, dim=-1), keep
-
-    def descriptors(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, n_basis): the pair sums of the B-splines, then the three-body sums."""
-        b, n, _ = x.shape
+        """The padded pair geometry (d, r, keep) of x within the pair cutoff, the list updated."""
         self.neighbour_list.update(x, lengths)
-        d, r, keep = self._pairs(x, lengths)
+        return padded_geometry(x, lengths, self.neighbour_list, self.cutoff)
+
+    def descriptors(self, x: torch.Tensor, lengths: torch.Tensor, geometry=None) -> torch.Tensor:
+        """(B, n_basis): the pair sums of the B-splines, then the three-body sums (``geometry``:
+        :meth:`_pairs` of x, if the caller has it)."""
+        b, n, _ = x.shape
+        d, r, keep = geometry if geometry is not None else self._pairs(x, lengths)
         pair = (self.pair(r) * keep[..., None].to(r.dtype)).sum(1)  # (M, n_pair), each pair twice
         out = [0.5 * pair.reshape(b, n, -1).sum(1)]
         if self.radial3 is not None:
@@ -188,9 +178,8 @@ class DistilledForceField(torch.nn.Module):
         """d(descriptors)/dx of one system x (1, N, 3), (n_basis, N, 3), analytic (one pass, where
         autograd would need a backward pass per descriptor; tested against autograd)."""
         with torch.no_grad():
-            self.neighbour_list.update(x, lengths)
-            nbr = self.neighbour_list.neighbours
             d, r, keep = self._pairs(x, lengths)
+            nbr = self.neighbour_list.neighbours
             m = r.shape[0]
             u = d / r[..., None] * keep[..., None].to(r.dtype)
             # pair: dG_a/dx_i = sum_k B_a'(r_ik) u_ik (each pair is in both beads' rows)
@@ -223,23 +212,18 @@ class DistilledForceField(torch.nn.Module):
             return torch.cat(jac, dim=0)
 
     # -- the force field ----------------------------------------------------------------------
-    def _prior(self, r, keep, b, n):
-        coef, decay, onset = self.prior_params
-        pair = torch.where(keep, coef * torch.exp(-decay * (r - onset)), 0.0)
-        return 0.5 * pair.sum(-1).reshape(b, n).sum(-1)
-
-    def tabulated_heads(self, x: torch.Tensor, lengths: torch.Tensor):
+    def tabulated_heads(self, x: torch.Tensor, lengths: torch.Tensor, geometry=None):
         """(h0 without the prior, h1, h2), each (B,): the tables and the offsets."""
-        g = self.descriptors(x, lengths)
+        g = self.descriptors(x, lengths, geometry)
         h = g @ self.coef.to(g.dtype).T + x.shape[1] * self.bead_offset.to(g.dtype)  # (B, 3)
         return h.unbind(-1)
 
     def heads(self, x: torch.Tensor, lengths: torch.Tensor):
         """(h0 + prior, h1, h2), each (B,)."""
         b, n, _ = x.shape
-        h = self.tabulated_heads(x, lengths)
-        _, r, keep = self._pairs(x, lengths)
-        return h[0] + self._prior(r, keep, b, n), h[1], h[2]
+        geometry = self._pairs(x, lengths)
+        h = self.tabulated_heads(x, lengths, geometry)
+        return h[0] + pair_prior(geometry[1], geometry[2], self.prior_params, b, n), h[1], h[2]
 
     def energy(self, x, lengths, temperature_K):
         h = self.heads(x, lengths)
@@ -270,8 +254,7 @@ class DistilledForceField(torch.nn.Module):
         b, n, _ = x.shape
         with torch.no_grad():
             self.neighbour_list.update(x, lengths)
-            t = torch.as_tensor(temperature_K, dtype=torch.float64).reshape(-1).expand(b)
-            weights = torch.stack(temperature_weights(self.form, self.order, self.beta0, t), dim=-1)  # (B, 3)
+            weights = temperature_weights(self.form, self.order, self.beta0, temperature_K, b)  # (B, 3)
             coef = weights @ self.coef.cpu()  # (B, n_basis)
             coef_prior, decay, onset = self.prior_params
             prior = torch.stack([weights[:, 0] * coef_prior, torch.full((b,), decay, dtype=torch.float64),
@@ -355,16 +338,8 @@ class DistilledForceField(torch.nn.Module):
         self.bead_offset[:heads] = resid.mean(0) / x_all.shape[1]
 
 
-def temperature_weights(form: str, order: int, beta0: float, temperature_K):
-    """(c0, c1, c2): W = c0 (h0 + prior) + c1 h1 + c2 h2 at T (every form is linear in the heads)."""
-    t = torch.as_tensor(temperature_K, dtype=torch.float64).reshape(-1)
-    eye = torch.eye(3, dtype=torch.float64)
-    return [expansion(tuple(eye[k, j].expand_as(t) for j in range(3)), beta_of(t), beta0, order, form)[0]
-            for k in range(3)]
-
-
 def _openmm_weight_expressions(form: str, order: int, beta0: float) -> tuple[str, str, str]:
-    """(c0, c1, c2) of :func:`temperature_weights` as OpenMM expressions in the global parameter
+    """(c0, c1, c2) of :func:`thermocg.models.thermal.temperature_weights` as OpenMM expressions in the global parameter
     ``T`` (K): the same formulas as :func:`thermocg.models.thermal.expansion`."""
     kb = units.KB
     db = f"(1/({kb!r}*T) - {beta0!r})"

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from thermocg.models.fast_kernels import SQRT1_2, SQRT2, SQRT3_2, PairEnvironment, prior_forces
-from thermocg.models.thermal import SeparateNetworks, ThermalForceField, expansion
+from thermocg.models.thermal import SeparateNetworks, ThermalForceField, expansion, temperature_weights
 from thermocg.units import beta_of
 
 #: hippynn interaction layer class -> number of angular channels (1 + 3 + 5 for quad)
@@ -136,6 +136,33 @@ def padded_candidates(x: torch.Tensor, lengths: torch.Tensor, radius: float):
     neighbours[first, slot] = second
     valid[first, slot] = True
     return neighbours, valid
+
+
+def padded_geometry(x: torch.Tensor, lengths: torch.Tensor, neighbour_list: NeighbourList, cutoff: float):
+    """Pair vectors r_ij = x_i - x_j (minimum image) in the padded layout of ``neighbour_list``:
+    (M, K, 3), their lengths (M, K), and the mask of real pairs within ``cutoff`` (M, K)
+    (hippynn's sign convention). Empty slots and pairs beyond the cutoff get a constant far
+    vector: finite, and without gradient."""
+    b, n, _ = x.shape
+    nbr, valid = neighbour_list.neighbours, neighbour_list.valid
+    xf = x.reshape(b * n, 3)
+    box = lengths.repeat_interleave(n, dim=0)[:, None, :]  # (M, 1, 3)
+    d = xf[:, None, :] - xf[nbr]
+    with torch.no_grad():
+        image = torch.round(d / box) * box
+        keep = valid & ((d - image) ** 2).sum(-1).lt(cutoff ** 2)
+    d = d - image
+    far = torch.tensor([2.0 * cutoff, 0.0, 0.0], dtype=d.dtype, device=d.device)
+    d = torch.where(keep[..., None], d, far)
+    return d, torch.linalg.vector_norm(d, dim=-1), keep
+
+
+def pair_prior(r: torch.Tensor, keep: torch.Tensor, params, b: int, n: int) -> torch.Tensor:
+    """The repulsive prior per system (B,) from padded pair lengths r and mask keep (M, K) of
+    a full list (each unordered pair twice: half the sum), ``params`` = (s p / a, a, t)."""
+    coef, decay, onset = params
+    pair = torch.where(keep, coef * torch.exp(-decay * (r - onset)), 0.0)
+    return 0.5 * pair.sum(-1).reshape(b, n).sum(-1)
 
 
 def _find(graph, names):
@@ -251,22 +278,8 @@ class FastForceField(torch.nn.Module):
         return getattr(self, name)
 
     def _geometry(self, x: torch.Tensor, lengths: torch.Tensor):
-        """Pair vectors r_ij = x_i - x_j (minimum image) in the padded layout: (M, K, 3), (M, K),
-        the mask of real pairs within the cutoff (M, K), hippynn's sign convention."""
-        b, n, _ = x.shape
-        nbr, valid = self.neighbour_list.neighbours, self.neighbour_list.valid
-        xf = x.reshape(b * n, 3)
-        box = lengths.repeat_interleave(n, dim=0)[:, None, :]  # (M, 1, 3)
-        d = xf[:, None, :] - xf[nbr]
-        with torch.no_grad():
-            image = torch.round(d / box) * box
-            keep = valid & ((d - image) ** 2).sum(-1).lt(self.cutoff ** 2)
-        d = d - image
-        # empty slots and pairs beyond the cutoff get a constant far vector: finite, no gradient
-        far = torch.tensor([2.0 * self.cutoff, 0.0, 0.0], dtype=d.dtype, device=d.device)
-        d = torch.where(keep[..., None], d, far)
-        r = torch.linalg.vector_norm(d, dim=-1)
-        return d, r, keep
+        """:func:`padded_geometry` of x on this form's neighbour list and cutoff."""
+        return padded_geometry(x, lengths, self.neighbour_list, self.cutoff)
 
     def _angular(self, d, r):
         """[1, u, Q(u)] per pair, (M, K, channels), Q's five components in the orthonormal basis
@@ -383,13 +396,11 @@ class FastForceField(torch.nn.Module):
         return (coef if self.include_prior else 0.0, decay, onset)
 
     def _prior_torch(self, geometry, b: int, n: int):
-        """The prior per system (B,), each unordered pair once: half the full list's sum."""
+        """The prior per system (B,) (:func:`pair_prior`), zero without the prior."""
         d, r, keep = geometry
         if not self.include_prior:
             return torch.zeros(b, dtype=r.dtype, device=r.device)
-        s, p, t = (v.to(r.dtype) for v in (self.prior_strength, self.prior_p, self.prior_onset))
-        pair_prior = s * p / self.prior_decay * torch.exp(-self.prior_decay * (r - t)) * keep.to(r.dtype)
-        return 0.5 * pair_prior.sum(-1).reshape(b, n).sum(-1)
+        return pair_prior(r, keep, self._prior_params(), b, n)
 
     def prior_energy_and_forces(self, x: torch.Tensor, lengths: torch.Tensor, temperature_K):
         """(the prior's term of W (B,), its forces (B, N, 3)), analytic and without autograd: the
@@ -423,9 +434,7 @@ class FastForceField(torch.nn.Module):
                 # F_i = -sum_j phi'(r_ij) r_ij / r = sum_j a phi(r_ij) r_ij / r (each pair in both rows)
                 forces = ((decay * pair / torch.where(keep, r, 1.0))[..., None] * d).sum(1).reshape(b, n, 3)
                 energy = 0.5 * pair.sum(-1).reshape(b, n).sum(-1)
-            h = (torch.ones_like(energy), torch.zeros_like(energy), torch.zeros_like(energy))
-            beta = beta_of(torch.as_tensor(temperature_K, dtype=x.dtype, device=x.device))
-            c0 = expansion(h, beta, self.beta0, self.order, self.form)[0]
+            c0 = temperature_weights(self.form, self.order, self.beta0, temperature_K, b)[:, 0].to(x)
             return c0 * energy, c0[:, None, None] * forces
 
     def heads(self, x: torch.Tensor, lengths: torch.Tensor):

@@ -167,6 +167,17 @@ def expansion(heads, beta, beta0, order: int, form: str):
     return w, dw_dt * dt_db, -curvature * dt_db * dt_db + dw_dt * d2t_db2
 
 
+def temperature_weights(form: str, order: int, beta0, temperature_K, n_systems: int = 1) -> torch.Tensor:
+    """(B, 3) weights (c0, c1, c2) with W = c0 h0 + c1 h1 + c2 h2 at each system's temperature:
+    every form of :func:`expansion` is linear in the heads (float64, on the CPU; a scalar
+    temperature applies to all ``n_systems``)."""
+    t = torch.as_tensor(temperature_K, dtype=torch.float64).cpu().reshape(-1).expand(n_systems)
+    eye = torch.eye(3, dtype=torch.float64)
+    beta0 = torch.as_tensor(beta0).detach().cpu()
+    return torch.stack([expansion(tuple(eye[k, j].expand_as(t) for j in range(3)), beta_of(t), beta0, order, form)[0]
+                        for k in range(3)], dim=-1)
+
+
 class ThermalForceField(torch.nn.Module):
     """``W(R; T) = W_prior + W0 + dB W1 + dB^2/2 W2`` on one-bead-per-molecule systems.
 

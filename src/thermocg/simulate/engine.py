@@ -66,30 +66,17 @@ def model_force_function(model, skin_A: float | None = 1.0, engine: str = "fast"
     not changed). The function's ``pair_lists`` hold them, for their search counts. None: a
     new search at every call.
     """
-    if engine == "distilled" or type(model).__name__ == "DistilledForceField":
-        distilled = model  # a thermocg.models.distilled.DistilledForceField, already fitted
-        if type(distilled).__name__ != "DistilledForceField":
+    from thermocg.models.distilled import DistilledForceField
+    from thermocg.models.fast import FastForceField
+
+    if engine == "distilled" or isinstance(model, DistilledForceField):
+        if not isinstance(model, DistilledForceField):
             raise TypeError(f"engine 'distilled' runs a fitted thermocg.models.distilled.DistilledForceField, "
                             f"found {type(model).__name__} (fit one with DistilledForceField.fit(model, frames))")
-
-        def distilled_forces(x, box, temperature):
-            return distilled.energy_and_forces(x, box, temperature)
-
-        distilled_forces.pair_lists = [distilled.neighbour_list]
-        distilled_forces.min_distance = distilled.neighbour_list.min_distance
-        return distilled_forces
+        return _form_function(model)  # its own pair list and skin
     model = getattr(model, "model", model)
     if engine == "fast":
-        from thermocg.models.fast import FastForceField
-
-        fast = FastForceField.from_model(model, skin_A=skin_A or 0.0)
-
-        def fast_forces(x, box, temperature):
-            return fast.energy_and_forces(x, box, temperature)
-
-        fast_forces.pair_lists = [fast.neighbour_list]
-        fast_forces.min_distance = fast.neighbour_list.min_distance  # linear in N (the safety check)
-        return fast_forces
+        return _form_function(FastForceField.from_model(model, skin_A=skin_A or 0.0))
     if engine != "hippynn":
         raise ValueError(f"engine must be 'fast', 'hippynn' or 'distilled', found {engine!r}")
     pair_lists = []
@@ -119,17 +106,22 @@ def split_force_functions(model, skin_A: float | None = 1.0) -> tuple[ForceFunct
 
     fast = FastForceField.from_model(getattr(model, "model", model), skin_A=skin_A or 0.0)
     fast.include_prior = False
+    return _form_function(fast), _form_function(fast, "prior_energy_and_forces")
 
-    def network(x, box, temperature):
-        return fast.energy_and_forces(x, box, temperature)
 
-    def prior(x, box, temperature):
-        return fast.prior_energy_and_forces(x, box, temperature)
+def _form_function(form, method: str = "energy_and_forces") -> ForceFunction:
+    """A force function calling ``form.<method>`` (an inference or distilled form), with the
+    form's pair list (``pair_lists``, for its search counts), its closest-pair check
+    (``min_distance``, linear in N: the safety check) and the form itself (``fast_form``)."""
+    call = getattr(form, method)
 
-    network.pair_lists = [fast.neighbour_list]
-    network.min_distance = fast.neighbour_list.min_distance
-    network.fast_form = prior.fast_form = fast
-    return network, prior
+    def forces(x, box, temperature):
+        return call(x, box, temperature)
+
+    forces.pair_lists = [form.neighbour_list]
+    forces.min_distance = form.neighbour_list.min_distance
+    forces.fast_form = form
+    return forces
 
 
 @dataclass(frozen=True)
@@ -265,23 +257,19 @@ class Integrator:
         inner = half / self.substeps
         sigma = self._thermal_sigma() * math.sqrt(1.0 - self.c1 ** 2) if self.friction > 0 else None
         for _ in range(n):
-            v, x = self.velocities, self.positions
-            if self.fast_fn is None:
-                v = v + half * self._slow[1] * inv_m
-            else:
-                v = v + half * self._slow[1] * inv_m
-                for _ in range(self.substeps - 1):
-                    v, x = self._inner(x, v + inner * self._fast[1] * inv_m, inner, sigma)
+            v, x = self.velocities + half * self._slow[1] * inv_m, self.positions  # B_s(H/2)
+            for j in range(self.substeps):
+                if self.fast_fn is not None:
+                    v = v + inner * self._fast[1] * inv_m  # B_f(h/2)
+                v, x = self._inner(x, v, inner, sigma)  # A O A
+                if j < self.substeps - 1:  # the last B_f(h/2) comes after the slow forces below
                     self._fast = self.fast_fn(x, self.box, self.temperature)
                     v = v + inner * self._fast[1] * inv_m
-                v = v + inner * self._fast[1] * inv_m
-            v, x = self._inner(x, v, inner, sigma)
             self._slow = self.force_fn(x, self.box, self.temperature)
-            if self.fast_fn is None:
-                v = v + half * self._slow[1] * inv_m
-            else:
+            if self.fast_fn is not None:
                 self._fast = self.fast_fn(x, self.box, self.temperature)
-                v = v + inner * self._fast[1] * inv_m + half * self._slow[1] * inv_m
+                v = v + inner * self._fast[1] * inv_m
+            v = v + half * self._slow[1] * inv_m  # B_s(H/2)
             self.velocities, self.positions = v, x
             self._sum()
             self.step_count += 1

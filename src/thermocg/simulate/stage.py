@@ -183,12 +183,14 @@ class Batch:
     meta: dict
     reference: ReferenceRun = None
     config: Config = None
+    #: (the force function, (slow, fast) or (None, None)), built by :meth:`force_functions`
+    functions: tuple | None = None
 
     def force_functions(self):
         """(the force function, (slow, fast) parts for multiple time stepping or (None, None)),
         built on first use: a finished batch neither builds an inference form nor fits a
         distilled one."""
-        if getattr(self, "_functions", None) is None:
+        if self.functions is None:
             s = self.settings
             if s.engine == "distilled":
                 fn = model_force_function(distil(self.model, self.reference, self.config, self.device),
@@ -197,8 +199,8 @@ class Batch:
                 fn = model_force_function(self.model, skin_A=s.neighbor_skin_A, engine=s.engine)
             split = (split_force_functions(self.model, skin_A=s.neighbor_skin_A)
                      if max(s.mts_substeps, s.nve.mts_substeps) > 1 else (None, None))
-            self._functions = (fn, split)
-        return self._functions
+            self.functions = (fn, split)
+        return self.functions
 
     @classmethod
     def of(cls, models: TrainedModels, name: str, temps, config: Config, reference: ReferenceRun, stage_path: Path,
@@ -282,7 +284,7 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
                 finished([f"{batch.name}/{f.name}" for row in batch.nve_files for f in row])
     except SimulationError as err:
         raise SimulationError(f"simulate {batch.name}: {err}") from err
-    used = getattr(batch, "_functions", None)
+    used = batch.functions
     lists = [pl for f in (used[0], used[1][0]) if f is not None for pl in f.pair_lists] if used else []
     if lists and max(pl.calls for pl in lists):
         pl = max(lists, key=lambda p: p.calls)  # how often the skin list was searched again (tune neighbor_skin_A)
