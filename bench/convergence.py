@@ -96,36 +96,37 @@ def _history(hist: dict) -> dict:
 
 @dataclass(frozen=True)
 class RestrainedJob:
-    """trf2 of one seed on restrained targets at T0 (issue 15): once with W0 fitted to the
-    configurations' mean forces (``fm-restrained``), once with the W0 of the regression fm of
-    ``w0_frames`` frames (the same seed, trained by a :class:`Job`)."""
+    """trf2 of one seed as the study's targets stage and train stage make it with ``[targets]
+    method = "restrained"`` (issue 15): W0 from the regression fm of ``w0_frames`` frames (the
+    same seed, trained by a :class:`Job`), thermal heads from zero fitted to the restrained
+    targets of the first ``configurations`` configurations at T0, for each local radius."""
 
     study: str
     source: str
     configurations: int
-    seed: int
     w0_frames: int
-    files: tuple[str, ...]  # the sampled configurations' moments
-    key: str
+    seed: int
+    #: per local radius: (r_e, the sampled configurations' moment files, their key)
+    radii: tuple[tuple[float, tuple[str, ...], str], ...]
 
     @property
     def cost(self) -> float:
-        return self.configurations * 5.0 + 300.0  # small data: dominated by the fixed epoch overhead
+        return (self.configurations * 5.0 + 300.0) * len(self.radii)  # small data: the fixed epoch overhead
 
     @property
     def label(self) -> str:
-        return f"restrained targets, {self.configurations} configurations, seed {self.seed}"
+        return (f"restrained targets, {self.configurations} configurations, W0 of {self.w0_frames} frames, "
+                f"r_e {[r for r, _, _ in self.radii]}, seed {self.seed}")
 
-    def names(self) -> tuple[str, str, str]:
-        m, s = self.configurations, self.seed
-        return f"fm-restrained-m{m}-seed{s}", f"trf2-restrained-m{m}-seed{s}", \
-            f"trf2-restrained-m{m}-w0n{self.w0_frames}-seed{s}"
+    def name(self, r_e: float) -> str:
+        return f"trf2-restrained-m{self.configurations}-w0n{self.w0_frames}-re{r_e:g}-seed{self.seed}"
 
 
 def run_restrained_job(job: RestrainedJob) -> dict:
-    """fm and trf2 on restrained targets, and trf2 on them with a regression W0 (in a worker)."""
+    """trf2 on restrained targets with a regression W0, per local radius (in a worker)."""
     import torch
 
+    from thermocg import pipeline
     from thermocg.config import load_config
     from thermocg.models.saved import load_model, save_model
     from thermocg.models.stage import fit_variant
@@ -136,47 +137,55 @@ def run_restrained_job(job: RestrainedJob) -> dict:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     study = load_config(job.study)
     t0, out_dir = study.train.T0_K, study.run_dir / "convergence"
-    rows = [load_configuration(Path(f), job.key) for f in job.files]
-    if any(r is None for r in rows):
-        raise RuntimeError("a restrained configuration is missing: run the sampling again")
-    from thermocg import pipeline
-
-    m = len(rows)
+    w0_path = out_dir / f"fm-n{job.w0_frames}-seed{job.seed}.pt"
+    if not w0_path.exists():
+        raise RuntimeError(f"{w0_path}: the W0 donor is missing (run the regression jobs first)")
     cg = pipeline.read(load_config(job.source), "reference").cg_frames(t0)
-    a = restrained_frames(cg, rows)["targets"]  # the arrays the targets stage writes
-    data = TrainingData(positions=cg.positions[:m], box=cg.box[:m],
-                        targets={0: a["f0"][:m], 1: a["t1"][:m], 2: a["t2"][:m]}, beta=np.full(m, beta_of(t0)))
     score, start, results = scorer(study), time.monotonic(), {}
-    fm_name, trf2_name, hybrid_name = job.names()
-    common = {"frames": None, "configurations": job.configurations, "r_e_A": study.targets.r_e_A,
-              "seed": job.seed, "targets": "restrained"}
-    fm_path = out_dir / f"{fm_name}.pt"
-    if not fm_path.exists():
-        fm, hist = fit_variant(study, fm_name, 0, t0, replace(data, targets={0: data.targets[0]}), "cpu",
-                               show_progress=False, variant="fm", seed=job.seed)
-        save_model(fm_path, fm, {"variant": "fm", **common, "history": _history(hist)})
-    fm = load_model(fm_path)
-    results[fm_name] = {"variant": "fm", "w0": "restrained", **common,
-                        "best_valid": fm.metadata["history"][fm_name]["best_valid"], "scores": score(fm)}
-    for name, w0_path, w0 in ((trf2_name, fm_path, "restrained"),
-                              (hybrid_name, out_dir / f"fm-n{job.w0_frames}-seed{job.seed}.pt",
-                               f"regression n={job.w0_frames}")):
-        if not w0_path.exists():
-            raise RuntimeError(f"{w0_path}: the W0 donor is missing (run the regression jobs first)")
-        trf2, hist = fit_variant(study, name, 2, t0, data, "cpu", show_progress=False, variant="trf2",
-                                 seed=job.seed, w0_from=load_model(w0_path).model)
+    m = job.configurations
+    for r_e, files, key in job.radii:
+        rows = [load_configuration(Path(f), key) for f in files]
+        if any(r is None for r in rows):
+            raise RuntimeError(f"a restrained configuration at r_e = {r_e:g} Å is missing: run the sampling again")
+        a = restrained_frames(cg, rows)["targets"]  # the arrays the targets stage writes
+        data = TrainingData(positions=cg.positions[:m], box=cg.box[:m],
+                            targets={0: a["f0"][:m], 1: a["t1"][:m], 2: a["t2"][:m]}, beta=np.full(m, beta_of(t0)))
+        config = study.model_copy(update={"targets": study.targets.model_copy(update={"r_e_A": r_e})})
+        name = job.name(r_e)
         path = out_dir / f"{name}.pt"
-        save_model(path, trf2, {"variant": "trf2", **common, "w0": w0, "history": _history(hist)})
-        results[name] = {"variant": "trf2", "w0": w0, **common,
-                         "best_valid": hist[f"{name}-thermal"]["best_valid"],
-                         "valid_before": hist[f"{name}-thermal"].get("valid_before"),
-                         "scores": score(load_model(path))}
+        common = {"variant": "trf2", "targets": "restrained", "frames": job.w0_frames, "configurations": m,
+                  "r_e_A": r_e, "seed": job.seed, "w0": f"regression n={job.w0_frames}"}
+        if not path.exists():
+            trf2, hist = fit_variant(config, name, 2, t0, data, "cpu", show_progress=False, variant="trf2",
+                                     seed=job.seed, w0_from=load_model(w0_path).model)
+            save_model(path, trf2, {**common, "history": _history(hist)})
+        saved = load_model(path)
+        hist = saved.metadata["history"][f"{name}-thermal"]
+        results[name] = {**common, "best_valid": hist["best_valid"], "scores": score(saved)}
     return {"results": results, "seconds": time.monotonic() - start}
 
 
-def sampling_tasks(study, source, m: int, out_dir: Path):
+@dataclass(frozen=True)
+class Sampling:
+    """One restrained configuration sampled once and reduced for every local radius."""
+
+    tasks: tuple  # ConfigurationTask per radius, the same configuration
+
+    @property
+    def label(self) -> str:
+        return f"restrained configuration {self.tasks[0].index}"
+
+
+def run_sampling(job: Sampling):
+    from thermocg.targets.restrained import sample_configuration
+
+    return sample_configuration(*job.tasks)
+
+
+def sampling_tasks(study, source, m: int, out_dir: Path, r_e: float):
     """The restrained configurations to sample at T0: the first ``m`` frames of the frames
-    config's reference, with the study's [targets] restrained settings; and their key."""
+    config's reference, with the study's [targets] restrained settings and the local radius
+    ``r_e``; and their key."""
     import hashlib
 
     from thermocg import pipeline
@@ -185,21 +194,22 @@ def sampling_tasks(study, source, m: int, out_dir: Path):
     t, t0 = study.targets, study.train.T0_K
     ref = pipeline.read(source, "reference")
     frames = ref.frames(t0)
-    settings = (t.r_e_A, t.restraint_k, t.restrained_equilibration_ps, t.restrained_samples, t.restrained_interval_fs,
+    settings = (r_e, t.restraint_k, t.restrained_equilibration_ps, t.restrained_samples, t.restrained_interval_fs,
                 t.restrained_blocks, source.reference.timestep_fs, source.section_hash("reference"))
     if t.restrained_offset_radius_A is not None:
         settings += (t.restrained_offset_radius_A,)
     key = hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
     system_xml = (ref.directory / "system.xml").read_text()
-    (out_dir / "restrained").mkdir(parents=True, exist_ok=True)
+    where = out_dir / "restrained" / f"re{r_e:g}"
+    where.mkdir(parents=True, exist_ok=True)
     tasks = [ConfigurationTask(
         temperature_K=t0, index=i, positions_A=frames.positions[i], box_A=frames.box[i], step=int(frames.step[i]),
-        system_xml=system_xml, molecule_index=frames.molecule_index, r_e_A=t.r_e_A,
+        system_xml=system_xml, molecule_index=frames.molecule_index, r_e_A=r_e,
         offset_radius_A=t.restrained_offset_radius_A, restraint_k=t.restraint_k,
         timestep_fs=source.reference.timestep_fs, friction_per_ps=source.reference.friction_per_ps,
         equilibration_ps=t.restrained_equilibration_ps, samples=t.restrained_samples,
         interval_fs=t.restrained_interval_fs, blocks=t.restrained_blocks, seed=4000 + i, device="cpu", threads=1,
-        out=out_dir / "restrained" / f"c{i:04d}.npz", key=key) for i in range(m)]
+        out=where / f"c{i:04d}.npz", key=key) for i in range(m)]
     return tasks, key
 
 
@@ -226,30 +236,27 @@ def run_job(job: Job) -> dict:
 
     results, start = {}, time.monotonic()
     fm_path = out_dir / f"{job.name(None)}.pt"
+    beta = np.full(len(cg.positions), beta_of(t0))
+    if not fm_path.exists():
+        fm, hist = fit_variant(study, job.name(None), 0, t0,
+                               TrainingData(positions=cg.positions, box=cg.box, targets={0: cg.forces}, beta=beta),
+                               "cpu", show_progress=False, variant="fm", seed=job.seed)
+        save_model(fm_path, fm, {"variant": "fm", "frames": job.frames, "seed": job.seed, "history": _history(hist)})
+    fm = load_model(fm_path)
+    results[job.name(None)] = {"variant": "fm", "frames": job.frames, "r_e_A": None, "seed": job.seed,
+                               "best_valid": fm.metadata["history"][job.name(None)]["best_valid"],
+                               "scores": score(fm)}
     for r_e in job.radii:
         config = study.model_copy(update={"targets": study.targets.model_copy(update={"r_e_A": r_e})})
         res = compute_targets(cg, config)
         data = TrainingData(positions=cg.positions, box=cg.box,
-                            targets={0: cg.forces, 1: res["local"].t1, 2: res["local"].t2},
-                            beta=np.full(len(cg.positions), beta_of(t0)))
-        if not fm_path.exists():
-            fm, hist = fit_variant(config, job.name(None), 0, t0, replace(data, targets={0: cg.forces}), "cpu",
-                                   show_progress=False, variant="fm", seed=job.seed)
-            save_model(fm_path, fm, {"variant": "fm", "frames": job.frames, "seed": job.seed,
-                                     "history": {p: {k: h[k] for k in ("valid", "best_epoch", "best_valid")}
-                                                 for p, h in hist.items()}})
-        if job.name(None) not in results:
-            fm = load_model(fm_path)
-            results[job.name(None)] = {"variant": "fm", "frames": job.frames, "r_e_A": None, "seed": job.seed,
-                                       "best_valid": fm.metadata["history"][job.name(None)]["best_valid"],
-                                       "scores": score(fm)}
+                            targets={0: cg.forces, 1: res["local"].t1, 2: res["local"].t2}, beta=beta)
         name = job.name(r_e)
         trf2, hist = fit_variant(config, name, 2, t0, data, "cpu", show_progress=False, variant="trf2",
-                                 seed=job.seed, w0_from=load_model(fm_path).model)
+                                 seed=job.seed, w0_from=fm.model)
         path = out_dir / f"{name}.pt"
         save_model(path, trf2, {"variant": "trf2", "frames": job.frames, "r_e_A": r_e, "seed": job.seed,
-                                "history": {p: {k: h[k] for k in ("valid", "best_epoch", "best_valid")}
-                                            for p, h in hist.items()}})
+                                "history": _history(hist)})
         results[name] = {"variant": "trf2", "frames": job.frames, "r_e_A": r_e, "seed": job.seed,
                          "best_valid": hist[f"{name}-thermal"]["best_valid"],
                          "valid_before": hist[f"{name}-thermal"].get("valid_before"),
@@ -276,7 +283,7 @@ def floor_of(study) -> dict[float, float]:
 
 def label_of(r: dict) -> str:
     if r.get("targets") == "restrained":
-        return f"{r['variant']} restrained m={r['configurations']}" + (f" w0={r['w0']}" if r["variant"] != "fm" else "")
+        return f"trf2 restrained n={r['frames']} m={r['configurations']} r_e={r['r_e_A']:g}"
     return f"{r['variant']} n={r['frames']}" + ("" if r["r_e_A"] is None else f" r_e={r['r_e_A']:g}")
 
 
@@ -324,8 +331,8 @@ def table(summary: dict, temps, t0: float) -> str:
 
 
 def plot(summary: dict, temps, t0: float, r0: float, r_e_frames: int, path: Path) -> None:
-    """Excess force MSE against temperature: per frame count (trf2 solid, its fm dashed), and
-    trf2 per local radius."""
+    """Excess force MSE against temperature: per frame count (trf2 solid, on restrained targets
+    dotted, its fm dashed), and trf2 per local radius."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -336,7 +343,7 @@ def plot(summary: dict, temps, t0: float, r0: float, r_e_frames: int, path: Path
 
     def curve(ax, key, **kw):
         v = summary[key]
-        group = v.get("configurations") if v.get("targets") == "restrained" else v["frames"]
+        group = v["frames"] if ax is by_frames else v["r_e_A"]
         kw.setdefault("color", colours.setdefault((ax, group), f"C{len([c for c in colours if c[0] is ax])}"))
         row = v["by_temperature"]
         ax.errorbar(temps, [row[str(t)]["excess_mean"] for t in temps],
@@ -345,15 +352,14 @@ def plot(summary: dict, temps, t0: float, r0: float, r_e_frames: int, path: Path
 
     fig, (by_frames, by_radius) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for key, v in summary.items():
-        if v.get("targets") == "restrained":
-            curve(by_frames, key, ls=":")
-        elif key.startswith("fm"):
+        ls = ":" if v.get("targets") == "restrained" else "-"
+        if v["variant"] == "fm":
             curve(by_frames, key, ls="--")
-        elif key.endswith(f"r_e={r0:g}"):
-            curve(by_frames, key)
-        if key.startswith(f"trf2 n={r_e_frames} "):
-            curve(by_radius, key, color=f"C{sorted(k for k in summary if k.startswith(f'trf2 n={r_e_frames} ')).index(key)}")
-    for ax, title in ((by_frames, f"frames at T0 (trf2 solid, its fm dashed, restrained dotted; r_e {r0:g} Å)"),
+        elif v["r_e_A"] == r0:
+            curve(by_frames, key, ls=ls)
+        if v["variant"] == "trf2" and v["frames"] == r_e_frames:
+            curve(by_radius, key, ls=ls)
+    for ax, title in ((by_frames, f"frames at T0 (trf2 solid, restrained targets dotted, its fm dashed; r_e {r0:g} Å)"),
                       (by_radius, f"local radius r_e (trf2, {r_e_frames} frames)")):
         ax.axvline(t0, color="grey", lw=0.5)
         ax.axhline(0, color="grey", lw=0.5)
@@ -388,10 +394,9 @@ def main() -> None:
     ap.add_argument("--r-e-frames", type=int, default=100, help="frames for the further radii")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--restrained", type=int, default=0,
-                    help="also train on restrained targets (issue 15) from this many configurations at T0")
-    ap.add_argument("--restrained-w0-frames", type=int, default=100,
-                    help="the regression fm whose W0 the hybrid restrained trf2 takes")
+    ap.add_argument("--configurations", default="",
+                    help="restrained studies: the configurations per frame count of --frames (default: the "
+                         "study's restrained_configurations per training frame, e.g. 5,10,20,40 for 20 per 100)")
     args = ap.parse_args()
 
     from thermocg.config import load_config
@@ -415,9 +420,19 @@ def main() -> None:
     results_path = out_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     r0 = study.targets.r_e_A
-    jobs = [Job(str(study.source), str(source.source), n, (r0, *extra) if n == args.r_e_frames else (r0,), s)
-            for s in (int(x) for x in args.seeds.split(",")) for n in frames]
-    jobs = [j for j in jobs if not all(j.name(r) in results for r in j.radii)]
+    restrained = study.targets.method == "restrained"
+    seeds = [int(x) for x in args.seeds.split(",")]
+    if restrained:  # the study's trf2: restrained thermal heads on the regression fm's W0 (its donor)
+        per_frame = study.targets.restrained_configurations / (study.reference.n_frames - study.train.test_frames)
+        counts = ([int(x) for x in args.configurations.split(",")] if args.configurations
+                  else [max(1, round(n * per_frame)) for n in frames])
+        if len(counts) != len(frames) or max(counts) > have:
+            raise SystemExit(f"--configurations {counts}: one count per frame count of --frames {frames}, at most "
+                             f"the {have} frames of {args.frames_config}")
+    jobs = [Job(str(study.source), str(source.source), n,
+                () if restrained else (r0, *extra) if n == args.r_e_frames else (r0,), s)
+            for s in seeds for n in frames]
+    jobs = [j for j in jobs if not all(j.name(r) in results for r in (None, *j.radii))]
     print(f"{len(jobs)} job(s) to run in {args.processes} process(es) -> {out_dir}", flush=True)
 
     def finished(job, out):
@@ -426,17 +441,22 @@ def main() -> None:
         print(f"done: {job.label} in {out['seconds']:.0f} s", flush=True)
 
     run_pool(run_job, jobs, args.processes, finished)
-    if args.restrained:
-        from thermocg.targets.restrained import load_configuration, sample_configuration
-        tasks, key = sampling_tasks(study, source, args.restrained, out_dir)
-        todo = [t for t in tasks if load_configuration(t.out, key) is None]
-        print(f"restrained: {len(todo)} of {len(tasks)} configurations at {t0:g} K to sample", flush=True)
-        run_pool(sample_configuration, todo, args.processes,
-                 lambda task, _: print(f"sampled configuration {task.index}", flush=True))
-        rjobs = [RestrainedJob(str(study.source), str(source.source), args.restrained, s, args.restrained_w0_frames,
-                               tuple(str(t.out) for t in tasks), key)
-                 for s in (int(x) for x in args.seeds.split(","))]
-        rjobs = [j for j in rjobs if not all(n in results for n in j.names())]
+    if restrained:
+        from thermocg.targets.restrained import load_configuration
+        radii = (r0, *extra)
+        made = {r: sampling_tasks(study, source, max(counts), out_dir, r) for r in radii}
+        tasks, keys = {r: made[r][0] for r in radii}, {r: made[r][1] for r in radii}
+        todo = [Sampling(tuple(tasks[r][i] for r in radii)) for i in range(max(counts))
+                if any(load_configuration(tasks[r][i].out, keys[r]) is None for r in radii)]
+        print(f"restrained: {len(todo)} of {max(counts)} configurations at {t0:g} K to sample "
+              f"(each reduced at r_e = {', '.join(f'{r:g}' for r in radii)} Å)", flush=True)
+        run_pool(run_sampling, todo, args.processes, lambda job, _: print(f"sampled {job.label}", flush=True))
+        rjobs = [RestrainedJob(str(study.source), str(source.source), m, n, s,
+                               tuple((r, tuple(str(t.out) for t in tasks[r][:m]), keys[r])
+                                     for r in (radii if n == args.r_e_frames else (r0,))))
+                 for s in seeds for n, m in zip(frames, counts)]
+        rjobs = [j for j in rjobs if not all(j.name(r) in results for r, _, _ in j.radii)]
+        print(f"{len(rjobs)} restrained job(s) to run", flush=True)
         run_pool(run_restrained_job, rjobs, args.processes, finished)
 
     from thermocg.report.claims import claim4
@@ -446,7 +466,7 @@ def main() -> None:
     print(f"\n{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores; study {args.study}, "
           f"frames from {args.frames_config}; T0 = {t0:g} K\n")
     print(table(summary, temps, t0))
-    verdict = claim4(summary, t0)
+    verdict = claim4(summary, t0, study.targets.method)
     print(f"\nclaim 4 ({verdict.text}): {verdict.verdict}")
     for line in verdict.evidence:
         print("  " + line)

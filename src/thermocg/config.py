@@ -460,13 +460,19 @@ class Config(_Section):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-#: Keys added after run directories existed: left out of the config hash at their default (which
-#: reproduces the earlier outputs), so adding them leaves finished stages up to date.
+#: Keys added after run directories existed: left out of the config hash at the value that
+#: reproduces the earlier outputs (their default, or the one in :data:`_EARLIER_VALUES`), so adding
+#: them leaves finished stages up to date.
 _ADDED_KEYS = {"targets": ("method", "restraint_k", "restrained_configurations", "restrained_equilibration_ps",
                            "restrained_samples", "restrained_interval_fs", "restrained_blocks",
                            "restrained_offset_radius_A", "restrained_temperatures_K"),
                "train": ("target_weighting",),
-               "simulate": ("mts_substeps", "nve.mts_substeps", "distilled_frames", "distilled_r3_A")}
+               "simulate": ("engine", "mts_substeps", "nve.mts_substeps", "distilled_frames", "distilled_r3_A")}
+#: Added keys whose earlier behaviour is not their default: every simulate stage before the
+#: inference form (issue 16) ran hippynn's graph, so a run that says engine = "hippynn" matches
+#: them, and the default ("fast": the same function, another floating-point path and speed) is
+#: a new run.
+_EARLIER_VALUES = {("simulate", "engine"): "hippynn"}
 
 
 def _hashed(name: str, section: BaseModel) -> dict:
@@ -478,7 +484,7 @@ def _hashed(name: str, section: BaseModel) -> dict:
     for key in _ADDED_KEYS.get(name, ()):
         # the distilled keys change nothing unless the engine is "distilled"
         unused = (regression and key.startswith("restrain")) or (key.startswith("distilled")
-                                                                   and data["engine"] != "distilled")
+                                                                   and section.engine != "distilled")
         # a restrained run hashes every restrained key: their defaults have changed since the
         # first restrained runs (restraint_k 1000 -> 4000), which must not pass for up to date
         used = name == "targets" and not regression and key.startswith("restrain")
@@ -486,7 +492,8 @@ def _hashed(name: str, section: BaseModel) -> dict:
         holder, model = data, section
         for parent in parents:
             holder, model = holder[parent], getattr(model, parent)
-        if unused or (not used and holder[leaf] == type(model).model_fields[leaf].default):
+        earlier = _EARLIER_VALUES.get((name, key), type(model).model_fields[leaf].default)
+        if unused or (not used and holder[leaf] == earlier):
             holder.pop(leaf)
     return data
 

@@ -201,3 +201,14 @@ def test_run_skips_every_stage_that_is_up_to_date(evaluated, caplog):
     for stage in ("reference", "targets", "train", "simulate", "evaluate"):
         assert f"{stage}: up to date" in text, stage
     assert (report_dir(config) / "report.html").exists()
+
+
+def test_time_scale_ratio_error_is_propagated_or_unknown():
+    """D_CG/D_FG: relative errors add in quadrature (10 % and 7.5 % make 12.5 %); a D from one NVE
+    segment has no error, and then the ratio's error is unknown, not the other D's alone."""
+    from thermocg.evaluate.stage import _ratio
+
+    r = _ratio({"value": 2.0, "error": 0.2}, {"value": 4.0, "error": 0.3})
+    assert r["value"] == 0.5 and r["error"] == pytest.approx(0.5 * 0.125)
+    one_segment = _ratio({"value": 2.0, "error": float("nan")}, {"value": 4.0, "error": 0.3})
+    assert one_segment["value"] == 0.5 and np.isnan(one_segment["error"])

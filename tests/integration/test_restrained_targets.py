@@ -165,3 +165,44 @@ def test_an_interrupted_run_samples_only_what_is_missing(tiny_reference, tmp_pat
     monkeypatch.setattr(restrained, "sample_configuration", lambda task: (calls.append(task.index), real(task))[1])
     manifest = run_targets(config, show_progress=False)
     assert manifest["complete"] and len(calls) == 1  # the fourth configuration only
+
+
+def test_one_sampling_reduced_at_several_radii(tiny_reference, tmp_path, monkeypatch):
+    """sample_configuration(task, *more_radii): the same samples reduced at another local radius
+    equal that radius's own reduction of them (the sampler is held fixed: one real sampling
+    served to every call), the mean force is the same at both radii and the order-1 estimate is
+    not; tasks that differ in anything else are refused."""
+    from dataclasses import replace
+
+    from thermocg.reference.restrained import RestrainedSampler
+
+    config, _ = tiny_reference
+    reference = ReferenceRun.read(reference_dir(config))
+    frames = reference.frames(300.0)
+    task = restrained.ConfigurationTask(
+        temperature_K=300.0, index=0, positions_A=frames.positions[0], box_A=frames.box[0], step=int(frames.step[0]),
+        system_xml=(reference.directory / "system.xml").read_text(), molecule_index=frames.molecule_index,
+        r_e_A=6.5, offset_radius_A=None, restraint_k=1000.0, timestep_fs=config.reference.timestep_fs,
+        friction_per_ps=config.reference.friction_per_ps, equilibration_ps=0.1, samples=30, interval_fs=10.0,
+        blocks=3, seed=11, device="cpu", threads=1, out=tmp_path / "a.npz", key="a")
+    samples = RestrainedSampler(task.system_xml, task.molecule_index, 300.0, 1000.0, task.timestep_fs,
+                                task.friction_per_ps, "cpu", 1).sample(task.positions_A, task.box_A, 100.0, 30,
+                                                                       10.0, 11, "test")
+
+    class Fixed:
+        def sample(self, *args):
+            return samples
+
+    handle = (task.temperature_K, task.restraint_k, task.timestep_fs, task.friction_per_ps, task.system_xml)
+    monkeypatch.setattr(restrained, "_SAMPLERS", {handle: Fixed()})
+    near = replace(task, r_e_A=4.0, out=tmp_path / "b.npz", key="b")
+    restrained.sample_configuration(task, near)
+    a, b = (restrained.load_configuration(tmp_path / f"{n}.npz", n) for n in "ab")
+    np.testing.assert_array_equal(a["F"], b["F"])
+    assert not np.allclose(a["F1"], b["F1"])
+    restrained.sample_configuration(replace(near, out=tmp_path / "c.npz", key="c"))
+    alone = restrained.load_configuration(tmp_path / "c.npz", "c")
+    for name in ("F1", "F1_se", "F2", "U", "v"):
+        np.testing.assert_array_equal(alone[name], b[name])
+    with pytest.raises(ValueError, match=r"differ in \['seed'\]"):
+        restrained.sample_configuration(task, replace(near, seed=12))

@@ -12,9 +12,10 @@ from thermocg.report.claims import NO, NOT_TESTED, YES, assess
 TEMPS = (250.0, 300.0, 400.0, 500.0, 600.0, 700.0)
 
 
-def _results(iae, excess, ratio, d_cg, d_fg, seeds=(1, 2)):
+def _results(iae, excess, ratio, d_cg, d_fg, seeds=(1, 2), ratio_error=None):
     """Results for trf2, em, fm (``seeds`` each) with the given per-group, per-temperature numbers;
-    every seed gets the same value plus a small alternating offset (so the spread is known)."""
+    every seed gets the same value plus a small alternating offset (so the spread is known).
+    ``ratio_error``: the within-run error of D_CG/D_FG per temperature (default 0.05)."""
     models, groups, seed_of, variants = [], {}, {}, {}
     for g in ("trf2", "em", "fm"):
         for s in seeds:
@@ -29,7 +30,8 @@ def _results(iae, excess, ratio, d_cg, d_fg, seeds=(1, 2)):
             ms[m] = Measures(rdf_iae=Estimate(iae[g][i] + k, 0.01), adf_iae=Estimate(iae[g][i] / 2 + k, 0.01),
                              force_mse_excess=excess[g][i] + k,
                              D_A2_per_ps=Estimate(d_cg[i] * (1 + k), 0.01) if g == "trf2" else None,
-                             D_ratio_CG_over_FG=Estimate(ratio[i] * (1 + k), 0.05) if g == "trf2" else None)
+                             D_ratio_CG_over_FG=Estimate(ratio[i] * (1 + k), 0.05 if ratio_error is None
+                                                         else ratio_error[i]) if g == "trf2" else None)
         by_t[t] = TemperatureResults(t, Measures(D_A2_per_ps=Estimate(d_fg[i], 0.005)), ms)
     return Results(TEMPS, tuple(models), 300.0, {m: (300.0,) for m in models}, by_t, variants, (), groups, seed_of)
 
@@ -161,3 +163,31 @@ def _check(d0, d0_err, eta, eta_err):
 def test_claim5_fails_only_on_a_clear_disagreement(check, verdict):
     claim = {c.number: c for c in assess(_results(**GOOD), None, check)}[5]
     assert claim.verdict == verdict, claim.evidence
+
+
+def test_claim3_unknown_ratio_errors_are_relative_not_borrowed_from_the_low_T_end():
+    """One seed and one NVE segment leave the ratio's error unknown (NaN). It must take the known
+    errors' relative size (8 % here): the ratio falls from 15 to 1.5, and the known 1.2 at
+    250 K applied as it is (the rule before) would hide a jump of 2.5 at 600 K (chi² 0.9)."""
+    nan = float("nan")
+    smooth = [15.0 - 0.03 * (t - 250) for t in TEMPS]  # 15 ... 4.5, 1.5: linear in T
+    errors = [0.08 * smooth[0], 0.08 * smooth[1], nan, nan, nan, nan]
+    claim = {c.number: c for c in assess(_results(**{**GOOD, "ratio": smooth}, seeds=(1,), ratio_error=errors))}[3]
+    assert claim.verdict == YES, claim.evidence
+    assert claim.data["ratio_error"][2:] == pytest.approx([0.08 * r for r in smooth[2:]], rel=1e-3)
+    assert claim.data["ratio_error_known"] == [True, True, False, False, False, False]
+    assert any("4 of 6 errors unknown" in e and "8%" in e for e in claim.evidence), claim.evidence
+    jump = [r + (2.5 if t == 600.0 else 0.0) for r, t in zip(smooth, TEMPS)]
+    claim = {c.number: c for c in assess(_results(**{**GOOD, "ratio": jump}, seeds=(1,), ratio_error=errors))}[3]
+    assert claim.verdict == NO, claim.evidence
+
+
+def test_claim3_prints_the_arrhenius_form_without_judging_by_it():
+    """ln(ratio) = a + b/T exactly: chi² 0 in that form, printed as evidence; the verdict stays
+    with the quadratic rule (fixed before the run)."""
+    arrhenius = [2.0 * np.exp(1500.0 / t - 1500.0 / 700.0) for t in TEMPS]  # 16.3 at 250 K ... 2 at 700 K
+    claim = {c.number: c for c in assess(_results(**{**GOOD, "ratio": arrhenius}, seeds=(1,),
+                                                  ratio_error=[0.05 * r for r in arrhenius]))}[3]
+    assert claim.data["chi2_per_dof_arrhenius"] == pytest.approx(0.0, abs=1e-6)
+    assert claim.data["chi2_per_dof"] > 3.0 and claim.verdict == NO
+    assert any("Arrhenius" in e for e in claim.evidence)

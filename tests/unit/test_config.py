@@ -122,6 +122,12 @@ def test_keys_added_later_leave_existing_hashes_alone():
     assert "mts_substeps" not in sim and "mts_substeps" not in sim["nve"] and "timestep_fs" in sim["nve"]
     for change in ({"mts_substeps": 2}, {"nve": {"mts_substeps": 2}}):
         assert config_from_dict({"simulate": change}).section_hash("simulate") != base.section_hash("simulate")
+    # the engine (issue 16): hippynn's graph is what every earlier simulate stage ran, so a config
+    # that names it hashes as one without the key; the default inference form is another run
+    assert "engine" in sim
+    hippynn = config_from_dict({"simulate": {"engine": "hippynn"}})
+    assert "engine" not in _hashed("simulate", hippynn.simulate)
+    assert hippynn.section_hash("simulate") != base.section_hash("simulate")
 
 
 def test_distilled_settings():

@@ -100,11 +100,13 @@ def diffusion(config: Config, trajectories, dt_ps: float, temperature_K: float, 
 
 
 def _ratio(a: dict, b: dict) -> dict:
-    """a/b with first-order propagated error."""
+    """a/b with first-order propagated error: unknown (NaN) when either error is (a D from one NVE
+    segment has none; taking it as 0 gave the ratio the other D's error alone, far too small)."""
     va, vb = a["value"], b["value"]
-    ea, eb = (x if np.isfinite(x) else 0.0 for x in (a["error"], b["error"]))
+    ea, eb = a["error"], b["error"]
     r = va / vb
-    return {"value": r, "error": abs(r) * math.sqrt((ea / va) ** 2 + (eb / vb) ** 2) if va and vb else float("nan")}
+    known = va and vb and np.isfinite(ea) and np.isfinite(eb)
+    return {"value": r, "error": abs(r) * math.sqrt((ea / va) ** 2 + (eb / vb) ** 2) if known else float("nan")}
 
 
 def reference_nve_beads(reference: ReferenceRun, temperature_K: float) -> tuple[list[np.ndarray], float]:

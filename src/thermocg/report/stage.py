@@ -307,7 +307,7 @@ def run_report(config: Config, force: bool = False, show_progress: bool = True) 
                 "hippynn": getattr(hippynn, "__version__", "?"), "openmm": openmm.__version__,
                 "h5py": h5py.__version__, "machine": f"{platform.machine()} {platform.system()}",
                 "config file": str(config.source)}
-    claims = assess(res, convergence_summary(config), reference_check(config))
+    claims = assess(res, convergence_summary(config), reference_check(config), config.targets.method)
     page = render(res, claims, json.dumps(config_json, indent=1), versions, images)
     atomic_write_text(stage.path / "report.html", page)
     facts = provenance(config)

@@ -24,7 +24,7 @@ and no library computes block-jackknife errors of joint cumulants over a (K, N, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -234,13 +234,21 @@ class ConfigurationTask:
 _SAMPLERS: dict = {}  # per process: one OpenMM context per temperature, reused across configurations
 
 
-def sample_configuration(task: ConfigurationTask) -> Path:
+def sample_configuration(task: ConfigurationTask, *more_radii: ConfigurationTask) -> Path:
     """Sample one configuration, reduce it to its conditional moments (local radius r_e and
-    global) and write them to ``task.out`` (temporary name, then renamed)."""
-    from thermocg.reference.restrained import RestrainedSampler
-    from thermocg.stagedir import atomic_path
-    from thermocg.targets.local import neighbour_matrix
+    global) and write them to ``task.out`` (temporary name, then renamed).
 
+    ``more_radii``: tasks of the same configuration and sampling that differ only in ``r_e_A``
+    (and ``out``, ``key``): the same samples are reduced and written for each of them too (one
+    sampling serves several local radii; bench/convergence.py)."""
+    from thermocg.reference.restrained import RestrainedSampler
+
+    for other in more_radii:
+        differ = [f.name for f in fields(task) if f.name not in ("r_e_A", "out", "key")
+                  and not np.array_equal(getattr(task, f.name), getattr(other, f.name))]
+        if differ:
+            raise ValueError(f"restrained configuration {task.index}: the tasks to reduce together differ in "
+                             f"{differ}, not only in r_e_A, out and key")
     where = f"restrained {task.temperature_K:g} K configuration {task.index}"
     handle = (task.temperature_K, task.restraint_k, task.timestep_fs, task.friction_per_ps, task.system_xml)
     if handle not in _SAMPLERS:
@@ -250,6 +258,16 @@ def sample_configuration(task: ConfigurationTask) -> Path:
                                               task.device, task.threads)
     s = _SAMPLERS[handle].sample(task.positions_A, task.box_A, task.equilibration_ps * 1000.0, task.samples,
                                  task.interval_fs, task.seed, where)
+    for t in (task, *more_radii):
+        _write_moments(s, t)
+    return task.out
+
+
+def _write_moments(s, task: ConfigurationTask) -> None:
+    """Reduce the samples ``s`` of one configuration with ``task``'s local radius and write them."""
+    from thermocg.stagedir import atomic_path
+    from thermocg.targets.local import neighbour_matrix
+
     u_loc = (neighbour_matrix(s.centres, s.box, task.r_e_A) @ s.molecule_energies.T).T
     raw = conditional_moments(s.forces, u_loc, task.blocks)
     if task.offset_radius_A is None:
@@ -268,7 +286,6 @@ def sample_configuration(task: ConfigurationTask) -> Path:
                      F_raw=raw.F, F1_raw=raw.F1, F2_raw=raw.F2, F1_global=glob.F1, F2_global=glob.F2,
                      U_global=glob.U[0], bead_energy=s.molecule_energies.mean(axis=0),
                      offset_rms=np.sqrt(np.mean(s.offsets**2)))
-    return task.out
 
 
 def load_configuration(path: Path, key: str) -> dict | None:
