@@ -91,6 +91,18 @@ class NVESection(_Section):
 DEFAULT_TEMPERATURES_K = (250.0, 275.0, 300.0, 350.0, 400.0, 450.0, 500.0, 600.0, 700.0)
 
 
+class ImportedTemperature(_Section):
+    """The user's all-atom data at one temperature: ``[[reference.data]]`` (``source = "files"``)."""
+
+    temperature_K: PositiveFloat
+    #: Equilibrium frames at this temperature (relative to the config file): positions, forces,
+    #: the total potential energy, per-atom energies and molecule ids (reference.format).
+    frames: Path
+    #: NVE segments for the all-atom D (positions every reference.nve.frame_interval_fs; may be
+    #: empty, then D_FG and D_CG/D_FG are not computed).
+    nve: tuple[Path, ...] = ()
+
+
 class ReferenceSection(_Section):
     """All-atom reference MD with OpenMM: ``[reference]``."""
 
@@ -110,11 +122,36 @@ class ReferenceSection(_Section):
     #: Largest allowed |sum_J u_J - E_pot| / |E_pot| per frame; a frame above it stops the run.
     energy_check_rtol: Float = Field(1.0e-5, gt=0)
     nve: NVESection = Field(default_factory=NVESection)
+    #: Where the all-atom frames come from: "openmm", thermocg's own SPC/E water MD (the keys
+    #: above), or "files", the user's frames of any liquid ([[reference.data]]; the first
+    #: n_frames of each file are read, temperatures_K defaults to the data's temperatures).
+    source: Literal["openmm", "files"] = "openmm"
+    data: tuple[ImportedTemperature, ...] = ()
+    #: files: "extxyz" (extended XYZ, read with ASE: forces, the total energy, per-atom
+    #: "energies" and a "mol-id" or "molecule_id" column); "auto": from the file suffix.
+    format: Literal["auto", "extxyz"] = "auto"
+    #: files: the unit of the energies in the files (forces: this unit per Å; ASE's is eV).
+    energy_unit: Literal["eV", "kcal/mol", "kJ/mol"] = "eV"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _temperatures_of_the_data(cls, data):
+        """``source = "files"`` without temperatures_K: the temperatures of [[reference.data]]."""
+        if isinstance(data, dict) and data.get("source") == "files" and "temperatures_K" not in data:
+            entries = data.get("data") or ()
+            if entries and all(isinstance(e, dict) and "temperature_K" in e for e in entries):
+                data = {**data, "temperatures_K": [e["temperature_K"] for e in entries]}
+        return data
 
     @model_validator(mode="after")
     def _check(self):
         if len(set(self.temperatures_K)) != len(self.temperatures_K):
             raise ValueError(f"temperatures_K has duplicates: {list(self.temperatures_K)}")
+        if self.source == "files":
+            return self._check_files()
+        if self.data:
+            raise ValueError("data: [[reference.data]] is read only with source = \"files\" (source is "
+                             f"{self.source!r})")
         _check_multiple(self.frame_interval_ps * 1000.0, self.timestep_fs, "frame_interval_ps", "timestep_fs", True)
         _check_multiple(self.equilibration_ps * 1000.0, self.timestep_fs, "equilibration_ps", "timestep_fs")
         box = self.box_length_A
@@ -131,9 +168,28 @@ class ReferenceSection(_Section):
             )
         return self
 
+    def _check_files(self):
+        if not self.data:
+            raise ValueError("source = \"files\" needs the data: one [[reference.data]] table per temperature "
+                             "(temperature_K, frames, optionally nve)")
+        temps = [d.temperature_K for d in self.data]
+        if sorted(temps) != sorted(self.temperatures_K):
+            raise ValueError(f"temperatures_K {list(self.temperatures_K)} differ from the temperatures of "
+                             f"[[reference.data]] {temps}: leave temperatures_K out, or list the same ones")
+        for d in self.data:
+            if len(d.nve) != self.nve.n_segments:
+                raise ValueError(f"data at {d.temperature_K:g} K lists {len(d.nve)} NVE file(s), but "
+                                 f"nve.n_segments = {self.nve.n_segments}: every temperature needs that many "
+                                 "(0 for none)")
+        return self
+
+    def data_at(self, temperature_K: float) -> ImportedTemperature:
+        """``source = "files"``: the [[reference.data]] entry of one temperature."""
+        return next(d for d in self.data if d.temperature_K == temperature_K)
+
     @property
     def box_length_A(self) -> float:
-        """Edge of the cubic box in Å."""
+        """Edge of the cubic box in Å (source = "openmm"; the files' boxes are known only when read)."""
         return box_length_A(self.n_molecules, self.density_g_cm3, WATER_MODELS[self.water_model].molar_mass)
 
 
@@ -385,14 +441,22 @@ class Config(_Section):
         ``targets.restrained_temperatures_K``, or every reference temperature when it is empty."""
         return self.targets.restrained_temperatures_K or self.reference.temperatures_K
 
+    def cutoffs_A(self) -> dict[str, float]:
+        """Every distance that must stay below half the box edge, by its config key."""
+        return {f"{section}.{name}": getattr(getattr(self, section), name)
+                for section, name in (("targets", "baseline_cutoff_A"), ("train", "cutoff_A"),
+                                      ("evaluate", "rdf_r_max_A"), ("evaluate", "adf_r_cut_A"))}
+
     @model_validator(mode="after")
     def _check_targets(self):
-        half = self.reference.box_length_A / 2
-        for section, name in (("targets", "baseline_cutoff_A"), ("train", "cutoff_A"), ("evaluate", "rdf_r_max_A"),
-                              ("evaluate", "adf_r_cut_A")):
-            value = getattr(getattr(self, section), name)
-            if value >= half:
-                raise ValueError(f"{section}.{name} = {value:g} must be below half the box edge ({half:.2f} Å)")
+        if self.reference.source == "openmm":  # the files' boxes are checked when they are read
+            half = self.reference.box_length_A / 2
+            for key, value in self.cutoffs_A().items():
+                if value >= half:
+                    raise ValueError(f"{key} = {value:g} must be below half the box edge ({half:.2f} Å)")
+        elif self.targets.method == "restrained":
+            raise ValueError("targets.method = \"restrained\" samples with the reference's OpenMM system, which "
+                             "reference.source = \"files\" does not have; use method = \"regression\"")
         if self.reference.n_frames - self.train.test_frames < 2:
             raise ValueError(f"train.test_frames = {self.train.test_frames} leaves "
                              f"{self.reference.n_frames - self.train.test_frames} training frame(s) of "
@@ -463,7 +527,8 @@ class Config(_Section):
 #: Keys added after run directories existed: left out of the config hash at the value that
 #: reproduces the earlier outputs (their default, or the one in :data:`_EARLIER_VALUES`), so adding
 #: them leaves finished stages up to date.
-_ADDED_KEYS = {"targets": ("method", "restraint_k", "restrained_configurations", "restrained_equilibration_ps",
+_ADDED_KEYS = {"reference": ("source", "data", "format", "energy_unit"),
+               "targets": ("method", "restraint_k", "restrained_configurations", "restrained_equilibration_ps",
                            "restrained_samples", "restrained_interval_fs", "restrained_blocks",
                            "restrained_offset_radius_A", "restrained_temperatures_K"),
                "train": ("target_weighting",),
@@ -493,6 +558,7 @@ def _hashed(name: str, section: BaseModel) -> dict:
         for parent in parents:
             holder, model = holder[parent], getattr(model, parent)
         earlier = _EARLIER_VALUES.get((name, key), type(model).model_fields[leaf].default)
+        earlier = list(earlier) if isinstance(earlier, tuple) else earlier  # as model_dump(mode="json") has it
         if unused or (not used and holder[leaf] == earlier):
             holder.pop(leaf)
     return data

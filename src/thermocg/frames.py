@@ -18,7 +18,7 @@ class ReferenceFrames:
     Attributes
     ----------
     positions : (F, N, 3) Å, unwrapped (molecules whole)
-    velocities : (F, N, 3) Å/ps
+    velocities : (F, N, 3) Å/ps, or None (imported frames without velocities)
     forces : (F, N, 3) kcal/(mol Å), atomic forces without constraint forces
     box : (F, 3) Å, orthorhombic box edges
     potential_energy : (F,) kcal/mol, the engine's total
@@ -31,7 +31,7 @@ class ReferenceFrames:
     """
 
     positions: np.ndarray
-    velocities: np.ndarray
+    velocities: np.ndarray | None
     forces: np.ndarray
     box: np.ndarray
     potential_energy: np.ndarray
@@ -53,11 +53,15 @@ class ReferenceFrames:
         expect = {"velocities": (f, n, 3), "forces": (f, n, 3), "box": (f, 3), "potential_energy": (f,),
                   "molecule_energy": (f, n_mol), "molecule_index": (n,), "masses": (n,), "species": (n,),
                   "step": (f,)}
+        if self.velocities is None:
+            del expect["velocities"]
         for name, shape in expect.items():
             found = getattr(self, name).shape
             if found != shape:
                 raise DataFormatError(f"{where}: {name} has shape {found}, expected {shape}")
         for name in ("positions", "velocities", "forces", "box", "potential_energy", "molecule_energy"):
+            if getattr(self, name) is None:
+                continue
             bad = ~np.isfinite(getattr(self, name))
             if bad.any():
                 frame = int(np.argwhere(bad)[0][0])
@@ -83,7 +87,7 @@ def read_reference(path) -> ReferenceFrames:
     d = read_h5md(path)
     try:
         return ReferenceFrames(
-            positions=d.elements["particles/all/position"], velocities=d.elements["particles/all/velocity"],
+            positions=d.elements["particles/all/position"], velocities=d.elements.get("particles/all/velocity"),
             forces=d.elements["particles/all/force"], box=d.elements["particles/all/box/edges"],
             potential_energy=d.elements["observables/potential_energy"],
             molecule_energy=d.elements["thermocg/molecule_energy"], molecule_index=d.static["molecule_index"],

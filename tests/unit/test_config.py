@@ -122,6 +122,9 @@ def test_keys_added_later_leave_existing_hashes_alone():
     assert "mts_substeps" not in sim and "mts_substeps" not in sim["nve"] and "timestep_fs" in sim["nve"]
     for change in ({"mts_substeps": 2}, {"nve": {"mts_substeps": 2}}):
         assert config_from_dict({"simulate": change}).section_hash("simulate") != base.section_hash("simulate")
+    # the import keys (issue 17), one of them a tuple: at their defaults, the reference hash of
+    # every earlier run stands
+    assert not set(_hashed("reference", base.reference)) & set(_ADDED_KEYS["reference"])
     # the engine (issue 16): hippynn's graph is what every earlier simulate stage ran, so a config
     # that names it hashes as one without the key; the default inference form is another run
     assert "engine" in sim

@@ -58,6 +58,8 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
     stage = pipeline.stage(STAGE).stage_dir(config)
     out, config_hash = stage.path, stage.config_hash
     manifest = stage.prepare(force)
+    if ref.source == "files":
+        return _import(config, stage, manifest, show_progress)
     if manifest is not None:
         return manifest
 
@@ -95,11 +97,38 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
     return stage.write_manifest(True, json.loads(config_text), outputs, summaries, record.to_json())
 
 
+def _import(config: Config, stage, manifest: dict | None, show_progress: bool) -> dict:
+    """``[reference] source = "files"``: the user's frames written as this stage's files
+    (:mod:`thermocg.reference.imported`); imported again when a source file has changed."""
+    from thermocg.reference import imported
+
+    if manifest is not None:
+        changed = imported.sources_changed(manifest)
+        if not changed:
+            return manifest
+        log.warning("reference: %s changed since it was imported; importing again", ", ".join(changed))
+        stage.prepare(True)
+    config_json = json.loads(config.model_dump_json(exclude={"source"}))
+    stage.write_manifest(False, config_json)
+    outputs, summary = imported.import_reference(config, stage, show_progress)
+    record = ReferenceRun(stage.path, tuple(config.reference.temperatures_K), config.reference.nve.n_segments)
+    return stage.write_manifest(True, config_json, outputs, summary, record.to_json())
+
+
 def describe(manifest: dict, directory: Path) -> list[str]:
-    """The CLI's lines for a finished reference stage: speed and energy-decomposition check."""
-    return [f"{label}: {s['nvt']['frames']} frames, {number(s['nvt']['md_ns_per_day'], '.1f')} ns/day MD, worst "
-            f"|sum u_J - E|/|E| = {number(s['nvt']['max_decomposition_rel_error'], '.1e')}"
-            for label, s in manifest.get("summary", {}).items() if isinstance(s.get("nvt"), dict)]
+    """The CLI's lines for a finished reference stage: speed (or the imported files) and the
+    energy-decomposition check."""
+    lines = []
+    for label, s in manifest.get("summary", {}).items():
+        if isinstance(s.get("nvt"), dict):
+            lines.append(f"{label}: {s['nvt']['frames']} frames, {number(s['nvt']['md_ns_per_day'], '.1f')} ns/day "
+                         f"MD, worst |sum u_J - E|/|E| = {number(s['nvt']['max_decomposition_rel_error'], '.1e')}")
+        elif isinstance(s.get("imported"), dict):
+            i = s["imported"]
+            lines.append(f"{label}: {i['frames']} frames of {i['molecules']} molecules imported from {i['source']}"
+                         f" (+{len(s.get('nve') or [])} NVE), worst |sum u_J - E|/|E| = "
+                         f"{number(i['max_decomposition_rel_error'], '.1e')}")
+    return lines
 
 
 def _run_tasks(tasks, procs: int, show_progress: bool, finished) -> dict:

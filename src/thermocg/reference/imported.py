@@ -1,0 +1,321 @@
+"""The user's own all-atom frames as the reference stage (``[reference] source = "files"``).
+
+Every later stage reads the reference stage's H5MD files (``T300K.h5md``, ``T300K-nve00.h5md``)
+and nothing else of it, so frames from anywhere can feed the method once they are written in
+that form with what the thermal targets need: positions, atomic forces, the total potential
+energy and the per-molecule energies u_J (THEORY.md §2), which here are the sums of per-atom
+energies over each molecule's atoms. Reading is ASE's (``ase.io.iread``: extended XYZ with a
+SinglePointCalculator's ``energy``, ``forces`` and per-atom ``energies``); what is ours is the
+checks a careful user would make before trusting a month of their data to a fit:
+
+* every frame has forces, a total energy, per-atom energies and molecule ids, and the same
+  atoms and molecules in the same order as the first;
+* the per-atom energies sum to the total energy (``energy_check_rtol``, as the OpenMM
+  decomposition is held to): otherwise u_J is not a decomposition of the energy, and the
+  thermal targets built from it are wrong;
+* the box is orthorhombic and periodic, and every cutoff of the config is below half of it;
+* a molecule spans less than half the box, so it can be made whole by the minimum image.
+
+Units: the files' energies are in ``energy_unit`` (ASE's eV by default), forces in that unit
+per Å; velocities, where present, in ASE's unit (Å per ASE time unit), as ASE writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from thermocg import __version__, units
+from thermocg.errors import ConfigError, DataFormatError
+from thermocg.geometry import minimum_image
+from thermocg.io.h5md import H5MDWriter
+
+log = logging.getLogger(__name__)
+
+#: the per-atom molecule id columns read, in this order (ASE's LAMMPS readers write "mol-id")
+MOLECULE_KEYS = ("mol-id", "molecule_id")
+_FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz"}
+
+
+def energy_factor(unit: str) -> float:
+    """kcal/mol per ``unit`` (ASE's own constants, so eV agrees with ASE to the last digit)."""
+    import ase.units as au
+
+    kcal_mol = au.kcal / au.mol  # in eV
+    return {"eV": 1.0 / kcal_mol, "kcal/mol": 1.0, "kJ/mol": (au.kJ / au.mol) / kcal_mol}[unit]
+
+
+def file_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    try:
+        return _FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise ConfigError(f"{path}: cannot tell the format from the suffix {path.suffix!r} (known: "
+                          f"{', '.join(sorted(_FORMATS))}); set [reference] format") from None
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ImportedFrames:
+    """Frames read from a user's file, in thermocg's units, molecules whole."""
+
+    positions: np.ndarray  # (F, N, 3) Å
+    forces: np.ndarray  # (F, N, 3) kcal/mol/Å
+    box: np.ndarray  # (F, 3) Å
+    potential_energy: np.ndarray  # (F,) kcal/mol
+    molecule_energy: np.ndarray  # (F, M) kcal/mol
+    molecule_index: np.ndarray  # (N,) 0 .. M-1, in order of first appearance
+    masses: np.ndarray  # (N,) amu
+    species: np.ndarray  # (N,) atomic numbers
+    velocities: np.ndarray | None  # (F, N, 3) Å/ps
+    max_decomposition_rel_error: float
+
+
+def read_frames(path: Path, n_frames: int, fmt: str = "auto", energy_unit: str = "eV", rtol: float = 1e-5,
+                require_energies: bool = True) -> ImportedFrames:
+    """The first ``n_frames`` frames of ``path`` (all of them with ``n_frames = 0``), checked
+    (module docstring). ``require_energies=False`` (NVE segments, for the MSD): forces and
+    energies are not read, and the positions are unwrapped in time (each atom's step from one
+    frame to the next by the minimum image: frames must be close enough in time that no atom
+    moves half the box between them)."""
+    import ase.io
+    import ase.units as au
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file ([[reference.data]])")
+    fmt = file_format(path, fmt)
+    to_kcal = energy_factor(energy_unit)
+    first, rows = None, {"x": [], "f": [], "box": [], "e": [], "u": [], "v": []}
+    try:
+        frames = ase.io.iread(path, index=f":{n_frames}" if n_frames else ":", format=fmt)
+        for k, atoms in enumerate(frames):
+            where = f"{path}: frame {k}"
+            mol = _molecule_ids(atoms, where)
+            if first is None:
+                first = (atoms.numbers.copy(), mol, atoms.get_masses())
+            elif not (np.array_equal(atoms.numbers, first[0]) and np.array_equal(mol, first[1])):
+                raise DataFormatError(f"{where}: its atoms or molecule ids differ from frame 0's (every frame must "
+                                      "hold the same atoms in the same order)")
+            rows["box"].append(_orthorhombic_box(atoms, where))
+            rows["x"].append(atoms.positions.copy())
+            rows["v"].append(atoms.get_velocities() * au.fs * 1000.0 if atoms.has("momenta") else None)
+            if require_energies:
+                f, e, u = _energies(atoms, where)
+                rows["f"].append(f * to_kcal)
+                rows["e"].append(e * to_kcal)
+                rows["u"].append(u * to_kcal)
+    except (DataFormatError, ConfigError):
+        raise
+    except Exception as err:  # ASE's parsers raise anything from ValueError to IndexError on a bad file
+        raise DataFormatError(f"{path}: cannot be read as {fmt} ({type(err).__name__}: {err})") from err
+    n = len(rows["x"])
+    if n == 0 or (n_frames and n < n_frames):
+        raise DataFormatError(f"{path}: {n} frame(s), but reference.n_frames = {n_frames} are needed")
+    numbers, mol_ids, masses = first
+    index = _renumber(mol_ids)
+    _one_kind(numbers, index, path)
+    box = np.array(rows["box"])
+    x = _whole(np.array(rows["x"]), box, index, path)
+    if not require_energies:
+        x = x[:1] + np.concatenate([np.zeros_like(x[:1]), np.cumsum(minimum_image(np.diff(x, axis=0),
+                                                                                  box[1:, None, :]), axis=0)])
+    v = None if any(r is None for r in rows["v"]) else np.array(rows["v"])
+    if require_energies:
+        energies = np.array(rows["e"])
+        m = int(index.max()) + 1
+        u_mol = np.zeros((n, m))
+        np.add.at(u_mol.T, index, np.array(rows["u"]).T)  # per-atom -> per-molecule energies
+        err = np.abs(u_mol.sum(axis=1) - energies)
+        bad = np.flatnonzero(err > rtol * np.abs(energies))
+        if len(bad):
+            k = int(bad[0])
+            raise DataFormatError(
+                f"{path}: frame {k}: the per-atom energies sum to {u_mol[k].sum():.6f} kcal/mol but the total "
+                f"energy is {energies[k]:.6f} (relative error {err[k] / abs(energies[k]):.2e} > energy_check_rtol "
+                f"{rtol:g}; {len(bad)} frame(s) off): the per-molecule energies must decompose the total (for "
+                "LAMMPS: compute pe/atom with kspace included)")
+        worst = float(np.max(err / np.abs(energies)))
+        forces = np.array(rows["f"])
+    else:
+        energies, u_mol, forces, worst = None, None, None, float("nan")
+    return ImportedFrames(positions=x, forces=forces, box=box, potential_energy=energies, molecule_energy=u_mol,
+                          molecule_index=index, masses=np.asarray(masses, dtype=np.float64),
+                          species=numbers.astype(np.int32), velocities=v, max_decomposition_rel_error=worst)
+
+
+def _molecule_ids(atoms, where: str) -> np.ndarray:
+    for key in MOLECULE_KEYS:
+        if key in atoms.arrays:
+            return np.asarray(atoms.arrays[key]).astype(np.int64)
+    raise DataFormatError(f"{where}: no molecule ids (a per-atom column named {' or '.join(MOLECULE_KEYS)}); "
+                          f"found the columns {sorted(atoms.arrays)}")
+
+
+def _energies(atoms, where: str) -> tuple[np.ndarray, float, np.ndarray]:
+    """Forces, the total energy and the per-atom energies of one frame, in the file's units."""
+    results = atoms.calc.results if atoms.calc is not None else {}
+    found = sorted(set(results) | set(atoms.arrays) | set(atoms.info))
+    missing = [name for name in ("forces", "energy", "energies") if name not in results]
+    if missing:
+        need = {"forces": "atomic forces ('forces')", "energy": "the total potential energy ('energy')",
+                "energies": "per-atom energies ('energies': the thermal targets need per-molecule energies)"}
+        raise DataFormatError(f"{where}: no {'; no '.join(need[m] for m in missing)}; found {found}")
+    f, e, u = (np.asarray(results[k], dtype=np.float64) for k in ("forces", "energy", "energies"))
+    if f.shape != atoms.positions.shape or u.shape != (len(atoms),):
+        raise DataFormatError(f"{where}: forces of shape {f.shape} and per-atom energies of shape {u.shape} for "
+                              f"{len(atoms)} atoms")
+    if not (np.all(np.isfinite(f)) and np.isfinite(e) and np.all(np.isfinite(u))):
+        raise DataFormatError(f"{where}: forces or energies are not finite")
+    return f, float(e), u
+
+
+def _orthorhombic_box(atoms, where: str) -> np.ndarray:
+    cell = np.asarray(atoms.cell[:])
+    if not np.all(atoms.pbc):
+        raise DataFormatError(f"{where}: the box must be periodic in x, y and z (pbc = {atoms.pbc.tolist()})")
+    off = cell - np.diag(np.diag(cell))
+    if np.any(np.abs(off) > 1e-8 * np.abs(np.diag(cell)).max()) or np.any(np.diag(cell) <= 0):
+        raise DataFormatError(f"{where}: the box must be orthorhombic with positive edges; found the cell "
+                              f"{cell.tolist()} Å")
+    return np.diag(cell).copy()
+
+
+def _renumber(ids: np.ndarray) -> np.ndarray:
+    """Molecule ids -> 0 .. M-1 in order of first appearance."""
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))  # rank of each unique id by first appearance
+    return order[inverse].astype(np.int64)
+
+
+def _one_kind(numbers: np.ndarray, index: np.ndarray, path: Path) -> None:
+    """Every molecule of the same composition: one bead type (several are not supported yet)."""
+    kinds = {}
+    for j in range(int(index.max()) + 1):
+        kinds.setdefault(tuple(sorted(numbers[index == j])), j)
+    if len(kinds) > 1:
+        from ase.data import chemical_symbols
+        from ase.formula import Formula
+
+        names = [Formula("".join(chemical_symbols[z] for z in kind)).format("hill") for kind in kinds]
+        raise DataFormatError(f"{path}: molecules of {len(kinds)} kinds ({', '.join(names[:4])}): thermocg maps "
+                              "every molecule to one bead type for now (mixtures: not yet supported)")
+
+
+def _whole(x: np.ndarray, box: np.ndarray, index: np.ndarray, path: Path) -> np.ndarray:
+    """Each molecule's atoms moved to the periodic image nearest its first atom."""
+    m = int(index.max()) + 1
+    first_atom = np.full(m, -1)
+    for i, j in enumerate(index):
+        if first_atom[j] < 0:
+            first_atom[j] = i
+    anchor = x[:, first_atom[index]]
+    d = minimum_image(x - anchor, box[:, None, :])
+    if np.any(np.abs(d) > 0.5 * box[:, None, :] - 1e-6):
+        raise DataFormatError(f"{path}: a molecule spans half the box or more; it cannot be made whole")
+    return anchor + d
+
+
+def check_box(frames: ImportedFrames, cutoffs: dict[str, float], path: Path) -> None:
+    """Every cutoff of the config below half the smallest box edge of the frames."""
+    half = float(frames.box.min()) / 2.0
+    for key, value in cutoffs.items():
+        if value >= half:
+            raise ConfigError(f"{path}: {key} = {value:g} Å must be below half the smallest box edge of these "
+                              f"frames ({half:.2f} Å)")
+
+
+def write_frames(path: Path, frames: ImportedFrames, temperature_K: float, source: Path, digest: str,
+                 energy_unit: str, interval_ps: float, ensemble: str) -> None:
+    """A reference-stage file (the NVT file's fields, or an NVE segment's) from imported frames."""
+    from thermocg.stagedir import atomic_path
+
+    nve = ensemble == "NVE"
+    fields = ("position",) + (("velocity",) if frames.velocities is not None else ()) + (() if nve else ("force",))
+    observables = {} if nve else {"potential_energy": ((), units.ENERGY)}
+    extras = {} if nve else {"molecule_energy": ((frames.molecule_energy.shape[1],), units.ENERGY)}
+    attrs = {"temperature_K": float(temperature_K), "ensemble": ensemble, "imported_from": str(source),
+             "imported_sha256": digest, "energy_unit_of_source": energy_unit, "frame_interval_ps": interval_ps,
+             "n_atoms": int(len(frames.species)), "n_molecules": int(frames.molecule_index.max()) + 1}
+    with atomic_path(path, ".h5md") as tmp:
+        with H5MDWriter(tmp, species=frames.species, mass=frames.masses, particle_fields=fields,
+                        observables=observables, extras=extras, attrs=attrs,
+                        static={"molecule_index": frames.molecule_index}, creator_version=__version__) as out:
+            for k in range(len(frames.positions)):
+                data = {"particles/all/position": frames.positions[k], "particles/all/box/edges": frames.box[k]}
+                if frames.velocities is not None:
+                    data["particles/all/velocity"] = frames.velocities[k]
+                if not nve:
+                    data.update({"particles/all/force": frames.forces[k],
+                                 "observables/potential_energy": frames.potential_energy[k],
+                                 "thermocg/molecule_energy": frames.molecule_energy[k]})
+                out.append(k, k * interval_ps, data)
+
+
+def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, dict]:
+    """Read every [[reference.data]] file and write the stage's files; returns the outputs by
+    temperature label and the summary (per temperature: frames, sources and their sha256,
+    the worst decomposition error). NVE segments need positions only (D from the MSD)."""
+    from tqdm.auto import tqdm
+
+    from thermocg.labels import temperature_label
+
+    ref = config.reference
+    base = config.source.parent if config.source is not None else Path.cwd()
+    outputs, summary = {}, {}
+    for t in tqdm(ref.temperatures_K, desc="import", unit="temperature", disable=not show_progress):
+        entry, label = ref.data_at(t), temperature_label(t)
+        src = (base / entry.frames).expanduser()
+        frames = read_frames(src, ref.n_frames, ref.format, ref.energy_unit, ref.energy_check_rtol)
+        check_box(frames, config.cutoffs_A(), src)
+        digest = sha256(src)
+        write_frames(stage.path / f"{label}.h5md", frames, t, src, digest, ref.energy_unit, ref.frame_interval_ps,
+                     "imported")
+        stage.add_outputs([f"{label}.h5md"])
+        nve_summary = []
+        for k, name in enumerate(entry.nve):
+            nve_src = (base / name).expanduser()
+            seg = read_frames(nve_src, 0, ref.format, ref.energy_unit, require_energies=False)
+            if not np.array_equal(seg.molecule_index, frames.molecule_index) or \
+                    not np.array_equal(seg.species, frames.species):
+                raise DataFormatError(f"{nve_src}: its atoms or molecules differ from those of {src}")
+            out = f"{label}-nve{k:02d}.h5md"
+            nve_digest = sha256(nve_src)
+            write_frames(stage.path / out, seg, t, nve_src, nve_digest, ref.energy_unit,
+                         ref.nve.frame_interval_fs * units.FS_TO_PS, "NVE")
+            stage.add_outputs([out])
+            nve_summary.append({"source": str(nve_src), "sha256": nve_digest, "frames": len(seg.positions)})
+        outputs[label] = [f"{label}.h5md"] + [f"{label}-nve{k:02d}.h5md" for k in range(len(entry.nve))]
+        summary[label] = {"imported": {"source": str(src), "sha256": digest, "frames": len(frames.positions),
+                                       "atoms": len(frames.species),
+                                       "molecules": int(frames.molecule_index.max()) + 1,
+                                       "max_decomposition_rel_error": frames.max_decomposition_rel_error,
+                                       "velocities": frames.velocities is not None},
+                          "nve": nve_summary}
+        log.info("reference %s: %d frames of %d atoms in %d molecules from %s (worst |sum u_J - E|/|E| %.1e)", label,
+                 len(frames.positions), len(frames.species), summary[label]["imported"]["molecules"], src,
+                 frames.max_decomposition_rel_error)
+    return outputs, summary
+
+
+def sources_changed(manifest: dict) -> list[str]:
+    """The imported files whose contents differ from those recorded in a finished stage's summary."""
+    changed = []
+    for s in (manifest.get("summary") or {}).values():
+        for item in [s.get("imported") or {}, *(s.get("nve") or [])]:
+            src = item.get("source")
+            if src and (not Path(src).is_file() or sha256(Path(src)) != item.get("sha256")):
+                changed.append(src)
+    return changed
