@@ -165,6 +165,24 @@ def test_claim5_fails_only_on_a_clear_disagreement(check, verdict):
     assert claim.verdict == verdict, claim.evidence
 
 
+def test_claim5_reads_the_published_D_of_every_temperature():
+    """D(T) inside the published range, or within 3 of its errors: the claim stays untested (no
+    published g(r)); 3.5 errors outside at one temperature: the reference is off."""
+    def row(t, d, low, high, err=0.2):
+        outside = max(low - d, d - high, 0.0)
+        return {"temperature_K": t, "D_1e-9_m2_s": d, "D_error": err, "published_low": low, "published_high": high,
+                "sigma_outside": outside / err, "published": [{"source": "Somebody et al. (2001)"}]}
+
+    check = _check(2.9, 0.1, 0.66, 0.05)
+    check["published_D_T"] = [row(300.0, 2.1, 1.96, 2.48), row(500.0, 15.0, 14.2, 14.2, err=1.4)]
+    claim = {c.number: c for c in assess(_results(**GOOD), None, check)}[5]
+    assert claim.verdict == NOT_TESTED
+    assert any("at 2 temperatures" in e and "500 K: 15 ± 1.4 vs 14.2-14.2 (0.6 sigma outside)" in e
+               for e in claim.evidence), claim.evidence
+    check["published_D_T"][1] = row(500.0, 15.0, 14.2, 14.2, err=0.2)  # 4 sigma outside
+    assert {c.number: c for c in assess(_results(**GOOD), None, check)}[5].verdict == NO
+
+
 def test_claim3_unknown_ratio_errors_are_relative_not_borrowed_from_the_low_T_end():
     """One seed and one NVE segment leave the ratio's error unknown (NaN). It must take the known
     errors' relative size (8 % here): the ratio falls from 15 to 1.5, and the known 1.2 at

@@ -33,10 +33,11 @@ The rules, fixed before any study was run (issue 14's wording):
    -+ 1 A. Without that summary (a study config alone does not run it): not tested.
 5. The reference itself: D(T) and the centre-of-mass g(r) against published SPC/E values, from
    ``bench/reference_check.py``'s summary (D0 and the viscosity from a Yeh-Hummer fit over two box
-   sizes at 300 K). "no" when D0 or the viscosity is more than 3 combined standard errors from
-   the published value; otherwise "not tested", because published D(T) at the other
-   temperatures and a published centre-of-mass g(r) were not available to compare with (the
-   numbers measured are printed).
+   sizes at 300 K; since 2026-11-30 also D at each study temperature that published series near
+   1 g/cm³ span). "no" when D0 or the viscosity is more than 3 combined standard errors from
+   the published value, or D at a temperature more than 3 of its standard errors outside the
+   range of the published values there; otherwise "not tested", because a published
+   centre-of-mass g(r) was not available to compare with (the numbers measured are printed).
 """
 
 from __future__ import annotations
@@ -129,13 +130,27 @@ def claim5(results: Results, check: dict | None) -> Claim:
     head = [f"all-atom D at 300 K by box size ({sizes})",
             f"Yeh-Hummer fit: D0 = {fit['D0_A2_per_ps'] * 10:.3g} ± {fit['D0_error'] * 10:.2g}e-9 m²/s against the "
             f"published {d0} ± {d0_err} ({z_d:+.1f} sigma); viscosity {fit['eta_mPa_s']:.3g} ± {fit['eta_error']:.2g} "
-            f"mPa s against {eta} ± {eta_err} ({z_eta:+.1f} sigma). Sources: {pub['sources']['D0_1e-9_m2_s']}",
-            "published D(T) away from 300 K and a published centre-of-mass g(r): not available to compare; "
-            "measured below"]
-    verdict = NO if max(abs(z_d), abs(z_eta)) > 3.0 else NOT_TESTED
+            f"mPa s against {eta} ± {eta_err} ({z_eta:+.1f} sigma). Sources: {pub['sources']['D0_1e-9_m2_s']}"]
+    by_t = check.get("published_D_T") or []
+    worst_t = max((c["sigma_outside"] for c in by_t), default=0.0)
+    if by_t:
+        sources = sorted({p["source"] for c in by_t for p in c["published"]})
+        head.append(f"D(T) against published SPC/E near 1 g/cm³ (moved to this box; rule: 'no' beyond 3 sigma of "
+                    f"their range) at {len(by_t)} temperatures: " + "; ".join(
+                        f"{c['temperature_K']:g} K: {c['D_1e-9_m2_s']:.3g} ± {c['D_error']:.2g} vs "
+                        f"{c['published_low']:.3g}-{c['published_high']:.3g}"
+                        + (f" ({c['sigma_outside']:.1f} sigma outside)" if c["sigma_outside"] > 0 else " (inside)")
+                        for c in by_t) + f" (1e-9 m²/s). Sources: {'; '.join(sources)}")
+        head.append("a published centre-of-mass g(r): not available to compare; measured below")
+    else:
+        head.append("published D(T) away from 300 K and a published centre-of-mass g(r): not available to "
+                    "compare; measured below")
+    verdict = NO if max(abs(z_d), abs(z_eta), worst_t) > 3.0 else NOT_TESTED
     return Claim(5, CLAIMS[5], verdict, tuple(head + lines),
                  {"D0": fit["D0_A2_per_ps"] * 10, "D0_error": fit["D0_error"] * 10, "eta": fit["eta_mPa_s"],
-                  "eta_error": fit["eta_error"], "sigma_D0": z_d, "sigma_eta": z_eta})
+                  "eta_error": fit["eta_error"], "sigma_D0": z_d, "sigma_eta": z_eta,
+                  "D_T_temperatures_K": [c["temperature_K"] for c in by_t],
+                  "D_T_sigma_outside": [c["sigma_outside"] for c in by_t]})
 
 
 def _missing(number: int, *names) -> Claim:
