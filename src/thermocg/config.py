@@ -128,10 +128,20 @@ class ReferenceSection(_Section):
     source: Literal["openmm", "files"] = "openmm"
     data: tuple[ImportedTemperature, ...] = ()
     #: files: "extxyz" (extended XYZ, read with ASE: forces, the total energy, per-atom
-    #: "energies" and a "mol-id" or "molecule_id" column); "auto": from the file suffix.
-    format: Literal["auto", "extxyz"] = "auto"
+    #: "energies" and a "mol-id" or "molecule_id" column) or "lammps-dump" (a LAMMPS text dump
+    #: with fx fy fz and the two energy columns below, plus lammps_data); "auto": from the file
+    #: suffix (.xyz, .extxyz; .lammpstrj, .dump).
+    format: Literal["auto", "extxyz", "lammps-dump"] = "auto"
     #: files: the unit of the energies in the files (forces: this unit per Å; ASE's is eV).
+    #: LAMMPS: "kcal/mol" for units real, "eV" for units metal.
     energy_unit: Literal["eV", "kcal/mol", "kJ/mol"] = "eV"
+    #: LAMMPS dumps: the data file (relative to the config file) with each atom's molecule and
+    #: mass (element), its atom_style, and the dump's columns of per-atom energies (compute
+    #: pe/atom) and of the total energy (an atom-style variable of the global pe).
+    lammps_data: Path | None = None
+    lammps_atom_style: Literal["full", "molecular", "angle", "bond"] = "full"
+    lammps_pe_atom: str = "c_pe"
+    lammps_pe_total: str = "v_pe"
 
     @model_validator(mode="before")
     @classmethod
@@ -527,7 +537,8 @@ class Config(_Section):
 #: Keys added after run directories existed: left out of the config hash at the value that
 #: reproduces the earlier outputs (their default, or the one in :data:`_EARLIER_VALUES`), so adding
 #: them leaves finished stages up to date.
-_ADDED_KEYS = {"reference": ("source", "data", "format", "energy_unit"),
+_ADDED_KEYS = {"reference": ("source", "data", "format", "energy_unit", "lammps_data", "lammps_atom_style",
+                             "lammps_pe_atom", "lammps_pe_total"),
                "targets": ("method", "restraint_k", "restrained_configurations", "restrained_equilibration_ps",
                            "restrained_samples", "restrained_interval_fs", "restrained_blocks",
                            "restrained_offset_radius_A", "restrained_temperatures_K"),

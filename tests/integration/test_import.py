@@ -220,3 +220,96 @@ def test_a_mixture_is_refused_until_there_are_bead_types(tmp_path):
     ase.io.write(tmp_path / "mix.extxyz", [atoms], format="extxyz")
     with pytest.raises(DataFormatError, match=r"mix.extxyz: molecules of 2 kinds \(H2O, CH4O\)"):
         read_frames(tmp_path / "mix.extxyz", 1)
+
+
+def _write_lammps(tmp_path, frames, name, columns=("c_pe", "v_pe"), n=None, bad_total=False):
+    """``frames`` as LAMMPS would write them in units real: a data file (atom_style full, types by
+    element, molecule ids from 101) and a text dump with id mol type x y z fx fy fz and the
+    per-atom and total energy columns (10 decimals; atoms listed in reverse id order, as a
+    parallel run may write them)."""
+    types = np.where(frames.species == 8, 1, 2)
+    n_atoms = len(types)
+    data = tmp_path / "system.data"
+    if not data.exists():
+        box = frames.box[0]
+        lines = ["written by thermocg's tests", "", f"{n_atoms} atoms", "2 atom types", "",
+                 f"0.0 {box[0]:.10f} xlo xhi", f"0.0 {box[1]:.10f} ylo yhi", f"0.0 {box[2]:.10f} zlo zhi", "",
+                 "Masses", "", f"1 {frames.masses[frames.species == 8][0]:.6f}",
+                 f"2 {frames.masses[frames.species == 1][0]:.6f}", "", "Atoms # full", ""]
+        lines += [f"{i + 1} {frames.molecule_index[i] + 101} {types[i]} 0.0 {x:.10f} {y:.10f} {z:.10f}"
+                  for i, (x, y, z) in enumerate(wrap(frames.positions[0], frames.box[0]))]
+        data.write_text("\n".join(lines) + "\n")
+    share = np.where(frames.species == 8, 0.5, 0.25)
+    out = []
+    for k in range(len(frames.positions) if n is None else n):
+        box = frames.box[k]
+        x = wrap(frames.positions[k], box)
+        pe = frames.molecule_energy[k][frames.molecule_index] * share
+        total = np.full(n_atoms, frames.potential_energy[k])
+        if bad_total:
+            total[5] += 1.0
+        out += ["ITEM: TIMESTEP", str(k), "ITEM: NUMBER OF ATOMS", str(n_atoms), "ITEM: BOX BOUNDS pp pp pp"]
+        out += [f"0.0 {e:.10f}" for e in box]
+        out.append("ITEM: ATOMS id mol type x y z fx fy fz " + " ".join(columns))
+        for i in reversed(range(n_atoms)):
+            f = frames.forces[k, i]
+            out.append(f"{i + 1} {frames.molecule_index[i] + 101} {types[i]} {x[i, 0]:.10f} {x[i, 1]:.10f} "
+                       f"{x[i, 2]:.10f} {f[0]:.10f} {f[1]:.10f} {f[2]:.10f} {pe[i]:.10f} {total[i]:.10f}")
+    path = tmp_path / name
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
+def _lammps_config(tiny_reference, tmp_path, **write):
+    config, _ = tiny_reference
+    ref = ReferenceRun.read(reference_dir(config))
+    data = [{"temperature_K": t, "frames": _write_lammps(tmp_path, ref.frames(t), f"T{t:g}K.lammpstrj", **write).name}
+            for t in config.reference.temperatures_K]
+    raw = config.model_dump(exclude={"source"}, mode="json")
+    raw["run"]["directory"] = str(tmp_path / "run")
+    for key in ("water_model", "n_molecules", "density_g_cm3", "temperatures_K"):
+        raw["reference"].pop(key)
+    raw["reference"]["nve"]["n_segments"] = 0
+    raw["reference"].update(source="files", data=data, energy_unit="kcal/mol", lammps_data="system.data")
+    return config_from_dict(raw, source=tmp_path / "config.toml")
+
+
+def test_lammps_dumps_with_a_data_file(tiny_reference, tmp_path):
+    """A LAMMPS run in units real (dump + data file) imports to the frames it was written from:
+    elements and masses from the data file, forces through ASE's unit conversion and back."""
+    config = _lammps_config(tiny_reference, tmp_path)
+    manifest = run_reference(config, show_progress=False)
+    original = ReferenceRun.read(reference_dir(tiny_reference[0]))
+    run = ReferenceRun.read(reference_dir(config))
+    for t in config.reference.temperatures_K:
+        a, b = original.frames(t), run.frames(t)
+        np.testing.assert_array_equal(b.species, a.species)
+        np.testing.assert_array_equal(b.molecule_index, a.molecule_index)
+        np.testing.assert_allclose(b.masses, a.masses, atol=1e-6)
+        np.testing.assert_allclose(minimum_image(b.positions - a.positions, a.box[:, None, :]), 0.0, atol=1e-9)
+        np.testing.assert_allclose(b.forces, a.forces, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(b.molecule_energy, a.molecule_energy, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(b.potential_energy, a.potential_energy, rtol=1e-12)
+        assert b.velocities is None
+    assert manifest["summary"]["T500K"]["imported"]["frames"] == config.reference.n_frames
+
+
+@pytest.mark.parametrize("change, error, message", [
+    ({"columns": ("c_peatom", "v_pe")}, DataFormatError, "needs the columns fx fy fz, c_pe"),
+    ({"bad_total": True}, DataFormatError, "column v_pe varies between atoms"),
+])
+def test_lammps_dumps_the_method_cannot_use(tiny_reference, tmp_path, change, error, message):
+    with pytest.raises(error, match=message):
+        run_reference(_lammps_config(tiny_reference, tmp_path, **change), show_progress=False)
+
+
+def test_lammps_settings_that_cannot_work(tiny_reference, tmp_path):
+    config = _lammps_config(tiny_reference, tmp_path, n=1)
+    raw = config.model_dump(exclude={"source"}, mode="json")
+    raw["reference"]["lammps_data"] = None
+    with pytest.raises(ConfigError, match="a LAMMPS dump needs reference.lammps_data"):
+        run_reference(config_from_dict(raw, source=tmp_path / "config.toml"), show_progress=False)
+    raw["reference"].update(lammps_data="system.data", energy_unit="kJ/mol")
+    raw["run"]["directory"] = str(tmp_path / "run2")  # the first attempt's run directory holds its config
+    with pytest.raises(ConfigError, match=r"LAMMPS dumps are read in units real \("):
+        run_reference(config_from_dict(raw, source=tmp_path / "config.toml"), show_progress=False)

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 #: the per-atom molecule id columns read, in this order (ASE's LAMMPS readers write "mol-id")
 MOLECULE_KEYS = ("mol-id", "molecule_id")
-_FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz"}
+_FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".lammpstrj": "lammps-dump", ".dump": "lammps-dump"}
 
 
 def energy_factor(unit: str) -> float:
@@ -83,7 +83,26 @@ class ImportedFrames:
     max_decomposition_rel_error: float
 
 
-def read_frames(path: Path, n_frames: int, fmt: str = "auto", energy_unit: str = "eV", rtol: float = 1e-5,
+@dataclass(frozen=True)
+class Reader:
+    """How to read a user's files: ``[reference]``'s format keys (``from_config``)."""
+
+    format: str = "auto"
+    energy_unit: str = "eV"
+    lammps_data: Path | None = None
+    lammps_atom_style: str = "full"
+    lammps_pe_atom: str = "c_pe"
+    lammps_pe_total: str = "v_pe"
+
+    @classmethod
+    def from_config(cls, config) -> "Reader":
+        r = config.reference
+        base = config.source.parent if config.source is not None else Path.cwd()
+        return cls(r.format, r.energy_unit, None if r.lammps_data is None else (base / r.lammps_data).expanduser(),
+                   r.lammps_atom_style, r.lammps_pe_atom, r.lammps_pe_total)
+
+
+def read_frames(path: Path, n_frames: int, reader: Reader = Reader(), rtol: float = 1e-5,
                 require_energies: bool = True) -> ImportedFrames:
     """The first ``n_frames`` frames of ``path`` (all of them with ``n_frames = 0``), checked
     (module docstring). ``require_energies=False`` (NVE segments, for the MSD): forces and
@@ -96,27 +115,27 @@ def read_frames(path: Path, n_frames: int, fmt: str = "auto", energy_unit: str =
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file ([[reference.data]])")
-    fmt = file_format(path, fmt)
-    to_kcal = energy_factor(energy_unit)
+    fmt = file_format(path, reader.format)
+    extract = _lammps(path, reader) if fmt == "lammps-dump" else _extxyz(reader)
     first, rows = None, {"x": [], "f": [], "box": [], "e": [], "u": [], "v": []}
     try:
-        frames = ase.io.iread(path, index=f":{n_frames}" if n_frames else ":", format=fmt)
+        frames = ase.io.iread(path, index=f":{n_frames}" if n_frames else ":",
+                              **({"format": "lammps-dump-text", "units": _LAMMPS_UNITS[reader.energy_unit]}
+                                 if fmt == "lammps-dump" else {"format": fmt}))
         for k, atoms in enumerate(frames):
             where = f"{path}: frame {k}"
-            mol = _molecule_ids(atoms, where)
+            numbers, mol, masses, energies = extract(atoms, where, require_energies)
             if first is None:
-                first = (atoms.numbers.copy(), mol, atoms.get_masses())
-            elif not (np.array_equal(atoms.numbers, first[0]) and np.array_equal(mol, first[1])):
+                first = (numbers, mol, masses)
+            elif not (np.array_equal(numbers, first[0]) and np.array_equal(mol, first[1])):
                 raise DataFormatError(f"{where}: its atoms or molecule ids differ from frame 0's (every frame must "
                                       "hold the same atoms in the same order)")
             rows["box"].append(_orthorhombic_box(atoms, where))
             rows["x"].append(atoms.positions.copy())
             rows["v"].append(atoms.get_velocities() * au.fs * 1000.0 if atoms.has("momenta") else None)
             if require_energies:
-                f, e, u = _energies(atoms, where)
-                rows["f"].append(f * to_kcal)
-                rows["e"].append(e * to_kcal)
-                rows["u"].append(u * to_kcal)
+                for key, value in zip("feu", energies):
+                    rows[key].append(value)
     except (DataFormatError, ConfigError):
         raise
     except Exception as err:  # ASE's parsers raise anything from ValueError to IndexError on a bad file
@@ -154,6 +173,75 @@ def read_frames(path: Path, n_frames: int, fmt: str = "auto", energy_unit: str =
     return ImportedFrames(positions=x, forces=forces, box=box, potential_energy=energies, molecule_energy=u_mol,
                           molecule_index=index, masses=np.asarray(masses, dtype=np.float64),
                           species=numbers.astype(np.int32), velocities=v, max_decomposition_rel_error=worst)
+
+
+def _extxyz(reader: Reader):
+    """Per frame of an extended XYZ file: atomic numbers, molecule ids, masses, and forces, total and
+    per-atom energies in kcal/mol (ASE's SinglePointCalculator results)."""
+    to_kcal = energy_factor(reader.energy_unit)
+
+    def extract(atoms, where, require_energies):
+        energies = None
+        if require_energies:
+            energies = tuple(x * to_kcal for x in _energies(atoms, where))
+        return atoms.numbers.copy(), _molecule_ids(atoms, where), atoms.get_masses(), energies
+
+    return extract
+
+
+#: LAMMPS unit styles by the energy unit they imply (positions in Å in both)
+_LAMMPS_UNITS = {"kcal/mol": "real", "eV": "metal"}
+
+
+def _lammps(path: Path, reader: Reader):
+    """Per frame of a LAMMPS text dump: elements, masses and molecule ids from the data file
+    (``lammps_data``: the dump's types alone do not say which element an atom is), forces as
+    ASE converts them (eV/Å), the per-atom energies from the ``lammps_pe_atom`` column (compute
+    pe/atom) and the total from ``lammps_pe_total`` (an atom-style variable holding the global
+    pe, the same on every atom), in the LAMMPS unit style's energy unit."""
+    import ase.io
+
+    if reader.energy_unit not in _LAMMPS_UNITS:
+        raise ConfigError(f"{path}: reference.energy_unit = {reader.energy_unit!r}: LAMMPS dumps are read in units "
+                          f"real (\"kcal/mol\") or metal (\"eV\")")
+    if reader.lammps_data is None:
+        raise ConfigError(f"{path}: a LAMMPS dump needs reference.lammps_data, the data file that says each atom's "
+                          "molecule and element")
+    try:
+        topology = ase.io.read(reader.lammps_data, format="lammps-data", atom_style=reader.lammps_atom_style,
+                               units=_LAMMPS_UNITS[reader.energy_unit])
+    except Exception as err:
+        raise DataFormatError(f"{reader.lammps_data}: cannot be read as a LAMMPS data file with atom_style "
+                              f"{reader.lammps_atom_style!r} ({type(err).__name__}: {err})") from err
+    if "mol-id" not in topology.arrays:
+        raise DataFormatError(f"{reader.lammps_data}: no molecule ids (atom_style {reader.lammps_atom_style!r}; "
+                              "use full, molecular, angle or bond)")
+    types, mol, numbers, masses = (topology.arrays["type"], topology.arrays["mol-id"].astype(np.int64),
+                                   topology.numbers.copy(), topology.get_masses())
+    per_ev = energy_factor("eV")
+    to_kcal = energy_factor(reader.energy_unit)
+
+    def extract(atoms, where, require_energies):
+        if len(atoms) != len(types) or ("type" in atoms.arrays and not np.array_equal(atoms.arrays["type"], types)):
+            raise DataFormatError(f"{where}: {len(atoms)} atoms whose types differ from those of the data file "
+                                  f"{reader.lammps_data} ({len(types)} atoms; both are read in order of atom id)")
+        energies = None
+        if require_energies:
+            missing = [c for c in (reader.lammps_pe_atom, reader.lammps_pe_total) if c not in atoms.arrays]
+            if missing or atoms.calc is None or "forces" not in atoms.calc.results:
+                raise DataFormatError(
+                    f"{where}: needs the columns fx fy fz, {reader.lammps_pe_atom} (per-atom energies: compute "
+                    f"pe/atom) and {reader.lammps_pe_total} (the total: variable ... atom c_thermo_pe); found "
+                    f"{sorted(atoms.arrays)}")
+            total = np.asarray(atoms.arrays[reader.lammps_pe_total], dtype=np.float64)
+            if np.ptp(total) > 1e-9 * max(1.0, np.abs(total).max()):
+                raise DataFormatError(f"{where}: column {reader.lammps_pe_total} varies between atoms; it must hold "
+                                      "the total potential energy on every atom")
+            energies = (atoms.get_forces() * per_ev, float(total[0]) * to_kcal,
+                        np.asarray(atoms.arrays[reader.lammps_pe_atom], dtype=np.float64) * to_kcal)
+        return numbers, mol, masses, energies
+
+    return extract
 
 
 def _molecule_ids(atoms, where: str) -> np.ndarray:
@@ -274,11 +362,12 @@ def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, d
 
     ref = config.reference
     base = config.source.parent if config.source is not None else Path.cwd()
+    reader = Reader.from_config(config)
     outputs, summary = {}, {}
     for t in tqdm(ref.temperatures_K, desc="import", unit="temperature", disable=not show_progress):
         entry, label = ref.data_at(t), temperature_label(t)
         src = (base / entry.frames).expanduser()
-        frames = read_frames(src, ref.n_frames, ref.format, ref.energy_unit, ref.energy_check_rtol)
+        frames = read_frames(src, ref.n_frames, reader, ref.energy_check_rtol)
         check_box(frames, config.cutoffs_A(), src)
         digest = sha256(src)
         write_frames(stage.path / f"{label}.h5md", frames, t, src, digest, ref.energy_unit, ref.frame_interval_ps,
@@ -287,7 +376,7 @@ def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, d
         nve_summary = []
         for k, name in enumerate(entry.nve):
             nve_src = (base / name).expanduser()
-            seg = read_frames(nve_src, 0, ref.format, ref.energy_unit, require_energies=False)
+            seg = read_frames(nve_src, 0, reader, require_energies=False)
             if not np.array_equal(seg.molecule_index, frames.molecule_index) or \
                     not np.array_equal(seg.species, frames.species):
                 raise DataFormatError(f"{nve_src}: its atoms or molecules differ from those of {src}")

@@ -70,7 +70,8 @@ def results_markdown(res: Results, claims: list[Claim], provenance: dict, figure
     md = ["# Results", ""]
     md += ["## Provenance", ""] + [f"- **{k}**: {v}" for k, v in provenance.items()] + [""]
     md += ["## The claims", "",
-           "Each answered from this run's numbers by the rules in `thermocg/report/claims.py`, fixed before the run.",
+           "Each answered from this run's numbers by the rules in `thermocg/report/claims.py`, fixed before the run "
+           "(one correction since: claim 3's ratio errors where a D has none, see its docstring).",
            ""]
     for c in claims:
         md.append(f"{c.number}. **{c.text}**: **{c.verdict}**")
