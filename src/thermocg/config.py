@@ -142,6 +142,15 @@ class ReferenceSection(_Section):
     lammps_atom_style: Literal["full", "molecular", "angle", "bond"] = "full"
     lammps_pe_atom: str = "c_pe"
     lammps_pe_total: str = "v_pe"
+    #: source = "openmm": "water" (water_model, n_molecules, density_g_cm3 build the box) or
+    #: "pdb": any liquid from a PDB file (its molecules, positions and box; one bead per residue)
+    #: and OpenMM force-field XML files (built-in names or paths relative to the config file).
+    system: Literal["water", "pdb"] = "water"
+    pdb: Path | None = None
+    forcefield: tuple[str, ...] = ()
+    #: system = "pdb": OpenMM's createSystem constraints, and rigid water models.
+    constraints: Literal["none", "hbonds", "allbonds", "hangles"] = "hbonds"
+    rigid_water: Bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -158,12 +167,25 @@ class ReferenceSection(_Section):
         if len(set(self.temperatures_K)) != len(self.temperatures_K):
             raise ValueError(f"temperatures_K has duplicates: {list(self.temperatures_K)}")
         if self.source == "files":
+            if self.system != "water":
+                raise ValueError(f"system = {self.system!r} builds an OpenMM system, which source = \"files\" does "
+                                 "not run")
             return self._check_files()
         if self.data:
             raise ValueError("data: [[reference.data]] is read only with source = \"files\" (source is "
                              f"{self.source!r})")
         _check_multiple(self.frame_interval_ps * 1000.0, self.timestep_fs, "frame_interval_ps", "timestep_fs", True)
         _check_multiple(self.equilibration_ps * 1000.0, self.timestep_fs, "equilibration_ps", "timestep_fs")
+        if self.nve.n_segments > self.n_frames:
+            raise ValueError(
+                f"nve.n_segments = {self.nve.n_segments} exceeds n_frames = {self.n_frames}: "
+                "each segment starts from a different sampled frame"
+            )
+        if self.system == "pdb":
+            if self.pdb is None or not self.forcefield:
+                raise ValueError("system = \"pdb\" needs pdb (the molecules, positions and box) and forcefield "
+                                 f"(OpenMM XML files); found pdb = {self.pdb}, forcefield = {list(self.forcefield)}")
+            return self
         box = self.box_length_A
         if self.cutoff_A >= box / 2:
             raise ValueError(
@@ -171,12 +193,12 @@ class ReferenceSection(_Section):
                 f"{self.n_molecules} molecules at {self.density_g_cm3:g} g/cm3 give {box:.2f} Å; "
                 "use more molecules or a smaller cutoff"
             )
-        if self.nve.n_segments > self.n_frames:
-            raise ValueError(
-                f"nve.n_segments = {self.nve.n_segments} exceeds n_frames = {self.n_frames}: "
-                "each segment starts from a different sampled frame"
-            )
         return self
+
+    @property
+    def builtin_water(self) -> bool:
+        """Whether the frames are thermocg's own water box (its size and box known from the config)."""
+        return self.source == "openmm" and self.system == "water"
 
     def _check_files(self):
         if not self.data:
@@ -453,18 +475,21 @@ class Config(_Section):
 
     def cutoffs_A(self) -> dict[str, float]:
         """Every distance that must stay below half the box edge, by its config key."""
-        return {f"{section}.{name}": getattr(getattr(self, section), name)
-                for section, name in (("targets", "baseline_cutoff_A"), ("train", "cutoff_A"),
-                                      ("evaluate", "rdf_r_max_A"), ("evaluate", "adf_r_cut_A"))}
+        out = {f"{section}.{name}": getattr(getattr(self, section), name)
+               for section, name in (("targets", "baseline_cutoff_A"), ("train", "cutoff_A"),
+                                     ("evaluate", "rdf_r_max_A"), ("evaluate", "adf_r_cut_A"))}
+        if self.reference.source == "openmm":
+            out["reference.cutoff_A"] = self.reference.cutoff_A
+        return out
 
     @model_validator(mode="after")
     def _check_targets(self):
-        if self.reference.source == "openmm":  # the files' boxes are checked when they are read
+        if self.reference.builtin_water:  # other boxes are checked when they are read
             half = self.reference.box_length_A / 2
             for key, value in self.cutoffs_A().items():
                 if value >= half:
                     raise ValueError(f"{key} = {value:g} must be below half the box edge ({half:.2f} Å)")
-        elif self.targets.method == "restrained":
+        elif self.reference.source == "files" and self.targets.method == "restrained":
             raise ValueError("targets.method = \"restrained\" samples with the reference's OpenMM system, which "
                              "reference.source = \"files\" does not have; use method = \"regression\"")
         if self.reference.n_frames - self.train.test_frames < 2:
@@ -538,7 +563,8 @@ class Config(_Section):
 #: reproduces the earlier outputs (their default, or the one in :data:`_EARLIER_VALUES`), so adding
 #: them leaves finished stages up to date.
 _ADDED_KEYS = {"reference": ("source", "data", "format", "energy_unit", "lammps_data", "lammps_atom_style",
-                             "lammps_pe_atom", "lammps_pe_total"),
+                             "lammps_pe_atom", "lammps_pe_total", "system", "pdb", "forcefield", "constraints",
+                             "rigid_water"),
                "targets": ("method", "restraint_k", "restrained_configurations", "restrained_equilibration_ps",
                            "restrained_samples", "restrained_interval_fs", "restrained_blocks",
                            "restrained_offset_radius_A", "restrained_temperatures_K"),

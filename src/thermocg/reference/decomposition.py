@@ -20,7 +20,7 @@ The split, for an orthorhombic periodic box of volume V (atoms i, j; molecule
     exceptions       ke qq_ij / r_ij + 4 eps_ij [(s_ij/r)^12 - (s_ij/r)^6]               1/2 each
     Lennard-Jones    4 eps_ij [(s_ij/r)^12 - (s_ij/r)^6], Lorentz-Berthelot, r < rc      1/2 each
     dispersion corr. OpenMM's homogeneous long-range correction / V                     spread evenly
-    harmonic bonds, angles                                                               evenly over their atoms' molecules
+    harmonic bonds, angles, periodic torsions                                            evenly over their atoms' molecules
 
 Summed over molecules, these are exactly the terms of OpenMM's Ewald energy
 (with a converged reciprocal sum instead of PME's interpolated one), so
@@ -94,12 +94,14 @@ class NonbondedParameters:
 
 @dataclass(frozen=True)
 class BondedTerms:
-    """Harmonic bonds ``k/2 (r - r0)^2`` and angles ``k/2 (theta - theta0)^2``.
+    """Harmonic bonds ``k/2 (r - r0)^2``, angles ``k/2 (theta - theta0)^2`` and periodic
+    torsions ``k (1 + cos(n phi - phi0))`` (OpenMM's PeriodicTorsionForce).
 
     Attributes
     ----------
     bonds : (n_b, 2) int;  bond_r0 : (n_b,) Å;  bond_k : (n_b,) kcal/(mol Å^2)
     angles : (n_a, 3) int; angle_theta0 : (n_a,) rad; angle_k : (n_a,) kcal/(mol rad^2)
+    torsions : (n_t, 4) int; torsion_n : (n_t,) int; torsion_phase : (n_t,) rad; torsion_k : (n_t,) kcal/mol
     """
 
     bonds: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), int))
@@ -108,6 +110,19 @@ class BondedTerms:
     angles: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), int))
     angle_theta0: np.ndarray = field(default_factory=lambda: np.zeros(0))
     angle_k: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    torsions: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), int))
+    torsion_n: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    torsion_phase: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    torsion_k: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def dihedral(x1, x2, x3, x4, box) -> np.ndarray:
+    """Dihedral angles (rad, in (-pi, pi]) of the atom quadruples, minimum image per bond,
+    with OpenMM's sign convention (IUPAC: positive clockwise looking down 2 -> 3)."""
+    b1, b2, b3 = (_minimum_image(b - a, box) for a, b in ((x1, x2), (x2, x3), (x3, x4)))
+    n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
+    m = np.cross(n1, b2 / np.linalg.norm(b2, axis=-1, keepdims=True))
+    return np.arctan2(np.sum(m * n2, -1), np.sum(n1 * n2, -1))
 
 
 def _pairs_within(x: np.ndarray, box: np.ndarray, cutoff: float, subset: np.ndarray) -> np.ndarray:
@@ -346,4 +361,10 @@ class EnergyDecomposition:
             e = 0.5 * b.angle_k * (np.arccos(np.clip(cos, -1, 1)) - b.angle_theta0) ** 2
             for col in range(3):
                 total += np.bincount(self.mol[b.angles[:, col]], e / 3.0, self.n_molecules)
+        if len(b.torsions):
+            t = b.torsions
+            phi = dihedral(x[t[:, 0]], x[t[:, 1]], x[t[:, 2]], x[t[:, 3]], box)
+            e = b.torsion_k * (1.0 + np.cos(b.torsion_n * phi - b.torsion_phase))
+            for col in range(4):
+                total += np.bincount(self.mol[t[:, col]], e / 4.0, self.n_molecules)
         return total

@@ -64,6 +64,57 @@ def create_system(topology, water_model: str, cutoff_A: float, ewald_error_toler
                            ewaldErrorTolerance=ewald_error_tolerance, rigidWater=rigid)
 
 
+#: OpenMM's createSystem constraints by their config names
+CONSTRAINTS = {"none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}
+
+
+def load_pdb_system(pdb_path, forcefield_files, cutoff_A: float, ewald_error_tolerance: float,
+                    constraints: str = "hbonds", rigid_water: bool = True):
+    """A user's system: the topology, positions and periodic box of a PDB file and OpenMM's
+    ``ForceField(*forcefield_files)`` (built-in names such as ``"amber14/tip4pew.xml"`` or
+    paths), with PME, the given cutoff and plain-truncated Lennard-Jones with the dispersion
+    correction, as the water box gets. Virtual sites the force field defines (TIP4P's M site)
+    are added to the topology first (``Modeller.addExtraParticles``).
+
+    Returns ``(topology, positions_A, box_A, system)``; the box must be orthorhombic.
+    """
+    from pathlib import Path
+
+    pdb_path = Path(pdb_path)
+    try:
+        pdb = app.PDBFile(str(pdb_path))
+    except Exception as err:  # OpenMM's PDB reader raises ValueError, KeyError, ... on bad files
+        raise ConfigError(f"{pdb_path}: cannot be read as a PDB file ({type(err).__name__}: {err})") from err
+    kinds = sorted({r.name for r in pdb.topology.residues()})
+    if len(kinds) > 1:
+        raise ConfigError(f"{pdb_path}: residues of {len(kinds)} kinds ({', '.join(kinds[:4])}): thermocg maps every "
+                          "residue to one bead type for now (mixtures: not yet supported)")
+    vectors = pdb.topology.getPeriodicBoxVectors()
+    if vectors is None:
+        raise ConfigError(f"{pdb_path}: no periodic box (a CRYST1 record); the reference needs one")
+    cell = np.array(vectors.value_in_unit(_NM)) * units.NM_TO_A
+    if np.any(np.abs(cell - np.diag(np.diag(cell))) > 1e-6):
+        raise ConfigError(f"{pdb_path}: the box {cell.tolist()} Å is not orthorhombic; thermocg's energy "
+                          "decomposition and CG engine need an orthorhombic box")
+    try:
+        ff = app.ForceField(*[str(f) for f in forcefield_files])
+        modeller = app.Modeller(pdb.topology, pdb.positions)
+        modeller.addExtraParticles(ff)
+        system = ff.createSystem(modeller.topology, nonbondedMethod=app.PME,
+                                 nonbondedCutoff=cutoff_A / units.NM_TO_A * _NM,
+                                 ewaldErrorTolerance=ewald_error_tolerance, constraints=CONSTRAINTS[constraints],
+                                 rigidWater=rigid_water)
+    except (ValueError, KeyError, OSError) as err:
+        raise ConfigError(f"{pdb_path} with force field {list(map(str, forcefield_files))}: OpenMM cannot build "
+                          f"the system ({err})") from err
+    for f in system.getForces():
+        if isinstance(f, mm.NonbondedForce):
+            f.setUseDispersionCorrection(True)
+            f.setUseSwitchingFunction(False)
+    x = np.array(modeller.getPositions().value_in_unit(_NM)) * units.NM_TO_A
+    return modeller.topology, x, np.diag(cell).copy(), system
+
+
 def minimize(system: mm.System, positions_A: np.ndarray, box_A: np.ndarray, tolerance: float = 10.0) -> np.ndarray:
     """Local energy minimisation (L-BFGS), returns positions in Å.
 
@@ -89,8 +140,10 @@ def masses(system: mm.System) -> np.ndarray:
 
 
 def degrees_of_freedom(system: mm.System) -> int:
-    """3N minus constraints minus 3 when the centre-of-mass motion is removed."""
-    n = 3 * system.getNumParticles() - system.getNumConstraints()
+    """3N of the particles with mass (virtual sites have none) minus constraints, minus 3 when
+    the centre-of-mass motion is removed."""
+    massive = sum(system.getParticleMass(i).value_in_unit(u.dalton) > 0 for i in range(system.getNumParticles()))
+    n = 3 * massive - system.getNumConstraints()
     if any(isinstance(f, mm.CMMotionRemover) for f in system.getForces()):
         n -= 3
     return n
@@ -108,8 +161,10 @@ def decomposition_for(system: mm.System, context: mm.Context, mol_index: np.ndar
     """An :class:`EnergyDecomposition` with the parameters OpenMM actually uses in ``context``.
 
     Refuses systems with forces it does not decompose (anything but
-    NonbondedForce with PME/Ewald, HarmonicBondForce, HarmonicAngleForce and
-    CMMotionRemover), so that the per-molecule sum can never silently miss a term.
+    NonbondedForce with PME/Ewald, HarmonicBondForce, HarmonicAngleForce,
+    PeriodicTorsionForce and CMMotionRemover; constraints carry no energy, and a virtual
+    site's charge and energy belong to its residue), so that the per-molecule sum can
+    never silently miss a term.
     ``ignore_group``: a force group that is not part of the physical energy (restraints,
     which the caller leaves out of the energies it compares with).
     """
@@ -143,6 +198,7 @@ def decomposition_for(system: mm.System, context: mm.Context, mol_index: np.ndar
 
 def _bonded_terms(system: mm.System, ignore_group: int | None = None) -> BondedTerms:
     bonds, r0, kb, angles, t0, ka = [], [], [], [], [], []
+    tors, tn, tp, tk = [], [], [], []
     for f in system.getForces():
         if ignore_group is not None and f.getForceGroup() == ignore_group:
             continue
@@ -158,10 +214,20 @@ def _bonded_terms(system: mm.System, ignore_group: int | None = None) -> BondedT
                 angles.append((i, j, l))
                 t0.append(theta.value_in_unit(u.radian))
                 ka.append(kk.value_in_unit(_KJ / u.radian**2) * units.KJ_TO_KCAL)
+        elif isinstance(f, mm.PeriodicTorsionForce):
+            for k in range(f.getNumTorsions()):
+                i, j, l, m, n, phase, kk = f.getTorsionParameters(k)
+                tors.append((i, j, l, m))
+                tn.append(n)
+                tp.append(phase.value_in_unit(u.radian))
+                tk.append(kk.value_in_unit(_KJ) * units.KJ_TO_KCAL)
         elif not isinstance(f, (mm.NonbondedForce, mm.CMMotionRemover)):
-            raise ConfigError(f"the energy decomposition does not know {type(f).__name__}")
+            raise ConfigError(f"the energy decomposition does not know {type(f).__name__} (it knows "
+                              "NonbondedForce with PME or Ewald, HarmonicBondForce, HarmonicAngleForce, "
+                              "PeriodicTorsionForce, constraints and virtual sites)")
     return BondedTerms(np.array(bonds, np.int64).reshape(-1, 2), np.array(r0), np.array(kb),
-                       np.array(angles, np.int64).reshape(-1, 3), np.array(t0), np.array(ka))
+                       np.array(angles, np.int64).reshape(-1, 3), np.array(t0), np.array(ka),
+                       np.array(tors, np.int64).reshape(-1, 4), np.array(tn, np.int64), np.array(tp), np.array(tk))
 
 
 # -- platforms ---------------------------------------------------------------
@@ -220,15 +286,27 @@ class Snapshot:
     time_ps: float
 
 
+def virtual_sites(system: mm.System) -> np.ndarray:
+    """Indices of the system's virtual sites (massless particles placed from other atoms)."""
+    return np.array([i for i in range(system.getNumParticles()) if system.isVirtualSite(i)], dtype=np.int64)
+
+
 def snapshot(context: mm.Context, forces: bool = True) -> Snapshot:
-    """Read the context's state, converting to thermocg units."""
+    """Read the context's state, converting to thermocg units.
+
+    A virtual site's force is set to zero: OpenMM reports the force on the site *and* adds it
+    to the atoms the site is built from, so it would count twice in any sum over a molecule
+    (the force map). The atoms' forces are the physical ones."""
     st = context.getState(getPositions=True, getVelocities=True, getForces=forces, getEnergy=True)
     box = np.diag(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(_NM)) * units.NM_TO_A
+    f = None
+    if forces:
+        f = st.getForces(asNumpy=True).value_in_unit(_KJ / _NM) * (units.KJ_TO_KCAL / units.NM_TO_A)
+        f[virtual_sites(context.getSystem())] = 0.0
     return Snapshot(
         positions=st.getPositions(asNumpy=True).value_in_unit(_NM) * units.NM_TO_A,
         velocities=st.getVelocities(asNumpy=True).value_in_unit(_NM / u.picosecond) * units.NM_TO_A,
-        forces=(st.getForces(asNumpy=True).value_in_unit(_KJ / _NM) * (units.KJ_TO_KCAL / units.NM_TO_A)
-                if forces else None),
+        forces=f,
         box=box,
         potential_energy=st.getPotentialEnergy().value_in_unit(_KJ) * units.KJ_TO_KCAL,
         kinetic_energy=st.getKineticEnergy().value_in_unit(_KJ) * units.KJ_TO_KCAL,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from thermocg.config import Config
-from thermocg.errors import SimulationError, ThermocgError
+from thermocg.errors import ConfigError, SimulationError, ThermocgError
 from thermocg.io.records import ReferenceRun
 from thermocg.io.strict import number
 from thermocg.stagedir import atomic_path, atomic_write_text
@@ -63,10 +63,13 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
     if manifest is not None:
         return manifest
 
-    topology, positions = engine.build_water_box(ref.n_molecules, ref.density_g_cm3, ref.water_model)
-    system = engine.create_system(topology, ref.water_model, ref.cutoff_A, ref.ewald_error_tolerance)
+    if ref.system == "pdb":
+        topology, positions, box, system = _pdb_system(config)
+    else:
+        topology, positions = engine.build_water_box(ref.n_molecules, ref.density_g_cm3, ref.water_model)
+        system = engine.create_system(topology, ref.water_model, ref.cutoff_A, ref.ewald_error_tolerance)
+        box = np.full(3, ref.box_length_A)
     system_xml = mm.XmlSerializer.serialize(system)
-    box = np.full(3, ref.box_length_A)
     log.info("reference: minimising the energy of the initial box")
     positions = engine.minimize(system, positions, box)
     config_text = config.model_dump_json(exclude={"source"})
@@ -78,7 +81,8 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
     gpu = engine.choose_platform(config.run.device)[0].getName() != "CPU"
     procs, threads = plan_processes(config.run.processes, len(ref.temperatures_K), gpu)
     seeds = np.random.SeedSequence(config.run.seed).spawn(len(ref.temperatures_K))
-    species = np.array([a.element.atomic_number for a in topology.atoms()], dtype=np.int32)
+    species = np.array([a.element.atomic_number if a.element is not None else 0  # 0: a virtual site
+                        for a in topology.atoms()], dtype=np.int32)
     tasks = [sampler.TemperatureTask(
         temperature_K=float(t), seed=int(s.generate_state(1)[0] % 2**30), out_dir=out, system_xml=system_xml,
         initial_positions_A=positions, box_A=box,
@@ -95,6 +99,28 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
     outputs["system"] = ["system.pdb", "system.xml"]
     record = ReferenceRun(out, tuple(ref.temperatures_K), ref.nve.n_segments)
     return stage.write_manifest(True, json.loads(config_text), outputs, summaries, record.to_json())
+
+
+def _pdb_system(config: Config):
+    """``system = "pdb"``: the user's PDB and force field (paths relative to the config file;
+    a force field that is not a file there is one of OpenMM's built-in names), its box checked
+    against every cutoff of the config."""
+    from thermocg.reference import engine
+
+    ref = config.reference
+    base = config.source.parent if config.source is not None else Path.cwd()
+    pdb = (base / ref.pdb).expanduser()
+    if not pdb.is_file():
+        raise ConfigError(f"{pdb}: no such file (reference.pdb)")
+    files = [str(base / f) if (base / f).is_file() else f for f in ref.forcefield]
+    topology, positions, box, system = engine.load_pdb_system(pdb, files, ref.cutoff_A, ref.ewald_error_tolerance,
+                                                              ref.constraints, ref.rigid_water)
+    for key, value in config.cutoffs_A().items():
+        if value >= box.min() / 2:
+            raise ConfigError(f"{pdb}: {key} = {value:g} Å must be below half the box edge ({box.min() / 2:.2f} Å)")
+    log.info("reference: %s, %d atoms in %d molecules, box %s Å, force field %s", pdb.name,
+             system.getNumParticles(), topology.getNumResidues(), np.round(box, 3).tolist(), files)
+    return topology, positions, box, system
 
 
 def _import(config: Config, stage, manifest: dict | None, show_progress: bool) -> dict:

@@ -57,7 +57,7 @@ def check_frames(cg: CGFrames, config: Config, source: Path) -> None:
     if f != ref.n_frames:
         raise DataFormatError(f"{source}: {f} frames, but the config has n_frames = {ref.n_frames}; run "
                               "`thermocg reference` to regenerate it")
-    if ref.source == "files":  # the user's frames: the import checked their molecules and boxes
+    if not ref.builtin_water:  # the user's frames or system: the reference stage checked their boxes
         return
     if n != ref.n_molecules:
         raise DataFormatError(f"{source}: {n} molecules, but the config has n_molecules = {ref.n_molecules}")

@@ -1,0 +1,246 @@
+"""``[reference] system = "pdb"``: any liquid from a PDB file and OpenMM force-field XML files
+(issue 17). The energy decomposition must add up to OpenMM's total for every force a
+small-molecule force field uses (PME with exceptions, harmonic bonds and angles, periodic
+torsions, constraints, virtual sites), and the whole pipeline must run on united-atom
+methanol, the second built-in example."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import openmm as mm
+import openmm.app as app
+import pytest
+
+from thermocg.config import config_from_dict
+from thermocg.errors import ConfigError
+from thermocg.reference import engine
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+METHANOL = EXAMPLES / "methanol"
+
+#: TraPPE-UA n-butane (Martin and Siepmann, J. Phys. Chem. B 102, 2569 (1998)): CH3/CH2 sites,
+#: fixed 1.54 Å bonds, a 114° angle (k/kB 62500 K/rad²) and the torsion
+#: c1 (1 + cos phi) + c2 (1 - cos 2 phi) + c3 (1 + cos 3 phi), c/kB = 355.03, -68.19, 791.32 K,
+#: written as three periodic terms (the c2 term with phase pi). No charges: PME with zeros.
+KB = 0.0083144626  # kJ/(mol K)
+BUTANE_XML = f"""<ForceField>
+ <AtomTypes>
+  <Type name="CH3" class="CH3" element="C" mass="15.035"/>
+  <Type name="CH2" class="CH2" element="C" mass="14.027"/>
+ </AtomTypes>
+ <Residues>
+  <Residue name="BUT">
+   <Atom name="C1" type="CH3"/><Atom name="C2" type="CH2"/><Atom name="C3" type="CH2"/><Atom name="C4" type="CH3"/>
+   <Bond atomName1="C1" atomName2="C2"/><Bond atomName1="C2" atomName2="C3"/><Bond atomName1="C3" atomName2="C4"/>
+  </Residue>
+ </Residues>
+ <HarmonicBondForce>
+  <Bond class1="CH3" class2="CH2" length="0.154" k="250000"/><Bond class1="CH2" class2="CH2" length="0.154" k="250000"/>
+ </HarmonicBondForce>
+ <HarmonicAngleForce>
+  <Angle class1="CH3" class2="CH2" class3="CH2" angle="{math.radians(114.0)}" k="{62500 * KB}"/>
+ </HarmonicAngleForce>
+ <PeriodicTorsionForce>
+  <Proper class1="CH3" class2="CH2" class3="CH2" class4="CH3" periodicity1="1" phase1="0" k1="{355.03 * KB}"
+          periodicity2="2" phase2="{math.pi}" k2="{-68.19 * KB}" periodicity3="3" phase3="0" k3="{791.32 * KB}"/>
+ </PeriodicTorsionForce>
+ <NonbondedForce coulomb14scale="0.5" lj14scale="0.0">
+  <Atom type="CH3" charge="0" sigma="0.375" epsilon="{98 * KB}"/>
+  <Atom type="CH2" charge="0" sigma="0.395" epsilon="{46 * KB}"/>
+ </NonbondedForce>
+</ForceField>
+"""
+
+
+def _lattice_pdb(path, molecule, residue, names, n, edge, bonds=(), seed=3):
+    """n copies of ``molecule`` (atoms, Å; ``bonds`` between them, 0-based) on a cubic lattice,
+    randomly rotated, as a PDB with CONECT records."""
+    rng = np.random.default_rng(seed)
+    side = math.ceil(n ** (1 / 3))
+    lines = [f"CRYST1{edge:9.3f}{edge:9.3f}{edge:9.3f}  90.00  90.00  90.00 P 1           1"]
+    atom = 0
+    for m, site in enumerate([(i, j, k) for i in range(side) for j in range(side) for k in range(side)][:n]):
+        rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        for name, x in zip(names, (molecule - molecule.mean(0)) @ rot.T + (np.array(site) + 0.5) * edge / side):
+            atom += 1
+            lines.append(f"HETATM{atom:5d}  {name:<3s} {residue} A{m + 1:4d}    {x[0]:8.3f}{x[1]:8.3f}{x[2]:8.3f}"
+                         f"  1.00  0.00          {name[0]:>2s}")
+    size = len(molecule)
+    for m in range(n):
+        for i, j in bonds:
+            lines.append(f"CONECT{m * size + i + 1:5d}{m * size + j + 1:5d}")
+            lines.append(f"CONECT{m * size + j + 1:5d}{m * size + i + 1:5d}")
+    Path(path).write_text("\n".join(lines + ["END"]) + "\n")
+    return path
+
+
+def _sum_matches_openmm(topology, positions, box, system, steps=200, temperature=300.0):
+    """After minimising and some Langevin MD: sum_J u_J against OpenMM's total, relative."""
+    x = engine.minimize(system, positions, box)
+    integrator = mm.LangevinMiddleIntegrator(temperature, 1.0, 0.001)
+    integrator.setRandomNumberSeed(5)
+    context = mm.Context(system, integrator, mm.Platform.getPlatformByName("CPU"))
+    engine.set_state(context, x, box_A=box)
+    context.setVelocitiesToTemperature(temperature, 5)
+    integrator.step(steps)
+    s = engine.snapshot(context)
+    u = engine.decomposition_for(system, context, engine.molecule_index(topology))(s.positions, s.box)
+    return abs(u.sum() - s.potential_energy) / abs(s.potential_energy), s, u
+
+
+def test_methanol_decomposition_adds_up():
+    """TraPPE-UA methanol: PME with the 1-2/1-3 exceptions, constrained bonds, harmonic angles."""
+    top, x, box, system = engine.load_pdb_system(METHANOL / "methanol-64.pdb",
+                                                 [METHANOL / "trappe-ua-methanol.xml"], 7.0, 1e-5, "allbonds")
+    assert system.getNumConstraints() == 128 and engine.degrees_of_freedom(system) == 3 * 192 - 128 - 3
+    rel, s, u = _sum_matches_openmm(top, x, box, system)
+    assert rel < 1e-5 and len(u) == 64
+
+
+def test_torsions_add_up(tmp_path):
+    """TraPPE-UA butane: periodic torsions (one with a negative force constant) decomposed too;
+    the torsion term alone equals OpenMM's PeriodicTorsionForce energy."""
+    ff = tmp_path / "butane.xml"
+    ff.write_text(BUTANE_XML)
+    chain = np.array([[0.0, 0.0, 0.0], [1.54, 0.0, 0.0], [2.17, 1.40, 0.0], [3.71, 1.40, 0.0]])  # ~114°
+    pdb = _lattice_pdb(tmp_path / "butane.pdb", chain, "BUT", ("C1", "C2", "C3", "C4"), 64, 20.5,
+                       bonds=((0, 1), (1, 2), (2, 3)))
+    top, x, box, system = engine.load_pdb_system(pdb, [ff], 8.0, 1e-5, "allbonds")
+    for i, f in enumerate(system.getForces()):
+        f.setForceGroup(i)
+    rel, s, u = _sum_matches_openmm(top, x, box, system)
+    assert rel < 1e-5
+    context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("CPU"))
+    engine.set_state(context, s.positions, box_A=box)
+    group = next(i for i, f in enumerate(system.getForces()) if isinstance(f, mm.PeriodicTorsionForce))
+    want = context.getState(getEnergy=True, groups={group}).getPotentialEnergy().value_in_unit(
+        mm.unit.kilocalorie_per_mole)
+    dec = engine.decomposition_for(system, context, engine.molecule_index(top))
+    assert dec.components(s.positions, box)["bonded"].sum() == pytest.approx(want + _angle_energy(system, context),
+                                                                               rel=1e-9)
+
+
+def _angle_energy(system, context):
+    group = next(i for i, f in enumerate(system.getForces()) if isinstance(f, mm.HarmonicAngleForce))
+    return context.getState(getEnergy=True, groups={group}).getPotentialEnergy().value_in_unit(
+        mm.unit.kilocalorie_per_mole)
+
+
+def test_virtual_sites_belong_to_their_molecule(tmp_path):
+    """TIP4P-Ew (OpenMM's built-in tip4pew.xml): the M site is added by the force field, carries
+    the charge, has no mass and no degrees of freedom, and its energy goes to its molecule."""
+    modeller = app.Modeller(app.Topology(), [])
+    modeller.addSolvent(app.ForceField("tip3p.xml"), model="tip3p", numAdded=64, neutralize=False)
+    path = tmp_path / "water.pdb"
+    with open(path, "w") as fh:
+        app.PDBFile.writeFile(modeller.topology, modeller.positions, fh)
+    top, x, box, system = engine.load_pdb_system(path, ["tip4pew.xml"], 5.5, 1e-5)
+    assert system.getNumParticles() == 256 and sum(system.isVirtualSite(i) for i in range(256)) == 64
+    assert engine.degrees_of_freedom(system) == 3 * 192 - 3 * 64 - 3  # rigid water: 3 constraints each
+    rel, s, u = _sum_matches_openmm(top, x, box, system)
+    assert rel < 1e-5 and len(u) == 64
+    mol = engine.molecule_index(top)
+    sites = [i for i in range(256) if system.isVirtualSite(i)]
+    assert all(mol[i] == mol[system.getVirtualSite(i).getParticle(0)] for i in sites)
+    # OpenMM reports a site's force and also adds it to its atoms: the snapshot keeps the atoms'
+    # only, so the molecule's force is the sum over its atoms, as a rigid translation says
+    assert np.all(s.forces[sites] == 0.0)
+    np.testing.assert_allclose(s.forces.sum(axis=0), 0.0, atol=0.05)  # Newton's third law (PME's error)
+    atoms = np.flatnonzero(mol == 0)
+    context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("CPU"))
+
+    def energy(shift):
+        y = s.positions.copy()
+        y[atoms] += shift
+        engine.set_state(context, y, box_A=box)
+        context.computeVirtualSites()
+        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(mm.unit.kilocalorie_per_mole)
+
+    h = 1e-4
+    fd = [-(energy(h * e) - energy(-h * e)) / (2 * h) for e in np.eye(3)]
+    np.testing.assert_allclose(s.forces[atoms].sum(axis=0), fd, atol=0.1)  # PME's force error ~0.05
+
+
+def test_a_force_it_cannot_decompose_is_named(tmp_path):
+    top, x, box, system = engine.load_pdb_system(METHANOL / "methanol-64.pdb",
+                                                 [METHANOL / "trappe-ua-methanol.xml"], 7.0, 1e-5, "allbonds")
+    system.addForce(mm.RBTorsionForce())
+    context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("CPU"))
+    engine.set_state(context, x, box_A=box)
+    with pytest.raises(ConfigError, match="does not know RBTorsionForce"):
+        engine.decomposition_for(system, context, engine.molecule_index(top))
+
+
+def test_a_mixture_is_refused(tmp_path):
+    """Methanol with one water: two residue kinds cannot share one bead type (not merged silently)."""
+    from thermocg.reference.stage import _pdb_system
+
+    lines = (METHANOL / "methanol-64.pdb").read_text().splitlines()
+    atoms = [ln for ln in lines if ln.startswith("HETATM")][:-3]  # the last methanol becomes a water
+    water = [f"HETATM{190 + k:5d}  {n:<3s} HOH A  64    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00          {n[0]:>2s}"
+             for k, (n, x, y, z) in enumerate((("O", 14.0, 14.0, 14.0), ("H1", 14.96, 14.0, 14.0),
+                                              ("H2", 13.76, 14.93, 14.0)))]
+    path = tmp_path / "mixture.pdb"
+    path.write_text("\n".join([lines[0], *atoms, *water, *[ln for ln in lines if ln.startswith("CONECT")][:-3],
+                               "END"]) + "\n")
+    raw = config_from_dict({}).model_dump(exclude={"source"}, mode="json")
+    raw["reference"].update(system="pdb", pdb=str(path), forcefield=[str(METHANOL / "trappe-ua-methanol.xml")],
+                            cutoff_A=7.0)
+    raw["targets"].update(baseline_cutoff_A=7.0)
+    raw["train"].update(cutoff_A=6.0)
+    raw["evaluate"].update(rdf_r_max_A=7.5, adf_r_cut_A=3.4)
+    with pytest.raises(ConfigError, match=r"residues of 2 kinds \(HOH, MOH\)"):
+        _pdb_system(config_from_dict(raw))
+
+
+def test_config_of_a_pdb_system():
+    with pytest.raises(ConfigError, match='system = "pdb" needs pdb'):
+        config_from_dict({"reference": {"system": "pdb", "pdb": "x.pdb"}})
+    c = config_from_dict({"reference": {"system": "pdb", "pdb": "x.pdb", "forcefield": ["a.xml"], "cutoff_A": 12.0}})
+    assert not c.reference.builtin_water  # no box from n_molecules: checked when the PDB is read
+    with pytest.raises(ConfigError, match="reference.cutoff_A = 9 Å must be below half the box edge"):
+        from thermocg.reference.stage import _pdb_system
+        raw = c.model_dump(exclude={"source"}, mode="json")
+        raw["reference"].update(pdb=str(METHANOL / "methanol-64.pdb"),
+                                forcefield=[str(METHANOL / "trappe-ua-methanol.xml")], cutoff_A=9.0)
+        _pdb_system(config_from_dict(raw))
+
+
+def test_methanol_through_the_whole_pipeline(tmp_path):
+    """64 TraPPE-UA methanols at two temperatures: reference (the decomposition checked in every
+    frame), targets, fm and trf2, CG MD, evaluation and the report, as `thermocg run` runs them.
+    One bead per residue at its centre of mass; the mapped forces obey Newton's third law."""
+    from thermocg import pipeline
+    from thermocg.config import load_config
+
+    text = (EXAMPLES / "methanol-quick.toml").read_text()
+    config_path = tmp_path / "methanol.toml"
+    config_path.write_text(text.replace('directory = "../runs/methanol-quick"', f'directory = "{tmp_path / "run"}"')
+                           .replace("methanol/methanol-128.pdb", str(METHANOL / "methanol-64.pdb"))
+                           .replace('"methanol/trappe-ua-methanol.xml"', f'"{METHANOL / "trappe-ua-methanol.xml"}"')
+                           .replace("temperatures_K = [260.0, 300.0, 340.0]", "temperatures_K = [300.0, 340.0]")
+                           .replace("cutoff_A = 9.0\newald", "cutoff_A = 7.5\newald")
+                           .replace("baseline_cutoff_A = 9.0", "baseline_cutoff_A = 7.5")
+                           .replace("rdf_r_max_A = 10.0", "rdf_r_max_A = 8.0")
+                           .replace("equilibration_ps = 10.0", "equilibration_ps = 2.0")
+                           .replace("n_frames = 20", "n_frames = 12")
+                           .replace("max_epochs = 5", "max_epochs = 2")
+                           .replace("length_ps = 4.0", "length_ps = 1.0"))
+    config = load_config(config_path)
+    pipeline.run(config, show_progress=False)
+    reference = pipeline.read(config, "reference")
+    for t in config.reference.temperatures_K:
+        cg = reference.cg_frames(t)
+        assert cg.positions.shape[1] == 64
+        np.testing.assert_allclose(cg.forces.sum(axis=1), 0.0, atol=0.05)
+    manifest = pipeline.stage("reference").stage_dir(config).read_manifest()
+    assert all(s["nvt"]["max_decomposition_rel_error"] < 1e-5 for s in manifest["summary"].values())
+    results = pipeline.read(config, "evaluate")
+    entry = results.by_temperature[340.0]
+    assert np.isfinite(entry.reference.D_A2_per_ps.value) and entry.reference.D_A2_per_ps.value > 0
+    simulated = {name: m for name, m in entry.models.items() if m.rdf_iae is not None}
+    assert {"fm", "trf2"} <= set(simulated) and all(np.isfinite(m.rdf_iae.value) for m in simulated.values())
+    assert (config.run_dir / "report" / "report.html").exists()
