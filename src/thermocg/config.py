@@ -61,11 +61,18 @@ class RunSection(_Section):
     #: Parallel local processes for per-temperature work (``auto``: one per core
     #: on CPU, up to the number of temperatures; one on a GPU).
     processes: Int | Literal["auto"] = "auto"
+    #: Per-temperature work (reference sampling, restrained sampling) on Dask distributed:
+    #: "local:N" for a LocalCluster of N worker processes, or a scheduler address
+    #: ("tcp://host:8786"; the workers need thermocg and the run directory). None: local processes.
+    scheduler: str | None = None
 
     @model_validator(mode="after")
     def _check_processes(self):
         if self.processes != "auto" and self.processes < 1:
             raise ValueError(f"processes must be 'auto' or >= 1, found {self.processes}")
+        if self.scheduler is not None:
+            from thermocg.cluster import check_scheduler
+            check_scheduler(self.scheduler)
         return self
 
 

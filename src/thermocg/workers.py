@@ -106,16 +106,24 @@ def stop_workers(pool: ProcessPoolExecutor, timeout_s: float = 10.0) -> None:
             p.join(1.0)
 
 
-def run_tasks(fn, tasks: list, procs: int, threads: int | None, finished, label, died=RuntimeError) -> None:
+def run_tasks(fn, tasks: list, procs: int, threads: int | None, finished, label, died=RuntimeError,
+              scheduler: str | None = None) -> None:
     """``fn(task)`` for every task, independent of each other, in ``procs`` worker processes
     (here, in order, when ``procs`` is 1 or there is one task); ``finished(task, result)`` runs in
     this process as each ends. A :class:`~thermocg.errors.ThermocgError` is raised again with
     ``label(task)`` in front; a worker that died raises ``died`` naming the task. Ctrl-C, SIGTERM
-    or an error stops every worker before it propagates (:func:`stop_workers`)."""
+    or an error stops every worker before it propagates (:func:`stop_workers`). ``scheduler``
+    (``[run] scheduler``): on Dask instead (:mod:`thermocg.cluster`; ``procs`` is then unused)."""
     from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
     from thermocg.errors import ThermocgError
+
+    if scheduler is not None and tasks:
+        from thermocg import cluster
+        with cluster.client_for(scheduler) as client:
+            cluster.run_tasks(client, fn, tasks, finished, label)
+        return
 
     def named(task, call):
         try:

@@ -87,6 +87,19 @@ def imported(tiny_reference, tmp_path_factory):
     return config, run_reference(config, show_progress=False)
 
 
+def _same_frames(a, b, atol_forces: float, atol_energies: float) -> None:
+    """Imported frames ``b`` against the frames ``a`` they were written from: the same atoms and
+    molecules, positions up to whole box vectors, forces and energies to the given tolerances."""
+    np.testing.assert_array_equal(b.molecule_index, a.molecule_index)
+    np.testing.assert_array_equal(b.species, a.species)
+    np.testing.assert_allclose(b.masses, a.masses, atol=1e-6)
+    shift = (b.positions - a.positions) / a.box[:, None, :]
+    np.testing.assert_allclose(shift, np.round(shift), atol=1e-9)  # whole box vectors only
+    np.testing.assert_allclose(b.forces, a.forces, rtol=0, atol=atol_forces)
+    np.testing.assert_allclose(b.molecule_energy, a.molecule_energy, rtol=0, atol=atol_energies)
+    np.testing.assert_allclose(b.potential_energy, a.potential_energy, rtol=1e-12)
+
+
 def test_imported_frames_are_the_frames_written(tiny_reference, imported):
     """Positions (made whole again from wrapped ones: the same molecules up to whole box shifts),
     forces and energies through eV and back, per-molecule energies summed from per-atom ones,
@@ -98,17 +111,11 @@ def test_imported_frames_are_the_frames_written(tiny_reference, imported):
     run = ReferenceRun.read(reference_dir(config))
     for t in config.reference.temperatures_K:
         a, b = original.frames(t), run.frames(t)
-        np.testing.assert_array_equal(b.molecule_index, a.molecule_index)
-        np.testing.assert_array_equal(b.species, a.species)
-        np.testing.assert_allclose(b.masses, a.masses, rtol=1e-12)
+        _same_frames(a, b, atol_forces=1.2e-7, atol_energies=4e-7)
         shift = (b.positions - a.positions) / a.box[:, None, :]
-        np.testing.assert_allclose(shift, np.round(shift), atol=1e-9)  # whole box vectors only
         per_molecule = np.round(shift)[:, :, None, :] == np.round(shift)[:, None, :, :]
         same = b.molecule_index[:, None] == b.molecule_index[None, :]
         assert np.all(per_molecule.all(-1)[:, same]), "a molecule was split across images"
-        np.testing.assert_allclose(b.forces, a.forces, rtol=0, atol=1.2e-7)
-        np.testing.assert_allclose(b.potential_energy, a.potential_energy, rtol=1e-12)
-        np.testing.assert_allclose(b.molecule_energy, a.molecule_energy, rtol=0, atol=4e-7)
         np.testing.assert_allclose(b.velocities, a.velocities, rtol=0, atol=1e-6)  # 5e-9 ASE units: 5e-7 Å/ps
         for pa, pb in zip(original.nve_paths(t), run.nve_paths(t)):
             xa, xb = _NVE(pa).positions, _NVE(pb).positions
@@ -283,13 +290,7 @@ def test_lammps_dumps_with_a_data_file(tiny_reference, tmp_path):
     run = ReferenceRun.read(reference_dir(config))
     for t in config.reference.temperatures_K:
         a, b = original.frames(t), run.frames(t)
-        np.testing.assert_array_equal(b.species, a.species)
-        np.testing.assert_array_equal(b.molecule_index, a.molecule_index)
-        np.testing.assert_allclose(b.masses, a.masses, atol=1e-6)
-        np.testing.assert_allclose(minimum_image(b.positions - a.positions, a.box[:, None, :]), 0.0, atol=1e-9)
-        np.testing.assert_allclose(b.forces, a.forces, rtol=1e-10, atol=1e-9)
-        np.testing.assert_allclose(b.molecule_energy, a.molecule_energy, rtol=1e-10, atol=1e-9)
-        np.testing.assert_allclose(b.potential_energy, a.potential_energy, rtol=1e-12)
+        _same_frames(a, b, atol_forces=1e-9, atol_energies=1e-9)  # 10 decimals in the dump
         assert b.velocities is None
     assert manifest["summary"]["T500K"]["imported"]["frames"] == config.reference.n_frames
 

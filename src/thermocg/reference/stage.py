@@ -92,7 +92,11 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
         for t, s in zip(ref.temperatures_K, seeds)]
     log.info("reference: %d temperatures, %d molecules, %d process(es) x %d thread(s), platform %s -> %s",
              len(tasks), ref.n_molecules, procs, threads, "GPU" if gpu else "CPU", out)
-    summaries = _run_tasks(tasks, procs, show_progress, lambda path: stage.add_outputs([Path(path).name]))
+    if config.run.scheduler is not None:
+        summaries = _run_on_dask(config.run.scheduler, tasks, show_progress,
+                                 lambda path: stage.add_outputs([Path(path).name]))
+    else:
+        summaries = _run_tasks(tasks, procs, show_progress, lambda path: stage.add_outputs([Path(path).name]))
 
     outputs = {t.label: [t.nvt_path.name] + [t.nve_path(k).name for k in range(ref.nve.n_segments)]
                for t in tasks}
@@ -203,6 +207,31 @@ def _run_tasks(tasks, procs: int, show_progress: bool, finished) -> dict:
         if len(errors) == 1:
             raise errors[0]
         raise SimulationError("; ".join(str(e) for e in errors))
+    return summaries
+
+
+def _run_on_dask(scheduler: str, tasks, show_progress: bool, finished) -> dict:
+    """The temperatures as Dask tasks (:mod:`thermocg.cluster`): one progress bar over
+    temperatures; each temperature's outputs are recorded when its task ends."""
+    from tqdm.auto import tqdm
+
+    from thermocg import cluster
+    from thermocg.reference.sampler import sample_temperature
+
+    summaries = {}
+    bar = tqdm(total=len(tasks), desc="reference (dask)", unit="temperature", disable=not show_progress)
+
+    def done(task, summary):
+        for path in [task.nvt_path] + [task.nve_path(k) for k in range(task.reference.nve.n_segments)]:
+            finished(path)
+        summaries[task.label] = summary
+        bar.update(1)
+
+    try:
+        with cluster.client_for(scheduler) as client:
+            cluster.run_tasks(client, sample_temperature, tasks, done, lambda task: f"reference {task.label}")
+    finally:
+        bar.close()
     return summaries
 
 

@@ -292,7 +292,8 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
     bar = tqdm(total=len(todo), desc="restrained configurations", unit="config", disable=not show_progress)
     try:
         run_tasks(sample_configuration, todo, procs, threads, lambda task, _: bar.update(1),
-                  lambda task: f"targets {task.temperature_K:g} K configuration {task.index}", SimulationError)
+                  lambda task: f"targets {task.temperature_K:g} K configuration {task.index}", SimulationError,
+                  scheduler=config.run.scheduler)
     finally:
         bar.close()
     outputs, summary = {}, {}

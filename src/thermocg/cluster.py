@@ -1,0 +1,96 @@
+"""Per-temperature work on Dask distributed: ``[run] scheduler`` (issue 17).
+
+Without a scheduler, per-temperature work runs in local worker processes
+(:mod:`thermocg.workers`). With ``scheduler = "local:N"`` it runs on a Dask ``LocalCluster`` of
+N single-threaded worker processes; with an address (``"tcp://host:8786"``) on the cluster whose
+scheduler listens there (dask-jobqueue on SLURM or PBS, ``dask scheduler`` / ``dask worker`` by
+hand: the README shows how). The workers need thermocg installed and the run directory on a
+file system they share with this process: the tasks read and write their own files there.
+
+The tasks are the same pure functions of (config, temperature, inputs) the local processes run,
+each writing its outputs atomically and resuming its own partial files, so a task Dask retries
+after its worker died continues where the dead worker's last complete frame left it and never
+writes a frame twice. Dask reschedules the task of a worker that died (up to its
+``distributed.scheduler.allowed-failures``, 3 by default) and retries a task that raised
+``retries`` times; past that the stage stops with the task named, and re-running it resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from contextlib import contextmanager
+
+from thermocg.errors import ConfigError, SimulationError, ThermocgError
+
+log = logging.getLogger(__name__)
+
+#: how long to wait for a scheduler at an address before giving up
+CONNECT_TIMEOUT_S = 5.0
+_LOCAL = re.compile(r"^local:(\d+)$")
+_ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc|ws|wss)://\S+$")
+
+
+def check_scheduler(value: str) -> str:
+    """A valid ``[run] scheduler``: ``"local:N"`` (N >= 1) or a scheduler address."""
+    m = _LOCAL.match(value)
+    if m and int(m.group(1)) >= 1:
+        return value
+    if _ADDRESS.match(value):
+        return value
+    raise ValueError(f"scheduler = {value!r}: expected \"local:N\" (N >= 1 worker processes) or a Dask scheduler "
+                     "address such as \"tcp://host:8786\"")
+
+
+@contextmanager
+def client_for(scheduler: str):
+    """A Dask client for ``scheduler`` (closed, with its local cluster, on exit). An address no
+    scheduler answers at raises SimulationError within :data:`CONNECT_TIMEOUT_S`."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as err:  # pragma: no cover - dask is a dependency
+        raise ConfigError(f"[run] scheduler = {scheduler!r} needs dask[distributed] ({err})") from err
+    cluster = None
+    m = _LOCAL.match(scheduler)
+    if m:
+        cluster = LocalCluster(n_workers=int(m.group(1)), threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as err:
+            raise SimulationError(f"[run] scheduler = {scheduler!r}: no Dask scheduler answered within "
+                                  f"{CONNECT_TIMEOUT_S:g} s ({type(err).__name__})") from None
+    log.info("dask: %s, %d worker(s)", scheduler, len(client.scheduler_info().get("workers", {})))
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def run_tasks(client, fn, tasks: list, finished, label, retries: int = 2) -> None:
+    """``fn(task)`` for every task on the cluster; ``finished(task, result)`` here as each ends
+    (in the order they end). A :class:`~thermocg.errors.ThermocgError` from a task is raised again
+    with ``label(task)`` in front; a task whose workers kept dying raises SimulationError. Any
+    error cancels the tasks not yet done (their partial files stay, for the next run to resume)."""
+    from dask.distributed import as_completed
+    from distributed.scheduler import KilledWorker
+
+    futures = {client.submit(fn, task, pure=False, retries=retries): task for task in tasks}
+    try:
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                result = future.result()
+            except KilledWorker as err:
+                raise SimulationError(f"{label(task)}: the Dask workers running it died ({err}); re-run to "
+                                      "resume") from err
+            except ThermocgError as err:
+                raise type(err)(f"{label(task)}: {err}") from err
+            finished(task, result)
+    except BaseException:
+        client.cancel(list(futures))
+        raise
