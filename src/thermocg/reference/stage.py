@@ -80,6 +80,8 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
 
     gpu = engine.choose_platform(config.run.device)[0].getName() != "CPU"
     procs, threads = plan_processes(config.run.processes, len(ref.temperatures_K), gpu)
+    if config.run.scheduler is not None:
+        threads = 1  # a Dask worker is one slot: one OpenMM thread per temperature task
     seeds = np.random.SeedSequence(config.run.seed).spawn(len(ref.temperatures_K))
     species = np.array([a.element.atomic_number if a.element is not None else 0  # 0: a virtual site
                         for a in topology.atoms()], dtype=np.int32)
