@@ -93,7 +93,7 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
         device=config.run.device, threads=threads, sections=stage.sections)
         for t, s in zip(ref.temperatures_K, seeds)]
     log.info("reference: %d temperatures, %d molecules, %d process(es) x %d thread(s), platform %s -> %s",
-             len(tasks), ref.n_molecules, procs, threads, "GPU" if gpu else "CPU", out)
+             len(tasks), int(engine.molecule_index(topology).max()) + 1, procs, threads, "GPU" if gpu else "CPU", out)
     if config.run.scheduler is not None:
         summaries = _run_on_dask(config.run.scheduler, tasks, show_progress,
                                  lambda path: stage.add_outputs([Path(path).name]))
