@@ -11,8 +11,11 @@ The tasks are the same pure functions of (config, temperature, inputs) the local
 each writing its outputs atomically and resuming its own partial files, so a task Dask retries
 after its worker died continues where the dead worker's last complete frame left it and never
 writes a frame twice. Dask reschedules the task of a worker that died (up to its
-``distributed.scheduler.allowed-failures``, 3 by default) and retries a task that raised
-``retries`` times; past that the stage stops with the task named, and re-running it resumes.
+``distributed.scheduler.allowed-failures``, 3 by default); a task that raised is not retried
+(our errors are deterministic: a failed energy check fails again), the stage stops with the
+task named, and re-running it resumes. Not handled: after Ctrl-C, a task already running on a
+remote worker runs on (Dask cannot stop it); wait for it before re-running on the same run
+directory.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def client_for(scheduler: str):
             cluster.close()
 
 
-def run_tasks(client, fn, tasks: list, finished, label, retries: int = 2) -> None:
+def run_tasks(client, fn, tasks: list, finished, label, retries: int = 0) -> None:
     """``fn(task)`` for every task on the cluster; ``finished(task, result)`` here as each ends
     (in the order they end). A :class:`~thermocg.errors.ThermocgError` from a task is raised again
     with ``label(task)`` in front; a task whose workers kept dying raises SimulationError. Any

@@ -114,6 +114,28 @@ def test_torsions_add_up(tmp_path):
                                                                                rel=1e-9)
 
 
+def test_the_dihedral_has_openmm_s_sign():
+    """A torsion with a phase other than 0 or pi tells the sign of the dihedral: the energy of
+    k (1 + cos(n phi - phase)) at random atoms equals OpenMM's (the butane above has phases 0, pi
+    only, where either sign gives the same energy)."""
+    from thermocg.reference.decomposition import dihedral
+
+    rng = np.random.default_rng(1)
+    for n, phase in ((1, 0.7), (2, -1.1), (3, 2.5)):
+        x = rng.random((4, 3)) * 3.0
+        system = mm.System()
+        for _ in range(4):
+            system.addParticle(12.0)
+        force = mm.PeriodicTorsionForce()
+        force.addTorsion(0, 1, 2, 3, n, phase, 1.0)
+        system.addForce(force)
+        context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+        context.setPositions(x / 10.0)
+        want = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(mm.unit.kilojoule_per_mole)
+        phi = dihedral(x[0], x[1], x[2], x[3], np.full(3, 100.0))
+        assert 1.0 + np.cos(n * phi - phase) == pytest.approx(want, rel=1e-9)
+
+
 def _angle_energy(system, context):
     group = next(i for i, f in enumerate(system.getForces()) if isinstance(f, mm.HarmonicAngleForce))
     return context.getState(getEnergy=True, groups={group}).getPotentialEnergy().value_in_unit(

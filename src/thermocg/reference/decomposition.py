@@ -122,7 +122,7 @@ def dihedral(x1, x2, x3, x4, box) -> np.ndarray:
     b1, b2, b3 = (_minimum_image(b - a, box) for a, b in ((x1, x2), (x2, x3), (x3, x4)))
     n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
     m = np.cross(n1, b2 / np.linalg.norm(b2, axis=-1, keepdims=True))
-    return np.arctan2(np.sum(m * n2, -1), np.sum(n1 * n2, -1))
+    return -np.arctan2(np.sum(m * n2, -1), np.sum(n1 * n2, -1))
 
 
 def _pairs_within(x: np.ndarray, box: np.ndarray, cutoff: float, subset: np.ndarray) -> np.ndarray:

@@ -41,6 +41,12 @@ MOLECULE_KEYS = ("mol-id", "molecule_id")
 _FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".lammpstrj": "lammps-dump", ".dump": "lammps-dump"}
 
 
+def resolve(base: Path, path) -> Path:
+    """``path`` (``~`` expanded) relative to ``base`` (the config file's directory), absolute: the
+    manifest records absolute sources, so a run from another working directory finds them."""
+    return (Path(base) / Path(path).expanduser()).resolve()
+
+
 def energy_factor(unit: str) -> float:
     """kcal/mol per ``unit`` (ASE's own constants, so eV agrees with ASE to the last digit)."""
     import ase.units as au
@@ -98,7 +104,7 @@ class Reader:
     def from_config(cls, config) -> "Reader":
         r = config.reference
         base = config.source.parent if config.source is not None else Path.cwd()
-        return cls(r.format, r.energy_unit, None if r.lammps_data is None else (base / r.lammps_data).expanduser(),
+        return cls(r.format, r.energy_unit, None if r.lammps_data is None else resolve(base, r.lammps_data),
                    r.lammps_atom_style, r.lammps_pe_atom, r.lammps_pe_total)
 
 
@@ -311,8 +317,12 @@ def _whole(x: np.ndarray, box: np.ndarray, index: np.ndarray, path: Path) -> np.
             first_atom[j] = i
     anchor = x[:, first_atom[index]]
     d = minimum_image(x - anchor, box[:, None, :])
-    if np.any(np.abs(d) > 0.5 * box[:, None, :] - 1e-6):
-        raise DataFormatError(f"{path}: a molecule spans half the box or more; it cannot be made whole")
+    # the minimum image folds any atom to within half a box edge of the first, so a molecule
+    # longer than that cannot be told from coordinates alone; one reaching 0.45 of an edge is
+    # refused (water-sized molecules are far below it)
+    if np.any(np.abs(d) > 0.45 * box[:, None, :]):
+        raise DataFormatError(f"{path}: an atom lies 0.45 of the box edge or more from its molecule's first atom; "
+                              "molecules that long cannot be made whole from coordinates alone")
     return anchor + d
 
 
@@ -366,7 +376,7 @@ def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, d
     outputs, summary = {}, {}
     for t in tqdm(ref.temperatures_K, desc="import", unit="temperature", disable=not show_progress):
         entry, label = ref.data_at(t), temperature_label(t)
-        src = (base / entry.frames).expanduser()
+        src = resolve(base, entry.frames)
         frames = read_frames(src, ref.n_frames, reader, ref.energy_check_rtol)
         check_box(frames, config.cutoffs_A(), src)
         digest = sha256(src)
@@ -375,7 +385,7 @@ def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, d
         stage.add_outputs([f"{label}.h5md"])
         nve_summary = []
         for k, name in enumerate(entry.nve):
-            nve_src = (base / name).expanduser()
+            nve_src = resolve(base, name)
             seg = read_frames(nve_src, 0, reader, require_energies=False)
             if not np.array_equal(seg.molecule_index, frames.molecule_index) or \
                     not np.array_equal(seg.species, frames.species):

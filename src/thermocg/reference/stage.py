@@ -111,14 +111,14 @@ def _pdb_system(config: Config):
     """``system = "pdb"``: the user's PDB and force field (paths relative to the config file;
     a force field that is not a file there is one of OpenMM's built-in names), its box checked
     against every cutoff of the config."""
-    from thermocg.reference import engine
+    from thermocg.reference import engine, imported
 
     ref = config.reference
     base = config.source.parent if config.source is not None else Path.cwd()
-    pdb = (base / ref.pdb).expanduser()
+    pdb = imported.resolve(base, ref.pdb)
     if not pdb.is_file():
         raise ConfigError(f"{pdb}: no such file (reference.pdb)")
-    files = [str(base / f) if (base / f).is_file() else f for f in ref.forcefield]
+    files = [str(imported.resolve(base, f)) if imported.resolve(base, f).is_file() else f for f in ref.forcefield]
     topology, positions, box, system = engine.load_pdb_system(pdb, files, ref.cutoff_A, ref.ewald_error_tolerance,
                                                               ref.constraints, ref.rigid_water)
     for key, value in config.cutoffs_A().items():
