@@ -24,7 +24,7 @@ import logging
 import re
 from contextlib import contextmanager
 
-from thermocg.errors import ConfigError, SimulationError, ThermocgError
+from thermocg.errors import ConfigError, SimulationError
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +82,13 @@ def run_tasks(client, fn, tasks: list, finished, label, retries: int = 0) -> Non
     from dask.distributed import as_completed
     from distributed.scheduler import KilledWorker
 
+    from thermocg.workers import task_result
+
     futures = {client.submit(fn, task, pure=False, retries=retries): task for task in tasks}
     try:
         for future in as_completed(futures):
             task = futures[future]
-            try:
-                result = future.result()
-            except KilledWorker as err:
-                raise SimulationError(f"{label(task)}: the Dask workers running it died ({err}); re-run to "
-                                      "resume") from err
-            except ThermocgError as err:
-                raise type(err)(f"{label(task)}: {err}") from err
-            finished(task, result)
+            finished(task, task_result(future.result, label(task), KilledWorker, SimulationError))
     except BaseException:
         client.cancel(list(futures))
         raise

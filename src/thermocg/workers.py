@@ -106,6 +106,20 @@ def stop_workers(pool: ProcessPoolExecutor, timeout_s: float = 10.0) -> None:
             p.join(1.0)
 
 
+def task_result(call, name: str, lost=(), died=RuntimeError):
+    """``call()`` (a task's result, here or from a worker) with a ThermocgError raised again with
+    ``name`` in front, and an exception of the type(s) ``lost`` (the worker running the task died)
+    raised as ``died`` naming the task: one message for every stage's workers."""
+    from thermocg.errors import ThermocgError
+
+    try:
+        return call()
+    except lost as err:
+        raise died(f"{name}: a worker process died ({err}); re-run the same command to resume") from err
+    except ThermocgError as err:
+        raise type(err)(f"{name}: {err}") from err
+
+
 def run_tasks(fn, tasks: list, procs: int, threads: int | None, finished, label, died=RuntimeError,
               scheduler: str | None = None) -> None:
     """``fn(task)`` for every task, independent of each other, in ``procs`` worker processes
@@ -117,23 +131,15 @@ def run_tasks(fn, tasks: list, procs: int, threads: int | None, finished, label,
     from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    from thermocg.errors import ThermocgError
-
     if scheduler is not None and tasks:
         from thermocg import cluster
         with cluster.client_for(scheduler) as client:
             cluster.run_tasks(client, fn, tasks, finished, label)
         return
 
-    def named(task, call):
-        try:
-            return call()
-        except ThermocgError as err:
-            raise type(err)(f"{label(task)}: {err}") from err
-
     if procs == 1 or len(tasks) <= 1:
         for task in tasks:
-            finished(task, named(task, lambda: fn(task)))
+            finished(task, task_result(lambda: fn(task), label(task)))
         return
     pool, _ = start_pool(procs, threads)
     try:
@@ -142,11 +148,7 @@ def run_tasks(fn, tasks: list, procs: int, threads: int | None, finished, label,
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 task = pending.pop(fut)
-                try:
-                    result = named(task, fut.result)
-                except BrokenProcessPool as err:
-                    raise died(f"{label(task)}: a worker process died ({err}); re-run to resume") from err
-                finished(task, result)
+                finished(task, task_result(fut.result, label(task), BrokenProcessPool, died))
     except BaseException:
         stop_workers(pool)
         raise

@@ -48,7 +48,7 @@ from thermocg.models.thermal import (NetworkSettings, SeparateNetworks, ThermalF
                                      zero_heads)
 from thermocg.models.training import TrainingData, TrainSettings, train_heads
 from thermocg.runlock import locked_stage
-from thermocg.workers import plan_processes, start_pool, stop_workers
+from thermocg.workers import plan_processes, start_pool, stop_workers, task_result
 
 log = logging.getLogger(__name__)
 
@@ -236,14 +236,7 @@ def _run_jobs(jobs: list[TrainJob], procs: int, donors: dict[str, str], finished
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 job = running.pop(fut)
-                try:
-                    result = fut.result()
-                except BrokenProcessPool as err:
-                    raise TrainingError(f"train {job.entry.name}: a worker process died ({err}); re-run the same "
-                                        "command to resume") from err
-                except ThermocgError as err:
-                    raise type(err)(f"train {job.entry.name}: {err}") from err
-                report(job, result)
+                report(job, task_result(fut.result, f"train {job.entry.name}", BrokenProcessPool, TrainingError))
     except BaseException:
         stop_workers(pool)  # Ctrl-C, SIGTERM or an error: no worker may outlive this stage
         raise
