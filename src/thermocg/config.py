@@ -480,6 +480,27 @@ class Config(_Section):
         ``targets.restrained_temperatures_K``, or every reference temperature when it is empty."""
         return self.targets.restrained_temperatures_K or self.reference.temperatures_K
 
+    def path(self, path) -> Path:
+        """A path of the config (``~`` expanded) relative to the config file's directory, made
+        absolute: manifests record absolute paths, so a run from another working directory
+        finds the same files."""
+        base = self.source.parent if self.source is not None else Path.cwd()
+        return (base / Path(path).expanduser()).resolve()
+
+    def user_files(self) -> list[Path]:
+        """The user's files the reference stage reads (the PDB, force-field XML files that are
+        files rather than OpenMM's built-in names, imported frames and NVE segments, the LAMMPS
+        data file): the stage records their checksums and runs again when one changes."""
+        ref = self.reference
+        files = []
+        if ref.source == "openmm" and ref.system == "pdb":
+            files = [self.path(ref.pdb)] + [p for p in map(self.path, ref.forcefield) if p.is_file()]
+        elif ref.source == "files":
+            files = [self.path(f) for d in ref.data for f in (d.frames, *d.nve)]
+            if ref.lammps_data is not None:
+                files.append(self.path(ref.lammps_data))
+        return files
+
     def cutoffs_A(self) -> dict[str, float]:
         """Every distance that must stay below half the box edge, by its config key."""
         out = {f"{section}.{name}": getattr(getattr(self, section), name)

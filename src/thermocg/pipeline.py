@@ -61,6 +61,9 @@ class Stage:
     #: ``"module:function"``, ``function(config) -> dict``: what the runner receives besides the
     #: config (the targets stage receives its baselines, so it never imports the models package)
     inputs: str | None = None
+    #: whether its outputs are made from the user's files (``Config.user_files``), whose
+    #: checksums its manifest records
+    reads_user_files: bool = False
 
     @property
     def section_label(self) -> str:
@@ -76,7 +79,8 @@ class Stage:
     def stage_dir(self, config) -> StageDir:
         """The stage's output directory for ``config`` (manifest, up-to-date checks)."""
         return StageDir(self.directory(config), self.name, self.config_hash(config), self.section_label,
-                        upstream=tuple(stage(up).stage_dir(config) for up in self.upstream))
+                        upstream=tuple(stage(up).stage_dir(config) for up in self.upstream),
+                        files=config.user_files() if self.reads_user_files else ())
 
     def read(self, config):
         """The typed record of this stage's finished outputs for ``config``.
@@ -105,7 +109,8 @@ _S = ("reference", "targets", "train", "simulate", "evaluate")
 STAGES: tuple[Stage, ...] = (
     Stage("reference", _S[:1], (), "thermocg.reference.stage:run_reference", "thermocg.io.records:ReferenceRun",
           "thermocg.reference.stage:describe",
-          "all-atom reference MD (OpenMM) at every temperature, with per-molecule energies"),
+          "all-atom reference MD (OpenMM) at every temperature, with per-molecule energies",
+          reads_user_files=True),
     Stage("targets", _S[:2], ("reference",), "thermocg.targets.stage:run_targets", "thermocg.io.records:TargetSet",
           "thermocg.targets.stage:describe",
           "map to one bead per molecule; baselines and thermal-response targets per temperature",

@@ -68,14 +68,20 @@ class StageDir:
 
     ``upstream``: the StageDirs of the stages this one reads. The manifest records a digest of
     their outputs, so a stage whose inputs were regenerated is not "up to date" with them.
+    ``files``: the user's files it reads (a PDB, force-field XML, imported frames): their
+    checksums are recorded too, so editing one in place makes the stage run again. A file that
+    has gone since is not a change (the outputs made from it are kept, with a warning).
     """
 
-    def __init__(self, path: Path, stage: str, config_hash: str, sections: str, upstream: tuple = ()):
+    def __init__(self, path: Path, stage: str, config_hash: str, sections: str, upstream: tuple = (),
+                 files: tuple = ()):
         self.path = Path(path)
         self.stage = stage
         self.config_hash = config_hash
         self.sections = sections  # for messages, e.g. "[reference]"
         self.upstream = tuple(upstream)
+        self.files = tuple(Path(f) for f in files)
+        self._file_digests: dict[str, str | None] | None = None  # computed once: files can be large
         self.manifest_path = self.path / "manifest.json"
         #: outputs known good: name -> size and checksum, recorded when each was finished
         self.recorded: dict[str, dict] = {}
@@ -100,8 +106,24 @@ class StageDir:
         return manifest
 
     def _inputs(self) -> dict:
-        """What this stage's outputs were made from: the digest of each upstream stage's outputs."""
-        return {up.stage: (up.read_manifest() or {}).get("files_digest") for up in self.upstream}
+        """What this stage's outputs were made from: the digest of each upstream stage's outputs
+        and the checksum of each user file (``"file <absolute path>"``; None: the file is gone)."""
+        if self._file_digests is None:
+            self._file_digests = {f"file {f}": file_digest(f)["sha256"] if f.is_file() else None
+                                  for f in self.files}
+        return {**{up.stage: (up.read_manifest() or {}).get("files_digest") for up in self.upstream},
+                **self._file_digests}
+
+    def _changed_inputs(self, recorded: dict) -> list[str]:
+        """The inputs that differ from those ``recorded`` in the manifest; a user file that is
+        gone is reported (a warning) and not counted: its outputs are all that is left of it."""
+        changed = []
+        for key, now in self._inputs().items():
+            if key.startswith("file ") and now is None and key in recorded:
+                log.warning("%s: %s no longer exists; keeping the outputs made from it", self.stage, key[5:])
+            elif recorded.get(key) != now:
+                changed.append(key)
+        return changed + [k for k in recorded if k not in self._inputs()]
 
     def _damaged(self, manifest: dict) -> list[tuple[str, str]]:
         """(file, what is wrong) for every recorded output that is missing or no longer matches."""
@@ -144,11 +166,16 @@ class StageDir:
                 f"{self.path}: made by a different {self.sections} config (hash {manifest.get('config_hash')}, "
                 f"this config {self.config_hash}); run `thermocg {self.stage} --force` to regenerate it, or set "
                 "another run.directory")
-        inputs = self._inputs()
-        if manifest.get("inputs", {}) != inputs:
-            changed = [k for k in inputs if manifest.get("inputs", {}).get(k) != inputs[k]]
-            log.warning("%s: made from other %s outputs than there are now; recomputing it", self.stage,
-                        " and ".join(changed) or "upstream")
+        changed = self._changed_inputs(manifest.get("inputs", {}))
+        if changed:
+            stages = [k for k in changed if not k.startswith("file ")]
+            recorded = manifest.get("inputs", {})
+            files = [k[5:] for k in changed if k.startswith("file ") and k in recorded]
+            unknown = [k[5:] for k in changed if k.startswith("file ") and k not in recorded]
+            what = ([f"other {' and '.join(stages)} outputs than there are now"] if stages else []) + \
+                   ([f"{', '.join(files)} as it was before it changed"] if files else []) + \
+                   ([f"files it has no checksum of ({', '.join(unknown)})"] if unknown else [])
+            log.warning("%s: made from %s; recomputing it", self.stage, " and from ".join(what) or "other inputs")
             self._clear()
             return None
         damaged = self._damaged(manifest)  # an interrupted run's finished outputs are checked too

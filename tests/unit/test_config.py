@@ -232,3 +232,31 @@ def test_run_directory_expands_the_home_directory(tmp_path):
 
     c = config_from_dict({"run": {"directory": "~/thermocg-runs/x"}}, source=tmp_path / "c.toml")
     assert c.run_dir == Path.home().resolve() / "thermocg-runs" / "x"
+
+
+def test_the_reference_stage_records_the_checksums_of_the_users_files(tmp_path):
+    """Every file the reference stage reads is in Config.user_files, resolved against the
+    config file's directory, and the reference stage's directory checks them (an edited PDB
+    or force field makes the stage run again: tests/unit/test_stagedir.py); OpenMM's built-in
+    force-field names are not files."""
+    from thermocg import pipeline
+
+    (tmp_path / "ff.xml").write_text("<ForceField/>")
+    cfg = tmp_path / "pdb.toml"
+    cfg.write_text('[reference]\nsystem = "pdb"\npdb = "box.pdb"\nforcefield = ["ff.xml", "tip3p.xml"]\n')
+    pdb = load_config(cfg)
+    assert pdb.user_files() == [tmp_path / "box.pdb", tmp_path / "ff.xml"]
+    cfg = tmp_path / "files.toml"
+    cfg.write_text('[reference]\nsource = "files"\nformat = "lammps-dump"\nlammps_data = "~/w.data"\n'
+                   '[[reference.data]]\ntemperature_K = 300\nframes = "a/T300.dump"\nnve = ["n0.dump", "n1.dump"]\n'
+                   '[[reference.data]]\ntemperature_K = 400\nframes = "/abs/T400.dump"\nnve = ["n2.dump", "n3.dump"]\n'
+                   '[reference.nve]\nn_segments = 2\n')
+    files = load_config(cfg)
+    from pathlib import Path
+    assert files.user_files() == [tmp_path / "a/T300.dump", tmp_path / "n0.dump", tmp_path / "n1.dump",
+                                  Path("/abs/T400.dump"), tmp_path / "n2.dump", tmp_path / "n3.dump",
+                                  Path("~/w.data").expanduser().resolve()]
+    assert config_from_dict({}).user_files() == []  # thermocg's own water: nothing of the user's
+    for config in (pdb, files):
+        assert pipeline.stage("reference").stage_dir(config).files == tuple(config.user_files())
+        assert pipeline.stage("targets").stage_dir(config).files == ()  # it reads the reference's outputs

@@ -124,3 +124,43 @@ def test_wall_time_adds_up_over_an_interrupted_and_a_resumed_run(tmp_path, monke
     again = StageDir(path, "s", "h", "[s]")
     again.prepare(force=True)
     assert again.write_manifest(False, {})["wall_s"] == pytest.approx(0.0)
+
+
+def test_an_edited_user_file_makes_the_stage_run_again_and_a_deleted_one_does_not(tmp_path, caplog):
+    """The user's files (a PDB, force-field XML, imported frames) are inputs like upstream
+    outputs: editing one in place recomputes the stage; one that has gone keeps the outputs
+    (they are all that is left of it) with a warning; a manifest without their checksums (an
+    older thermocg) cannot be trusted with them."""
+    ff = tmp_path / "ff.xml"
+    ff.write_text("<ForceField>a</ForceField>")
+    make = lambda: StageDir(tmp_path / "ref", "reference", "h", "[reference]", files=(ff,))  # noqa: E731
+    s = make()
+    s.prepare(force=False)
+    (tmp_path / "ref" / "a.dat").write_bytes(b"frames")
+    s.write_manifest(True, {}, {"x": ["a.dat"]}, {}, {"kind": "test"})
+    assert make().prepare(force=False) is not None
+    ff.write_text("<ForceField>b</ForceField>")  # same size, edited in place
+    with caplog.at_level(logging.WARNING):
+        assert make().prepare(force=False) is None
+    assert f"reference: made from {ff} as it was before it changed; recomputing it" in caplog.text
+    assert not (tmp_path / "ref" / "a.dat").exists()
+
+    s = make()
+    s.prepare(force=False)
+    (tmp_path / "ref" / "a.dat").write_bytes(b"frames")
+    s.write_manifest(True, {}, {"x": ["a.dat"]}, {}, {"kind": "test"})
+    ff.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert make().prepare(force=False) is not None
+    assert f"{ff} no longer exists; keeping the outputs made from it" in caplog.text
+    assert (tmp_path / "ref" / "a.dat").exists()
+
+    ff.write_text("<ForceField>b</ForceField>")
+    old = json.loads((tmp_path / "ref" / "manifest.json").read_text())
+    old["inputs"] = {}  # written before the stage recorded its files
+    (tmp_path / "ref" / "manifest.json").write_text(json.dumps(old))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert make().prepare(force=False) is None
+    assert f"made from files it has no checksum of ({ff}); recomputing it" in caplog.text

@@ -22,7 +22,6 @@ per Å; velocities, where present, in ASE's unit (Å per ASE time unit), as ASE 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,18 +32,13 @@ from thermocg import __version__, units
 from thermocg.errors import ConfigError, DataFormatError
 from thermocg.geometry import minimum_image
 from thermocg.io.h5md import H5MDWriter
+from thermocg.stagedir import file_digest
 
 log = logging.getLogger(__name__)
 
 #: the per-atom molecule id columns read, in this order (ASE's LAMMPS readers write "mol-id")
 MOLECULE_KEYS = ("mol-id", "molecule_id")
 _FORMATS = {".xyz": "extxyz", ".extxyz": "extxyz", ".lammpstrj": "lammps-dump", ".dump": "lammps-dump"}
-
-
-def resolve(base: Path, path) -> Path:
-    """``path`` (``~`` expanded) relative to ``base`` (the config file's directory), absolute: the
-    manifest records absolute sources, so a run from another working directory finds them."""
-    return (Path(base) / Path(path).expanduser()).resolve()
 
 
 def energy_factor(unit: str) -> float:
@@ -63,14 +57,6 @@ def file_format(path: Path, fmt: str) -> str:
     except KeyError:
         raise ConfigError(f"{path}: cannot tell the format from the suffix {path.suffix!r} (known: "
                           f"{', '.join(sorted(_FORMATS))}); set [reference] format") from None
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -103,8 +89,7 @@ class Reader:
     @classmethod
     def from_config(cls, config) -> "Reader":
         r = config.reference
-        base = config.source.parent if config.source is not None else Path.cwd()
-        return cls(r.format, r.energy_unit, None if r.lammps_data is None else resolve(base, r.lammps_data),
+        return cls(r.format, r.energy_unit, None if r.lammps_data is None else config.path(r.lammps_data),
                    r.lammps_atom_style, r.lammps_pe_atom, r.lammps_pe_total)
 
 
@@ -371,27 +356,26 @@ def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, d
     from thermocg.labels import temperature_label
 
     ref = config.reference
-    base = config.source.parent if config.source is not None else Path.cwd()
     reader = Reader.from_config(config)
     outputs, summary = {}, {}
     for t in tqdm(ref.temperatures_K, desc="import", unit="temperature", disable=not show_progress):
         entry, label = ref.data_at(t), temperature_label(t)
-        src = resolve(base, entry.frames)
+        src = config.path(entry.frames)
         frames = read_frames(src, ref.n_frames, reader, ref.energy_check_rtol)
         check_box(frames, config.cutoffs_A(), src)
-        digest = sha256(src)
+        digest = file_digest(src)["sha256"]
         write_frames(stage.path / f"{label}.h5md", frames, t, src, digest, ref.energy_unit, ref.frame_interval_ps,
                      "imported")
         stage.add_outputs([f"{label}.h5md"])
         nve_summary = []
         for k, name in enumerate(entry.nve):
-            nve_src = resolve(base, name)
+            nve_src = config.path(name)
             seg = read_frames(nve_src, 0, reader, require_energies=False)
             if not np.array_equal(seg.molecule_index, frames.molecule_index) or \
                     not np.array_equal(seg.species, frames.species):
                 raise DataFormatError(f"{nve_src}: its atoms or molecules differ from those of {src}")
             out = f"{label}-nve{k:02d}.h5md"
-            nve_digest = sha256(nve_src)
+            nve_digest = file_digest(nve_src)["sha256"]
             write_frames(stage.path / out, seg, t, nve_src, nve_digest, ref.energy_unit,
                          ref.nve.frame_interval_fs * units.FS_TO_PS, "NVE")
             stage.add_outputs([out])
@@ -407,14 +391,3 @@ def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, d
                  len(frames.positions), len(frames.species), summary[label]["imported"]["molecules"], src,
                  frames.max_decomposition_rel_error)
     return outputs, summary
-
-
-def sources_changed(manifest: dict) -> list[str]:
-    """The imported files whose contents differ from those recorded in a finished stage's summary."""
-    changed = []
-    for s in (manifest.get("summary") or {}).values():
-        for item in [s.get("imported") or {}, *(s.get("nve") or [])]:
-            src = item.get("source")
-            if src and (not Path(src).is_file() or sha256(Path(src)) != item.get("sha256")):
-                changed.append(src)
-    return changed

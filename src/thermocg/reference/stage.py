@@ -111,14 +111,13 @@ def _pdb_system(config: Config):
     """``system = "pdb"``: the user's PDB and force field (paths relative to the config file;
     a force field that is not a file there is one of OpenMM's built-in names), its box checked
     against every cutoff of the config."""
-    from thermocg.reference import engine, imported
+    from thermocg.reference import engine
 
     ref = config.reference
-    base = config.source.parent if config.source is not None else Path.cwd()
-    pdb = imported.resolve(base, ref.pdb)
+    pdb = config.path(ref.pdb)
     if not pdb.is_file():
         raise ConfigError(f"{pdb}: no such file (reference.pdb)")
-    files = [str(imported.resolve(base, f)) if imported.resolve(base, f).is_file() else f for f in ref.forcefield]
+    files = [str(config.path(f)) if config.path(f).is_file() else f for f in ref.forcefield]
     topology, positions, box, system = engine.load_pdb_system(pdb, files, ref.cutoff_A, ref.ewald_error_tolerance,
                                                               ref.constraints, ref.rigid_water)
     for key, value in config.cutoffs_A().items():
@@ -134,12 +133,8 @@ def _import(config: Config, stage, manifest: dict | None, show_progress: bool) -
     (:mod:`thermocg.reference.imported`); imported again when a source file has changed."""
     from thermocg.reference import imported
 
-    if manifest is not None:
-        changed = imported.sources_changed(manifest)
-        if not changed:
-            return manifest
-        log.warning("reference: %s changed since it was imported; importing again", ", ".join(changed))
-        stage.prepare(True)
+    if manifest is not None:  # up to date, the imported files' checksums included (StageDir)
+        return manifest
     config_json = json.loads(config.model_dump_json(exclude={"source"}))
     stage.write_manifest(False, config_json)
     outputs, summary = imported.import_reference(config, stage, show_progress)
