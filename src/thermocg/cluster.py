@@ -1,5 +1,8 @@
 """Per-temperature work on Dask distributed: ``[run] scheduler`` (issue 17).
 
+The tasks: the reference stage's temperatures, restrained configurations, the simulate stage's
+models (each a batch of its temperatures) and the evaluate stage's temperatures.
+
 Without a scheduler, per-temperature work runs in local worker processes
 (:mod:`thermocg.workers`). With ``scheduler = "local:N"`` it runs on a Dask ``LocalCluster`` of
 N single-threaded worker processes; with an address (``"tcp://host:8786"``) on the cluster whose
@@ -72,6 +75,17 @@ def client_for(scheduler: str):
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def worker_threads() -> int | None:
+    """The threads of the Dask worker running the calling task (``dask worker --nthreads``; 1 on
+    a ``local:N`` cluster), or None outside a worker. A torch task uses that many threads, so N
+    workers on one machine do not each take every core."""
+    try:
+        from distributed import get_worker
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError):  # ValueError: not in a worker
+        return None
 
 
 def run_tasks(client, fn, tasks: list, finished, label, retries: int = 0) -> None:

@@ -117,6 +117,8 @@ def task_result(call, name: str, lost=(), died=RuntimeError):
     except lost as err:
         raise died(f"{name}: a worker process died ({err}); re-run the same command to resume") from err
     except ThermocgError as err:
+        if str(err).startswith(f"{name}:"):  # the task named itself already
+            raise
         raise type(err)(f"{name}: {err}") from err
 
 

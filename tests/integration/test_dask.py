@@ -106,3 +106,65 @@ def test_scheduler_values():
     for bad in ("local:0", "local", "127.0.0.1:8786"):
         with pytest.raises(ConfigError, match="expected \"local:N\""):
             config_from_dict({"run": {"scheduler": bad}})
+
+
+def test_simulate_and_evaluate_on_dask_equal_the_local_run(tiny_trained, tmp_path):
+    """CG MD (a task per model: its batch of temperatures) and the evaluation (a task per
+    temperature) on a Dask cluster of 2 single-threaded workers, given by its address: the
+    trajectories of the local run (the same seeds; torch on one thread per worker, so equal to
+    rounding, 1e-4 Å after 30 steps), and, from the same trajectories, the same results.json."""
+    import json
+
+    from thermocg import pipeline
+    from thermocg.evaluate.stage import evaluate_dir, run_evaluate
+    from thermocg.simulate.stage import run_simulate
+    from tests.conftest import with_simulate
+
+    short = dict(models=("trf2",), temperatures_K=(300.0, 420.0), equilibration_ps=0.02, n_frames=3,
+                 frame_interval_ps=0.02, timestep_fs=2.0,
+                 nve={"n_segments": 2, "length_ps": 0.04, "frame_interval_fs": 20.0, "timestep_fs": 2.0})
+    for d in ("local", "dask", "eval"):
+        (tmp_path / d).mkdir()
+    local = with_simulate(tiny_trained[0], tmp_path / "local", **short)
+    run_simulate(local, show_progress=False)
+    expected = run_evaluate(local, show_progress=False)
+    # one LocalCluster of 2 for both stages, at its address (the path of a cluster started
+    # elsewhere; its workers keep their imports between the stages)
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
+        address = lc.scheduler_address
+        on_dask = _with(with_simulate(tiny_trained[0], tmp_path / "dask", **short), scheduler=address)
+        manifest = run_simulate(on_dask, show_progress=False)
+        assert manifest["complete"] and list(manifest["outputs"]) == ["trf2"]
+        ours, theirs = pipeline.read(on_dask, "simulate"), pipeline.read(local, "simulate")
+        assert [(r.model, r.temperature_K) for r in ours.runs] == [(r.model, r.temperature_K) for r in theirs.runs]
+        for a, b in zip(theirs.runs, ours.runs):
+            for pa, pb in zip((a.file, *a.nve_files), (b.file, *b.nve_files)):
+                da, db = read_h5md(theirs.directory / pa), read_h5md(ours.directory / pb)
+                np.testing.assert_array_equal(db.step, da.step)
+                np.testing.assert_allclose(db.elements["particles/all/position"], da.elements["particles/all/position"],
+                                           rtol=0, atol=1e-4, err_msg=pb)
+        # the evaluation on Dask of the local run's trajectories
+        evaluated = _with(with_simulate(tiny_trained[0], tmp_path / "eval", **short), scheduler=address)
+        (evaluated.run_dir / "simulate").symlink_to(local.run_dir / "simulate")
+        assert run_evaluate(evaluated, show_progress=False)["summary"] == expected["summary"]
+    a = json.loads((evaluate_dir(local) / "results.json").read_text())
+    b = json.loads((evaluate_dir(evaluated) / "results.json").read_text())
+    _assert_close(b, a)
+
+
+def _assert_close(b, a, where="results"):
+    """Equal JSON, numbers to 1e-6 (the held-out force errors: torch on another thread count)."""
+    if isinstance(a, dict):
+        assert set(b) == set(a), where
+        for k in a:
+            _assert_close(b[k], a[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert len(b) == len(a), where
+        for i, (x, y) in enumerate(zip(b, a)):
+            _assert_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-12), where
+    else:
+        assert b == a, where

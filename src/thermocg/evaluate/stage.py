@@ -13,6 +13,7 @@ to beads and on the CG trajectories:
   squared error against the mapped forces, and in excess of ``fm-each`` at that
   temperature (THEORY.md §8).
 
+With ``[run] scheduler`` each temperature is a Dask task (:mod:`thermocg.cluster`).
 Output: ``<run.directory>/evaluate/results.json`` (every number with its uncertainty,
 and the curves the report plots).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -190,42 +192,14 @@ def run_evaluate(config: Config, force: bool = False, show_progress: bool = True
 
     names = trajectories.models
     temps = sorted({t for m in names for t in trajectories.temperatures(m)})
-    # every trained model's force errors (a seed that was not simulated still has them); each
-    # model loaded once, used at every temperature
-    models = {name: load_model(trained.path(name)) for name in trained.names}
-    by_temperature = {}
-    for t in tqdm(temps, desc="evaluate", unit="T", disable=not show_progress):
-        ref_measures, model_json = None, {}
-        ref_struct = None
-        if reference.has(t):
-            cg = reference.cg_frames(t)
-            ref_struct = Structure(config, cg.positions, cg.box)
-            ref_json = ref_struct.summary()
-            if reference.nve_segments:
-                trajs, dt = reference_nve_beads(reference, t)
-                ref_json.update(diffusion(config, trajs, dt, t, float(cg.box[0].min())))
-            ref_measures = Measures.from_json(ref_json)
-            errors = force_errors(models, trained.held_out, t, cg)  # every model, simulated here or not
-            floors = [errors[n]["value"] for n in trained.floor(t) if n in errors]
-            floor = float(np.mean(floors)) if floors else None  # fm-each at t, averaged over its seeds
-            for m, err in errors.items():
-                model_json.setdefault(m, {})["force_mse"] = err
-                if floor is not None:
-                    model_json[m]["force_mse_excess"] = err["value"] - floor
-        for m in names:
-            if t not in trajectories.temperatures(m):
-                continue
-            d = read_h5md(trajectories.nvt_path(m, t))
-            x, box = d.elements["particles/all/position"], d.elements["particles/all/box/edges"]
-            s = Structure(config, x, box).summary(ref_struct)
-            s["mean_kinetic_temperature_K"] = float(d.elements["observables/temperature"].mean())
-            if config.simulate.nve.n_segments:
-                trajs, dt = _cg_nve(trajectories, m, t)
-                s.update(diffusion(config, trajs, dt, t, float(box[0].min())))
-                if ref_measures is not None and ref_measures.D_A2_per_ps is not None:
-                    s["D_ratio_CG_over_FG"] = _ratio(s["D_A2_per_ps"], ref_json["D_A2_per_ps"])
-            model_json.setdefault(m, {}).update(s)
-        by_temperature[t] = TemperatureResults(t, ref_measures, {m: Measures.from_json(v) for m, v in model_json.items()})
+    if config.run.scheduler is not None:
+        by_temperature = _evaluate_on_dask(config, temps, show_progress)
+    else:
+        # every trained model's force errors (a seed that was not simulated still has them); each
+        # model loaded once, used at every temperature
+        models = {name: load_model(trained.path(name)) for name in trained.names}
+        by_temperature = {t: evaluate_temperature(config, t, reference, trained, trajectories, models)
+                          for t in tqdm(temps, desc="evaluate", unit="T", disable=not show_progress)}
     every = trained.names
     results = Results(temperatures_K=tuple(temps), models=tuple(sorted(every)), T0_K=config.train.T0_K,
                       training_temperatures_K={m: trained[m].training_temperatures_K for m in every},
@@ -235,6 +209,93 @@ def run_evaluate(config: Config, force: bool = False, show_progress: bool = True
     results.write(stage.path / Results.FILE)
     return stage.write_manifest(True, config_json, {"results": [Results.FILE]}, _headline(results),
                                 {"results": Results.FILE})
+
+
+def evaluate_temperature(config: Config, t: float, reference: ReferenceRun, trained: TrainedModels,
+                         trajectories: Trajectories, models: dict) -> TemperatureResults:
+    """Every model at one temperature: force errors of every trained model (``models``: name ->
+    loaded model) on the held-out reference frames, structure and dynamics of each simulated one
+    against the reference."""
+    names = trajectories.models
+    ref_measures, model_json = None, {}
+    ref_struct = None
+    if reference.has(t):
+        cg = reference.cg_frames(t)
+        ref_struct = Structure(config, cg.positions, cg.box)
+        ref_json = ref_struct.summary()
+        if reference.nve_segments:
+            trajs, dt = reference_nve_beads(reference, t)
+            ref_json.update(diffusion(config, trajs, dt, t, float(cg.box[0].min())))
+        ref_measures = Measures.from_json(ref_json)
+        errors = force_errors(models, trained.held_out, t, cg)  # every model, simulated here or not
+        floors = [errors[n]["value"] for n in trained.floor(t) if n in errors]
+        floor = float(np.mean(floors)) if floors else None  # fm-each at t, averaged over its seeds
+        for m, err in errors.items():
+            model_json.setdefault(m, {})["force_mse"] = err
+            if floor is not None:
+                model_json[m]["force_mse_excess"] = err["value"] - floor
+    for m in names:
+        if t not in trajectories.temperatures(m):
+            continue
+        d = read_h5md(trajectories.nvt_path(m, t))
+        x, box = d.elements["particles/all/position"], d.elements["particles/all/box/edges"]
+        s = Structure(config, x, box).summary(ref_struct)
+        s["mean_kinetic_temperature_K"] = float(d.elements["observables/temperature"].mean())
+        if config.simulate.nve.n_segments:
+            trajs, dt = _cg_nve(trajectories, m, t)
+            s.update(diffusion(config, trajs, dt, t, float(box[0].min())))
+            if ref_measures is not None and ref_measures.D_A2_per_ps is not None:
+                s["D_ratio_CG_over_FG"] = _ratio(s["D_A2_per_ps"], ref_json["D_A2_per_ps"])
+        model_json.setdefault(m, {}).update(s)
+    return TemperatureResults(t, ref_measures, {m: Measures.from_json(v) for m, v in model_json.items()})
+
+
+@dataclass(frozen=True)
+class EvaluateTask:
+    """One temperature of the evaluate stage as a Dask task."""
+
+    config: Config
+    temperature_K: float
+
+
+def evaluate_task(task: EvaluateTask) -> TemperatureResults:
+    """:func:`evaluate_temperature` where this is called (a Dask worker): the records read from the
+    shared run directory, every model loaded here, torch limited to the worker's threads."""
+    import torch
+
+    from thermocg import cluster, pipeline
+
+    threads = cluster.worker_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    config = task.config
+    trained = pipeline.read(config, "train")
+    models = {name: load_model(trained.path(name)) for name in trained.names}
+    return evaluate_temperature(config, task.temperature_K, pipeline.read(config, "reference"), trained,
+                                pipeline.read(config, "simulate"), models)
+
+
+def _evaluate_on_dask(config: Config, temps, show_progress: bool) -> dict:
+    """The temperatures as Dask tasks (:mod:`thermocg.cluster`); the stage writes results.json
+    when all are done (an interrupted evaluation starts again: seconds per temperature)."""
+    from tqdm.auto import tqdm
+
+    from thermocg import cluster
+
+    out = {}
+    bar = tqdm(total=len(temps), desc="evaluate (dask)", unit="T", disable=not show_progress)
+
+    def done(task: EvaluateTask, result: TemperatureResults) -> None:
+        out[task.temperature_K] = result
+        bar.update(1)
+
+    try:
+        with cluster.client_for(config.run.scheduler) as client:
+            cluster.run_tasks(client, evaluate_task, [EvaluateTask(config, t) for t in temps], done,
+                              lambda task: f"evaluate {temperature_label(task.temperature_K)}")
+    finally:
+        bar.close()
+    return {t: out[t] for t in temps}
 
 
 def _notes(config: Config, reference: ReferenceRun, trained: TrainedModels, temps) -> tuple[str, ...]:

@@ -240,9 +240,12 @@ def choose_platform(device: str, threads: int | None = None) -> tuple[mm.Platfor
     """OpenMM platform and properties for ``device`` = ``auto`` | ``cpu`` | ``cuda``.
 
     ``auto`` takes CUDA when OpenMM has a working CUDA platform (``pip install
-    openmm-cuda-12``), else the CPU platform with ``threads`` threads (all cores
-    by default). CUDA runs in mixed precision (double accumulation of energies).
+    openmm-cuda-12``), else the CPU platform with ``threads`` threads (by default the
+    threads of the Dask worker running this, else all cores). CUDA runs in mixed precision
+    (double accumulation of energies).
     """
+    from thermocg.cluster import worker_threads
+
     names = platform_names()
     if device == "cuda" or (device == "auto" and "CUDA" in names and _cuda_works()):
         if "CUDA" not in names:
@@ -251,7 +254,7 @@ def choose_platform(device: str, threads: int | None = None) -> tuple[mm.Platfor
         return mm.Platform.getPlatformByName("CUDA"), {"Precision": "mixed"}
     # Bitwise-reproducible trajectories need one thread: with several, OpenMM's CPU
     # platform sums in a varying order (even with DeterministicForces) and runs diverge.
-    props = {"Threads": str(threads or os.cpu_count() or 1)}
+    props = {"Threads": str(threads or worker_threads() or os.cpu_count() or 1)}
     return mm.Platform.getPlatformByName("CPU"), props
 
 

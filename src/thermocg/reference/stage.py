@@ -81,7 +81,7 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
     gpu = engine.choose_platform(config.run.device)[0].getName() != "CPU"
     procs, threads = plan_processes(config.run.processes, len(ref.temperatures_K), gpu)
     if config.run.scheduler is not None:
-        threads = 1  # a Dask worker is one slot: one OpenMM thread per temperature task
+        threads = None  # as many OpenMM threads as the Dask worker running the task has
     seeds = np.random.SeedSequence(config.run.seed).spawn(len(ref.temperatures_K))
     species = np.array([a.element.atomic_number if a.element is not None else 0  # 0: a virtual site
                         for a in topology.atoms()], dtype=np.int32)
@@ -92,8 +92,10 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
         reference=ref, config_hash=config_hash, config_text=config_text,
         device=config.run.device, threads=threads, sections=stage.sections)
         for t, s in zip(ref.temperatures_K, seeds)]
-    log.info("reference: %d temperatures, %d molecules, %d process(es) x %d thread(s), platform %s -> %s",
-             len(tasks), int(engine.molecule_index(topology).max()) + 1, procs, threads, "GPU" if gpu else "CPU", out)
+    log.info("reference: %d temperatures, %d molecules, %s, platform %s -> %s", len(tasks),
+             int(engine.molecule_index(topology).max()) + 1,
+             f"on Dask ({config.run.scheduler})" if config.run.scheduler else f"{procs} process(es) x {threads} thread(s)",
+             "GPU" if gpu else "CPU", out)
     if config.run.scheduler is not None:
         summaries = _run_on_dask(config.run.scheduler, tasks, show_progress,
                                  lambda path: stage.add_outputs([Path(path).name]))

@@ -17,6 +17,9 @@ reference stage. Outputs in ``<run.directory>/simulate/<model>/``::
     .nvt.ckpt, .*.part    while it runs: the checkpoint (positions, velocities, random
                           streams, step) and the frames so far; a re-run resumes there
 
+With ``[run] scheduler`` each model's batch is a Dask task (:mod:`thermocg.cluster`),
+run where a worker is, on its device and threads, writing the same files.
+
 A run that fails (NaN, a force above ``max_force``, beads closer than
 ``min_distance_A``) stops with an error naming the model, step and temperature and
 keeps the frames it wrote in the ``.part`` files.
@@ -115,22 +118,81 @@ def run_simulate(config: Config, force: bool = False, show_progress: bool = True
     manifest, config_json = stage.begin(force, config)
     if manifest is not None:
         return manifest
-    device = pick_device(config.run.device)
-    outputs, summary, runs = {}, {}, []
-    systems_total = sum(len(t) for t in jobs.values()) * config.simulate.replicas
-    systems_done, t_start = 0, time.monotonic()
-    for k, (name, temps) in enumerate(jobs.items()):
-        batch = Batch.of(models, name, temps, config, reference, stage.path, stage.config_hash, device)
-        started = time.monotonic()
-        files, summary[name] = simulate_model(batch, show_progress, stage.add_outputs)
-        outputs[name] = [f"{name}/{f}" for f in files]
-        runs += batch.record()
-        systems_done += len(batch.systems)
-        rate = (time.monotonic() - t_start) / systems_done
-        log.info("simulate %s: %d system(s) in %.0f s; %d/%d models, about %.0f min left", name, len(batch.systems),
-                 time.monotonic() - started, k + 1, len(jobs), rate * (systems_total - systems_done) / 60)
-    record = Trajectories(stage.path, tuple(runs))
-    return stage.write_manifest(True, config_json, outputs, summary, record.to_json())
+    outputs, summary, runs = {}, {}, {}
+    if config.run.scheduler is not None:
+        _simulate_on_dask(config, jobs, stage, show_progress, outputs, summary, runs)
+    else:
+        device = pick_device(config.run.device)
+        systems_total = sum(len(t) for t in jobs.values()) * config.simulate.replicas
+        systems_done, t_start = 0, time.monotonic()
+        for k, (name, temps) in enumerate(jobs.items()):
+            batch = Batch.of(models, name, temps, config, reference, stage.path, stage.config_hash, device)
+            started = time.monotonic()
+            files, summary[name] = simulate_model(batch, show_progress, stage.add_outputs)
+            outputs[name] = [f"{name}/{f}" for f in files]
+            runs[name] = batch.record()
+            systems_done += len(batch.systems)
+            rate = (time.monotonic() - t_start) / systems_done
+            log.info("simulate %s: %d system(s) in %.0f s; %d/%d models, about %.0f min left", name,
+                     len(batch.systems), time.monotonic() - started, k + 1, len(jobs),
+                     rate * (systems_total - systems_done) / 60)
+    record = Trajectories(stage.path, tuple(r for name in jobs for r in runs[name]))
+    return stage.write_manifest(True, config_json, {name: outputs[name] for name in jobs},
+                                {name: summary[name] for name in jobs}, record.to_json())
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    """One model at its temperatures (one batch, as in the local run): a Dask task of the stage."""
+
+    config: Config
+    name: str
+    temperatures_K: tuple[float, ...]
+    stage_path: Path
+    config_hash: str
+
+
+def simulate_task(task: ModelTask) -> tuple[list[str], dict, list[TrajectoryRun]]:
+    """Run (or resume) one model's batch where this is called (a Dask worker): the records read
+    from the shared run directory, the device picked here, torch limited to the worker's threads.
+    Returns the output names (relative to the model's directory), its summary and its runs."""
+    from thermocg import cluster, pipeline
+    from thermocg.device import pick_device
+
+    threads = cluster.worker_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    config = task.config
+    batch = Batch.of(pipeline.read(config, "train"), task.name, task.temperatures_K, config,
+                     pipeline.read(config, "reference"), task.stage_path, task.config_hash,
+                     pick_device(config.run.device))
+    files, summary = simulate_model(batch, show_progress=False)
+    return files, summary, batch.record()
+
+
+def _simulate_on_dask(config: Config, jobs: dict, stage, show_progress: bool, outputs: dict, summary: dict,
+                      runs: dict) -> None:
+    """Every model's batch as a Dask task (:mod:`thermocg.cluster`); each model's outputs are
+    recorded in the manifest as its task ends (an interrupted task resumes from its checkpoint
+    and part files, as a local run does)."""
+    from tqdm.auto import tqdm
+
+    from thermocg import cluster
+
+    tasks = [ModelTask(config, name, tuple(temps), stage.path, stage.config_hash) for name, temps in jobs.items()]
+    bar = tqdm(total=len(tasks), desc="simulate (dask)", unit="model", disable=not show_progress)
+
+    def done(task: ModelTask, result) -> None:
+        files, summary[task.name], runs[task.name] = result
+        outputs[task.name] = [f"{task.name}/{f}" for f in files]
+        stage.add_outputs(outputs[task.name])
+        bar.update(1)
+
+    try:
+        with cluster.client_for(config.run.scheduler) as client:
+            cluster.run_tasks(client, simulate_task, tasks, done, lambda t: f"simulate {t.name}")
+    finally:
+        bar.close()
 
 
 def describe(manifest: dict, directory: Path) -> list[str]:

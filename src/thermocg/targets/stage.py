@@ -263,6 +263,8 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
     sampled = config.restrained_temperatures_K
     n_tasks = len(sampled) * t.restrained_configurations
     procs, threads = plan_processes(config.run.processes, n_tasks, gpu)
+    if config.run.scheduler is not None:
+        threads = None  # as many OpenMM threads as the Dask worker running the task has
     for temp, seq in zip(ref.temperatures_K, seeds):
         label = temperature_label(temp)
         source = reference.nvt_path(temp)
@@ -287,8 +289,9 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
             by_temp[temp].append(task)
             if load_configuration(task.out, key) is None:
                 todo.append(task)
-    log.info("targets (restrained): %d of %d configurations to sample, %d process(es) x %d thread(s), %s",
-             len(todo), n_tasks, procs, threads, "GPU" if gpu else "CPU")
+    log.info("targets (restrained): %d of %d configurations to sample, %s, %s", len(todo), n_tasks,
+             f"on Dask ({config.run.scheduler})" if config.run.scheduler else f"{procs} process(es) x {threads} thread(s)",
+             "GPU" if gpu else "CPU")
     bar = tqdm(total=len(todo), desc="restrained configurations", unit="config", disable=not show_progress)
     try:
         run_tasks(sample_configuration, todo, procs, threads, lambda task, _: bar.update(1),
