@@ -28,6 +28,8 @@ class ReferenceFrames:
     temperature_K : float
     step : (F,) MD step of each frame
     source : file the frames came from
+    molecule_type : (N_mol,) bead type of each molecule, 0 .. len(bead_types) - 1 (None: all 0)
+    bead_types : the type names (one per residue name or molecular formula)
     """
 
     positions: np.ndarray
@@ -43,9 +45,14 @@ class ReferenceFrames:
     step: np.ndarray
     source: Path | None = None
     metadata: dict = field(default_factory=dict)
+    molecule_type: np.ndarray | None = None
+    bead_types: tuple[str, ...] = ("molecule",)
 
     def __post_init__(self):
         where = str(self.source) if self.source else "frames"
+        n_mol = int(self.molecule_index.max()) + 1 if len(self.molecule_index) else 0
+        object.__setattr__(self, "molecule_type", check_types(self.molecule_type, self.bead_types, n_mol, where,
+                                                              "molecule_type"))
         f, n = self.positions.shape[:2] if self.positions.ndim == 3 else (None, None)
         if f is None or self.positions.shape[2] != 3:
             raise DataFormatError(f"{where}: positions have shape {self.positions.shape}, expected (F, N, 3)")
@@ -82,6 +89,17 @@ class ReferenceFrames:
         return self.molecule_energy.shape[1]
 
 
+def check_types(types, names, n: int, where: str, what: str) -> np.ndarray:
+    """``types`` (n,) as int64 (None: every item of type 0), each naming one of ``names``."""
+    types = np.zeros(n, dtype=np.int64) if types is None else np.asarray(types, dtype=np.int64)
+    if types.shape != (n,):
+        raise DataFormatError(f"{where}: {what} has shape {types.shape}, expected ({n},)")
+    if n and (types.min() < 0 or types.max() >= len(names)):
+        raise DataFormatError(f"{where}: {what} holds types {sorted(set(types.tolist()))}, but there are "
+                              f"{len(names)} type names {list(names)}")
+    return types
+
+
 def read_reference(path) -> ReferenceFrames:
     """Read a reference-stage file (``T300K.h5md``) into a :class:`ReferenceFrames`."""
     d = read_h5md(path)
@@ -92,6 +110,8 @@ def read_reference(path) -> ReferenceFrames:
             potential_energy=d.elements["observables/potential_energy"],
             molecule_energy=d.elements["thermocg/molecule_energy"], molecule_index=d.static["molecule_index"],
             masses=d.particles["mass"], species=d.particles["species"],
-            temperature_K=float(d.attrs["temperature_K"]), step=d.step, source=Path(path), metadata=d.attrs)
+            temperature_K=float(d.attrs["temperature_K"]), step=d.step, source=Path(path), metadata=d.attrs,
+            # files before bead types (issue 17) hold one kind of molecule
+            molecule_type=d.static.get("molecule_type"), bead_types=tuple(d.attrs.get("bead_types", ("molecule",))))
     except KeyError as err:
         raise DataFormatError(f"{path}: missing {err}; not a reference-stage file") from err

@@ -213,20 +213,27 @@ def test_boxes_and_configs_that_cannot_work(tiny_reference, tmp_path):
         config_from_dict(raw)
 
 
-def test_a_mixture_is_refused_until_there_are_bead_types(tmp_path):
-    """Water and methanol in one file: one bead type cannot hold both (not silently merged)."""
+def test_a_mixture_gets_a_bead_type_per_molecular_formula(tmp_path):
+    """Water, methanol, water in one file: two bead types, named by formula (Hill order) in order
+    of first appearance, each molecule typed by its own atoms, kept in the written file."""
     import ase
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from thermocg.reference.imported import read_frames
+    from thermocg.frames import read_reference
+    from thermocg.reference.imported import read_frames, write_frames
 
-    atoms = ase.Atoms("OH2COH4", positions=np.random.default_rng(0).random((9, 3)) * 3, cell=[12.0] * 3, pbc=True)
-    atoms.new_array("mol-id", np.array([1, 1, 1, 2, 2, 2, 2, 2, 2]))
-    atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((9, 3)), energies=np.full(9, -1 / 9))
+    atoms = ase.Atoms("OH2COH4OH2", positions=np.random.default_rng(0).random((12, 3)) * 3, cell=[12.0] * 3, pbc=True)
+    atoms.new_array("mol-id", np.array([7, 7, 7, 2, 2, 2, 2, 2, 2, 9, 9, 9]))
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((12, 3)), energies=np.full(12, -1 / 12))
     ase.io.write(tmp_path / "mix.extxyz", [atoms], format="extxyz")
-    with pytest.raises(DataFormatError, match=r"mix.extxyz: molecules of 2 kinds \(H2O, CH4O\)"):
-        read_frames(tmp_path / "mix.extxyz", 1)
+    frames = read_frames(tmp_path / "mix.extxyz", 1)
+    assert frames.bead_types == ("H2O", "CH4O")
+    np.testing.assert_array_equal(frames.static["molecule_type"], [0, 1, 0])
+    write_frames(tmp_path / "T300K.h5md", frames, 300.0, tmp_path / "mix.extxyz", "x", "eV", 1.0, "imported")
+    back = read_reference(tmp_path / "T300K.h5md")
+    assert back.bead_types == ("H2O", "CH4O")
+    np.testing.assert_array_equal(back.molecule_type, [0, 1, 0])
 
 
 def _write_lammps(tmp_path, frames, name, columns=("c_pe", "v_pe"), n=None, bad_total=False):

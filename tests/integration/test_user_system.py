@@ -193,28 +193,6 @@ def test_a_force_it_cannot_decompose_is_named(tmp_path):
         engine.decomposition_for(system, context, engine.molecule_index(top))
 
 
-def test_a_mixture_is_refused(tmp_path):
-    """Methanol with one water: two residue kinds cannot share one bead type (not merged silently)."""
-    from thermocg.reference.stage import _pdb_system
-
-    lines = (METHANOL / "methanol-64.pdb").read_text().splitlines()
-    atoms = [ln for ln in lines if ln.startswith("HETATM")][:-3]  # the last methanol becomes a water
-    water = [f"HETATM{190 + k:5d}  {n:<3s} HOH A  64    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00          {n[0]:>2s}"
-             for k, (n, x, y, z) in enumerate((("O", 14.0, 14.0, 14.0), ("H1", 14.96, 14.0, 14.0),
-                                              ("H2", 13.76, 14.93, 14.0)))]
-    path = tmp_path / "mixture.pdb"
-    path.write_text("\n".join([lines[0], *atoms, *water, *[ln for ln in lines if ln.startswith("CONECT")][:-3],
-                               "END"]) + "\n")
-    raw = config_from_dict({}).model_dump(exclude={"source"}, mode="json")
-    raw["reference"].update(system="pdb", pdb=str(path), forcefield=[str(METHANOL / "trappe-ua-methanol.xml")],
-                            cutoff_A=7.0)
-    raw["targets"].update(baseline_cutoff_A=7.0)
-    raw["train"].update(cutoff_A=6.0)
-    raw["evaluate"].update(rdf_r_max_A=7.5, adf_r_cut_A=3.4)
-    with pytest.raises(ConfigError, match=r"residues of 2 kinds \(HOH, MOH\)"):
-        _pdb_system(config_from_dict(raw))
-
-
 def test_config_of_a_pdb_system():
     with pytest.raises(ConfigError, match='system = "pdb" needs pdb'):
         config_from_dict({"reference": {"system": "pdb", "pdb": "x.pdb"}})
@@ -251,25 +229,57 @@ def _methanol_config(tmp_path, **replace):
     return load_config(path)
 
 
-def test_methanol_reference_and_targets(tmp_path):
-    """64 TraPPE-UA methanols: the reference stage checks sum u_J against OpenMM's total in every
-    frame (and records the worst), one bead per residue at its centre of mass whose mapped forces
-    obey Newton's third law, and thermal-response targets from them."""
+def _mixture_config(tmp_path, **replace):
+    """examples/methanol-water-quick.toml in tmp_path, smaller."""
+    from thermocg.config import load_config
+
+    text = (EXAMPLES / "methanol-water-quick.toml").read_text()
+    changes = {'directory = "../runs/methanol-water-quick"': f'directory = "{tmp_path / "run"}"',
+               '"methanol/': f'"{METHANOL}/', "temperatures_K = [260.0, 300.0, 340.0]": "temperatures_K = [300.0, 340.0]",
+               "equilibration_ps = 10.0": "equilibration_ps = 1.0", "n_frames = 20": "n_frames = 10",
+               "frame_interval_ps = 0.5": "frame_interval_ps = 0.2", 'variants = ["fm", "em", "trf2"]':
+               'variants = ["fm", "trf2"]', "max_epochs = 5": "max_epochs = 1", "test_frames = 4": "test_frames = 2",
+               "length_ps = 4.0": "length_ps = 1.0", "length_ps = 2.0": "length_ps = 0.5", **replace}
+    for old, new in changes.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "mixture.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def test_mixture_reference_and_targets(tmp_path):
+    """48 TraPPE-UA methanols and 48 SPC/E waters: the reference stage checks sum u_J against
+    OpenMM's total in every frame (and records the worst), one bead per residue at its centre of
+    mass, typed by residue name, whose mapped forces obey Newton's third law; the targets carry
+    the types and their pair-spline baseline has a function per type pair."""
     from thermocg import pipeline
 
-    config = _methanol_config(tmp_path, **{"temperatures_K = [260.0, 300.0, 340.0]": "temperatures_K = [300.0]"})
+    config = _mixture_config(tmp_path, **{"temperatures_K = [260.0, 300.0, 340.0]": "temperatures_K = [300.0]",
+                                          "n_frames = 20": "n_frames = 6",
+                                          "[reference.nve]\nn_segments = 1": "[reference.nve]\nn_segments = 0"})
     pipeline.run(config, names=["reference", "targets"], show_progress=False)
     manifest = pipeline.stage("reference").stage_dir(config).read_manifest()
     assert 0 < manifest["summary"]["T300K"]["nvt"]["max_decomposition_rel_error"] < 1e-5
-    cg = pipeline.read(config, "reference").cg_frames(300.0)
-    assert cg.positions.shape[1:] == (64, 3)
-    np.testing.assert_allclose(cg.forces.sum(axis=1), 0.0, atol=0.05)
     frames = pipeline.read(config, "reference").frames(300.0)
+    cg = pipeline.read(config, "reference").cg_frames(300.0)
+    assert cg.positions.shape[1:] == (96, 3) and cg.bead_types == ("MOH", "HOH")  # in order of first appearance
+    residues = [ln[17:20] for ln in (METHANOL / "methanol-water-96.pdb").read_text().splitlines()
+                if ln.startswith("HETATM")][::3]
+    assert [cg.bead_types[k] for k in cg.bead_type] == residues
+    np.testing.assert_array_equal(np.bincount(cg.bead_type), [48, 48])
+    water = np.flatnonzero(cg.bead_type == 1)
+    np.testing.assert_allclose(cg.bead_masses[water], 15.99943 + 2 * 1.007947)  # spce-water.xml's masses
+    np.testing.assert_allclose(cg.bead_masses[cg.bead_type == 0], 15.035 + 15.999 + 1.008)
+    np.testing.assert_allclose(cg.forces.sum(axis=1), 0.0, atol=0.05)
     com = np.stack([np.bincount(frames.molecule_index, frames.masses * frames.positions[0][:, k]) for k in range(3)],
                    axis=1) / np.bincount(frames.molecule_index, frames.masses)[:, None]
     np.testing.assert_allclose(cg.positions[0], com, atol=1e-9)  # molecules are whole in the frames
     targets = pipeline.read(config, "targets").frames(300.0)
+    np.testing.assert_array_equal(targets.bead_type, cg.bead_type)
+    assert targets.bead_types == ("MOH", "HOH")
     assert np.all(np.isfinite(targets.targets["t1"])) and np.abs(targets.targets["t1"]).max() > 0
+    assert len(targets.attrs["force_baseline_pair_function"]) == 3 * config.targets.baseline_n_basis
 
 
 @pytest.mark.slow
@@ -292,5 +302,31 @@ def test_methanol_through_the_whole_pipeline(tmp_path):
     entry = results.by_temperature[340.0]
     assert np.isfinite(entry.reference.D_A2_per_ps.value) and entry.reference.D_A2_per_ps.value > 0
     simulated = {name: m for name, m in entry.models.items() if m.rdf_iae is not None}
+    assert {"fm", "trf2"} <= set(simulated) and all(np.isfinite(m.rdf_iae.value) for m in simulated.values())
+    assert (config.run_dir / "report" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_a_mixture_through_the_whole_pipeline(tmp_path):
+    """The methanol-water mixture at two temperatures through every stage: models of two bead
+    types (their species), CG MD of the typed beads, the evaluation and the report."""
+    from thermocg import load_model, pipeline
+
+    config = _mixture_config(tmp_path)
+    pipeline.run(config, show_progress=False)
+    trained = pipeline.read(config, "train")
+    model = load_model(trained.path("trf2"))
+    assert model.bead_types == ("MOH", "HOH") and model.model.settings.n_types == 2
+    cg = pipeline.read(config, "reference").cg_frames(340.0)
+    with pytest.raises(ValueError, match="pass each bead's type"):
+        model.forces(cg.positions[0], cg.box[0], 340.0)
+    swapped = model.forces(cg.positions[0], cg.box[0], 340.0, 1 - cg.bead_type)
+    assert np.abs(swapped - model.forces(cg.positions[0], cg.box[0], 340.0, cg.bead_type)).max() > 1e-3
+    runs = pipeline.read(config, "simulate")
+    import MDAnalysis as mda
+    u = mda.Universe(str(runs.directory / "trf2" / "beads.pdb"))
+    assert sorted(set(u.residues.resnames)) == ["HOH", "MOH"] and len(u.select_atoms("resname HOH")) == 48
+    results = pipeline.read(config, "evaluate")
+    simulated = {n: m for n, m in results.by_temperature[340.0].models.items() if m.rdf_iae is not None}
     assert {"fm", "trf2"} <= set(simulated) and all(np.isfinite(m.rdf_iae.value) for m in simulated.values())
     assert (config.run_dir / "report" / "report.html").exists()

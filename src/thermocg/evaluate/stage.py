@@ -140,9 +140,11 @@ def force_errors(models: dict, held_out: slice, temperature_K: float, cg) -> dic
         return {}
     x, f = cg.positions[held_out], cg.forces[held_out]
     cells = np.stack([np.diag(b) for b in cg.box[held_out]])  # (B, 3, 3): unambiguous for any chunk size
+    types = cg.bead_type if cg.n_types > 1 else None
     out = {}
     for name, model in models.items():
-        pred = np.concatenate([model.forces(x[k:k + 4], cells[k:k + 4], temperature_K) for k in range(0, len(x), 4)])
+        pred = np.concatenate([model.forces(x[k:k + 4], cells[k:k + 4], temperature_K, types)
+                               for k in range(0, len(x), 4)])
         per_frame = np.mean((pred - f) ** 2, axis=(1, 2))
         out[name] = _with_error(float(per_frame.mean()), per_frame)
     return out

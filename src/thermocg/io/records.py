@@ -134,7 +134,9 @@ class TargetFrames:
     ``targets``: t1, t2 (local, order 1 and centred order 2), t1_global, t2_global, f0 (F, N, 3);
     u_loc, c, v, u_baseline, bead_energy (F, N); u_global, c_global (F,); optionally t0_se,
     t1_se, t2_se (F, N, 3), the standard errors of restrained targets; ``attrs``: r_e_A,
-    baseline (or method), summary and provenance. Units: t1 kcal² mol⁻² Å⁻¹, t2 kcal³ mol⁻³ Å⁻¹.
+    baseline (or method), summary and provenance; bead_type (N,) 0 .. len(bead_types) - 1 and the
+    type names (None: one type; the file's species and its "bead_types" attribute). Units: t1
+    kcal² mol⁻² Å⁻¹, t2 kcal³ mol⁻³ Å⁻¹.
     """
 
     temperature_K: float
@@ -146,6 +148,13 @@ class TargetFrames:
     step: np.ndarray
     targets: dict[str, np.ndarray]
     attrs: dict = field(default_factory=dict)
+    bead_type: np.ndarray | None = None
+    bead_types: tuple[str, ...] = ("molecule",)
+
+    def __post_init__(self):
+        from thermocg.frames import check_types
+        object.__setattr__(self, "bead_type", check_types(self.bead_type, self.bead_types, self.positions.shape[1],
+                                                          "targets", "bead_type"))
 
     def write(self, path: Path, creator_version: str) -> None:
         """Write to ``path`` (temporary name, renamed when complete)."""
@@ -165,9 +174,9 @@ class TargetFrames:
         if missing:
             raise ValueError(f"{path}: targets {sorted(missing)} are missing")
         attrs = {"temperature_K": self.temperature_K, "beta_mol_per_kcal": 1.0 / (units.KB * self.temperature_K),
-                 **self.attrs}
+                 **self.attrs, "bead_types": list(self.bead_types)}
         with atomic_path(path, ".part") as tmp, H5MDWriter(
-                tmp, species=np.zeros(n, dtype=np.int32), mass=self.bead_masses,
+                tmp, species=self.bead_type.astype(np.int32), mass=self.bead_masses,
                 particle_fields=("position", "force"), observables={"potential_energy": ((), units.ENERGY)},
                 extras=extras, attrs=attrs, creator_version=creator_version) as w:
             for k in range(self.positions.shape[0]):
@@ -192,7 +201,8 @@ class TargetFrames:
             return cls(temperature_K=float(d.attrs["temperature_K"]), positions=el["particles/all/position"],
                        forces=el["particles/all/force"], box=el["particles/all/box/edges"],
                        potential_energy=el["observables/potential_energy"], bead_masses=d.particles["mass"],
-                       step=d.step, targets=targets, attrs=d.attrs)
+                       step=d.step, targets=targets, attrs=d.attrs, bead_type=d.particles["species"],
+                       bead_types=tuple(d.attrs.get("bead_types", ("molecule",))))
         except KeyError as err:
             raise DataFormatError(f"{path}: missing {err}; not a targets-stage file") from err
 

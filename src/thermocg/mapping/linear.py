@@ -10,7 +10,7 @@ import numpy as np
 
 from thermocg.errors import DataFormatError
 from thermocg.geometry import minimum_image
-from thermocg.frames import ReferenceFrames
+from thermocg.frames import ReferenceFrames, check_types
 
 
 class LinearMap:
@@ -113,7 +113,8 @@ class CGFrames:
     positions (F, n_beads, 3) Å; forces (F, n_beads, 3) kcal/(mol Å), the mapped
     forces; box (F, 3) Å; bead_masses (n_beads,) amu; bead_energy (F, n_beads)
     kcal/mol, the per-molecule energies u_J of the beads' molecules (one bead per
-    molecule); potential_energy (F,) kcal/mol; temperature_K; step (F,); source.
+    molecule); potential_energy (F,) kcal/mol; temperature_K; step (F,); source;
+    bead_type (n_beads,) 0 .. len(bead_types) - 1 (None: all 0) and the type names.
     """
 
     positions: np.ndarray
@@ -125,6 +126,16 @@ class CGFrames:
     temperature_K: float
     step: np.ndarray
     source: Path | None = None
+    bead_type: np.ndarray | None = None
+    bead_types: tuple[str, ...] = ("molecule",)
+
+    def __post_init__(self):
+        object.__setattr__(self, "bead_type", check_types(self.bead_type, self.bead_types, self.positions.shape[1],
+                                                          str(self.source or "CG frames"), "bead_type"))
+
+    @property
+    def n_types(self) -> int:
+        return len(self.bead_types)
 
 
 def map_reference(frames: ReferenceFrames, cg_map: LinearMap | None = None) -> CGFrames:
@@ -144,4 +155,5 @@ def map_reference(frames: ReferenceFrames, cg_map: LinearMap | None = None) -> C
         positions=cg_map.positions(frames.positions, frames.box), forces=cg_map.forces(frames.forces),
         box=frames.box.copy(), bead_masses=cg_map.bead_masses, bead_energy=frames.molecule_energy.copy(),
         potential_energy=frames.potential_energy.copy(), temperature_K=frames.temperature_K,
-        step=frames.step.copy(), source=frames.source)
+        step=frames.step.copy(), source=frames.source, bead_type=frames.molecule_type,
+        bead_types=frames.bead_types)

@@ -294,6 +294,9 @@ class DistilledForceField(torch.nn.Module):
         the splines where no pair ever comes, r < ~2.4 Å, at zero; the prior rules there)."""
         # fitted on the CPU in float64 (the model may live on a GPU); move the result with .to()
         fast = FastForceField.from_model(getattr(model, "model", model), skin_A=0.0).cpu().double()
+        if fast.n_types > 1:
+            raise ValueError(f"the distilled form has one pair potential for one bead type; this model has "
+                             f"{fast.n_types} bead types (use its inference form, engine = \"fast\")")
         fast.include_prior = False
         if r3_A and not radial3_start_A + radial3_step_A < r3_A <= fast.cutoff:
             raise ValueError(f"the three-body radius r3_A = {r3_A:g} Å must lie above radial3_start_A + "

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from thermocg.models.fast_kernels import SQRT1_2, SQRT2, SQRT3_2, PairEnvironment, prior_forces
-from thermocg.models.thermal import SeparateNetworks, ThermalForceField, expansion, temperature_weights
+from thermocg.models.thermal import (SeparateNetworks, ThermalForceField, expansion, species_tensor,
+                                     temperature_weights)
 from thermocg.units import beta_of
 
 #: hippynn interaction layer class -> number of angular channels (1 + 3 + 5 for quad)
@@ -195,6 +196,7 @@ class FastForceField(torch.nn.Module):
         # head k of the model -> (stacked network g, output column t)
         self.head_source = ({k: (g, 0) for g, k in enumerate(used)} if separate else {k: (0, k) for k in used})
         self.order, self.form = model.order, model.form
+        self.n_types = model.settings.n_types
         self.register_buffer("beta0", model.beta0.detach().clone())
         self.register_buffer("bead_offset", model.bead_offset.detach().clone())
         prior = model.prior
@@ -343,15 +345,24 @@ class FastForceField(torch.nn.Module):
     def _linear(z, w, bias):
         return torch.baddbmm(bias[:, None], z, w.transpose(1, 2))
 
-    def bead_heads(self, x: torch.Tensor, lengths: torch.Tensor):
+    def _input_features(self, types, b: int, n: int, like: torch.Tensor) -> torch.Tensor:
+        """(G, B N, n_types): hippynn's one-hot species encoding of each bead's type (a constant
+        1 for a model of one type)."""
+        g, m = self.mu0.shape[0], b * n
+        if self.n_types == 1 and types is None:
+            return torch.ones(g, m, 1, dtype=like.dtype, device=like.device)
+        t = species_tensor(types, self.n_types, (b, n), like.device).reshape(m) - 1
+        return torch.nn.functional.one_hot(t, self.n_types).to(like.dtype)[None].expand(g, m, self.n_types)
+
+    def bead_heads(self, x: torch.Tensor, lengths: torch.Tensor, types=None):
         """(per-bead head energies (B, N, 3) without offsets, prior per system (B,)) at positions
-        x (B, N, 3) and box edges (B, 3)."""
+        x (B, N, 3) and box edges (B, 3); ``types`` (N,) or (B, N): each bead's type (a model of
+        several types; the numba kernels serve one type, several run on torch ops)."""
         b, n, _ = x.shape
         m = b * n
         self.neighbour_list.update(x, lengths)
         nbr = self.neighbour_list.neighbours
-        g = self.mu0.shape[0]
-        z0 = torch.ones(g, m, 1, dtype=x.dtype, device=x.device)
+        z0 = self._input_features(types, b, n, x)
         kernels = self.uses_kernels(x) and self.n_in[0] == 1
         # the padded pair geometry in torch: for every layer off the CPU kernels' path
         geometry = None if kernels and self.n_blocks == 1 else self._geometry(x, lengths)
@@ -437,25 +448,25 @@ class FastForceField(torch.nn.Module):
             c0 = temperature_weights(self.form, self.order, self.beta0, temperature_K, b)[:, 0].to(x)
             return c0 * energy, c0[:, None, None] * forces
 
-    def heads(self, x: torch.Tensor, lengths: torch.Tensor):
+    def heads(self, x: torch.Tensor, lengths: torch.Tensor, types=None):
         """Per-system (W_prior + W0, W1, W2), each (B,): what :meth:`ThermalForceField.heads` gives."""
-        per_bead, prior = self.bead_heads(x, lengths)
+        per_bead, prior = self.bead_heads(x, lengths, types)
         n = x.shape[1]
         e = per_bead.sum(1) + n * self.bead_offset.to(per_bead.dtype)
         return prior + e[:, 0], e[:, 1], e[:, 2]
 
-    def energy(self, x: torch.Tensor, lengths: torch.Tensor, temperature_K):
+    def energy(self, x: torch.Tensor, lengths: torch.Tensor, temperature_K, types=None):
         """W per system (B,), kcal/mol."""
-        h = self.heads(x, lengths)
+        h = self.heads(x, lengths, types)
         beta = beta_of(torch.as_tensor(temperature_K, dtype=h[0].dtype, device=h[0].device))
         w = expansion(h, beta, self.beta0, self.order, self.form)[0]
         return w.expand(x.shape[0]) if w.dim() == 0 else w
 
-    def energy_and_forces(self, x: torch.Tensor, lengths: torch.Tensor, temperature_K):
+    def energy_and_forces(self, x: torch.Tensor, lengths: torch.Tensor, temperature_K, types=None):
         """(W (B,), forces (B, N, 3) = -dW/dx), detached."""
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            w = self.energy(x, lengths, temperature_K)
+            w = self.energy(x, lengths, temperature_K, types)
             (grad,) = torch.autograd.grad(w.sum(), x)
         return w.detach(), -grad
 
@@ -467,13 +478,13 @@ class FastForceField(torch.nn.Module):
         edges = np.broadcast_to(np.asarray(box, dtype=np.float64), (x.shape[0], 3))
         return x, torch.as_tensor(edges.copy(), dtype=x.dtype, device=x.device)
 
-    def forces_numpy(self, positions, box, temperature_K) -> np.ndarray:
+    def forces_numpy(self, positions, box, temperature_K, types=None) -> np.ndarray:
         x, lengths = self._tensors(positions, box)
-        out = self.energy_and_forces(x, lengths, temperature_K)[1].cpu().numpy()
+        out = self.energy_and_forces(x, lengths, temperature_K, types)[1].cpu().numpy()
         return out[0] if np.ndim(positions) == 2 else out
 
-    def energy_numpy(self, positions, box, temperature_K) -> np.ndarray:
+    def energy_numpy(self, positions, box, temperature_K, types=None) -> np.ndarray:
         x, lengths = self._tensors(positions, box)
         with torch.no_grad():
-            out = self.energy(x, lengths, temperature_K).cpu().numpy()
+            out = self.energy(x, lengths, temperature_K, types).cpu().numpy()
         return out[0] if np.ndim(positions) == 2 else out

@@ -79,8 +79,10 @@ class CGForceField:
     ``energy(R, box, T)`` (kcal/mol) and ``forces(R, box, T)`` (kcal/(mol Å)) for bead
     positions R (N, 3) or (B, N, 3) in Å, an orthorhombic box in Å as edges (3,) or
     (B, 3) or cell matrices (3, 3) or (B, 3, 3) (see :func:`orthorhombic_edges`), and the
-    temperature T in kelvin (a float, or one per frame). ``metadata`` carries units, beta0
-    and T0, order, training temperatures, network settings, prior and the config.
+    temperature T in kelvin (a float, or one per frame); for a model of several bead types (a
+    mixture), ``types`` (N,) gives each bead's type, 0-based, in the order of ``bead_types``.
+    ``metadata`` carries units, beta0 and T0, order, training temperatures, network settings,
+    prior, bead types and the config.
 
     ``model`` is the hippynn :class:`ThermalForceField` (the training path); ``energy`` and
     ``forces`` run its inference form (:class:`thermocg.models.fast.FastForceField`: the same
@@ -109,11 +111,16 @@ class CGForceField:
         n_frames = None if np.ndim(positions) == 2 else np.shape(positions)[0]
         return orthorhombic_edges(box, n_frames)
 
-    def energy(self, positions, box, temperature_K):
-        return self.runner.energy_numpy(positions, self._edges(positions, box), temperature_K)
+    @property
+    def bead_types(self) -> tuple[str, ...]:
+        """The names of the bead types it was trained on (0-based ``types`` index them)."""
+        return tuple(self.metadata.get("bead_types") or ("molecule",))
 
-    def forces(self, positions, box, temperature_K):
-        return self.runner.forces_numpy(positions, self._edges(positions, box), temperature_K)
+    def energy(self, positions, box, temperature_K, types=None):
+        return self.runner.energy_numpy(positions, self._edges(positions, box), temperature_K, types)
+
+    def forces(self, positions, box, temperature_K, types=None):
+        return self.runner.forces_numpy(positions, self._edges(positions, box), temperature_K, types)
 
 
 def load_model(path, device: str = "cpu", engine: str = "fast") -> CGForceField:

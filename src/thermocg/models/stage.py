@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from thermocg.config import Config
-from thermocg.errors import ConfigError, ThermocgError, TrainingError
+from thermocg.errors import ConfigError, DataFormatError, ThermocgError, TrainingError
 from thermocg.io.records import ModelEntry, TargetSet, TrainedModels
 from thermocg.io.strict import number
 from thermocg.labels import temperature_label
@@ -177,6 +177,8 @@ def train_one(job: TrainJob) -> dict:
                                    checkpoint_dir=job.directory, show_progress=job.show_progress,
                                    variant=entry.variant, seed=entry.seed, w0_from=w0)
     save_model(job.out, model, {"variant": entry.variant, "training_temperatures_K": list(entry.training_temperatures_K),
+                                "bead_types": list(job.targets.frames(entry.training_temperatures_K[0],
+                                                                      slice(0, 1)).bead_types),
                                 "seed": entry.seed, "source_files": sources, "config": job.config_json,
                                 "w0_from": None if job.w0_from is None else job.w0_from.name,
                                 "history": {p: {k: h[k] for k in ("train", "valid", "best_epoch", "best_valid")}
@@ -300,7 +302,7 @@ def fit_variant(config: Config, name: str, order: int, t0: float, data: Training
     seed = config.run.seed if seed is None else seed
     steps_factor = 1
     torch.manual_seed(seed)
-    net = network_settings(config)
+    net = replace(network_settings(config), n_types=1 if data.types is None else int(np.max(data.types)) + 1)
     if variant == "trf-multi":
         phases = [(name, data)]
     else:
@@ -419,12 +421,18 @@ def training_data(targets: TargetSet, temps, order: int, em: str | None = None,
     def cat(get):
         return np.concatenate([get(p) for p in parts])
 
+    types = parts[0].bead_type
+    for p, src in zip(parts, sources):
+        if not np.array_equal(p.bead_type, types) or p.bead_types != parts[0].bead_types:
+            raise DataFormatError(f"{src}: its beads' types differ from those of {sources[0]} (every temperature "
+                                  "must hold the same molecules in the same order)")
+    types = types if len(parts[0].bead_types) > 1 else None
     beta = cat(lambda p: np.full(len(p.positions), beta_of(p.temperature_K)))
     positions, box, forces = cat(lambda p: p.positions), cat(lambda p: p.box), cat(lambda p: p.forces)
     if em is not None:
         energy = cat(lambda p: p.potential_energy if em == "total" else p.targets["bead_energy"])
         return TrainingData(positions=positions, box=box, targets={0: forces}, beta=beta,
-                            energies={1: energy}), sources
+                            energies={1: energy}, types=types), sources
     by_order = {0: forces, 1: cat(lambda p: p.targets["t1"]), 2: cat(lambda p: p.targets["t2"])}
     weights = {}
     for k in range(1, order + 1):
@@ -445,4 +453,4 @@ def training_data(targets: TargetSet, temps, order: int, em: str | None = None,
             weights[k] = w
             by_order[k] = np.where(missing, 0.0, by_order[k])
     return TrainingData(positions=positions, box=box, targets={k: by_order[k] for k in range(order + 1)},
-                        beta=beta, weights=weights), sources
+                        beta=beta, weights=weights, types=types), sources

@@ -42,6 +42,8 @@ class NetworkSettings:
     #: the highest tensor order of HIP-NN-TS's pair messages: "quad" (l = 2, hippynn
     #: HipnnQuad), "vec" (l = 1, HipnnVec) or "scalar" (l = 0: plain HIP-NN, Hipnn)
     interaction: str = "quad"
+    #: bead types (a mixture's species): hippynn species 1 .. n_types (0 is its padding)
+    n_types: int = 1
 
 
 #: NetworkSettings.interaction -> hippynn network class name
@@ -113,11 +115,12 @@ def build_network(settings: NetworkSettings, n_heads: int = 3):
     species = inputs.SpeciesNode(db_name="species")
     positions = inputs.PositionsNode(db_name="positions")
     cell = inputs.CellNode(db_name="cell")
-    enc, padidx = acquire_encoding_padding([species], species_set=[0, 1])
+    species_set = list(range(settings.n_types + 1))  # 0: hippynn's padding; bead type k is species k + 1
+    enc, padidx = acquire_encoding_padding([species], species_set=species_set)
     pairs = KDTreePairsMemory("pairs", (positions, enc, padidx, cell), dist_hard_max=settings.cutoff_A, skin=0.0)
     net = getattr(networks, INTERACTIONS[settings.interaction])(
         "hipnn", (padidx, pairs), periodic=True,
-        module_kwargs=dict(possible_species=[0, 1], n_features=settings.n_features,
+        module_kwargs=dict(possible_species=species_set, n_features=settings.n_features,
                            n_sensitivities=settings.n_sensitivities, dist_soft_min=settings.dist_soft_min_A,
                            dist_soft_max=settings.dist_soft_max_A, dist_hard_max=settings.cutoff_A,
                            n_interaction_layers=settings.n_interaction_layers,
@@ -176,6 +179,22 @@ def temperature_weights(form: str, order: int, beta0, temperature_K, n_systems: 
     beta0 = torch.as_tensor(beta0).detach().cpu()
     return torch.stack([expansion(tuple(eye[k, j].expand_as(t) for j in range(3)), beta_of(t), beta0, order, form)[0]
                         for k in range(3)], dim=-1)
+
+
+def species_tensor(types, n_types: int, shape, device) -> torch.Tensor:
+    """hippynn's species (B, N), bead type + 1 (0 is its padding), for 0-based ``types`` (N,) or
+    (B, N); None: every bead of type 0, which only a model of one type accepts."""
+    if types is None:
+        if n_types > 1:
+            raise ValueError(f"this model has {n_types} bead types: pass each bead's type (types, 0-based)")
+        return torch.ones(tuple(shape), dtype=torch.long, device=device)
+    t = torch.as_tensor(np.asarray(types), dtype=torch.long, device=device)
+    if t.shape[-1] != shape[-1] or t.dim() > 2:
+        raise ValueError(f"types has shape {tuple(t.shape)}, expected ({shape[-1]},) or {tuple(shape)}")
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_types):
+        raise ValueError(f"types holds {sorted(set(t.flatten().tolist()))}, but this model has bead types "
+                         f"0 .. {n_types - 1}")
+    return (t + 1).expand(tuple(shape)).contiguous()
 
 
 class ThermalForceField(torch.nn.Module):
@@ -286,8 +305,13 @@ class ThermalForceField(torch.nn.Module):
         (grad,) = torch.autograd.grad(w.sum(), x, create_graph=create_graph)
         return w, -grad
 
+    def species(self, types, shape, device) -> torch.Tensor:
+        """hippynn's species (B, N) (bead type + 1) for ``types`` (N,) or (B, N), 0-based bead
+        types; None: every bead of type 0, which only a one-type model accepts."""
+        return species_tensor(types, self.settings.n_types, shape, device)
+
     # -- numpy interface ------------------------------------------------------------
-    def _tensors(self, positions, box):
+    def _tensors(self, positions, box, types=None):
         p = next(q for q in self.network.parameters() if q.is_floating_point())  # hippynn has int params too
         x = torch.as_tensor(np.asarray(positions), dtype=p.dtype, device=p.device)
         if x.dim() == 2:
@@ -295,18 +319,18 @@ class ThermalForceField(torch.nn.Module):
         b = np.asarray(box, dtype=np.float64)
         b = np.broadcast_to(b, (x.shape[0], 3)) if b.ndim == 1 else b
         cell = torch.as_tensor(np.stack([np.diag(row) for row in b]), dtype=p.dtype, device=p.device)
-        species = torch.ones(x.shape[:2], dtype=torch.long, device=p.device)
-        return species, x, cell
+        return self.species(types, x.shape[:2], p.device), x, cell
 
-    def forces_numpy(self, positions, box, temperature_K) -> np.ndarray:
-        """Forces in kcal/(mol Å) for positions (N, 3) or (B, N, 3) Å, box (3,) or (B, 3) Å."""
-        species, x, cell = self._tensors(positions, box)
+    def forces_numpy(self, positions, box, temperature_K, types=None) -> np.ndarray:
+        """Forces in kcal/(mol Å) for positions (N, 3) or (B, N, 3) Å, box (3,) or (B, 3) Å;
+        ``types`` (N,): each bead's type (a mixture's; None for a one-type model)."""
+        species, x, cell = self._tensors(positions, box, types)
         _, f = self.energy_and_forces(species, x, cell, temperature_K)
         out = f.detach().cpu().numpy()
         return out[0] if np.ndim(positions) == 2 else out
 
-    def energy_numpy(self, positions, box, temperature_K) -> np.ndarray:
-        species, x, cell = self._tensors(positions, box)
+    def energy_numpy(self, positions, box, temperature_K, types=None) -> np.ndarray:
+        species, x, cell = self._tensors(positions, box, types)
         with torch.no_grad():
             w = self.energy(species, x, cell, temperature_K)
         out = w.cpu().numpy()

@@ -64,7 +64,8 @@ class TrainingData:
     1: t1, 2: t2; any subset); beta (F,) mol/kcal, the inverse temperature of each
     frame (None: every frame at the model's beta0); energies {head: (F,) or (F, N)}:
     energy targets of a head, per system (the sum of its per-bead energies is fitted)
-    or per bead (energy matching of U, and the per-bead baselines U_J and v_J).
+    or per bead (energy matching of U, and the per-bead baselines U_J and v_J); types (N,) the
+    bead type of each bead, 0-based, the same in every frame (None: one type).
     """
 
     positions: np.ndarray
@@ -75,6 +76,7 @@ class TrainingData:
     #: per-element loss weights of a target order, like its targets (F, N, 3), >= 0; an order
     #: without them weighs every element 1. Weight 0 marks a missing target (its value is ignored).
     weights: dict[int, np.ndarray] = field(default_factory=dict)
+    types: np.ndarray | None = None
 
     def subset(self, frames) -> "TrainingData":
         """These data on ``frames`` (indices or a boolean mask over frames) only."""
@@ -82,7 +84,7 @@ class TrainingData:
                             targets={k: t[frames] for k, t in self.targets.items()},
                             beta=None if self.beta is None else np.asarray(self.beta)[frames],
                             energies={k: np.asarray(e)[frames] for k, e in self.energies.items()},
-                            weights={k: w[frames] for k, w in self.weights.items()})
+                            weights={k: w[frames] for k, w in self.weights.items()}, types=self.types)
 
     def __post_init__(self):
         f = self.positions.shape[0]
@@ -106,6 +108,8 @@ class TrainingData:
                 raise ValueError(f"order-{k} weights must be finite, >= 0 and not all 0")
         if self.box.shape != (f, 3):
             raise ValueError(f"box has shape {self.box.shape}, expected ({f}, 3)")
+        if self.types is not None and np.shape(self.types) != self.positions.shape[1:2]:
+            raise ValueError(f"types has shape {np.shape(self.types)}, expected ({self.positions.shape[1]},)")
         arrays = {"positions": self.positions, "box": self.box, "beta": self.beta,
                   **{f"order-{k} targets": t for k, t in self.targets.items()},
                   **{f"energy targets of head {k}": e for k, e in self.energies.items()}}
@@ -172,7 +176,7 @@ def _train(model, data, settings, orders, energy_heads, checkpoint, show_progres
         raise ValueError(f"{n} frames leave none for training after a {settings.valid_fraction} validation split")
     x_all = torch.as_tensor(data.positions, dtype=dtype, device=device)
     cell_all = torch.as_tensor(np.stack([np.diag(b) for b in data.box]), dtype=dtype, device=device)
-    species_all = torch.ones(x_all.shape[:2], dtype=torch.long, device=device)
+    species_all = model.species(data.types, x_all.shape[:2], device)
     targets = {k: torch.as_tensor(data.targets[k], dtype=dtype, device=device) for k in orders}
     beta_all = torch.as_tensor(np.asarray(data.beta) if data.beta is not None else np.full(n, float(model.beta0)),
                                dtype=dtype, device=device)

@@ -85,10 +85,6 @@ def load_pdb_system(pdb_path, forcefield_files, cutoff_A: float, ewald_error_tol
         pdb = app.PDBFile(str(pdb_path))
     except Exception as err:  # OpenMM's PDB reader raises ValueError, KeyError, ... on bad files
         raise ConfigError(f"{pdb_path}: cannot be read as a PDB file ({type(err).__name__}: {err})") from err
-    kinds = sorted({r.name for r in pdb.topology.residues()})
-    if len(kinds) > 1:
-        raise ConfigError(f"{pdb_path}: residues of {len(kinds)} kinds ({', '.join(kinds[:4])}): thermocg maps every "
-                          "residue to one bead type for now (mixtures: not yet supported)")
     vectors = pdb.topology.getPeriodicBoxVectors()
     if vectors is None:
         raise ConfigError(f"{pdb_path}: no periodic box (a CRYST1 record); the reference needs one")
@@ -132,6 +128,14 @@ def minimize(system: mm.System, positions_A: np.ndarray, box_A: np.ndarray, tole
 def molecule_index(topology) -> np.ndarray:
     """Molecule (residue) of each atom, shape (n_atoms,)."""
     return np.array([a.residue.index for a in topology.atoms()], dtype=np.int64)
+
+
+def molecule_types(topology) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The bead type of each molecule (residue), shape (n_molecules,), and the type names: one
+    type per residue name, numbered in order of first appearance (a mixture's species)."""
+    names = [r.name for r in topology.residues()]
+    kinds = tuple(dict.fromkeys(names))
+    return np.array([kinds.index(n) for n in names], dtype=np.int64), kinds
 
 
 def masses(system: mm.System) -> np.ndarray:

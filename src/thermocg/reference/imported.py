@@ -74,6 +74,16 @@ class ImportedFrames:
     velocities: np.ndarray | None  # (F, N, 3) Å/ps
     max_decomposition_rel_error: float
 
+    @property
+    def static(self) -> dict:
+        """What the H5MD files hold fixed in time: each atom's molecule, each molecule's bead type."""
+        return {"molecule_index": self.molecule_index,
+                "molecule_type": molecule_types(self.species, self.molecule_index)[0]}
+
+    @property
+    def bead_types(self) -> tuple[str, ...]:
+        return molecule_types(self.species, self.molecule_index)[1]
+
 
 @dataclass(frozen=True)
 class Reader:
@@ -136,7 +146,6 @@ def read_frames(path: Path, n_frames: int, reader: Reader = Reader(), rtol: floa
         raise DataFormatError(f"{path}: {n} frame(s), but reference.n_frames = {n_frames} are needed")
     numbers, mol_ids, masses = first
     index = _renumber(mol_ids)
-    _one_kind(numbers, index, path)
     box = np.array(rows["box"])
     x = _whole(np.array(rows["x"]), box, index, path)
     if not require_energies:
@@ -279,18 +288,17 @@ def _renumber(ids: np.ndarray) -> np.ndarray:
     return order[inverse].astype(np.int64)
 
 
-def _one_kind(numbers: np.ndarray, index: np.ndarray, path: Path) -> None:
-    """Every molecule of the same composition: one bead type (several are not supported yet)."""
-    kinds = {}
-    for j in range(int(index.max()) + 1):
-        kinds.setdefault(tuple(sorted(numbers[index == j])), j)
-    if len(kinds) > 1:
-        from ase.data import chemical_symbols
-        from ase.formula import Formula
+def molecule_types(numbers: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The bead type of each molecule (n_molecules,) and the type names: one type per molecular
+    formula (Hill order, e.g. "H2O", "CH4O"), numbered in order of first appearance. Files have no
+    residue names; isomers (the same formula) would share a type."""
+    from ase.data import chemical_symbols
+    from ase.formula import Formula
 
-        names = [Formula("".join(chemical_symbols[z] for z in kind)).format("hill") for kind in kinds]
-        raise DataFormatError(f"{path}: molecules of {len(kinds)} kinds ({', '.join(names[:4])}): thermocg maps "
-                              "every molecule to one bead type for now (mixtures: not yet supported)")
+    formulas = [Formula("".join(chemical_symbols[z] for z in numbers[index == j])).format("hill")
+                for j in range(int(index.max()) + 1)]
+    kinds = tuple(dict.fromkeys(formulas))
+    return np.array([kinds.index(f) for f in formulas], dtype=np.int64), kinds
 
 
 def _whole(x: np.ndarray, box: np.ndarray, index: np.ndarray, path: Path) -> np.ndarray:
@@ -331,11 +339,12 @@ def write_frames(path: Path, frames: ImportedFrames, temperature_K: float, sourc
     extras = {} if nve else {"molecule_energy": ((frames.molecule_energy.shape[1],), units.ENERGY)}
     attrs = {"temperature_K": float(temperature_K), "ensemble": ensemble, "imported_from": str(source),
              "imported_sha256": digest, "energy_unit_of_source": energy_unit, "frame_interval_ps": interval_ps,
-             "n_atoms": int(len(frames.species)), "n_molecules": int(frames.molecule_index.max()) + 1}
+             "n_atoms": int(len(frames.species)), "n_molecules": int(frames.molecule_index.max()) + 1,
+             "bead_types": list(frames.bead_types)}
     with atomic_path(path, ".h5md") as tmp:
         with H5MDWriter(tmp, species=frames.species, mass=frames.masses, particle_fields=fields,
                         observables=observables, extras=extras, attrs=attrs,
-                        static={"molecule_index": frames.molecule_index}, creator_version=__version__) as out:
+                        static=frames.static, creator_version=__version__) as out:
             for k in range(len(frames.positions)):
                 data = {"particles/all/position": frames.positions[k], "particles/all/box/edges": frames.box[k]}
                 if frames.velocities is not None:

@@ -61,6 +61,16 @@ class TemperatureTask:
     threads: int | None = None
     #: the config sections the hash covers, for messages
     sections: str = "[reference]"
+    #: the bead type of each molecule (n_molecules,) and the type names (one per residue name)
+    molecule_type: np.ndarray | None = None
+    bead_types: tuple[str, ...] = ("molecule",)
+
+    @property
+    def static(self) -> dict:
+        """What the H5MD files hold fixed in time: each atom's molecule, each molecule's bead type."""
+        n_mol = int(self.molecule_index.max()) + 1
+        types = np.zeros(n_mol, dtype=np.int64) if self.molecule_type is None else self.molecule_type
+        return {"molecule_index": self.molecule_index, "molecule_type": types}
 
     @property
     def label(self) -> str:
@@ -133,7 +143,7 @@ def _metadata(task: TemperatureTask, context: mm.Context, system: mm.System, **e
         "temperature_K": float(task.temperature_K), "seed": int(task.seed), "config_hash": task.config_hash,
         "config": task.config_text, "thermocg_version": __version__, "openmm_version": mm.__version__,
         "platform": context.getPlatform().getName(), "n_dof": engine.degrees_of_freedom(system),
-        "water_model": task.reference.water_model, **extra,
+        "water_model": task.reference.water_model, "bead_types": list(task.bead_types), **extra,
     }
 
 
@@ -248,7 +258,7 @@ def _new_nvt_writer(path: Path, task: TemperatureTask, context, system) -> H5MDW
                         ewald_alpha_per_A=alpha / units.NM_TO_A, pme_grid=list(grid),
                         cutoff_A=r.cutoff_A, ewald_error_tolerance=r.ewald_error_tolerance,
                         velocities="half-step (leapfrog) velocities of the Langevin middle integrator"),
-        static={"molecule_index": task.molecule_index}, creator_version=__version__)
+        static=task.static, creator_version=__version__)
 
 
 def _write_frame(out: ResumableTrajectories, context, decomposition, rtol: float, where: str) -> float:
@@ -300,7 +310,7 @@ def _run_nve(task: TemperatureTask, k: int, progress: Progress) -> dict:
         attrs=_metadata(task, context, system, ensemble="NVE", integrator="VerletIntegrator",
                         timestep_fs=nve.timestep_fs, start_frame=start, start_file=task.nvt_path.name,
                         start_fingerprint=frame_fingerprint(task.nvt_path, start)),
-        static={"molecule_index": task.molecule_index}, creator_version=__version__))
+        static=task.static, creator_version=__version__))
     t0 = time.perf_counter()
     e_total, e_kin = [], []
     try:

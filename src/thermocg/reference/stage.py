@@ -83,6 +83,7 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
     if config.run.scheduler is not None:
         threads = None  # as many OpenMM threads as the Dask worker running the task has
     seeds = np.random.SeedSequence(config.run.seed).spawn(len(ref.temperatures_K))
+    types, type_names = engine.molecule_types(topology)
     species = np.array([a.element.atomic_number if a.element is not None else 0  # 0: a virtual site
                         for a in topology.atoms()], dtype=np.int32)
     tasks = [sampler.TemperatureTask(
@@ -90,7 +91,8 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
         initial_positions_A=positions, box_A=box,
         molecule_index=engine.molecule_index(topology), species=species,
         reference=ref, config_hash=config_hash, config_text=config_text,
-        device=config.run.device, threads=threads, sections=stage.sections)
+        device=config.run.device, threads=threads, sections=stage.sections,
+        molecule_type=types, bead_types=type_names)
         for t, s in zip(ref.temperatures_K, seeds)]
     log.info("reference: %d temperatures, %d molecules, %s, platform %s -> %s", len(tasks),
              int(engine.molecule_index(topology).max()) + 1,

@@ -52,7 +52,7 @@ KCAL_TO_MVV = 1.0 / units.MVV_TO_KCAL
 ForceFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def model_force_function(model, skin_A: float | None = 1.0, engine: str = "fast") -> ForceFunction:
+def model_force_function(model, skin_A: float | None = 1.0, engine: str = "fast", types=None) -> ForceFunction:
     """The force function of a :class:`thermocg.models.thermal.ThermalForceField` (or of a
     loaded :class:`thermocg.models.saved.CGForceField`): one batched forward pass.
 
@@ -64,7 +64,8 @@ def model_force_function(model, skin_A: float | None = 1.0, engine: str = "fast"
     :class:`~thermocg.models.fast.NeighbourList`, or with hippynn a
     :class:`thermocg.simulate.pairs.SkinPairs` on a copy of the model; the caller's model is
     not changed). The function's ``pair_lists`` hold them, for their search counts. None: a
-    new search at every call.
+    new search at every call. ``types`` (N,): each bead's type, for a model of several bead
+    types (a mixture); None for one type.
     """
     from thermocg.models.distilled import DistilledForceField
     from thermocg.models.fast import FastForceField
@@ -76,7 +77,7 @@ def model_force_function(model, skin_A: float | None = 1.0, engine: str = "fast"
         return _form_function(model)  # its own pair list and skin
     model = getattr(model, "model", model)
     if engine == "fast":
-        return _form_function(FastForceField.from_model(model, skin_A=skin_A or 0.0))
+        return _form_function(FastForceField.from_model(model, skin_A=skin_A or 0.0), types=types)
     if engine != "hippynn":
         raise ValueError(f"engine must be 'fast', 'hippynn' or 'distilled', found {engine!r}")
     pair_lists = []
@@ -85,7 +86,7 @@ def model_force_function(model, skin_A: float | None = 1.0, engine: str = "fast"
         pair_lists = install_skin_pairs(model.network, skin_A)
 
     def forces(x, box, temperature):
-        species = torch.ones(x.shape[:2], dtype=torch.long, device=x.device)
+        species = model.species(types, x.shape[:2], x.device)
         with torch.no_grad():
             shift = box[:, None, :] * torch.floor(x / box[:, None, :])
         xw = (x.detach() - shift).requires_grad_(True)
@@ -97,7 +98,7 @@ def model_force_function(model, skin_A: float | None = 1.0, engine: str = "fast"
     return forces
 
 
-def split_force_functions(model, skin_A: float | None = 1.0) -> tuple[ForceFunction, ForceFunction]:
+def split_force_functions(model, skin_A: float | None = 1.0, types=None) -> tuple[ForceFunction, ForceFunction]:
     """(slow, fast) force functions for multiple time stepping: the network without the prior,
     and the prior's term of W (:meth:`thermocg.models.fast.FastForceField.prior_energy_and_forces`).
     They share one inference form and pair list; their sum is :func:`model_force_function`'s.
@@ -106,17 +107,18 @@ def split_force_functions(model, skin_A: float | None = 1.0) -> tuple[ForceFunct
 
     fast = FastForceField.from_model(getattr(model, "model", model), skin_A=skin_A or 0.0)
     fast.include_prior = False
-    return _form_function(fast), _form_function(fast, "prior_energy_and_forces")
+    return _form_function(fast, types=types), _form_function(fast, "prior_energy_and_forces")
 
 
-def _form_function(form, method: str = "energy_and_forces") -> ForceFunction:
-    """A force function calling ``form.<method>`` (an inference or distilled form), with the
-    form's pair list (``pair_lists``, for its search counts), its closest-pair check
-    (``min_distance``, linear in N: the safety check) and the form itself (``fast_form``)."""
+def _form_function(form, method: str = "energy_and_forces", types=None) -> ForceFunction:
+    """A force function calling ``form.<method>`` (an inference or distilled form; with
+    ``types``, each bead's type, for several), with the form's pair list (``pair_lists``, for
+    its search counts), its closest-pair check (``min_distance``, linear in N: the safety
+    check) and the form itself (``fast_form``)."""
     call = getattr(form, method)
 
     def forces(x, box, temperature):
-        return call(x, box, temperature)
+        return call(x, box, temperature) if types is None else call(x, box, temperature, types)
 
     forces.pair_lists = [form.neighbour_list]
     forces.min_distance = form.neighbour_list.min_distance

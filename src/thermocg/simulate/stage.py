@@ -98,11 +98,10 @@ def system_seed(seed: int, model: str, temperature_K: float, replica: int) -> in
 
 
 def start_frame(reference: ReferenceRun, temperature_K: float):
-    """(positions (N, 3) Å, box (3,) Å, bead masses (N,) amu): the last reference frame at the
-    reference temperature nearest ``temperature_K``, mapped to beads."""
+    """The last reference frame at the reference temperature nearest ``temperature_K``, mapped to
+    beads (:class:`thermocg.mapping.CGFrames`: its positions, box, bead masses and types)."""
     nearest = min(reference.temperatures_K, key=lambda t: abs(t - temperature_K))
-    cg = reference.cg_frames(nearest)
-    return cg.positions[-1], cg.box[-1], cg.bead_masses
+    return reference.cg_frames(nearest)
 
 
 @locked_stage
@@ -239,6 +238,8 @@ class Batch:
     start_x: np.ndarray  # (B, N, 3) Å
     masses: np.ndarray
     box: np.ndarray
+    #: each bead's type (N,) and the type names (a mixture; None: one type)
+    types: np.ndarray | None
     out_dir: Path
     config_hash: str
     device: object
@@ -258,8 +259,8 @@ class Batch:
                 fn = model_force_function(distil(self.model, self.reference, self.config, self.device),
                                           engine="distilled")
             else:
-                fn = model_force_function(self.model, skin_A=s.neighbor_skin_A, engine=s.engine)
-            split = (split_force_functions(self.model, skin_A=s.neighbor_skin_A)
+                fn = model_force_function(self.model, skin_A=s.neighbor_skin_A, engine=s.engine, types=self.types)
+            split = (split_force_functions(self.model, skin_A=s.neighbor_skin_A, types=self.types)
                      if max(s.mts_substeps, s.nve.mts_substeps) > 1 else (None, None))
             self.functions = (fn, split)
         return self.functions
@@ -277,9 +278,19 @@ class Batch:
                 "torch_version": torch.__version__, "device": str(device),
                 "positions": "unwrapped (continuous in time)"}
         first = starts[temps[0]]
+        if len(first.bead_types) > 1:
+            meta["bead_types"] = list(first.bead_types)
+            if tuple(model.bead_types) != first.bead_types:
+                raise ConfigError(f"simulate {name}: the model was trained on bead types {list(model.bead_types)}, "
+                                  f"the reference has {list(first.bead_types)}")
+            if s.engine == "distilled":
+                raise ConfigError(f"simulate {name}: engine = \"distilled\" fits one pair potential for one bead "
+                                  f"type; these beads have {len(first.bead_types)} ({', '.join(first.bead_types)}): "
+                                  "use engine = \"fast\"")
         return cls(name=name, model=model, settings=s, systems=systems, reference=reference, config=config,
                    seeds=[system_seed(config.run.seed, name, t, r) for t, r in systems],
-                   start_x=np.stack([starts[t][0] for t, _ in systems]), masses=first[2], box=first[1],
+                   start_x=np.stack([starts[t].positions[-1] for t, _ in systems]), masses=first.bead_masses,
+                   box=first.box[-1], types=first.bead_type if len(first.bead_types) > 1 else None,
                    out_dir=stage_path / name, config_hash=config_hash, device=device, meta=meta)
 
     @property
@@ -325,7 +336,8 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
     s = batch.settings
     batch.out_dir.mkdir(parents=True, exist_ok=True)
     summary = {}
-    write_bead_topology(batch.out_dir / "beads.pdb", batch.start_x[0], batch.box)
+    write_bead_topology(batch.out_dir / "beads.pdb", batch.start_x[0], batch.box,
+                        None if batch.types is None else [batch.meta["bead_types"][k] for k in batch.types])
     files = ["beads.pdb"] + [f.name for f in batch.finals] + [f.name for row in batch.nve_files for f in row]
     try:
         if all([batch.finished(f, s.n_frames) for f in batch.finals]):  # a list: check (and clean) every file
@@ -355,24 +367,27 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
     return files, summary
 
 
-def write_bead_topology(path: Path, positions, box) -> None:
-    """A PDB of the beads (OpenMM's writer): the topology other tools pair with the H5MD files."""
+def write_bead_topology(path: Path, positions, box, residues=None) -> None:
+    """A PDB of the beads (OpenMM's writer): the topology other tools pair with the H5MD files;
+    ``residues``: each bead's residue name (its type; default "SOL")."""
     import openmm.app as app
     import openmm.unit as u
 
     top = app.Topology()
     chain = top.addChain()
-    for _ in range(len(positions)):
-        top.addAtom("CG", app.Element.getBySymbol("O"), top.addResidue("SOL", chain))
+    for k in range(len(positions)):
+        top.addAtom("CG", app.Element.getBySymbol("O"), top.addResidue("SOL" if residues is None else residues[k],
+                                                                       chain))
     top.setPeriodicBoxVectors(np.diag(np.asarray(box, dtype=np.float64) / 10.0) * u.nanometer)
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
         app.PDBFile.writeFile(top, np.asarray(positions) / 10.0 * u.nanometer, fh)
 
 
-def _new_writer(path: Path, masses, meta: dict, extra_observables=(), **attrs) -> H5MDWriter:
+def _new_writer(path: Path, masses, meta: dict, extra_observables=(), types=None, **attrs) -> H5MDWriter:
     obs = {k: ((), units.ENERGY) for k in ("potential_energy", "kinetic_energy", *extra_observables)}
     obs["temperature"] = ((), units.TEMPERATURE)
-    return H5MDWriter(path, species=np.ones(len(masses), dtype=np.int32), mass=masses,
+    species = np.zeros(len(masses), dtype=np.int32) if types is None else np.asarray(types, dtype=np.int32)
+    return H5MDWriter(path, species=species, mass=masses,
                       particle_fields=("position", "velocity"), observables=obs, attrs={**meta, **attrs},
                       creator_version=__version__)
 
@@ -420,7 +435,7 @@ def _run_nvt(md: Integrator, batch: Batch, show_progress: bool) -> dict:
         md.set_state(batch.start_x)
         masses = md.masses.cpu().numpy()
         out.start(lambda part, i: _new_writer(
-            part, masses, batch.meta, ensemble="NVT", integrator="BAOAB Langevin",
+            part, masses, batch.meta, types=batch.types, ensemble="NVT", integrator="BAOAB Langevin",
             temperature_K=float(batch.systems[i][0]), replica=batch.systems[i][1], seed=int(batch.seeds[i]),
             timestep_fs=s.timestep_fs, friction_per_ps=s.friction_per_ps, mts_substeps=s.mts_substeps,
             n_dof=md.n_dof))
@@ -484,7 +499,7 @@ def _run_nve(fns, batch: Batch, show_progress: bool) -> dict:
     masses = md.masses.cpu().numpy()
     out = ResumableTrajectories(paths, None, f"simulate {batch.name} NVE")
     out.start(lambda part, j: _new_writer(
-        part, masses, batch.meta, ("total_energy",), ensemble="NVE", integrator="velocity Verlet",
+        part, masses, batch.meta, ("total_energy",), types=batch.types, ensemble="NVE", integrator="velocity Verlet",
         temperature_K=float(temps[j]), timestep_fs=nve.timestep_fs, mts_substeps=nve.mts_substeps,
         start_frame=int(sources[j][1]),
         start_file=sources[j][0].name, start_fingerprint=frame_fingerprint(*sources[j]), n_dof=md.n_dof))

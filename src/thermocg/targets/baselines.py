@@ -45,16 +45,17 @@ class Baseline(Protocol):
     stage receives one and does not know which.
     """
 
-    def force_and_energy(self, positions, box, forces, bead_energy, folds: int):
+    def force_and_energy(self, positions, box, forces, bead_energy, folds: int, types=None):
         """Cross-fitted F0 (F, N, 3), per-bead energies U_J (F, N) and a dict of what to record
         about the fit (stored with the targets; may be empty).
 
         positions (F, N, 3) Å; box (F, 3) Å; forces (F, N, 3) mapped forces, kcal/(mol Å);
-        bead_energy (F, N) per-molecule energies u_J, kcal/mol.
+        bead_energy (F, N) per-molecule energies u_J, kcal/mol; types (N,) the bead type of
+        each bead (None: one type).
         """
         ...
 
-    def variance(self, positions, box, squared_residual, folds: int):
+    def variance(self, positions, box, squared_residual, folds: int, types=None):
         """Cross-fitted v (F, N): the regression of ``squared_residual`` (F, N) per bead."""
         ...
 
@@ -85,30 +86,66 @@ class PairBasis:
         return coef[k0] * w0 + coef[k1] * w1
 
 
-def pair_features(positions, box, basis: PairBasis) -> tuple[np.ndarray, np.ndarray]:
-    """Features of one frame.
+def pair_type_index(a, b, n_types: int):
+    """The index of the unordered type pair {a, b} among the n_types (n_types + 1) / 2 of them:
+    (0,0), (0,1), ..., (0,T-1), (1,1), ... (a mixture's pair functions g_ab = g_ba)."""
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    return lo * n_types - lo * (lo - 1) // 2 + (hi - lo)
+
+
+def pair_features(positions, box, basis: PairBasis, types=None, n_types: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Features of one frame; ``types`` (N,) the bead type of each bead, 0 .. n_types - 1 (None:
+    one type). Every type pair has its own functions.
 
     Returns
     -------
-    force_design : (N, 3, K)  d F_I,c / d a_k for the pair-force model
-    pair_sum : (N, K)         sum_K B_k(r_IK) (energy and variance models)
+    force_design : (N, 3, U K)  d F_I,c / d a_uk for the pair-force model (U = T (T + 1) / 2
+                   unordered type pairs u, K basis functions each; g_ab = g_ba, so Newton's
+                   third law holds)
+    pair_sum : (N, T T K)       sum_K B_k(r_IK) in the block of the ordered pair (t_I, t_K)
+                                (energy and variance models)
     """
     x = np.asarray(positions, dtype=np.float64)
     n, kb = len(x), basis.n_basis
+    t = np.zeros(n, dtype=np.int64) if types is None else np.asarray(types, dtype=np.int64)
     box = np.asarray(box, dtype=np.float64)
     p = periodic_pairs(x, box, basis.cutoff_A)
     i, j = p[:, 0], p[:, 1]
     d, r = pair_vectors(x, p, box)
     rhat = d / r[:, None]  # from j to i
-    force = np.zeros((n, 3, kb))
-    psum = np.zeros((n, kb))
+    n_pairs = n_types * (n_types + 1) // 2
+    force = np.zeros((n, 3, n_pairs * kb))
+    psum = np.zeros((n, n_types * n_types * kb))
+    u = pair_type_index(t[i], t[j], n_types) * kb
     for k, w in (basis.weights(r)[:2], basis.weights(r)[2:]):
         contrib = w[:, None] * rhat  # (P, 3)
-        np.add.at(force, (i, slice(None), k), contrib)
-        np.add.at(force, (j, slice(None), k), -contrib)
-        np.add.at(psum, (i, k), w)
-        np.add.at(psum, (j, k), w)
+        np.add.at(force, (i, slice(None), u + k), contrib)
+        np.add.at(force, (j, slice(None), u + k), -contrib)
+        np.add.at(psum, (i, (t[i] * n_types + t[j]) * kb + k), w)
+        np.add.at(psum, (j, (t[j] * n_types + t[i]) * kb + k), w)
     return force, psum
+
+
+def _energy_design(pair_sum: np.ndarray, types: np.ndarray, n_types: int, kb: int) -> np.ndarray:
+    """(N, T + U K): a constant per bead type, then 1/2 the pair sums by unordered type pair
+    (``U_I = a_{t_I} + 1/2 sum_K phi_{t_I t_K}(r_IK)``, the same phi_ab for both beads of a pair)."""
+    n = len(types)
+    ordered = pair_sum.reshape(n, n_types, n_types, kb)[np.arange(n), types]  # (N, T, K): by t_K
+    unordered = np.zeros((n, n_types * (n_types + 1) // 2, kb))
+    np.add.at(unordered, (np.arange(n)[:, None], pair_type_index(types[:, None], np.arange(n_types)[None, :],
+                                                                   n_types)), ordered)
+    return np.concatenate([np.eye(n_types)[types], 0.5 * unordered.reshape(n, -1)], axis=1)
+
+
+def _variance_design(pair_sum: np.ndarray, types: np.ndarray, n_types: int) -> np.ndarray:
+    """(N, T + T T K): a constant per bead type, then the pair sums by ordered type pair."""
+    return np.concatenate([np.eye(n_types)[types], pair_sum], axis=1)
+
+
+def _types(types, n: int) -> tuple[np.ndarray, int]:
+    t = np.zeros(n, dtype=np.int64) if types is None else np.asarray(types, dtype=np.int64)
+    return t, int(t.max()) + 1 if len(t) else 1
 
 
 @dataclass(frozen=True)
@@ -116,8 +153,8 @@ class PairBaselineFit:
     """Fitted coefficients (the last fit on all frames, for reporting and reuse)."""
 
     basis: PairBasis
-    force_coef: np.ndarray  # (K,) g(r) on the knots, kcal/(mol Å)
-    energy_coef: np.ndarray  # (K + 1,) constant, then phi on the knots, kcal/mol
+    force_coef: np.ndarray  # (U K,) g(r) on the knots per unordered type pair, kcal/(mol Å)
+    energy_coef: np.ndarray  # (T + U K,) a constant per type, then phi on the knots per type pair, kcal/mol
 
 
 def _solve(ata, aty, ridge):
@@ -134,42 +171,42 @@ def cross_fit_splits(n_frames: int, folds: int):
 
 
 def fit_force_and_energy(positions, box, forces, bead_energy, basis: PairBasis, folds: int = 5,
-                         ridge: float = 1e-8):
+                         ridge: float = 1e-8, types=None):
     """Cross-fitted F0 (F, N, 3) and U (F, N) predictions, and the all-frame fit.
 
     Parameters
     ----------
-    positions (F, N, 3) Å; box (F, 3) Å; forces (F, N, 3) mapped forces; bead_energy (F, N) u_J.
+    positions (F, N, 3) Å; box (F, 3) Å; forces (F, N, 3) mapped forces; bead_energy (F, N) u_J;
+    types (N,) bead types (None: one type).
     """
     n_frames, n, _ = positions.shape
-    kb = basis.n_basis
-    feats = [pair_features(positions[f], box[f], basis) for f in range(n_frames)]
-    fa = np.zeros((n_frames, kb, kb))
-    fy = np.zeros((n_frames, kb))
-    ea = np.zeros((n_frames, kb + 1, kb + 1))
-    ey = np.zeros((n_frames, kb + 1))
-    for f, (fd, ps) in enumerate(feats):
-        a = fd.reshape(-1, kb)
-        fa[f], fy[f] = a.T @ a, a.T @ forces[f].reshape(-1)
-        e = np.concatenate([np.ones((n, 1)), 0.5 * ps], axis=1)
-        ea[f], ey[f] = e.T @ e, e.T @ bead_energy[f]
+    t, n_types = _types(types, n)
+    feats = [pair_features(positions[f], box[f], basis, t, n_types) for f in range(n_frames)]
+    designs = [(fd.reshape(n * 3, -1), _energy_design(ps, t, n_types, basis.n_basis)) for fd, ps in feats]
+    fa = np.stack([a.T @ a for a, _ in designs])
+    fy = np.stack([a.T @ forces[f].reshape(-1) for f, (a, _) in enumerate(designs)])
+    ea = np.stack([e.T @ e for _, e in designs])
+    ey = np.stack([e.T @ bead_energy[f] for f, (_, e) in enumerate(designs)])
     f0 = np.empty_like(np.asarray(forces, dtype=np.float64))
     u = np.empty((n_frames, n))
     for train, held in cross_fit_splits(n_frames, folds):
         a_coef = _solve(fa[train].sum(0), fy[train].sum(0), ridge)
         e_coef = _solve(ea[train].sum(0), ey[train].sum(0), ridge)
         for f in held:
-            fd, ps = feats[f]
-            f0[f] = fd @ a_coef
-            u[f] = e_coef[0] + 0.5 * ps @ e_coef[1:]
+            a, e = designs[f]
+            f0[f] = (a @ a_coef).reshape(n, 3)
+            u[f] = e @ e_coef
     fit = PairBaselineFit(basis, _solve(fa.sum(0), fy.sum(0), ridge), _solve(ea.sum(0), ey.sum(0), ridge))
     return f0, u, fit
 
 
-def fit_variance(positions, box, squared_residual, basis: PairBasis, folds: int = 5, ridge: float = 1e-8):
-    """Cross-fitted v (F, N): regression of (u_loc - c)^2 on a constant plus a pair sum."""
+def fit_variance(positions, box, squared_residual, basis: PairBasis, folds: int = 5, ridge: float = 1e-8,
+                 types=None):
+    """Cross-fitted v (F, N): regression of (u_loc - c)^2 on a constant per bead type plus pair
+    sums per ordered type pair."""
     n_frames, n, _ = positions.shape
-    design = [np.concatenate([np.ones((n, 1)), pair_features(positions[f], box[f], basis)[1]], axis=1)
+    t, n_types = _types(types, n)
+    design = [_variance_design(pair_features(positions[f], box[f], basis, t, n_types)[1], t, n_types)
               for f in range(n_frames)]
     va = np.stack([d.T @ d for d in design])
     vy = np.stack([d.T @ squared_residual[f] for f, d in enumerate(design)])
@@ -191,11 +228,12 @@ class PairSplineBaseline:
     basis: PairBasis = PairBasis()
     ridge: float = 1e-8
 
-    def force_and_energy(self, positions, box, forces, bead_energy, folds: int):
+    def force_and_energy(self, positions, box, forces, bead_energy, folds: int, types=None):
         f0, u, fit = fit_force_and_energy(positions, box, forces, bead_energy, self.basis, folds=folds,
-                                          ridge=self.ridge)
+                                          ridge=self.ridge, types=types)
         return f0, u, {"force_baseline_pair_function": fit.force_coef.tolist(),
                        "baseline_knots_A": fit.basis.knots.tolist()}
 
-    def variance(self, positions, box, squared_residual, folds: int):
-        return fit_variance(positions, box, squared_residual, self.basis, folds=folds, ridge=self.ridge)
+    def variance(self, positions, box, squared_residual, folds: int, types=None):
+        return fit_variance(positions, box, squared_residual, self.basis, folds=folds, ridge=self.ridge,
+                            types=types)

@@ -87,9 +87,10 @@ def compute_targets(cg: CGFrames, config: Config, baseline: Baseline | None = No
     t = config.targets
     basis = PairBasis(cutoff_A=t.baseline_cutoff_A, n_basis=t.baseline_n_basis)  # for the diagnostics
     baseline = baseline if baseline is not None else PairSplineBaseline(basis, t.ridge)
-    f0, u_base, fit_info = baseline.force_and_energy(cg.positions, cg.box, cg.forces, cg.bead_energy, t.cv_folds)
+    f0, u_base, fit_info = baseline.force_and_energy(cg.positions, cg.box, cg.forces, cg.bead_energy, t.cv_folds,
+                                                     types=cg.bead_type)
     u_loc, c = local_energy_and_baseline(cg, u_base, t.r_e_A)
-    v = baseline.variance(cg.positions, cg.box, (u_loc - c) ** 2, t.cv_folds)
+    v = baseline.variance(cg.positions, cg.box, (u_loc - c) ** 2, t.cv_folds, types=cg.bead_type)
     local = thermal_targets(cg, f0, u_base, t.r_e_A, variance=v)
     u_glob, c_glob = local_energy_and_baseline(cg, u_base, None)
     v_glob = _cross_fitted_mean((u_glob - c_glob) ** 2, t.cv_folds)
@@ -127,7 +128,7 @@ def signal_to_noise(cg: CGFrames, target: np.ndarray, basis: PairBasis, ridge: f
     of one frame are correlated).
     """
     pred, _, _ = fit_force_and_energy(cg.positions, cg.box, target, cg.bead_energy, basis, folds=folds,
-                                      ridge=ridge)
+                                      ridge=ridge, types=cg.bead_type)
     signal = float(np.sqrt(max(np.mean(pred * target), 0.0)))
     noise = float(np.sqrt(max(np.mean(target**2) - signal**2, 0.0)))
     per_frame = 3 * cg.positions.shape[1]
@@ -176,7 +177,7 @@ def target_frames(cg: CGFrames, res: dict, config: Config, source: Path, source_
     attrs.update(res["fit_info"])
     return TargetFrames(temperature_K=cg.temperature_K, positions=cg.positions, forces=cg.forces, box=cg.box,
                         potential_energy=cg.potential_energy, bead_masses=cg.bead_masses, step=cg.step,
-                        targets=targets, attrs=attrs)
+                        targets=targets, attrs=attrs, bead_type=cg.bead_type, bead_types=cg.bead_types)
 
 
 @locked_stage
@@ -315,7 +316,8 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
         cg = cg_of[temp]
         TargetFrames(temperature_K=temp, positions=cg.positions, forces=cg.forces, box=cg.box,
                      potential_energy=cg.potential_energy, bead_masses=cg.bead_masses, step=cg.step,
-                     targets=a["targets"], attrs=attrs).write(out, __version__)
+                     targets=a["targets"], attrs=attrs, bead_type=cg.bead_type,
+                     bead_types=cg.bead_types).write(out, __version__)
         stage.add_outputs([out.name])
         outputs[label], summary[label] = [out.name], a["summary"]
         if rows:

@@ -211,3 +211,36 @@ def test_md_force_functions_of_both_engines_agree_in_float32():
     np.testing.assert_allclose(fast.min_distance(x, lengths).numpy(), min_distance(x, lengths).numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="engine must be"):
         model_force_function(model, 1.0, "openmm")
+
+
+@pytest.mark.parametrize("shared,interaction", [(True, "quad"), (False, "vec")])
+def test_several_bead_types_equal_hippynn_and_types_matter(shared, interaction):
+    """A model of three bead types (a mixture): the inference form with each bead's type equals
+    hippynn's model given species = type + 1; permuting the beads together with their types
+    permutes the forces (the function is of the typed configuration); changing one bead's type
+    changes the forces (the species input is used); a several-type model refuses a call without
+    types."""
+    settings = NetworkSettings(shared=shared, interaction=interaction, n_types=3)
+    model = perturbed_model(settings, 2, "beta")
+    fast = FastForceField.from_model(model, skin_A=0.7)
+    x, lengths = configurations()
+    rng = np.random.default_rng(3)
+    types = torch.as_tensor(rng.integers(0, 3, x.shape[:2]))
+    temps = torch.tensor([320.0, 300.0, 500.0], dtype=torch.float64)
+    cell = torch.diag_embed(lengths)
+    w_ref, f_ref = model.energy_and_forces(types + 1, x.clone(), cell, temps)
+    w, f = fast.energy_and_forces(x, lengths, temps, types)
+    assert close(w, w_ref) and close(f, f_ref)
+    perm = torch.as_tensor(rng.permutation(x.shape[1]))
+    _, f_perm = fast.energy_and_forces(x[:, perm], lengths, temps, types[:, perm])
+    assert close(f_perm, f[:, perm], rtol=1e-10)
+    other = types.clone()
+    other[:, 5] = (other[:, 5] + 1) % 3
+    assert float((fast.energy_and_forces(x, lengths, temps, other)[1] - f).abs().max()) > 1e-6
+    with pytest.raises(ValueError, match="this model has 3 bead types: pass each bead's type"):
+        fast.energy_and_forces(x, lengths, temps)
+    with pytest.raises(ValueError, match=r"types holds \[0, 1, 2, 3\], but this model has bead types 0 .. 2"):
+        model.forces_numpy(x[0].numpy(), lengths[0].numpy(), 300.0, np.r_[[3], types[0, 1:].numpy()])
+    np.testing.assert_allclose(model.forces_numpy(x[1].numpy(), lengths[1].numpy(), 300.0, types[1].numpy()),
+                               fast.forces_numpy(x[1].numpy(), lengths[1].numpy(), 300.0, types[1].numpy()),
+                               rtol=0, atol=1e-9 * float(f.abs().max()))

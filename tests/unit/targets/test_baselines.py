@@ -63,3 +63,41 @@ def test_cross_fitted_prediction_ignores_its_own_frame():
     np.testing.assert_allclose(f_b[1], f_a[1], atol=1e-10)  # frame 1's baseline never saw frame 1
     np.testing.assert_allclose(u_b[1], u_a[1], atol=1e-10)
     assert np.abs(f_b[0] - f_a[0]).max() > 1e-3  # ... the other frames' baselines did
+
+
+def test_a_mixture_has_a_function_per_type_pair_recovered_exactly():
+    """Two bead types: forces from g_00, g_01 = g_10, g_11 and energies from a constant per type
+    plus phi per type pair (explicit loops) are recovered exactly, coefficient by coefficient, in
+    the order (0,0), (0,1), (1,1); Newton's third law holds for the predicted forces; the variance
+    model recovers a constant per type plus psi per *ordered* type pair."""
+    from thermocg.targets.baselines import pair_type_index
+
+    rng = np.random.default_rng(4)
+    x, box = _system(rng)
+    types = rng.integers(0, 2, x.shape[1])
+    g = rng.normal(size=(3, BASIS.n_basis))
+    phi = rng.normal(size=(3, BASIS.n_basis))
+    e0 = np.array([-3.0, 1.5])
+    forces, energy = np.zeros_like(x), np.tile(e0[types], (len(x), 1))
+    for f in range(len(x)):
+        for i in range(x.shape[1]):
+            d = x[f, i] - x[f]
+            d -= box[f] * np.round(d / box[f])
+            r = np.linalg.norm(d, axis=1)
+            for j in np.flatnonzero((r > 0) & (r < BASIS.cutoff_A)):
+                u = pair_type_index(types[i], types[j], 2)
+                forces[f, i] += BASIS.evaluate(g[u], r[j]) * d[j] / r[j]
+                energy[f, i] += 0.5 * BASIS.evaluate(phi[u], r[j])
+    f0, u_pred, fit = fit_force_and_energy(x, box, forces, energy, BASIS, folds=3, ridge=1e-12, types=types)
+    np.testing.assert_allclose(fit.force_coef, g.ravel(), atol=1e-6)
+    np.testing.assert_allclose(fit.energy_coef, np.concatenate([e0, phi.ravel()]), atol=1e-6)
+    np.testing.assert_allclose(f0, forces, atol=1e-6)
+    np.testing.assert_allclose(u_pred, energy, atol=1e-6)
+    np.testing.assert_allclose(f0.sum(axis=1), 0.0, atol=1e-9)
+    assert [pair_type_index(a, b, 3) for a, b in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2), (2, 0))] == \
+        [0, 1, 2, 3, 4, 5, 2]
+    psi = rng.uniform(0, 1, 4 * BASIS.n_basis)  # (0,0), (0,1), (1,0), (1,1): psi_01 != psi_10
+    target = np.stack([np.array([2.0, 0.5])[types] + pair_features(x[f], box[f], BASIS, types, 2)[1] @ psi
+                       for f in range(len(x))])
+    np.testing.assert_allclose(fit_variance(x, box, target, BASIS, folds=2, ridge=1e-12, types=types), target,
+                               atol=1e-6)
