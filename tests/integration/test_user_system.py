@@ -329,4 +329,13 @@ def test_a_mixture_through_the_whole_pipeline(tmp_path):
     results = pipeline.read(config, "evaluate")
     simulated = {n: m for n, m in results.by_temperature[340.0].models.items() if m.rdf_iae is not None}
     assert {"fm", "trf2"} <= set(simulated) and all(np.isfinite(m.rdf_iae.value) for m in simulated.values())
-    assert (config.run_dir / "report" / "report.html").exists()
+    for m in simulated.values():  # partial RDFs and D per bead type, against the reference's
+        assert set(m.rdf_partial_iae) == {"MOH-MOH", "MOH-HOH", "HOH-HOH"}
+        assert all(np.isfinite(e.value) and e.value > 0 for e in m.rdf_partial_iae.values())
+        assert set(m.D_ratio_by_type) == {"MOH", "HOH"} and all(e.value > 0 for e in m.D_ratio_by_type.values())
+    ref = results.by_temperature[340.0].reference
+    # the composition-weighted partials give the total g(r) (48 + 48 beads)
+    g = ref.rdf_partial
+    weighted = (48 * 47 * g["MOH-MOH"].y + 2 * 48 * 48 * g["MOH-HOH"].y + 48 * 47 * g["HOH-HOH"].y) / (96 * 95)
+    np.testing.assert_allclose(weighted, ref.rdf.y, rtol=1e-9, atol=1e-12)
+    assert 'id="mixture"' in (config.run_dir / "report" / "report.html").read_text()

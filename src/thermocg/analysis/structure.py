@@ -16,10 +16,14 @@ from thermocg.geometry import pair_vectors, periodic_pairs
 
 
 class RDF:
-    """Radial distribution function g(r) of one species of beads in orthorhombic boxes.
+    """Radial distribution function g(r) of beads in orthorhombic boxes: of all beads, or the
+    partial g_ab(r) between the beads of types a and b of a mixture.
 
     ``g(r) = <n(r)> / (rho 4 pi r^2 dr)`` averaged over frames and beads, with
-    rho = (N - 1) / V per frame, so an ideal gas gives g = 1 exactly on average.
+    rho = (N - 1) / V per frame, so an ideal gas gives g = 1 exactly on average. Partial:
+    ``g_ab(r) = V <n_ab(r)> / (N_a N_b 4 pi r^2 dr)`` with n_ab the a-b pairs (N_a (N_a - 1) for
+    a = b, each pair counted twice), so an ideal mixture gives 1 too and
+    ``g = sum_ab x_a x_b g_ab`` (with N_a - 1 for N_a in the a = b terms).
 
     Parameters
     ----------
@@ -35,21 +39,38 @@ class RDF:
         self.bins = int(bins)
         self._rdf = None
 
-    def compute(self, positions, box) -> "RDF":
-        """positions (F, N, 3) or (N, 3) Å; box (F, 3) or (3,) Å orthorhombic edges."""
+    def compute(self, positions, box, types=None, pair: tuple[int, int] | None = None) -> "RDF":
+        """positions (F, N, 3) or (N, 3) Å; box (F, 3) or (3,) Å orthorhombic edges; with
+        ``types`` (N,) and ``pair`` (a, b): the partial g_ab."""
         x, b = _frames(positions, box)
         if np.any(self.r_max_A >= b.min(axis=1) / 2):
             raise ValueError(f"r_max_A = {self.r_max_A} must be below half the box edge ({b.min() / 2:.3f} Å)")
+        if (types is None) != (pair is None):
+            raise ValueError("a partial g_ab needs both types and pair")
+        n = x.shape[1]
+        if pair is None:
+            n_a = n_b = n
+        else:
+            t = np.asarray(types)
+            n_a, n_b = int(np.sum(t == pair[0])), int(np.sum(t == pair[1]))
+            if t.shape != (n,) or n_a == 0 or n_b == 0 or (pair[0] == pair[1] and n_a < 2):
+                raise ValueError(f"types (shape {t.shape}) hold {n_a} bead(s) of type {pair[0]} and {n_b} of type "
+                                 f"{pair[1]}: too few for g_ab over {n} beads")
+        same = pair is None or pair[0] == pair[1]
         edges = np.linspace(0.0, self.r_max_A, self.bins + 1)
         shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
         acc = np.zeros(self.bins)
         for xf, bf in zip(x, b):
-            n = len(xf)
-            _, r = pair_vectors(xf, periodic_pairs(xf, bf, self.r_max_A), bf)
+            pairs = periodic_pairs(xf, bf, self.r_max_A)
+            if pair is not None:
+                ti, tj = t[pairs[:, 0]], t[pairs[:, 1]]
+                pairs = pairs[((ti == pair[0]) & (tj == pair[1])) | ((ti == pair[1]) & (tj == pair[0]))]
+            _, r = pair_vectors(xf, pairs, bf)
             counts, _ = np.histogram(r, edges)
-            counts = 2 * counts  # every bead counts each neighbour: each pair twice
-            rho = (n - 1) / np.prod(bf)
-            acc += counts / (n * rho * shell)
+            # every a bead counts each b neighbour: a pair of one type twice, of two types once
+            counts = 2 * counts if same else counts
+            rho = (n_b - 1 if same else n_b) / np.prod(bf)
+            acc += counts / (n_a * rho * shell)
         self._edges = edges
         self._rdf = acc / len(x)
         return self

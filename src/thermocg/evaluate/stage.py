@@ -50,9 +50,10 @@ def evaluate_dir(config: Config) -> Path:
 
 
 class Structure:
-    """RDF, ADF and s2 of bead frames, with per-block curves for uncertainties."""
+    """RDF, ADF and s2 of bead frames, with per-block curves for uncertainties; for a mixture
+    (``types`` (N,) and their ``names``, several) the partial RDFs g_AB of every type pair too."""
 
-    def __init__(self, config: Config, positions, box):
+    def __init__(self, config: Config, positions, box, types=None, names: tuple[str, ...] = ()):
         e = config.evaluate
         self.rdf = RDF(e.rdf_r_max_A, e.rdf_bins).compute(positions, box)
         self.adf = ADF(e.adf_r_cut_A, e.adf_bins).compute(positions, box)
@@ -60,6 +61,14 @@ class Structure:
         self.rdf_blocks = [RDF(e.rdf_r_max_A, e.rdf_bins).compute(positions[b], box[b]).rdf for b in blocks]
         self.adf_blocks = [ADF(e.adf_r_cut_A, e.adf_bins).compute(positions[b], box[b]).adf for b in blocks]
         self.density = float(np.mean(positions.shape[1] / np.prod(box, axis=1)))
+        self.partial, self.partial_blocks = {}, {}
+        if len(names) > 1:
+            for a in range(len(names)):
+                for c in range(a, len(names)):
+                    key = f"{names[a]}-{names[c]}"
+                    self.partial[key] = RDF(e.rdf_r_max_A, e.rdf_bins).compute(positions, box, types, (a, c)).rdf
+                    self.partial_blocks[key] = [RDF(e.rdf_r_max_A, e.rdf_bins).compute(positions[b], box[b], types,
+                                                                                        (a, c)).rdf for b in blocks]
 
     def summary(self, reference: "Structure | None" = None) -> dict:
         r, th = self.rdf.bin_centers, self.adf.bin_centers
@@ -78,6 +87,13 @@ class Structure:
                 ref_curve = ref.rdf if name == "rdf" else ref.adf
                 out[f"{name}_iae"] = _with_error(integrated_absolute_error(x, curve, ref_curve),
                                                  [integrated_absolute_error(x, b, ref_curve) for b in blocks])
+        if self.partial:
+            out["rdf_partial"] = {k: {"r_A": r.tolist(), "g": g.tolist()} for k, g in self.partial.items()}
+            if reference is not None and reference.partial.keys() == self.partial.keys():
+                out["rdf_partial_iae"] = {
+                    k: _with_error(integrated_absolute_error(r, g, reference.partial[k]),
+                                   [integrated_absolute_error(r, b, reference.partial[k])
+                                    for b in self.partial_blocks[k]]) for k, g in self.partial.items()}
         return out
 
 
@@ -88,13 +104,21 @@ def _with_error(value: float, block_values) -> dict:
     return {"value": float(value), "error": err}
 
 
-def diffusion(config: Config, trajectories, dt_ps: float, temperature_K: float, box_edge_A: float) -> dict:
-    """D from NVE segments (Å²/ps), its error over segments, and the Yeh-Hummer correction."""
-    m = MSD(tuple(config.evaluate.msd_fit_window)).compute(trajectories, dt_ps)
+def diffusion(config: Config, trajectories, dt_ps: float, temperature_K: float, box_edge_A: float,
+              types=None, names: tuple[str, ...] = ()) -> dict:
+    """D from NVE segments (Å²/ps), its error over segments, and the Yeh-Hummer correction; for a
+    mixture (``types``, several ``names``) D of each bead type too."""
+    window = tuple(config.evaluate.msd_fit_window)
+    m = MSD(window).compute(trajectories, dt_ps)
     out = {"D_A2_per_ps": {"value": m.diffusion_coefficient, "error": m.diffusion_error},
            "segments": len(trajectories),
            "msd": {"lag_ps": m.lag_time_ps.tolist(), "msd_A2": m.msd.tolist()},
            "yeh_hummer_times_viscosity": yeh_hummer_correction(temperature_K, box_edge_A, 1.0)}
+    if len(names) > 1:
+        out["D_by_type_A2_per_ps"] = {}
+        for k, name in enumerate(names):
+            mk = MSD(window).compute([x[:, np.asarray(types) == k] for x in trajectories], dt_ps)
+            out["D_by_type_A2_per_ps"][name] = {"value": mk.diffusion_coefficient, "error": mk.diffusion_error}
     eta = config.evaluate.viscosity_mPa_s.get(temperature_label(temperature_K))  # keyed by label in the TOML
     if eta is not None:
         out["yeh_hummer_correction_A2_per_ps"] = yeh_hummer_correction(temperature_K, box_edge_A, eta)
@@ -223,11 +247,12 @@ def evaluate_temperature(config: Config, t: float, reference: ReferenceRun, trai
     ref_struct = None
     if reference.has(t):
         cg = reference.cg_frames(t)
-        ref_struct = Structure(config, cg.positions, cg.box)
+        typing = (cg.bead_type, cg.bead_types) if cg.n_types > 1 else (None, ())
+        ref_struct = Structure(config, cg.positions, cg.box, *typing)
         ref_json = ref_struct.summary()
         if reference.nve_segments:
             trajs, dt = reference_nve_beads(reference, t)
-            ref_json.update(diffusion(config, trajs, dt, t, float(cg.box[0].min())))
+            ref_json.update(diffusion(config, trajs, dt, t, float(cg.box[0].min()), *typing))
         ref_measures = Measures.from_json(ref_json)
         errors = force_errors(models, trained.held_out, t, cg)  # every model, simulated here or not
         floors = [errors[n]["value"] for n in trained.floor(t) if n in errors]
@@ -241,13 +266,18 @@ def evaluate_temperature(config: Config, t: float, reference: ReferenceRun, trai
             continue
         d = read_h5md(trajectories.nvt_path(m, t))
         x, box = d.elements["particles/all/position"], d.elements["particles/all/box/edges"]
-        s = Structure(config, x, box).summary(ref_struct)
+        kinds = tuple(d.attrs.get("bead_types") or ())
+        typing = (d.particles["species"], kinds) if len(kinds) > 1 else (None, ())
+        s = Structure(config, x, box, *typing).summary(ref_struct)
         s["mean_kinetic_temperature_K"] = float(d.elements["observables/temperature"].mean())
         if config.simulate.nve.n_segments:
             trajs, dt = _cg_nve(trajectories, m, t)
-            s.update(diffusion(config, trajs, dt, t, float(box[0].min())))
+            s.update(diffusion(config, trajs, dt, t, float(box[0].min()), *typing))
             if ref_measures is not None and ref_measures.D_A2_per_ps is not None:
                 s["D_ratio_CG_over_FG"] = _ratio(s["D_A2_per_ps"], ref_json["D_A2_per_ps"])
+                if "D_by_type_A2_per_ps" in s and "D_by_type_A2_per_ps" in ref_json:
+                    s["D_ratio_by_type"] = {k: _ratio(v, ref_json["D_by_type_A2_per_ps"][k])
+                                            for k, v in s["D_by_type_A2_per_ps"].items()}
         model_json.setdefault(m, {}).update(s)
     return TemperatureResults(t, ref_measures, {m: Measures.from_json(v) for m, v in model_json.items()})
 

@@ -453,6 +453,12 @@ class Measures:
     D_ratio_CG_over_FG: Estimate | None = None
     force_mse: Estimate | None = None
     force_mse_excess: float | None = None
+    #: mixtures (several bead types): per type pair "A-B", the partial g_AB(r) and its IAE; per
+    #: bead type, D (Å²/ps) and D_CG/D_FG
+    rdf_partial: dict[str, Curve] | None = None
+    rdf_partial_iae: dict[str, Estimate] | None = None
+    D_by_type_A2_per_ps: dict[str, Estimate] | None = None
+    D_ratio_by_type: dict[str, Estimate] | None = None
 
     @property
     def simulated(self) -> bool:
@@ -470,6 +476,11 @@ class Measures:
             elif isinstance(v, Curve):
                 kx, ky = _CURVE_KEYS[f.name]
                 out[f.name] = {kx: np.asarray(v.x, dtype=float).tolist(), ky: np.asarray(v.y, dtype=float).tolist()}
+            elif isinstance(v, dict):  # by type pair or bead type: curves (g_AB) or estimates
+                kx, ky = _CURVE_KEYS["rdf"]
+                out[f.name] = {k: e.to_json() if isinstance(e, Estimate) else
+                               {kx: np.asarray(e.x, dtype=float).tolist(), ky: np.asarray(e.y, dtype=float).tolist()}
+                               for k, e in v.items()}
             elif isinstance(v, int):
                 out[f.name] = v
             else:
@@ -486,6 +497,12 @@ class Measures:
             if key in _CURVE_KEYS:
                 kx, ky = _CURVE_KEYS[key]
                 kwargs[key] = Curve(np.asarray(v[kx], dtype=float), np.asarray(v[ky], dtype=float))
+            elif key == "rdf_partial":
+                kx, ky = _CURVE_KEYS["rdf"]
+                kwargs[key] = {k: Curve(np.asarray(c[kx], dtype=float), np.asarray(c[ky], dtype=float))
+                               for k, c in v.items()}
+            elif key in ("rdf_partial_iae", "D_by_type_A2_per_ps", "D_ratio_by_type"):
+                kwargs[key] = {k: Estimate.from_json(e) for k, e in v.items()}
             elif isinstance(v, dict):
                 kwargs[key] = Estimate.from_json(v)
             elif key == "segments":

@@ -223,6 +223,30 @@ def _numbers(res: Results) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+def _mixture(res: Results) -> str:
+    """A mixture's partial RDF errors (per type pair) and D_CG/D_FG per bead type, per model and
+    temperature (each model as trained: seeds are not pooled here); empty for one bead type."""
+    rows, pairs, kinds = [], [], []
+    for t, entry in res.by_temperature.items():
+        for m in sorted(entry.models):
+            got = entry.models[m]
+            if not got.rdf_partial_iae:
+                continue
+            pairs = pairs or list(got.rdf_partial_iae)
+            kinds = kinds or list(got.D_ratio_by_type or {})
+            ratio = got.D_ratio_by_type or {}
+            cells = [f"{t:g} K", html.escape(m), *(_fmt(got.rdf_partial_iae.get(p)) for p in pairs),
+                     *(_fmt(ratio.get(k)) for k in kinds)]
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    if not rows:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("T", "model", *(f"g {html.escape(p)} IAE (Å)" for p in pairs),
+                                             *(f"D_CG/D_FG {html.escape(k)}" for k in kinds)))
+    return ('<section id="mixture"><h2>Mixture: partial RDFs and D per bead type</h2><p>Integrated absolute '
+            "error of each partial g_AB(r) against the reference, and each bead type's D_CG/D_FG (results.json: "
+            f"rdf_partial, D_by_type_A2_per_ps).</p><table><tr>{head}</tr>{''.join(rows)}</table></section>")
+
+
 def _claims(claims: list[Claim]) -> str:
     items = []
     for c in claims:
@@ -275,6 +299,7 @@ seed; over seeds with several, whose number and spread follow); "excess" is over
 </section>
 <section id="dynamics"><h2>Dynamics</h2><p>D from NVE segments (Einstein fit; no finite-size correction,
 the Yeh-Hummer term is in results.json).</p>{img('dynamics', 'diffusion')}</section>
+{_mixture(res)}
 <section id="provenance"><h2>Config and versions</h2><table>{version_rows}</table><pre>{html.escape(config_text)}</pre>
 </section>
 </body></html>

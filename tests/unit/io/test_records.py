@@ -157,3 +157,20 @@ def test_target_frames_round_trip(tmp_path):
         TargetFrames(**{**frames.__dict__, "targets": {k: v for k, v in targets.items() if k != "v"}}).write(
             tmp_path / "bad.h5md", "test")
     assert not (tmp_path / "bad.h5md").exists()
+    # a mixture's bead types travel with the targets; a file without them is one type
+    typed = TargetFrames(**{**frames.__dict__, "bead_type": np.array([1, 0, 1, 1, 0]), "bead_types": ("MOH", "HOH")})
+    typed.write(tmp_path / "typed.h5md", "test")
+    back = TargetFrames.read(tmp_path / "typed.h5md")
+    assert back.bead_type.tolist() == [1, 0, 1, 1, 0] and back.bead_types == ("MOH", "HOH")
+    assert TargetFrames.read(tmp_path / "T350K.h5md").bead_type.tolist() == [0] * 5
+
+
+def test_mixture_measures_round_trip():
+    """Partial RDFs, their IAE and D per bead type survive results.json."""
+    m = Measures(rdf_partial={"A-B": Curve(np.array([1.0, 2.0]), np.array([0.0, 1.5]))},
+                 rdf_partial_iae={"A-A": Estimate(0.3, 0.01), "A-B": Estimate(0.2)},
+                 D_by_type_A2_per_ps={"A": Estimate(0.5, 0.02)}, D_ratio_by_type={"A": Estimate(1.1, float("nan"))})
+    back = Measures.from_json(json.loads(json.dumps(m.to_json())))
+    np.testing.assert_array_equal(back.rdf_partial["A-B"].y, [0.0, 1.5])
+    assert back.rdf_partial_iae["A-A"] == Estimate(0.3, 0.01) and back.D_by_type_A2_per_ps["A"].value == 0.5
+    assert math.isnan(back.D_ratio_by_type["A"].error) and math.isnan(back.rdf_partial_iae["A-B"].error)
