@@ -1,6 +1,8 @@
 """An ASE calculator for thermocg force fields, so ASE's MD and tools can run them.
 
-Beads are ASE atoms (any element; only positions and the cell are used).
+Beads are ASE atoms (any element; only positions and the cell are used; for a model of several
+bead types, each bead's type comes from the atoms' ``bead_type`` array or the calculator's
+``types``).
 ASE's units are eV and Å; thermocg's energies are kcal/mol, converted here at
 the boundary. The temperature is an argument of the calculator (ASE idiom
 ``temperature_K``), never a global.
@@ -25,12 +27,16 @@ class ThermocgCalculator(Calculator):
     model : CGForceField or path of a saved model
     temperature_K : float
         The temperature at which W(R; T) is evaluated.
+    types : (N,) ints, optional
+        Each bead's type, 0-based in the order of ``model.bead_types`` (a mixture's model);
+        ``atoms.arrays["bead_type"]``, when the atoms carry it, takes precedence.
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]
 
-    def __init__(self, model, temperature_K: float, **kwargs):
+    def __init__(self, model, temperature_K: float, types=None, **kwargs):
         super().__init__(**kwargs)
+        self.types = None if types is None else np.asarray(types, dtype=np.int64)
         self.model = model if isinstance(model, CGForceField) else load_model(model)
         if not temperature_K > 0:
             raise ValueError(f"temperature_K must be > 0, found {temperature_K}")
@@ -42,6 +48,7 @@ class ThermocgCalculator(Calculator):
             raise ValueError("thermocg models need a periodic orthorhombic cell (pbc=True, diagonal cell)")
         box = np.asarray(self.atoms.cell)  # (3, 3); CGForceField refuses a triclinic cell
         x = self.atoms.get_positions()
-        energy = float(self.model.energy(x, box, self.temperature_K)) * _KCAL_MOL_TO_EV
+        types = self.atoms.arrays.get("bead_type", self.types)
+        energy = float(self.model.energy(x, box, self.temperature_K, types)) * _KCAL_MOL_TO_EV
         self.results["energy"] = self.results["free_energy"] = energy
-        self.results["forces"] = self.model.forces(x, box, self.temperature_K) * _KCAL_MOL_TO_EV
+        self.results["forces"] = self.model.forces(x, box, self.temperature_K, types) * _KCAL_MOL_TO_EV

@@ -105,3 +105,37 @@ def test_load_model_refuses_other_files(tmp_path):
     with pytest.raises(DataFormatError, match="expected format thermocg-model-1, found something-else"):
         load_model(p)
     assert isinstance(CGForceField, type)
+
+
+def test_a_mixture_model_keeps_its_bead_types_through_saving_and_ase(tmp_path):
+    """A model of two bead types, saved and loaded: its type names, its species (forces with the
+    types equal the unsaved model's, and differ from those with the types swapped), and the ASE
+    calculator reading each bead's type from the atoms' bead_type array or its own types."""
+    import ase
+
+    from thermocg.models.ase_calculator import ThermocgCalculator
+
+    torch.manual_seed(6)
+    settings = NetworkSettings(cutoff_A=4.0, dist_soft_max_A=3.5, n_features=8, n_sensitivities=6, n_types=2)
+    model = ThermalForceField(build_network(settings), RepulsivePrior(2.5, 10.0), beta_of(300.0), 2, settings)
+    save_model(tmp_path / "mix.pt", model, {"variant": "trf2", "bead_types": ["MOH", "HOH"]})
+    loaded = load_model(tmp_path / "mix.pt")
+    assert loaded.bead_types == ("MOH", "HOH")
+    x, box = _frames(1)[0], np.full(3, 10.0)
+    types = np.arange(27) % 2
+    f = loaded.forces(x, box, 350.0, types)
+    np.testing.assert_allclose(f, model.forces_numpy(x, box, 350.0, types), rtol=0,
+                               atol=1e-5 * np.abs(f).max())  # the inference form against hippynn, float32
+    assert np.abs(loaded.forces(x, box, 350.0, 1 - types) - f).max() > 1e-6 * np.abs(f).max()
+    atoms = ase.Atoms("O27", positions=x, cell=box, pbc=True)
+    atoms.calc = ThermocgCalculator(loaded, temperature_K=350.0, types=types)
+    ev = 0.0433641043  # eV per kcal/mol
+    np.testing.assert_allclose(atoms.get_forces(), f * ev, rtol=1e-6, atol=1e-9)
+    atoms.set_array("bead_type", 1 - types)  # the atoms' own types win
+    atoms.calc = ThermocgCalculator(loaded, temperature_K=350.0, types=types)
+    np.testing.assert_allclose(atoms.get_forces(), loaded.forces(x, box, 350.0, 1 - types) * ev, rtol=1e-6,
+                               atol=1e-9)
+    atoms.calc = ThermocgCalculator(loaded, temperature_K=350.0)
+    del atoms.arrays["bead_type"]
+    with pytest.raises(ValueError, match="this model has 2 bead types: pass each bead's type"):
+        atoms.get_forces()
