@@ -7,12 +7,18 @@ not depend on the physics), float32, the default [train] network
     python bench/model_cost.py                      # 512 beads, CPU
     python bench/model_cost.py --device cuda
     python bench/model_cost.py --architectures      # the MD cost of each network choice
+    python bench/model_cost.py --bead-types         # the MD cost of 1, 2, 3 bead types (mixtures)
 
 ``--architectures``: the cost side of the accuracy-cost curve. For each network choice of
 bench/transfer.py (cutoff, sensitivities, features, interaction layers, tensor order) the
 inference form's force call in MD conditions (float32, one system, skin 1 Å, positions moved
 0.01 Å per call so the list is reused), for fm (one network) and trf2 (three), each choice
 timed alternately with the default in the same run. The accuracy side is bench/transfer.py's.
+
+``--bead-types``: the inference form's force call (MD conditions as above; trf2's three
+networks) with 2 and 3 bead types (random types; one-hot input features) against one type, each
+on the numba kernels (one pass over the pairs per type) and on torch ops, alternating in the
+same run.
 
 Prints a table; record it in bench/RESULTS.md with the machine and date.
 """
@@ -56,9 +62,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--architectures", action="store_true", help="time the inference form of each network choice")
+    ap.add_argument("--bead-types", action="store_true", help="time the inference form with 1, 2, 3 bead types")
     args = ap.parse_args()
     if args.architectures:
         return architectures(args)
+    if args.bead_types:
+        return bead_types(args)
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     rng = np.random.default_rng(0)
@@ -118,7 +127,9 @@ ARCHITECTURES = {
 }
 
 
-def architectures(args) -> None:
+def _md_timer(args):
+    """(form(overrides, order), per_call(form, types=None)): an inference form of the default
+    network with ``overrides`` and its mean ms per force call in MD conditions."""
     from dataclasses import replace
 
     from thermocg.models.fast import FastForceField
@@ -135,15 +146,48 @@ def architectures(args) -> None:
                                   settings)
         return FastForceField.from_model(model, skin_A=1.0)
 
-    def per_call(ff):
+    def per_call(ff, types=None):
         g = torch.Generator().manual_seed(1)
         x = x0.clone()
-        ff.energy_and_forces(x, edges, 350.0)
+        ff.energy_and_forces(x, edges, 350.0, types)
         start = time.perf_counter()
         for _ in range(args.repeats):
             x = x + 0.01 * torch.randn(x.shape, generator=g)
-            ff.energy_and_forces(x, edges, 350.0)
+            ff.energy_and_forces(x, edges, 350.0, types)
         return 1e3 * (time.perf_counter() - start) / args.repeats
+
+    return form, per_call
+
+
+def bead_types(args) -> None:
+    form, per_call = _md_timer(args)
+    rng = np.random.default_rng(2)
+    rows = []
+    for kernels in ("auto", "torch"):
+        one = form({}, 2)
+        one.kernels = kernels
+        for n_types in (2, 3):
+            many = form({"n_types": n_types}, 2)
+            many.kernels = kernels
+            types = torch.as_tensor(rng.integers(0, n_types, args.beads))
+            t_one, t_many = [], []
+            for _ in range(3):  # alternate, keep the best
+                t_one.append(per_call(one))
+                t_many.append(per_call(many, types))
+            rows.append(("numba kernels" if kernels == "auto" else "torch ops", n_types, min(t_one), min(t_many)))
+    print(f"# inference form per force call, trf2 (three networks): {args.beads} beads, float32, skin 1 Å, one "
+          f"system, {args.repeats} calls x best of 3, alternating with one bead type")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print()
+    print("| path | bead types | one type ms per call | these types ms per call | ratio |")
+    print("|---|---|---|---|---|")
+    for path, n_types, t1, tn in rows:
+        print(f"| {path} | {n_types} | {t1:.2f} | {tn:.2f} | {tn / t1:.2f} |")
+
+
+def architectures(args) -> None:
+    form, per_call = _md_timer(args)
 
     rows = []
     for name, overrides in ARCHITECTURES.items():

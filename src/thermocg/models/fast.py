@@ -357,22 +357,31 @@ class FastForceField(torch.nn.Module):
     def bead_heads(self, x: torch.Tensor, lengths: torch.Tensor, types=None):
         """(per-bead head energies (B, N, 3) without offsets, prior per system (B,)) at positions
         x (B, N, 3) and box edges (B, 3); ``types`` (N,) or (B, N): each bead's type (a model of
-        several types; the numba kernels serve one type, several run on torch ops)."""
+        several types)."""
         b, n, _ = x.shape
         m = b * n
         self.neighbour_list.update(x, lengths)
         nbr = self.neighbour_list.neighbours
         z0 = self._input_features(types, b, n, x)
-        kernels = self.uses_kernels(x) and self.n_in[0] == 1
+        kernels = self.uses_kernels(x)
         # the padded pair geometry in torch: for every layer off the CPU kernels' path
         geometry = None if kernels and self.n_blocks == 1 else self._geometry(x, lengths)
         if kernels:
-            # the pair part of block 0 and the prior in one pass (thermocg.models.fast_kernels)
+            # the pair part of block 0 and the prior in one pass (thermocg.models.fast_kernels).
+            # Block 0's input is the one-hot of each bead's type, so its environment is, per type
+            # f, the kernel's sum over the neighbours of type f (one pass per type, the valid
+            # slots restricted to that type), laid out [nu][f] as hippynn's env reshape; the
+            # prior, a sum over pairs, adds up over the passes
             box = lengths.repeat_interleave(n, dim=0)
-            env0, prior_bead = PairEnvironment.apply(
-                x.reshape(m, 3), box, nbr, self.neighbour_list.valid, self.mu0 ** -1, self.sigma0 ** 2,
-                self._prior_args(), self.cutoff, self.channels)
-            prior = prior_bead.reshape(b, n).sum(-1)
+            valid = self.neighbour_list.valid
+            masks = [valid] if self.n_types == 1 and types is None else None
+            if masks is None:
+                t = species_tensor(types, self.n_types, (b, n), x.device).reshape(m) - 1
+                masks = [valid & (t[nbr] == f) for f in range(self.n_types)]
+            passes = [PairEnvironment.apply(x.reshape(m, 3), box, nbr, mask, self.mu0 ** -1, self.sigma0 ** 2,
+                                            self._prior_args(), self.cutoff, self.channels) for mask in masks]
+            env0 = passes[0][0] if len(passes) == 1 else torch.stack([e for e, _ in passes], dim=-1).flatten(-2)
+            prior = sum(p for _, p in passes).reshape(b, n).sum(-1)
         else:
             env0, prior = self._environment_torch(0, z0, nbr, geometry), self._prior_torch(geometry, b, n)
         features = [z0]

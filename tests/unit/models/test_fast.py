@@ -216,7 +216,7 @@ def test_md_force_functions_of_both_engines_agree_in_float32():
 @pytest.mark.parametrize("shared,interaction", [(True, "quad"), (False, "vec")])
 def test_several_bead_types_equal_hippynn_and_types_matter(shared, interaction):
     """A model of three bead types (a mixture): the inference form with each bead's type equals
-    hippynn's model given species = type + 1; permuting the beads together with their types
+    hippynn's model given species = type + 1, on torch ops and on the numba kernels; permuting the beads together with their types
     permutes the forces (the function is of the typed configuration); changing one bead's type
     changes the forces (the species input is used); a several-type model refuses a call without
     types."""
@@ -229,8 +229,10 @@ def test_several_bead_types_equal_hippynn_and_types_matter(shared, interaction):
     temps = torch.tensor([320.0, 300.0, 500.0], dtype=torch.float64)
     cell = torch.diag_embed(lengths)
     w_ref, f_ref = model.energy_and_forces(types + 1, x.clone(), cell, temps)
-    w, f = fast.energy_and_forces(x, lengths, temps, types)
-    assert close(w, w_ref) and close(f, f_ref)
+    for kernels in ("torch", "auto"):  # the numba kernels: one pass per neighbour type
+        fast.kernels = kernels
+        w, f = fast.energy_and_forces(x, lengths, temps, types)
+        assert close(w, w_ref) and close(f, f_ref), kernels
     perm = torch.as_tensor(rng.permutation(x.shape[1]))
     _, f_perm = fast.energy_and_forces(x[:, perm], lengths, temps, types[:, perm])
     assert close(f_perm, f[:, perm], rtol=1e-10)
