@@ -87,7 +87,8 @@ def test_mismatched_frames_are_refused(tiny_targets):
     cg = map_reference(read_reference(source))
     check_frames(cg, config, source)  # the real thing passes
     with pytest.raises(DataFormatError, match="63 molecules, but the config has n_molecules = 64"):
-        check_frames(dataclasses.replace(cg, positions=cg.positions[:, :63]), config, source)
+        check_frames(dataclasses.replace(cg, positions=cg.positions[:, :63], bead_type=cg.bead_type[:63]), config,
+                     source)
     with pytest.raises(DataFormatError, match="box edges"):
         check_frames(dataclasses.replace(cg, box=cg.box * 1.01), config, source)
     with pytest.raises(DataFormatError, match="not in temperatures_K"):
