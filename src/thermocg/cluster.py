@@ -16,9 +16,10 @@ after its worker died continues where the dead worker's last complete frame left
 writes a frame twice. Dask reschedules the task of a worker that died (up to its
 ``distributed.scheduler.allowed-failures``, 3 by default); a task that raised is not retried
 (our errors are deterministic: a failed energy check fails again), the stage stops with the
-task named, and re-running it resumes. Not handled: after Ctrl-C, a task already running on a
-remote worker runs on (Dask cannot stop it); wait for it before re-running on the same run
-directory.
+task named, and re-running it resumes. A ``local:N`` cluster's worker processes end with this
+process, however it dies (Dask's own watch of their parent: gone within a second of a kill -9;
+tested). Not handled: after Ctrl-C, a task already running on a remote worker runs on (Dask
+cannot stop it); wait for it before re-running on the same run directory.
 """
 
 from __future__ import annotations

@@ -44,11 +44,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "SIGTERM"])
-def test_killing_the_main_process_leaves_no_worker_and_the_rerun_completes(tmp_path, sig):
+@pytest.mark.parametrize("sig,scheduler", [(signal.SIGKILL, None), (signal.SIGTERM, None),
+                                           pytest.param(signal.SIGKILL, "local:2", marks=pytest.mark.slow)],
+                         ids=["kill-9", "SIGTERM", "dask-kill-9"])
+def test_killing_the_main_process_leaves_no_worker_and_the_rerun_completes(tmp_path, sig, scheduler):
+    """The main process killed while its workers (local processes, or the worker processes of a
+    Dask LocalCluster, which Dask ends with their parent) sample: none outlives it, and the re-run
+    completes."""
     reference = {"n_molecules": 64, "temperatures_K": [300.0, 500.0], "cutoff_A": 6.0, "equilibration_ps": 1.0,
                  "n_frames": 3, "frame_interval_ps": 0.02, "nve": {"n_segments": 0}}
-    toml = ('[run]\ndirectory = "run"\nseed = 3\ndevice = "cpu"\nprocesses = 2\n[reference]\n'
+    toml = ('[run]\ndirectory = "run"\nseed = 3\ndevice = "cpu"\nprocesses = 2\n'
+            + (f'scheduler = "{scheduler}"\n' if scheduler else "") + '[reference]\n'
             + "".join(f"{k} = {v}\n" for k, v in reference.items() if k != "nve")
             + "[reference.nve]\nn_segments = 0\n[targets]\nbaseline_cutoff_A = 6.0\n[train]\ncutoff_A = 6.0\n"
             "[evaluate]\nrdf_r_max_A = 6.0\n")
