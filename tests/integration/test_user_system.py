@@ -206,46 +206,39 @@ def test_config_of_a_pdb_system():
         _pdb_system(config_from_dict(raw))
 
 
-def _methanol_config(tmp_path, **replace):
-    """examples/methanol-quick.toml on the 64-molecule box, in tmp_path, smaller."""
+#: what every test of an example config shrinks: two temperatures, short runs, one epoch
+SMALLER = {"temperatures_K = [260.0, 300.0, 340.0]": "temperatures_K = [300.0, 340.0]",
+           "equilibration_ps = 10.0": "equilibration_ps = 1.0", "n_frames = 20": "n_frames = 10",
+           "frame_interval_ps = 0.5": "frame_interval_ps = 0.2", 'variants = ["fm", "em", "trf2"]':
+           'variants = ["fm", "trf2"]', "max_epochs = 5": "max_epochs = 1", "test_frames = 4": "test_frames = 2",
+           "length_ps = 4.0": "length_ps = 1.0", "length_ps = 2.0": "length_ps = 0.5"}
+
+
+def _example_config(tmp_path, example: str, changes: dict):
+    """examples/<example>.toml written to tmp_path with ``changes`` (each must occur) and read."""
     from thermocg.config import load_config
 
-    text = (EXAMPLES / "methanol-quick.toml").read_text()
-    changes = {'directory = "../runs/methanol-quick"': f'directory = "{tmp_path / "run"}"',
-               "methanol/methanol-128.pdb": str(METHANOL / "methanol-64.pdb"),
-               '"methanol/trappe-ua-methanol.xml"': f'"{METHANOL / "trappe-ua-methanol.xml"}"',
-               "temperatures_K = [260.0, 300.0, 340.0]": "temperatures_K = [300.0, 340.0]",
-               "cutoff_A = 9.0\newald": "cutoff_A = 7.5\newald", "baseline_cutoff_A = 9.0": "baseline_cutoff_A = 7.5",
-               "rdf_r_max_A = 10.0": "rdf_r_max_A = 8.0", "equilibration_ps = 10.0": "equilibration_ps = 1.0",
-               "n_frames = 20": "n_frames = 10", "frame_interval_ps = 0.5": "frame_interval_ps = 0.2",
-               'variants = ["fm", "em", "trf2"]': 'variants = ["fm", "trf2"]', "max_epochs = 5": "max_epochs = 1",
-               "test_frames = 4": "test_frames = 2", "length_ps = 4.0": "length_ps = 1.0",
-               "length_ps = 2.0": "length_ps = 0.5", **replace}
-    for old, new in changes.items():
+    text = (EXAMPLES / f"{example}.toml").read_text()
+    for old, new in {f'directory = "../runs/{example}"': f'directory = "{tmp_path / "run"}"', **changes}.items():
         assert old in text, old
         text = text.replace(old, new)
-    path = tmp_path / "methanol.toml"
+    path = tmp_path / f"{example}.toml"
     path.write_text(text)
     return load_config(path)
+
+
+def _methanol_config(tmp_path, **replace):
+    """examples/methanol-quick.toml on the 64-molecule box, in tmp_path, smaller."""
+    return _example_config(tmp_path, "methanol-quick", {
+        "methanol/methanol-128.pdb": str(METHANOL / "methanol-64.pdb"),
+        '"methanol/trappe-ua-methanol.xml"': f'"{METHANOL / "trappe-ua-methanol.xml"}"',
+        "cutoff_A = 9.0\newald": "cutoff_A = 7.5\newald", "baseline_cutoff_A = 9.0": "baseline_cutoff_A = 7.5",
+        "rdf_r_max_A = 10.0": "rdf_r_max_A = 8.0", **SMALLER, **replace})
 
 
 def _mixture_config(tmp_path, **replace):
     """examples/methanol-water-quick.toml in tmp_path, smaller."""
-    from thermocg.config import load_config
-
-    text = (EXAMPLES / "methanol-water-quick.toml").read_text()
-    changes = {'directory = "../runs/methanol-water-quick"': f'directory = "{tmp_path / "run"}"',
-               '"methanol/': f'"{METHANOL}/', "temperatures_K = [260.0, 300.0, 340.0]": "temperatures_K = [300.0, 340.0]",
-               "equilibration_ps = 10.0": "equilibration_ps = 1.0", "n_frames = 20": "n_frames = 10",
-               "frame_interval_ps = 0.5": "frame_interval_ps = 0.2", 'variants = ["fm", "em", "trf2"]':
-               'variants = ["fm", "trf2"]', "max_epochs = 5": "max_epochs = 1", "test_frames = 4": "test_frames = 2",
-               "length_ps = 4.0": "length_ps = 1.0", "length_ps = 2.0": "length_ps = 0.5", **replace}
-    for old, new in changes.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    path = tmp_path / "mixture.toml"
-    path.write_text(text)
-    return load_config(path)
+    return _example_config(tmp_path, "methanol-water-quick", {'"methanol/': f'"{METHANOL}/', **SMALLER, **replace})
 
 
 def test_mixture_reference_and_targets(tmp_path):
