@@ -212,3 +212,21 @@ def test_time_scale_ratio_error_is_propagated_or_unknown():
     assert r["value"] == 0.5 and r["error"] == pytest.approx(0.5 * 0.125)
     one_segment = _ratio({"value": 2.0, "error": float("nan")}, {"value": 4.0, "error": 0.3})
     assert one_segment["value"] == 0.5 and np.isnan(one_segment["error"])
+
+
+def test_a_mixture_with_one_solute_molecule_has_the_partials_it_can_have():
+    """One solute bead among 60 solvent beads (infinite dilution): no solute-solute g(r) (one
+    bead has no partner), solute-solvent and solvent-solvent partials; PDB residue names stay
+    the type names when they fit in three characters, else T0, T1, ..."""
+    from thermocg.config import config_from_dict
+    from thermocg.simulate.stage import residue_names
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 20.0, (3, 61, 3))
+    types = np.r_[[1], np.zeros(60, dtype=int)]
+    s = Structure(config_from_dict({}), x, np.full((3, 3), 20.0), types, ("SOL", "LIG"))
+    assert set(s.partial) == {"SOL-SOL", "SOL-LIG"}
+    assert set(s.summary(s)["rdf_partial_iae"]) == {"SOL-SOL", "SOL-LIG"}
+    assert residue_names(("MOH", "HOH")) == ["MOH", "HOH"]
+    assert residue_names(("H2O", "CH4O")) == ["T0", "T1"]  # "CH4O" would be cut to "CH4"
+    assert residue_names(("ABCD", "ABCE")) == ["T0", "T1"]

@@ -236,6 +236,34 @@ def test_a_mixture_gets_a_bead_type_per_molecular_formula(tmp_path):
     np.testing.assert_array_equal(back.molecule_type, [0, 1, 0])
 
 
+def test_temperatures_whose_molecules_differ_in_kind_or_order_are_refused(tmp_path):
+    """A mixture imported at two temperatures whose files list water and methanol in other
+    orders: a bead would change type between temperatures, so the import stops naming both files
+    (one kind of molecule in any order is fine: every bead is alike)."""
+    import ase
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    def write(name, formula, ids):
+        rng = np.random.default_rng(len(name))
+        n = len(ids)
+        atoms = ase.Atoms(formula, positions=rng.random((n, 3)) * 2 + 10, cell=[40.0] * 3, pbc=True)
+        atoms.new_array("mol-id", np.array(ids))
+        atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((n, 3)), energies=np.full(n, -1 / n))
+        ase.io.write(tmp_path / name, [atoms, atoms], format="extxyz")
+
+    write("a.extxyz", "OH2COH4", [1, 1, 1, 2, 2, 2, 2, 2, 2])
+    write("b.extxyz", "COH4OH2", [1, 1, 1, 1, 1, 1, 2, 2, 2])
+    raw = {"run": {"directory": str(tmp_path / "run")},
+           "reference": {"source": "files", "n_frames": 2, "nve": {"n_segments": 0},
+                         "data": [{"temperature_K": 300.0, "frames": "a.extxyz"},
+                                  {"temperature_K": 400.0, "frames": "b.extxyz"}]},
+           "train": {"T0_K": 300.0, "training_temperatures_K": [300.0, 400.0], "test_frames": 0}}
+    with pytest.raises(DataFormatError, match=r"b.extxyz: its molecules' types \['CH4O', 'H2O'\] \(in file order\) "
+                                              r"differ from those of .*a.extxyz \(\['H2O', 'CH4O'\]\)"):
+        run_reference(config_from_dict(raw, source=tmp_path / "c.toml"), show_progress=False)
+
+
 def _write_lammps(tmp_path, frames, name, columns=("c_pe", "v_pe"), n=None, bad_total=False):
     """``frames`` as LAMMPS would write them in units real: a data file (atom_style full, types by
     element, molecule ids from 101) and a text dump with id mol type x y z fx fy fz and the

@@ -302,12 +302,17 @@ def test_methanol_through_the_whole_pipeline(tmp_path):
 @pytest.mark.slow
 def test_a_mixture_through_the_whole_pipeline(tmp_path):
     """The methanol-water mixture at two temperatures through every stage: models of two bead
-    types (their species), CG MD of the typed beads, the evaluation and the report."""
+    types (their species; em on per-molecule energies), CG MD of the typed beads, the evaluation
+    and the report."""
     from thermocg import load_model, pipeline
 
-    config = _mixture_config(tmp_path)
+    config = _mixture_config(tmp_path, **{'variants = ["fm", "em", "trf2"]':
+                                          'variants = ["fm", "em", "trf2"]\nem_energy = "per-molecule"'})
     pipeline.run(config, show_progress=False)
     trained = pipeline.read(config, "train")
+    # em fitted the per-molecule energies starting from each type's mean (set_type_offsets)
+    em = load_model(trained.path("em")).model
+    assert em.settings.n_types == 2
     model = load_model(trained.path("trf2"))
     assert model.bead_types == ("MOH", "HOH") and model.model.settings.n_types == 2
     cg = pipeline.read(config, "reference").cg_frames(340.0)

@@ -30,6 +30,7 @@ import numpy as np
 from thermocg.analysis import ADF, MSD, RDF, first_peak, integrated_absolute_error, pair_excess_entropy
 from thermocg.analysis.dynamics import yeh_hummer_correction
 from thermocg.config import Config
+from thermocg.errors import DataFormatError
 from thermocg.io.h5md import read_h5md
 from thermocg.io.records import (Measures, ReferenceRun, Results, TemperatureResults, TrainedModels,
                                  Trajectories)
@@ -63,8 +64,11 @@ class Structure:
         self.density = float(np.mean(positions.shape[1] / np.prod(box, axis=1)))
         self.partial, self.partial_blocks = {}, {}
         if len(names) > 1:
+            counts = np.bincount(np.asarray(types), minlength=len(names))
             for a in range(len(names)):
                 for c in range(a, len(names)):
+                    if counts[a] < 1 + (a == c) or counts[c] < 1:  # one solute molecule has no g_aa
+                        continue
                     key = f"{names[a]}-{names[c]}"
                     self.partial[key] = RDF(e.rdf_r_max_A, e.rdf_bins).compute(positions, box, types, (a, c)).rdf
                     self.partial_blocks[key] = [RDF(e.rdf_r_max_A, e.rdf_bins).compute(positions[b], box[b], types,
@@ -167,6 +171,9 @@ def force_errors(models: dict, held_out: slice, temperature_K: float, cg) -> dic
     types = cg.bead_type if cg.n_types > 1 else None
     out = {}
     for name, model in models.items():
+        if types is not None and tuple(model.bead_types) != cg.bead_types:
+            raise DataFormatError(f"{cg.source}: bead types {list(cg.bead_types)}, but model {name} was trained on "
+                                  f"{list(model.bead_types)}")
         pred = np.concatenate([model.forces(x[k:k + 4], cells[k:k + 4], temperature_K, types)
                                for k in range(0, len(x), 4)])
         per_frame = np.mean((pred - f) ** 2, axis=(1, 2))

@@ -42,6 +42,15 @@ class ThermocgCalculator(Calculator):
             raise ValueError(f"temperature_K must be > 0, found {temperature_K}")
         self.temperature_K = float(temperature_K)
 
+    def check_state(self, atoms, tol=1e-15):
+        """ASE's changes, plus a changed ``bead_type`` array (ASE compares positions, numbers,
+        cell, pbc and charges only: a retyped bead would get the cached forces)."""
+        changes = super().check_state(atoms, tol)
+        if self.atoms is not None and not np.array_equal(self.atoms.arrays.get("bead_type", -1),
+                                                         atoms.arrays.get("bead_type", -1)):
+            changes.append("bead_type")
+        return changes
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         if not np.all(self.atoms.pbc):

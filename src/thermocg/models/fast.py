@@ -13,8 +13,9 @@ is the specification, every equation tied to hippynn's source):
   ``vesin`` (linear in N) and a Verlet skin (:class:`NeighbourList`);
 * pairs in a padded (beads x neighbours) layout, so the message sum is a batched
   matrix product and no (pairs x 90) tensor is formed: the first interaction layer's
-  input is the constant one-hot of the single bead type, so its environment is
-  ``sum_k s_k (x) [1, u_k, Q(u_k)]`` per bead, (sensitivities x 9) numbers;
+  input is the one-hot of each bead's type, so its environment is
+  ``sum_k s_k (x) [1, u_k, Q(u_k)]`` per bead and neighbour type, (sensitivities x 9)
+  numbers per type (one type: the constant 1);
 * the networks of a separate-network model (fm, trf1, trf2, em: one network per head)
   stacked along a leading dimension and evaluated as one batched network.
 

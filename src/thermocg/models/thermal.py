@@ -92,6 +92,23 @@ def zero_heads(network, heads) -> None:
                 raise ValueError(f"head {k}: no HEnergy output layer to set to zero")
 
 
+def set_type_offsets(model, head: int, offsets) -> None:
+    """Set the per-bead energy of head ``head`` to carry a constant per bead type, ``offsets``
+    (n_types,) kcal/mol: the weights of its hippynn ``HEnergy`` layer on the input features (the
+    one-hot of each bead's type; no bias). Used to start a mixture's per-bead energy fit at each
+    type's mean."""
+    net = model.network
+    graph, row = (net.networks[head], 0) if isinstance(net, SeparateNetworks) else (net, head)
+    layers = [m.layers[0] for m in graph.modules() if type(m).__name__ == "HEnergy"]
+    if len(layers) != 1:
+        raise ValueError(f"head {head}: found {len(layers)} HEnergy layers, expected one")
+    w = layers[0].weight
+    if w.shape[1] != len(offsets):
+        raise ValueError(f"head {head}: {w.shape[1]} input features, {len(offsets)} type offsets")
+    with torch.no_grad():
+        w[row] = torch.as_tensor(np.asarray(offsets), dtype=w.dtype, device=w.device)
+
+
 def build_network(settings: NetworkSettings, n_heads: int = 3):
     """The network: (species, positions, cell) -> per-system head energies and the pair list.
 
@@ -186,7 +203,8 @@ def species_tensor(types, n_types: int, shape, device) -> torch.Tensor:
     (B, N); None: every bead of type 0, which only a model of one type accepts."""
     if types is None:
         if n_types > 1:
-            raise ValueError(f"this model has {n_types} bead types: pass each bead's type (types, 0-based)")
+            raise ValueError(f"this model has {n_types} bead types: pass each bead's type (types=, 0-based in the "
+                             "order of model.bead_types; ASE: the atoms' bead_type array)")
         return torch.ones(tuple(shape), dtype=torch.long, device=device)
     t = torch.as_tensor(np.asarray(types), dtype=torch.long, device=device)
     if t.shape[-1] != shape[-1] or t.dim() > 2:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from thermocg.errors import TrainingError
-from thermocg.models.thermal import ThermalForceField
+from thermocg.models.thermal import ThermalForceField, set_type_offsets
 from thermocg.stagedir import atomic_path
 
 log = logging.getLogger(__name__)
@@ -197,8 +197,18 @@ def _train(model, data, settings, orders, energy_heads, checkpoint, show_progres
         n_beads = data.positions.shape[1]
         per_bead_mean = float(e[train].mean()) / (n_beads if per_system[k] else 1)
         model.bead_offset[k] = per_bead_mean  # fit fluctuations about the mean (a checkpoint restores its own)
+        spread = e[train]
+        if not per_system[k] and data.types is not None:
+            # per-bead energies of a mixture: each type's mean (the output layer's weight on the
+            # one-hot type input is a constant per type), so the network fits fluctuations about
+            # its own type's mean, and the loss is scaled by their variance
+            types = np.asarray(data.types)
+            type_means = np.array([e[train][:, types == a].mean() if np.any(types == a) else per_bead_mean
+                                   for a in range(model.settings.n_types)])
+            set_type_offsets(model, k, type_means - per_bead_mean)
+            spread = e[train] - type_means[types]
         energies[k] = torch.as_tensor(e, dtype=dtype, device=device)
-        scale[("energy", k)] = float(np.var(e[train])) or 1.0
+        scale[("energy", k)] = float(np.var(spread)) or 1.0
 
     params = [p for p in model.parameters() if p.requires_grad and p.is_floating_point()]
     opt = torch.optim.Adam(params, lr=settings.learning_rate)

@@ -367,11 +367,20 @@ def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, d
     ref = config.reference
     reader = Reader.from_config(config)
     outputs, summary = {}, {}
+    first = None  # (source, its molecules' types and names): every temperature must have the same
     for t in tqdm(ref.temperatures_K, desc="import", unit="temperature", disable=not show_progress):
         entry, label = ref.data_at(t), temperature_label(t)
         src = config.path(entry.frames)
         frames = read_frames(src, ref.n_frames, reader, ref.energy_check_rtol)
         check_box(frames, config.cutoffs_A(), src)
+        kinds = (frames.static["molecule_type"], frames.bead_types)
+        if first is None:
+            first = (src, *kinds)
+        elif kinds[1] != first[2] or not np.array_equal(kinds[0], first[1]):
+            # a bead is one molecule at every temperature (its type in the model, MD and evaluation)
+            raise DataFormatError(f"{src}: its molecules' types {list(kinds[1])} (in file order) differ from those "
+                                  f"of {first[0]} ({list(first[2])}): every temperature must list the same kinds of "
+                                  "molecule in the same order")
         digest = file_digest(src)["sha256"]
         write_frames(stage.path / f"{label}.h5md", frames, t, src, digest, ref.energy_unit, ref.frame_interval_ps,
                      "imported")

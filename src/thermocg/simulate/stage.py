@@ -278,6 +278,10 @@ class Batch:
                 "torch_version": torch.__version__, "device": str(device),
                 "positions": "unwrapped (continuous in time)"}
         first = starts[temps[0]]
+        for t in temps[1:]:  # every start frame has the beads of the first, in the same order
+            if starts[t].bead_types != first.bead_types or not np.array_equal(starts[t].bead_type, first.bead_type):
+                raise ConfigError(f"simulate {name}: the reference frames at {t:g} K have other bead types "
+                                  f"({list(starts[t].bead_types)}) or another order than at {temps[0]:g} K")
         if len(first.bead_types) > 1:
             meta["bead_types"] = list(first.bead_types)
             if tuple(model.bead_types) != first.bead_types:
@@ -337,7 +341,8 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
     batch.out_dir.mkdir(parents=True, exist_ok=True)
     summary = {}
     write_bead_topology(batch.out_dir / "beads.pdb", batch.start_x[0], batch.box,
-                        None if batch.types is None else [batch.meta["bead_types"][k] for k in batch.types])
+                        None if batch.types is None else [residue_names(batch.meta["bead_types"])[k]
+                                                          for k in batch.types])
     files = ["beads.pdb"] + [f.name for f in batch.finals] + [f.name for row in batch.nve_files for f in row]
     try:
         if all([batch.finished(f, s.n_frames) for f in batch.finals]):  # a list: check (and clean) every file
@@ -365,6 +370,16 @@ def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> t
         summary["pair_list"] = {"force_calls": pl.calls, "searches": pl.rebuilds,
                                 "calls_per_search": pl.calls / max(pl.rebuilds, 1)}
     return files, summary
+
+
+def residue_names(bead_types) -> list[str]:
+    """A PDB residue name (at most 3 characters, as PDB writers keep) per bead type: the type's
+    own name when every name fits and stays unique ("MOH", "HOH"), else T0, T1, ... (imported
+    formulas such as "CH4O" would be cut to "CH4"); the H5MD files keep the full names."""
+    names = [str(n) for n in bead_types]
+    if all(len(n) <= 3 for n in names) and len(set(names)) == len(names):
+        return names
+    return [f"T{k}" for k in range(len(names))]
 
 
 def write_bead_topology(path: Path, positions, box, residues=None) -> None:

@@ -104,7 +104,7 @@ def pair_features(positions, box, basis: PairBasis, types=None, n_types: int = 1
                    unordered type pairs u, K basis functions each; g_ab = g_ba, so Newton's
                    third law holds)
     pair_sum : (N, T T K)       sum_K B_k(r_IK) in the block of the ordered pair (t_I, t_K)
-                                (energy and variance models)
+                                (energy and variance models: phi_ab, psi_ab per ordered pair)
     """
     x = np.asarray(positions, dtype=np.float64)
     n, kb = len(x), basis.n_basis
@@ -127,15 +127,13 @@ def pair_features(positions, box, basis: PairBasis, types=None, n_types: int = 1
     return force, psum
 
 
-def _energy_design(pair_sum: np.ndarray, types: np.ndarray, n_types: int, kb: int) -> np.ndarray:
-    """(N, T + U K): a constant per bead type, then 1/2 the pair sums by unordered type pair
-    (``U_I = a_{t_I} + 1/2 sum_K phi_{t_I t_K}(r_IK)``, the same phi_ab for both beads of a pair)."""
-    n = len(types)
-    ordered = pair_sum.reshape(n, n_types, n_types, kb)[np.arange(n), types]  # (N, T, K): by t_K
-    unordered = np.zeros((n, n_types * (n_types + 1) // 2, kb))
-    np.add.at(unordered, (np.arange(n)[:, None], pair_type_index(types[:, None], np.arange(n_types)[None, :],
-                                                                   n_types)), ordered)
-    return np.concatenate([np.eye(n_types)[types], 0.5 * unordered.reshape(n, -1)], axis=1)
+def _energy_design(pair_sum: np.ndarray, types: np.ndarray, n_types: int) -> np.ndarray:
+    """(N, T + T T K): a constant per bead type, then 1/2 the pair sums by ordered type pair
+    (``U_I = a_{t_I} + 1/2 sum_K phi_{t_I t_K}(r_IK)``). phi_ab and phi_ba are separate: a
+    per-molecule energy need not split a pair's energy equally between two kinds of molecule
+    (reciprocal-space and self terms differ by species), and the forces come from their own
+    model."""
+    return np.concatenate([np.eye(n_types)[types], 0.5 * pair_sum], axis=1)
 
 
 def _variance_design(pair_sum: np.ndarray, types: np.ndarray, n_types: int) -> np.ndarray:
@@ -154,7 +152,7 @@ class PairBaselineFit:
 
     basis: PairBasis
     force_coef: np.ndarray  # (U K,) g(r) on the knots per unordered type pair, kcal/(mol Å)
-    energy_coef: np.ndarray  # (T + U K,) a constant per type, then phi on the knots per type pair, kcal/mol
+    energy_coef: np.ndarray  # (T + T T K,) a constant per type, then phi on the knots per ordered type pair, kcal/mol
 
 
 def _solve(ata, aty, ridge):
@@ -182,7 +180,7 @@ def fit_force_and_energy(positions, box, forces, bead_energy, basis: PairBasis, 
     n_frames, n, _ = positions.shape
     t, n_types = _types(types, n)
     feats = [pair_features(positions[f], box[f], basis, t, n_types) for f in range(n_frames)]
-    designs = [(fd.reshape(n * 3, -1), _energy_design(ps, t, n_types, basis.n_basis)) for fd, ps in feats]
+    designs = [(fd.reshape(n * 3, -1), _energy_design(ps, t, n_types)) for fd, ps in feats]
     fa = np.stack([a.T @ a for a, _ in designs])
     fy = np.stack([a.T @ forces[f].reshape(-1) for f, (a, _) in enumerate(designs)])
     ea = np.stack([e.T @ e for _, e in designs])

@@ -131,8 +131,7 @@ def test_a_mixture_model_keeps_its_bead_types_through_saving_and_ase(tmp_path):
     atoms.calc = ThermocgCalculator(loaded, temperature_K=350.0, types=types)
     ev = 0.0433641043  # eV per kcal/mol
     np.testing.assert_allclose(atoms.get_forces(), f * ev, rtol=1e-6, atol=1e-9)
-    atoms.set_array("bead_type", 1 - types)  # the atoms' own types win
-    atoms.calc = ThermocgCalculator(loaded, temperature_K=350.0, types=types)
+    atoms.set_array("bead_type", 1 - types)  # the atoms' own types win, and a retyping is a change
     np.testing.assert_allclose(atoms.get_forces(), loaded.forces(x, box, 350.0, 1 - types) * ev, rtol=1e-6,
                                atol=1e-9)
     atoms.calc = ThermocgCalculator(loaded, temperature_K=350.0)

@@ -230,3 +230,33 @@ def test_interaction_order_survives_save_and_load(tmp_path, frame):
     np.testing.assert_allclose(loaded.forces(x, box, 350.0), f, rtol=0, atol=1e-5 * np.abs(f).max())
     with pytest.raises(ValueError, match="interaction must be one of"):
         build_network(NetworkSettings(interaction="octupole"))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_type_offsets_are_a_constant_per_bead_type_of_one_head(shared):
+    """set_type_offsets (the start of a mixture's per-bead energy fit) sets a constant per bead type
+    of one head's per-bead energies: after it, head 1's per-bead energy differs between two beads of
+    one type exactly as before, and the other heads are untouched."""
+    import numpy as np
+
+    from thermocg.models.thermal import set_type_offsets
+
+    torch.manual_seed(2)
+    s = NetworkSettings(cutoff_A=4.0, dist_soft_max_A=3.5, n_features=8, n_sensitivities=6, n_types=2, shared=shared)
+    m = ThermalForceField(build_network(s), RepulsivePrior(2.5, 10.0), beta_of(300.0), 2, s).double()
+    grid = np.stack(np.meshgrid(*[np.arange(3)] * 3, indexing="ij"), -1).reshape(-1, 3) * 4.0
+    x = torch.as_tensor(grid + np.random.default_rng(0).normal(0, 0.2, grid.shape))[None]
+    cell = torch.diag_embed(torch.full((1, 3), 12.0, dtype=torch.float64))
+    types = np.arange(27) % 2
+    species = m.species(types, (1, 27), "cpu")
+    with torch.no_grad():
+        before = m.heads_and_bead_heads(species, x, cell)[1][0]
+        set_type_offsets(m, 1, [5.0, -3.0])
+        after = m.heads_and_bead_heads(species, x, cell)[1][0]
+        set_type_offsets(m, 1, [5.0, -3.0])  # setting, not adding: twice is once
+        torch.testing.assert_close(m.heads_and_bead_heads(species, x, cell)[1][0], after)
+    shift = (after - before)[:, 1].numpy()
+    for a in (0, 1):
+        assert np.ptp(shift[types == a]) < 1e-9
+    assert abs((shift[types == 0][0] - shift[types == 1][0]) - 8.0) < 0.5 * 8.0  # ~8 minus the random start
+    torch.testing.assert_close(after[:, [0, 2]], before[:, [0, 2]])

@@ -67,8 +67,8 @@ def test_cross_fitted_prediction_ignores_its_own_frame():
 
 def test_a_mixture_has_a_function_per_type_pair_recovered_exactly():
     """Two bead types: forces from g_00, g_01 = g_10, g_11 and energies from a constant per type
-    plus phi per type pair (explicit loops) are recovered exactly, coefficient by coefficient, in
-    the order (0,0), (0,1), (1,1); Newton's third law holds for the predicted forces; the variance
+    plus phi per type pair (explicit loops) are recovered exactly, coefficient by coefficient (g
+    in the order (0,0), (0,1), (1,1); phi per ordered pair, here symmetric); Newton's third law holds for the predicted forces; the variance
     model recovers a constant per type plus psi per *ordered* type pair."""
     from thermocg.targets.baselines import pair_type_index
 
@@ -90,10 +90,24 @@ def test_a_mixture_has_a_function_per_type_pair_recovered_exactly():
                 energy[f, i] += 0.5 * BASIS.evaluate(phi[u], r[j])
     f0, u_pred, fit = fit_force_and_energy(x, box, forces, energy, BASIS, folds=3, ridge=1e-12, types=types)
     np.testing.assert_allclose(fit.force_coef, g.ravel(), atol=1e-6)
-    np.testing.assert_allclose(fit.energy_coef, np.concatenate([e0, phi.ravel()]), atol=1e-6)
+    ordered = phi[[pair_type_index(a, b, 2) for a in range(2) for b in range(2)]]  # (0,0), (0,1), (1,0), (1,1)
+    np.testing.assert_allclose(fit.energy_coef, np.concatenate([e0, ordered.ravel()]), atol=1e-6)
     np.testing.assert_allclose(f0, forces, atol=1e-6)
     np.testing.assert_allclose(u_pred, energy, atol=1e-6)
     np.testing.assert_allclose(f0.sum(axis=1), 0.0, atol=1e-9)
+    # a per-molecule energy that splits a pair's energy unequally by species: phi_01 != phi_10
+    phi_o = rng.normal(size=(4, BASIS.n_basis))
+    uneven = np.tile(e0[types], (len(x), 1))
+    for f in range(len(x)):
+        for i in range(x.shape[1]):
+            d = x[f, i] - x[f]
+            d -= box[f] * np.round(d / box[f])
+            r = np.linalg.norm(d, axis=1)
+            for j in np.flatnonzero((r > 0) & (r < BASIS.cutoff_A)):
+                uneven[f, i] += 0.5 * BASIS.evaluate(phi_o[2 * types[i] + types[j]], r[j])
+    _, u2, fit2 = fit_force_and_energy(x, box, forces, uneven, BASIS, folds=3, ridge=1e-12, types=types)
+    np.testing.assert_allclose(fit2.energy_coef, np.concatenate([e0, phi_o.ravel()]), atol=1e-6)
+    np.testing.assert_allclose(u2, uneven, atol=1e-6)
     assert [pair_type_index(a, b, 3) for a, b in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2), (2, 0))] == \
         [0, 1, 2, 3, 4, 5, 2]
     psi = rng.uniform(0, 1, 4 * BASIS.n_basis)  # (0,0), (0,1), (1,0), (1,1): psi_01 != psi_10
