@@ -89,6 +89,14 @@ def worker_threads() -> int | None:
         return None
 
 
+def use_worker_threads() -> None:
+    """In a task on a Dask worker: torch uses the worker's threads (:func:`worker_threads`)."""
+    threads = worker_threads()
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+
+
 def run_tasks(client, fn, tasks: list, finished, label, retries: int = 0) -> None:
     """``fn(task)`` for every task on the cluster; ``finished(task, result)`` here as each ends
     (in the order they end). A :class:`~thermocg.errors.ThermocgError` from a task is raised again

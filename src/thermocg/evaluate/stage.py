@@ -300,13 +300,9 @@ class EvaluateTask:
 def evaluate_task(task: EvaluateTask) -> TemperatureResults:
     """:func:`evaluate_temperature` where this is called (a Dask worker): the records read from the
     shared run directory, every model loaded here, torch limited to the worker's threads."""
-    import torch
-
     from thermocg import cluster, pipeline
 
-    threads = cluster.worker_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    cluster.use_worker_threads()
     config = task.config
     trained = pipeline.read(config, "train")
     models = {name: load_model(trained.path(name)) for name in trained.names}
@@ -319,7 +315,8 @@ def _evaluate_on_dask(config: Config, temps, show_progress: bool) -> dict:
     when all are done (an interrupted evaluation starts again: seconds per temperature)."""
     from tqdm.auto import tqdm
 
-    from thermocg import cluster
+    from thermocg.errors import SimulationError
+    from thermocg.workers import run_tasks
 
     out = {}
     bar = tqdm(total=len(temps), desc="evaluate (dask)", unit="T", disable=not show_progress)
@@ -329,9 +326,9 @@ def _evaluate_on_dask(config: Config, temps, show_progress: bool) -> dict:
         bar.update(1)
 
     try:
-        with cluster.client_for(config.run.scheduler) as client:
-            cluster.run_tasks(client, evaluate_task, [EvaluateTask(config, t) for t in temps], done,
-                              lambda task: f"evaluate {temperature_label(task.temperature_K)}")
+        run_tasks(evaluate_task, [EvaluateTask(config, t) for t in temps], 1, None, done,
+                  lambda task: f"evaluate {temperature_label(task.temperature_K)}", SimulationError,
+                  scheduler=config.run.scheduler)
     finally:
         bar.close()
     return {t: out[t] for t in temps}

@@ -216,7 +216,6 @@ def _run_on_dask(scheduler: str, tasks, show_progress: bool, finished) -> dict:
     temperatures; each temperature's outputs are recorded when its task ends."""
     from tqdm.auto import tqdm
 
-    from thermocg import cluster
     from thermocg.reference.sampler import sample_temperature
 
     summaries = {}
@@ -229,8 +228,8 @@ def _run_on_dask(scheduler: str, tasks, show_progress: bool, finished) -> dict:
         bar.update(1)
 
     try:
-        with cluster.client_for(scheduler) as client:
-            cluster.run_tasks(client, sample_temperature, tasks, done, lambda task: f"reference {task.label}")
+        workers.run_tasks(sample_temperature, tasks, 1, None, done, lambda task: f"reference {task.label}",
+                          SimulationError, scheduler=scheduler)
     finally:
         bar.close()
     return summaries

@@ -158,9 +158,7 @@ def simulate_task(task: ModelTask) -> tuple[list[str], dict, list[TrajectoryRun]
     from thermocg import cluster, pipeline
     from thermocg.device import pick_device
 
-    threads = cluster.worker_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    cluster.use_worker_threads()
     config = task.config
     batch = Batch.of(pipeline.read(config, "train"), task.name, task.temperatures_K, config,
                      pipeline.read(config, "reference"), task.stage_path, task.config_hash,
@@ -176,7 +174,7 @@ def _simulate_on_dask(config: Config, jobs: dict, stage, show_progress: bool, ou
     and part files, as a local run does)."""
     from tqdm.auto import tqdm
 
-    from thermocg import cluster
+    from thermocg.workers import run_tasks
 
     tasks = [ModelTask(config, name, tuple(temps), stage.path, stage.config_hash) for name, temps in jobs.items()]
     bar = tqdm(total=len(tasks), desc="simulate (dask)", unit="model", disable=not show_progress)
@@ -188,8 +186,8 @@ def _simulate_on_dask(config: Config, jobs: dict, stage, show_progress: bool, ou
         bar.update(1)
 
     try:
-        with cluster.client_for(config.run.scheduler) as client:
-            cluster.run_tasks(client, simulate_task, tasks, done, lambda t: f"simulate {t.name}")
+        run_tasks(simulate_task, tasks, 1, None, done, lambda t: f"simulate {t.name}", SimulationError,
+                  scheduler=config.run.scheduler)
     finally:
         bar.close()
 
