@@ -108,22 +108,31 @@ class StageDir:
     def _inputs(self) -> dict:
         """What this stage's outputs were made from: the digest of each upstream stage's outputs
         and the checksum of each user file (``"file <absolute path>"``; None: the file is gone)."""
+        return {**{up.stage: (up.read_manifest() or {}).get("files_digest") for up in self.upstream},
+                **self._user_file_digests()}
+
+    def _user_file_digests(self) -> dict[str, str | None]:
         if self._file_digests is None:
             self._file_digests = {f"file {f}": file_digest(f)["sha256"] if f.is_file() else None
                                   for f in self.files}
-        return {**{up.stage: (up.read_manifest() or {}).get("files_digest") for up in self.upstream},
-                **self._file_digests}
+        return self._file_digests
+
+    def checksum(self, path) -> str:
+        """The SHA-256 of ``path``: of a user file, the one computed for the stage's inputs (a
+        large imported file is read once per run)."""
+        known = self._user_file_digests().get(f"file {Path(path)}")
+        return known if known is not None else file_digest(path)["sha256"]
 
     def _changed_inputs(self, recorded: dict) -> list[str]:
         """The inputs that differ from those ``recorded`` in the manifest; a user file that is
         gone is reported (a warning) and not counted: its outputs are all that is left of it."""
-        changed = []
-        for key, now in self._inputs().items():
+        inputs, changed = self._inputs(), []
+        for key, now in inputs.items():
             if key.startswith("file ") and now is None and key in recorded:
                 log.warning("%s: %s no longer exists; keeping the outputs made from it", self.stage, key[5:])
             elif recorded.get(key) != now:
                 changed.append(key)
-        return changed + [k for k in recorded if k not in self._inputs()]
+        return changed + [k for k in recorded if k not in inputs]
 
     def _damaged(self, manifest: dict) -> list[tuple[str, str]]:
         """(file, what is wrong) for every recorded output that is missing or no longer matches."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,6 @@ from thermocg import __version__, units
 from thermocg.errors import ConfigError, DataFormatError
 from thermocg.geometry import minimum_image
 from thermocg.io.h5md import H5MDWriter
-from thermocg.stagedir import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,18 @@ class ImportedFrames:
     velocities: np.ndarray | None  # (F, N, 3) Å/ps
     max_decomposition_rel_error: float
 
+    @cached_property
+    def _types(self) -> tuple[np.ndarray, tuple[str, ...]]:
+        return molecule_types(self.species, self.molecule_index)
+
     @property
     def static(self) -> dict:
         """What the H5MD files hold fixed in time: each atom's molecule, each molecule's bead type."""
-        return {"molecule_index": self.molecule_index,
-                "molecule_type": molecule_types(self.species, self.molecule_index)[0]}
+        return {"molecule_index": self.molecule_index, "molecule_type": self._types[0]}
 
     @property
     def bead_types(self) -> tuple[str, ...]:
-        return molecule_types(self.species, self.molecule_index)[1]
+        return self._types[1]
 
 
 @dataclass(frozen=True)
@@ -381,7 +384,7 @@ def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, d
             raise DataFormatError(f"{src}: its molecules' types {list(kinds[1])} (in file order) differ from those "
                                   f"of {first[0]} ({list(first[2])}): every temperature must list the same kinds of "
                                   "molecule in the same order")
-        digest = file_digest(src)["sha256"]
+        digest = stage.checksum(src)
         write_frames(stage.path / f"{label}.h5md", frames, t, src, digest, ref.energy_unit, ref.frame_interval_ps,
                      "imported")
         stage.add_outputs([f"{label}.h5md"])
@@ -393,7 +396,7 @@ def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, d
                     not np.array_equal(seg.species, frames.species):
                 raise DataFormatError(f"{nve_src}: its atoms or molecules differ from those of {src}")
             out = f"{label}-nve{k:02d}.h5md"
-            nve_digest = file_digest(nve_src)["sha256"]
+            nve_digest = stage.checksum(nve_src)
             write_frames(stage.path / out, seg, t, nve_src, nve_digest, ref.energy_unit,
                          ref.nve.frame_interval_fs * units.FS_TO_PS, "NVE")
             stage.add_outputs([out])
