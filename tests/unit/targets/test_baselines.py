@@ -65,11 +65,25 @@ def test_cross_fitted_prediction_ignores_its_own_frame():
     assert np.abs(f_b[0] - f_a[0]).max() > 1e-3  # ... the other frames' baselines did
 
 
+def _pairs_by_loop(x, box):
+    """(frame, bead i, neighbour j, the vector from j to i, its length) of every minimum-image
+    pair within the basis cutoff, by explicit loops (what the vectorised features are checked
+    against)."""
+    for f in range(len(x)):
+        for i in range(x.shape[1]):
+            d = x[f, i] - x[f]
+            d -= box[f] * np.round(d / box[f])
+            r = np.linalg.norm(d, axis=1)
+            for j in np.flatnonzero((r > 0) & (r < BASIS.cutoff_A)):
+                yield f, i, j, d[j], r[j]
+
+
 def test_a_mixture_has_a_function_per_type_pair_recovered_exactly():
     """Two bead types: forces from g_00, g_01 = g_10, g_11 and energies from a constant per type
     plus phi per type pair (explicit loops) are recovered exactly, coefficient by coefficient (g
-    in the order (0,0), (0,1), (1,1); phi per ordered pair, here symmetric); Newton's third law holds for the predicted forces; the variance
-    model recovers a constant per type plus psi per *ordered* type pair."""
+    in the order (0,0), (0,1), (1,1); phi per ordered pair, here symmetric); Newton's third law
+    holds for the predicted forces; the variance model recovers a constant per type plus psi per
+    *ordered* type pair."""
     from thermocg.targets.baselines import pair_type_index
 
     rng = np.random.default_rng(4)
@@ -79,15 +93,10 @@ def test_a_mixture_has_a_function_per_type_pair_recovered_exactly():
     phi = rng.normal(size=(3, BASIS.n_basis))
     e0 = np.array([-3.0, 1.5])
     forces, energy = np.zeros_like(x), np.tile(e0[types], (len(x), 1))
-    for f in range(len(x)):
-        for i in range(x.shape[1]):
-            d = x[f, i] - x[f]
-            d -= box[f] * np.round(d / box[f])
-            r = np.linalg.norm(d, axis=1)
-            for j in np.flatnonzero((r > 0) & (r < BASIS.cutoff_A)):
-                u = pair_type_index(types[i], types[j], 2)
-                forces[f, i] += BASIS.evaluate(g[u], r[j]) * d[j] / r[j]
-                energy[f, i] += 0.5 * BASIS.evaluate(phi[u], r[j])
+    for f, i, j, d, r in _pairs_by_loop(x, box):
+        u = pair_type_index(types[i], types[j], 2)
+        forces[f, i] += BASIS.evaluate(g[u], r) * d / r
+        energy[f, i] += 0.5 * BASIS.evaluate(phi[u], r)
     f0, u_pred, fit = fit_force_and_energy(x, box, forces, energy, BASIS, folds=3, ridge=1e-12, types=types)
     np.testing.assert_allclose(fit.force_coef, g.ravel(), atol=1e-6)
     ordered = phi[[pair_type_index(a, b, 2) for a in range(2) for b in range(2)]]  # (0,0), (0,1), (1,0), (1,1)
@@ -98,13 +107,8 @@ def test_a_mixture_has_a_function_per_type_pair_recovered_exactly():
     # a per-molecule energy that splits a pair's energy unequally by species: phi_01 != phi_10
     phi_o = rng.normal(size=(4, BASIS.n_basis))
     uneven = np.tile(e0[types], (len(x), 1))
-    for f in range(len(x)):
-        for i in range(x.shape[1]):
-            d = x[f, i] - x[f]
-            d -= box[f] * np.round(d / box[f])
-            r = np.linalg.norm(d, axis=1)
-            for j in np.flatnonzero((r > 0) & (r < BASIS.cutoff_A)):
-                uneven[f, i] += 0.5 * BASIS.evaluate(phi_o[2 * types[i] + types[j]], r[j])
+    for f, i, j, _, r in _pairs_by_loop(x, box):
+        uneven[f, i] += 0.5 * BASIS.evaluate(phi_o[2 * types[i] + types[j]], r)
     _, u2, fit2 = fit_force_and_energy(x, box, forces, uneven, BASIS, folds=3, ridge=1e-12, types=types)
     np.testing.assert_allclose(fit2.energy_coef, np.concatenate([e0, phi_o.ravel()]), atol=1e-6)
     np.testing.assert_allclose(u2, uneven, atol=1e-6)
