@@ -346,13 +346,19 @@ class FastForceField(torch.nn.Module):
     def _linear(z, w, bias):
         return torch.baddbmm(bias[:, None], z, w.transpose(1, 2))
 
-    def _input_features(self, types, b: int, n: int, like: torch.Tensor) -> torch.Tensor:
-        """(G, B N, n_types): hippynn's one-hot species encoding of each bead's type (a constant
-        1 for a model of one type)."""
-        g, m = self.mu0.shape[0], b * n
+    def _bead_types(self, types, b: int, n: int, device) -> torch.Tensor | None:
+        """Each bead's type, flat (B N,), checked once per call; None for a model of one type
+        called without types."""
         if self.n_types == 1 and types is None:
+            return None
+        return species_tensor(types, self.n_types, (b, n), device).reshape(b * n) - 1
+
+    def _input_features(self, t: torch.Tensor | None, m: int, like: torch.Tensor) -> torch.Tensor:
+        """(G, M, n_types): hippynn's one-hot species encoding of the beads' types ``t`` (a
+        constant 1 for a model of one type)."""
+        g = self.mu0.shape[0]
+        if t is None:
             return torch.ones(g, m, 1, dtype=like.dtype, device=like.device)
-        t = species_tensor(types, self.n_types, (b, n), like.device).reshape(m) - 1
         return torch.nn.functional.one_hot(t, self.n_types).to(like.dtype)[None].expand(g, m, self.n_types)
 
     def bead_heads(self, x: torch.Tensor, lengths: torch.Tensor, types=None):
@@ -363,7 +369,8 @@ class FastForceField(torch.nn.Module):
         m = b * n
         self.neighbour_list.update(x, lengths)
         nbr = self.neighbour_list.neighbours
-        z0 = self._input_features(types, b, n, x)
+        t = self._bead_types(types, b, n, x.device)
+        z0 = self._input_features(t, m, x)
         kernels = self.uses_kernels(x)
         # the padded pair geometry in torch: for every layer off the CPU kernels' path
         geometry = None if kernels and self.n_blocks == 1 else self._geometry(x, lengths)
@@ -375,10 +382,7 @@ class FastForceField(torch.nn.Module):
             # prior, a sum over pairs, adds up over the passes
             box = lengths.repeat_interleave(n, dim=0)
             valid = self.neighbour_list.valid
-            masks = [valid] if self.n_types == 1 and types is None else None
-            if masks is None:
-                t = species_tensor(types, self.n_types, (b, n), x.device).reshape(m) - 1
-                masks = [valid & (t[nbr] == f) for f in range(self.n_types)]
+            masks = [valid] if t is None else [valid & (t[nbr] == f) for f in range(self.n_types)]
             passes = [PairEnvironment.apply(x.reshape(m, 3), box, nbr, mask, self.mu0 ** -1, self.sigma0 ** 2,
                                             self._prior_args(), self.cutoff, self.channels) for mask in masks]
             env0 = passes[0][0] if len(passes) == 1 else torch.stack([e for e, _ in passes], dim=-1).flatten(-2)
