@@ -127,18 +127,14 @@ def pair_features(positions, box, basis: PairBasis, types=None, n_types: int = 1
     return force, psum
 
 
-def _energy_design(pair_sum: np.ndarray, types: np.ndarray, n_types: int) -> np.ndarray:
-    """(N, T + T T K): a constant per bead type, then 1/2 the pair sums by ordered type pair
-    (``U_I = a_{t_I} + 1/2 sum_K phi_{t_I t_K}(r_IK)``). phi_ab and phi_ba are separate: a
-    per-molecule energy need not split a pair's energy equally between two kinds of molecule
+def _per_bead_design(pair_sum: np.ndarray, types: np.ndarray, n_types: int, scale: float = 1.0) -> np.ndarray:
+    """(N, T + T T K): a constant per bead type, then ``scale`` times the pair sums by ordered
+    type pair. The energy model takes scale 1/2 (``U_I = a_{t_I} + 1/2 sum_K
+    phi_{t_I t_K}(r_IK)``), the variance model 1. phi_ab and phi_ba are separate: a per-molecule
+    energy need not split a pair's energy equally between two kinds of molecule
     (reciprocal-space and self terms differ by species), and the forces come from their own
     model."""
-    return np.concatenate([np.eye(n_types)[types], 0.5 * pair_sum], axis=1)
-
-
-def _variance_design(pair_sum: np.ndarray, types: np.ndarray, n_types: int) -> np.ndarray:
-    """(N, T + T T K): a constant per bead type, then the pair sums by ordered type pair."""
-    return np.concatenate([np.eye(n_types)[types], pair_sum], axis=1)
+    return np.concatenate([np.eye(n_types)[types], scale * pair_sum], axis=1)
 
 
 def _types(types, n: int) -> tuple[np.ndarray, int]:
@@ -180,7 +176,7 @@ def fit_force_and_energy(positions, box, forces, bead_energy, basis: PairBasis, 
     n_frames, n, _ = positions.shape
     t, n_types = _types(types, n)
     feats = [pair_features(positions[f], box[f], basis, t, n_types) for f in range(n_frames)]
-    designs = [(fd.reshape(n * 3, -1), _energy_design(ps, t, n_types)) for fd, ps in feats]
+    designs = [(fd.reshape(n * 3, -1), _per_bead_design(ps, t, n_types, 0.5)) for fd, ps in feats]
     fa = np.stack([a.T @ a for a, _ in designs])
     fy = np.stack([a.T @ forces[f].reshape(-1) for f, (a, _) in enumerate(designs)])
     ea = np.stack([e.T @ e for _, e in designs])
@@ -204,7 +200,7 @@ def fit_variance(positions, box, squared_residual, basis: PairBasis, folds: int 
     sums per ordered type pair."""
     n_frames, n, _ = positions.shape
     t, n_types = _types(types, n)
-    design = [_variance_design(pair_features(positions[f], box[f], basis, t, n_types)[1], t, n_types)
+    design = [_per_bead_design(pair_features(positions[f], box[f], basis, t, n_types)[1], t, n_types)
               for f in range(n_frames)]
     va = np.stack([d.T @ d for d in design])
     vy = np.stack([d.T @ squared_residual[f] for f, d in enumerate(design)])
