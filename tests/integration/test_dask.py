@@ -108,6 +108,9 @@ def test_scheduler_values():
             config_from_dict({"run": {"scheduler": bad}})
 
 
+# ~50 s with its share of the trained fixture: slow (the default suite reached 620 s on a fresh
+# clone); the reference test keeps Dask-equals-local in the default suite
+@pytest.mark.slow
 def test_simulate_and_evaluate_on_dask_equal_the_local_run(tiny_trained, tmp_path):
     """CG MD (a task per model: its batch of temperatures) and the evaluation (a task per
     temperature) on a Dask cluster of 2 single-threaded workers, given by its address: the
