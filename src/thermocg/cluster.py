@@ -90,11 +90,22 @@ def worker_threads() -> int | None:
 
 
 def use_worker_threads() -> None:
-    """In a task on a Dask worker: torch uses the worker's threads (:func:`worker_threads`)."""
+    """In a task on a Dask worker: torch uses the worker's threads (:func:`worker_threads`), and so
+    does the PME kernel of OpenMM's CPU platform (``OPENMM_CPU_THREADS``, read at its first
+    context in the process; a value the user set is kept)."""
     threads = worker_threads()
     if threads:
+        import os
+
         import torch
         torch.set_num_threads(threads)
+        os.environ.setdefault("OPENMM_CPU_THREADS", str(threads))
+
+
+def _on_worker(fn, task):
+    """A task on a Dask worker, with its libraries on the worker's threads."""
+    use_worker_threads()
+    return fn(task)
 
 
 def run_tasks(client, fn, tasks: list, finished, label, retries: int = 0) -> None:
@@ -107,7 +118,7 @@ def run_tasks(client, fn, tasks: list, finished, label, retries: int = 0) -> Non
 
     from thermocg.workers import task_result
 
-    futures = {client.submit(fn, task, pure=False, retries=retries): task for task in tasks}
+    futures = {client.submit(_on_worker, fn, task, pure=False, retries=retries): task for task in tasks}
     try:
         for future in as_completed(futures):
             task = futures[future]

@@ -34,8 +34,10 @@ def plan_processes(setting, n_tasks: int, platform_is_gpu: bool) -> tuple[int, i
     return procs, max(1, cores // procs)
 
 
-#: the thread pools a worker's libraries start (OpenMP: torch and numba's kernels; BLAS)
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+#: the thread pools a worker's libraries start (OpenMP: torch and numba's kernels; BLAS; the PME
+#: kernel of OpenMM's CPU platform, which ignores its "Threads" property)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
+                    "OPENMM_CPU_THREADS")
 
 
 def start_pool(procs: int, threads: int | None = None) -> tuple[ProcessPoolExecutor, "mp.Queue"]:

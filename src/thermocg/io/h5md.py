@@ -92,6 +92,8 @@ class H5MDWriter:
         self._elements = self._find_elements()
 
     def _create(self, species, mass, charge, fields, observables, extras, attrs, static, version):
+        # no modification times in the datasets (h5py records them by default): the same frames
+        # give the same bytes, so two runs can be compared with cmp
         f = self._f
         h = f.create_group("h5md")
         h.attrs["version"] = np.array([1, 1], dtype=np.int32)
@@ -101,11 +103,13 @@ class H5MDWriter:
         c.attrs["version"] = version
         n = len(species)
         p = f.create_group("particles/all")
-        p.create_dataset("species", data=np.asarray(species, dtype=np.int32))
+        p.create_dataset("species", track_times=False, data=np.asarray(species, dtype=np.int32))
         if mass is not None:
-            p.create_dataset("mass", data=np.asarray(mass, dtype=np.float64)).attrs["unit"] = units.MASS
+            p.create_dataset("mass", track_times=False,
+                             data=np.asarray(mass, dtype=np.float64)).attrs["unit"] = units.MASS
         if charge is not None:
-            p.create_dataset("charge", data=np.asarray(charge, dtype=np.float64)).attrs["unit"] = units.CHARGE
+            p.create_dataset("charge", track_times=False,
+                             data=np.asarray(charge, dtype=np.float64)).attrs["unit"] = units.CHARGE
         box = p.create_group("box")
         box.attrs["dimension"] = 3
         box.attrs["boundary"] = np.array([b"periodic"] * 3)
@@ -120,16 +124,16 @@ class H5MDWriter:
         for key, value in attrs.items():
             t.attrs[key] = _attr(value)
         for key, value in static.items():
-            t.create_dataset(f"static/{key}", data=np.asarray(value))
+            t.create_dataset(f"static/{key}", track_times=False, data=np.asarray(value))
 
     @staticmethod
     def _element(group, name, shape, unit):
         g = group.create_group(name)
-        g.create_dataset("step", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
-        g.create_dataset("time", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,)).attrs["unit"] = \
-            units.TIME
+        g.create_dataset("step", track_times=False, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+        g.create_dataset("time", track_times=False, shape=(0,), maxshape=(None,), dtype=np.float64,
+                         chunks=(1024,)).attrs["unit"] = units.TIME
         shape = tuple(shape)
-        g.create_dataset("value", shape=(0,) + shape, maxshape=(None,) + shape, dtype=np.float64,
+        g.create_dataset("value", track_times=False, shape=(0,) + shape, maxshape=(None,) + shape, dtype=np.float64,
                          chunks=(1,) + shape if shape else (1024,)).attrs["unit"] = unit
 
     def _find_elements(self) -> dict[str, h5py.Group]:
@@ -169,11 +173,6 @@ class H5MDWriter:
 
     def flush(self) -> None:
         self._f.flush()
-
-    def set_attrs(self, **attrs) -> None:
-        t = self._f.require_group("thermocg")
-        for key, value in attrs.items():
-            t.attrs[key] = _attr(value)
 
     def close(self) -> None:
         if self._f.id.valid:

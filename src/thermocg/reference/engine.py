@@ -256,9 +256,22 @@ def choose_platform(device: str, threads: int | None = None) -> tuple[mm.Platfor
             raise ConfigError(f"device = 'cuda' but OpenMM has no CUDA platform (it has {names}); "
                               "install openmm-cuda-12 or use device = 'cpu'")
         return mm.Platform.getPlatformByName("CUDA"), {"Precision": "mixed"}
-    # Bitwise-reproducible trajectories need one thread: with several, OpenMM's CPU
-    # platform sums in a varying order (even with DeterministicForces) and runs diverge.
-    props = {"Threads": str(threads or worker_threads() or os.cpu_count() or 1)}
+    n = threads or worker_threads() or os.cpu_count() or 1
+    # Bitwise-reproducible trajectories (the same config and seed give the same frames) need
+    # both of these, and one thread. The PME reciprocal kernel of OpenMM's CPU platform does
+    # not take the "Threads" property: it starts one thread per core (or OPENMM_CPU_THREADS,
+    # read once per process, at its first PME context) and, unless DeterministicForces is
+    # set, spreads the charges onto the grids in whatever order its threads take the atoms.
+    # The last bits of the PME forces then differ from run to run and the trajectories
+    # diverge chaotically (7-10 Å within 15 ps on 216 waters). Measured (OpenMM 8.6.1, two
+    # processes on 2 cores, 4 ps of SPC/E): Threads=1 alone, 0.64 nm apart; with
+    # DeterministicForces, or with OPENMM_CPU_THREADS=1, identical. With Threads=2 the
+    # nonbonded sums still vary (DeterministicForces or not): several threads are not
+    # reproducible. The executor's workers set OPENMM_CPU_THREADS to their threads
+    # (thermocg.workers, thermocg.cluster), which also stops a worker of one thread from running
+    # PME on every core; it is not set here, where the stage's own process only asks which
+    # platform there is (a Dask LocalCluster's workers would inherit it).
+    props = {"Threads": str(n), "DeterministicForces": "true"}
     return mm.Platform.getPlatformByName("CPU"), props
 
 
