@@ -377,12 +377,12 @@ def plot(summary: dict, temps, t0: float, r0: float, r_e_frames: int, path: Path
 def run_pool(fn, tasks: list, processes: int, finished) -> None:
     """``fn(task)`` for every task in worker processes (largest ``cost`` first);
     ``finished(task, result)`` here as each ends."""
-    from thermocg.workers import run_tasks
+    from thermocg.tasks import LocalProcesses
 
     tasks = sorted(tasks, key=lambda t: -getattr(t, "cost", 0.0))
     procs = max(1, min(processes, len(tasks)))
-    run_tasks(fn, tasks, procs, max(1, (os.cpu_count() or 1) // procs), finished,
-              lambda t: getattr(t, "label", f"configuration {getattr(t, 'index', '?')}"))
+    LocalProcesses(procs, max(1, (os.cpu_count() or 1) // procs)).map(
+        fn, tasks, finished=finished, label=lambda t: getattr(t, "label", f"configuration {getattr(t, 'index', '?')}"))
 
 
 def main() -> None:

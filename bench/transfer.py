@@ -49,7 +49,7 @@ from thermocg import pipeline
 from thermocg.device import pick_device
 from thermocg.evaluate.stage import response_scale
 from thermocg.labels import temperature_label
-from thermocg.models.baselines import HipnnBaseline
+from thermocg.targets.hipnn import HipnnBaseline
 from thermocg.models.saved import load_model, save_model
 from thermocg.models.stage import ORDER, fit_variant, training_data
 from thermocg.models.training import TrainingData

@@ -1,113 +1,58 @@
-"""Shared fixtures: tiny water systems built in code."""
+"""Shared fixtures: the tiny water run, stage by stage (session-scoped); helpers live in
+``tests/helpers.py``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from thermocg.config import config_from_dict
-
-#: A reference config small enough for the default suite: 64 waters, 6 Å cutoff.
-TINY = {
-    "run": {"seed": 7, "device": "cpu", "processes": 2},
-    "reference": {
-        "n_molecules": 64, "temperatures_K": [300.0, 500.0], "cutoff_A": 6.0,
-        "equilibration_ps": 5.0, "n_frames": 40, "frame_interval_ps": 0.1,
-        "nve": {"n_segments": 1, "length_ps": 1.0, "frame_interval_fs": 20.0, "timestep_fs": 1.0},
-    },
-    "targets": {"r_e_A": 4.5, "r_e_check_A": [3.5, 4.5, 5.5], "baseline_cutoff_A": 6.0, "baseline_n_basis": 20},
-    "train": {"variants": ["fm", "trf2", "trf-multi", "fm-each", "em"], "training_temperatures_K": [300.0, 500.0],
-              "cutoff_A": 6.0, "n_features": 16, "n_sensitivities": 8,
-              "max_epochs": 2, "batch_frames": 8, "valid_fraction": 0.25, "learning_rate": 3e-3,
-              "test_frames": 8},
-    "evaluate": {"rdf_r_max_A": 6.0, "rdf_bins": 60, "adf_bins": 30},
-}
-
-
-def tiny_config(tmp_path, **reference_overrides):
-    reference = {**TINY["reference"], **reference_overrides}
-    t0 = 300.0 if 300.0 in reference["temperatures_K"] else reference["temperatures_K"][0]
-    train = {**TINY["train"], "T0_K": t0, "test_frames": min(TINY["train"]["test_frames"], reference["n_frames"] // 5),
-             "training_temperatures_K": [t for t in TINY["train"]["training_temperatures_K"]
-                                         if t in reference["temperatures_K"]]}
-    data = {"run": {**TINY["run"], "directory": str(tmp_path / "run")}, "reference": reference,
-            "targets": TINY["targets"], "train": train, "evaluate": TINY["evaluate"]}
-    return config_from_dict(data, source=tmp_path / "config.toml")
-
+from tests.helpers import WATER64, run_stage, tiny_config
 
 @pytest.fixture(scope="session")
 def tiny_reference(tmp_path_factory):
     """The reference stage run once on the tiny config (two temperatures in two processes)."""
-    from thermocg.reference.stage import run_reference
-
+    
     tmp = tmp_path_factory.mktemp("tiny")
     config = tiny_config(tmp)
-    manifest = run_reference(config, show_progress=False)
+    manifest = run_stage("reference", config, show_progress=False)
     return config, manifest
 
 
 @pytest.fixture(scope="session")
 def tiny_targets(tiny_reference):
     """The targets stage run once on the tiny reference run."""
-    from thermocg.targets.stage import run_targets
-
+    
     config, _ = tiny_reference
-    return config, run_targets(config, show_progress=False)
+    return config, run_stage("targets", config, show_progress=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_trained(tiny_targets):
     """The train stage run once on the tiny targets (every variant, two epochs)."""
-    from thermocg.models.stage import run_train
-
+    
     config, _ = tiny_targets
-    return config, run_train(config, show_progress=False)
-
-
-def with_simulate(config, tmp_path, **simulate):
-    """``config`` with a [simulate] section and its own run directory, whose reference,
-    targets and train stages are links to the original run's."""
-    from thermocg.config import SimulateSection
-
-    run = tmp_path / "run"
-    run.mkdir(exist_ok=True)
-    for stage in ("reference", "targets", "train"):
-        if not (run / stage).exists():
-            (run / stage).symlink_to(config.run_dir / stage)
-    return config.model_copy(update={"simulate": SimulateSection(**simulate),
-                                     "run": config.run.model_copy(update={"directory": run})})
-
-
-def water_context(n_molecules=64, cutoff_A=6.0, ewald_error_tolerance=1e-5, temperature_K=300.0, steps=100,
-                  seed=0, platform="CPU", rigid=True):
-    """An equilibrated-ish OpenMM context of SPC/E water; returns (topology, system, context)."""
-    import openmm as mm
-
-    from thermocg.reference import engine
-
-    top, pos = engine.build_water_box(n_molecules, 0.997, "spce")
-    system = engine.create_system(top, "spce", cutoff_A, ewald_error_tolerance, rigid=rigid)
-    integ = mm.LangevinMiddleIntegrator(temperature_K, 1.0, 0.002 if rigid else 0.0005)
-    integ.setRandomNumberSeed(seed + 1)
-    ctx = mm.Context(system, integ, mm.Platform.getPlatformByName(platform))
-    engine.set_state(ctx, pos)
-    mm.LocalEnergyMinimizer.minimize(ctx, tolerance=10.0)
-    ctx.setVelocitiesToTemperature(temperature_K, seed + 2)
-    integ.step(steps)
-    return top, system, ctx
+    return config, run_stage("train", config, show_progress=False)
 
 
 @pytest.fixture(scope="session")
-def water_model(tiny_reference):
-    """An untrained HIP-NN-TS force field with the repulsive prior (float64) and a water frame."""
+def water64():
+    """The committed reference frames (tests/data/make_water64.py): 40 frames of 64 SPC/E waters
+    at 300 K, all-atom (:class:`~thermocg.frames.ReferenceFrames`) and mapped to beads."""
     from thermocg.frames import read_reference
     from thermocg.mapping import map_reference
+
+    frames = read_reference(WATER64)
+    return frames, map_reference(frames)
+
+
+@pytest.fixture(scope="session")
+def water_model(water64):
+    """An untrained HIP-NN-TS force field with the repulsive prior (float64) and the water frames
+    mapped to beads."""
     from thermocg.models.prior import RepulsivePrior
     from thermocg.models.thermal import NetworkSettings, ThermalForceField, beta_of, build_network
-    from thermocg.reference.stage import reference_dir
 
-    config, _ = tiny_reference
-    cg = map_reference(read_reference(reference_dir(config) / "T300K.h5md"))
+    _, cg = water64
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:

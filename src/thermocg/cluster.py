@@ -1,4 +1,5 @@
-"""Per-temperature work on Dask distributed: ``[run] scheduler`` (issue 17).
+"""Per-temperature work on Dask distributed: ``[run] scheduler`` (issue 17); the backend of
+:class:`thermocg.tasks.Dask`.
 
 The tasks: the reference stage's temperatures, restrained configurations, the simulate stage's
 models (each a batch of its temperatures) and the evaluate stage's temperatures.
@@ -100,29 +101,3 @@ def use_worker_threads() -> None:
         import torch
         torch.set_num_threads(threads)
         os.environ.setdefault("OPENMM_CPU_THREADS", str(threads))
-
-
-def _on_worker(fn, task):
-    """A task on a Dask worker, with its libraries on the worker's threads."""
-    use_worker_threads()
-    return fn(task)
-
-
-def run_tasks(client, fn, tasks: list, finished, label, retries: int = 0) -> None:
-    """``fn(task)`` for every task on the cluster; ``finished(task, result)`` here as each ends
-    (in the order they end). A :class:`~thermocg.errors.ThermocgError` from a task is raised again
-    with ``label(task)`` in front; a task whose workers kept dying raises SimulationError. Any
-    error cancels the tasks not yet done (their partial files stay, for the next run to resume)."""
-    from dask.distributed import as_completed
-    from distributed.scheduler import KilledWorker
-
-    from thermocg.workers import task_result
-
-    futures = {client.submit(_on_worker, fn, task, pure=False, retries=retries): task for task in tasks}
-    try:
-        for future in as_completed(futures):
-            task = futures[future]
-            finished(task, task_result(future.result, label(task), KilledWorker, SimulationError))
-    except BaseException:
-        client.cancel(list(futures))
-        raise

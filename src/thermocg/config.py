@@ -511,7 +511,10 @@ class Config(_Section):
         return out
 
     @model_validator(mode="after")
-    def _check_targets(self):
+    def _check_across_sections(self):
+        """The rules that join two or more sections (cutoffs against the box, restrained targets
+        against the reference's source and frames, training temperatures against the reference's,
+        file names of temperatures, viscosities against the temperatures)."""
         if self.reference.builtin_water:  # other boxes are checked when they are read
             half = self.reference.box_length_A / 2
             for key, value in self.cutoffs_A().items():

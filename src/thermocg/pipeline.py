@@ -1,5 +1,5 @@
 """The pipeline in one table: every stage, its config sections, its upstream stages, the
-function that runs it and the typed record of its outputs.
+function that runs it and the typed record of its outputs; and the envelope every stage runs in.
 
 ::
 
@@ -8,11 +8,17 @@ function that runs it and the typed record of its outputs.
 Every stage and the CLI take their facts from :data:`STAGES`: the run directory of a
 stage (``<run.directory>/<name>``), the config sections its outputs depend on (and so
 its config hash), which upstream stages it reads (their outputs' digest goes into its
-manifest), and how its outputs are read (:mod:`thermocg.io.records`). Adding a stage is its module plus one row here: the CLI
-gains the verb, ``thermocg run`` runs it in order, and its outputs are read through its
-record.
+manifest), and how its outputs are read (:mod:`thermocg.io.records`). Adding a stage is its
+module plus one row here: the CLI gains the verb, ``thermocg run`` runs it in order, and its
+outputs are read through its record.
 
-Stages never run each other: chaining belongs here (:func:`run`) and to the CLI.
+The envelope belongs here, not to the stages (in the shape of MDAnalysis'
+``AnalysisBase.run()``): :meth:`Stage.run` takes the run directory's lock, reads and checks
+each upstream record once, runs the stage's ``check`` (a bad config is refused before the
+stage's directory is touched), begins the stage (skipping it when up to date), calls the
+runner with a :class:`~thermocg.stagedir.StageContext` and writes the manifest from the
+:class:`~thermocg.stagedir.StageResult` it returns. Stage modules import records and their own
+helpers, never this module: chaining belongs here (:func:`run`) and to the CLI.
 Runners and records are named as ``"module:attribute"`` and imported only when used, so
 ``thermocg --help`` stays instant and a stage's heavy imports (OpenMM, torch) load only
 when it runs.
@@ -26,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from thermocg.stagedir import StageDir
+from thermocg.runlock import run_directory_lock
+from thermocg.stagedir import StageContext, StageDir
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,7 @@ class Stage:
     sections: tuple[str, ...]
     #: stages whose records it reads
     upstream: tuple[str, ...]
-    #: ``"module:function"``, called as ``function(config, force=..., show_progress=...) -> manifest``
+    #: ``"module:function"``, called as ``function(context) -> StageResult`` (:class:`StageContext`)
     runner: str
     #: ``"module:Class"`` of its record (``Class.read(directory)``); None: nothing downstream reads it
     record: str | None
@@ -58,9 +65,9 @@ class Stage:
     #: stages its CLI verb runs first (each skips itself when up to date): ``thermocg train``
     #: goes from reference data to models
     cli_runs_first: tuple[str, ...] = ()
-    #: ``"module:function"``, ``function(config) -> dict``: what the runner receives besides the
-    #: config (the targets stage receives its baselines, so it never imports the models package)
-    inputs: str | None = None
+    #: ``"module:function"``, ``function(config, upstream records) -> None``: refuses a config the
+    #: stage cannot run (ConfigError) before its directory is touched
+    check: str | None = None
     #: whether its outputs are made from the user's files (``Config.user_files``), whose
     #: checksums its manifest records
     reads_user_files: bool = False
@@ -95,9 +102,30 @@ class Stage:
 
     def run(self, config, force: bool = False, show_progress: bool = True) -> dict:
         """Run (or resume, or skip when up to date) this stage alone; its upstream stages must
-        be finished (the runner reads their records, which checks them). Returns its manifest."""
-        extra = _resolve(self.inputs)(config) if self.inputs else {}
-        return _resolve(self.runner)(config, force=force, show_progress=show_progress, **extra)
+        be finished. Returns its manifest.
+
+        The envelope: the run directory's lock; each upstream record read and checked once
+        (a DataFormatError names the stage to run); ``check``; ``begin`` (None: up to date);
+        the runner; the manifest written from what it returns, then its scratch removed.
+        """
+        import shutil
+
+        with run_directory_lock(config.run_dir):
+            upstream = {name: stage(name).read(config) for name in self.upstream}
+            if self.check:
+                _resolve(self.check)(config, upstream)
+            directory = self.stage_dir(config)
+            manifest, config_json = directory.begin(force, config)
+            if manifest is not None:
+                return manifest
+            before = STAGES[:STAGES.index(self)]
+            walls = {s.name: (s.stage_dir(config).read_manifest() or {}).get("wall_s") for s in before}
+            result = _resolve(self.runner)(StageContext(config, directory, config_json, upstream, show_progress,
+                                                        walls))
+            manifest = directory.write_manifest(True, config_json, result.outputs, result.summary, result.record)
+            for name in result.scratch:
+                shutil.rmtree(directory.path / name, ignore_errors=True)
+            return manifest
 
     def summary_lines(self, config, manifest: dict) -> list[str]:
         return list(_resolve(self.describe)(manifest, self.directory(config))) if self.describe else []
@@ -113,8 +141,7 @@ STAGES: tuple[Stage, ...] = (
           reads_user_files=True),
     Stage("targets", _S[:2], ("reference",), "thermocg.targets.stage:run_targets", "thermocg.io.records:TargetSet",
           "thermocg.targets.stage:describe",
-          "map to one bead per molecule; baselines and thermal-response targets per temperature",
-          inputs="thermocg.pipeline:targets_inputs"),
+          "map to one bead per molecule; baselines and thermal-response targets per temperature"),
     Stage("train", _S[:3], ("targets",), "thermocg.models.stage:run_train", "thermocg.io.records:TrainedModels",
           "thermocg.models.stage:describe",
           "train the CG force fields (fm, fm-each, em, trf1, trf2, trf-multi); runs the targets stage first when "
@@ -122,28 +149,15 @@ STAGES: tuple[Stage, ...] = (
     Stage("simulate", _S[:4], ("reference", "train"), "thermocg.simulate.stage:run_simulate",
           "thermocg.io.records:Trajectories", "thermocg.simulate.stage:describe",
           "CG molecular dynamics (torch: BAOAB Langevin, then NVE segments) of every trained model at every "
-          "temperature"),
+          "temperature", check="thermocg.simulate.stage:check"),
     Stage("evaluate", _S[:5], ("reference", "train", "simulate"), "thermocg.evaluate.stage:run_evaluate",
-          "thermocg.io.records:Results", "thermocg.evaluate.stage:describe",
+          "thermocg.io.results:Results", "thermocg.evaluate.stage:describe",
           "compare the CG simulations with the all-atom reference: forces, RDF, ADF, s2, D and D_CG/D_FG"),
     Stage("report", _S[:5], ("evaluate",), "thermocg.report.stage:run_report", None, "thermocg.report.stage:describe",
           "one self-contained HTML page with the figures and tables of the evaluation (and PNG figures)"),
 )
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
-
-
-def targets_inputs(config) -> dict:
-    """The baselines of ``[targets] baseline``: ``baselines(temperature_K, show_progress)`` gives
-    a :class:`~thermocg.targets.baselines.Baseline` for that temperature's frames."""
-    t = config.targets
-    if t.baseline == "pair-spline":
-        from thermocg.targets.baselines import PairBasis, PairSplineBaseline
-        spline = PairSplineBaseline(PairBasis(cutoff_A=t.baseline_cutoff_A, n_basis=t.baseline_n_basis), t.ridge)
-        return {"baselines": lambda temperature_K, show_progress=False: spline}
-    from thermocg.models.baselines import HipnnBaseline
-    return {"baselines": lambda temperature_K, show_progress=False: HipnnBaseline.from_config(
-        config, temperature_K, show_progress)}
 
 
 def stage(name: str) -> Stage:
@@ -181,8 +195,6 @@ def run(config, names=None, force=False, show_progress: bool = True,
     unknown = wanted - set(BY_NAME)
     if unknown:
         raise ValueError(f"no stage(s) {sorted(unknown)}; the stages are {list(BY_NAME)}")
-    from thermocg.runlock import run_directory_lock
-
     manifests = {}
     with run_directory_lock(config.run_dir):  # held across the stages: no other run slips in between
         for s in STAGES:

@@ -8,9 +8,9 @@ after a dead holder it still names it, and the next run takes over and says so.
 Deleting that file does not break the lock. A second run on the same directory while the first is
 alive is refused with an error that names the holder's PID, host and command.
 
-Re-entrant within one process (``thermocg run`` holds it across its stages, and a
-stage run inside holds it again). Worker processes of a stage do not take it: they
-die with their parent (:mod:`thermocg.reference.stage`).
+Re-entrant within one process (``thermocg run`` holds it across its stages, and
+:meth:`thermocg.pipeline.Stage.run` inside holds it again). Worker processes of a stage do not
+take it: they die with their parent (:mod:`thermocg.workers`).
 
 Why our own code: the standard library's ``fcntl.flock`` is the mechanism; what is
 added is the holder's identity in the file and the one-line refusal. (``filelock``
@@ -20,7 +20,6 @@ would add a dependency for the same flock call and give no holder in its message
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import logging
 import os
@@ -113,12 +112,3 @@ def run_directory_lock(run_dir: Path):
                 pass
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
-
-
-def locked_stage(run):
-    """Decorate a stage's runner ``run(config, ...)``: it runs holding its run directory's lock."""
-    @functools.wraps(run)
-    def wrapper(config, *args, **kwargs):
-        with run_directory_lock(config.run_dir):
-            return run(config, *args, **kwargs)
-    return wrapper

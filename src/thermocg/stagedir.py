@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from thermocg.errors import ConfigError, DataFormatError
@@ -262,3 +263,51 @@ class StageDir:
         if manifest is None:
             self.write_manifest(False, config_json)
         return manifest, config_json
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage's runner is given by :meth:`thermocg.pipeline.Stage.run`, which has taken
+    the run directory's lock, read and checked each upstream record once and begun the stage
+    (its incomplete manifest written): the config, the stage's directory, the upstream records,
+    whether to show progress."""
+
+    config: object  # thermocg.config.Config
+    #: the stage's directory: ``path``, ``config_hash``, ``sections``, ``recorded`` outputs, ``add_outputs``
+    stage: StageDir
+    #: the config as JSON (what the manifest and the outputs' provenance record)
+    config_json: dict
+    #: stage name -> its typed record (:mod:`thermocg.io.records`), for each upstream stage
+    upstream: dict
+    show_progress: bool = True
+    #: stage name -> wall time (s) its outputs took, for every stage before this one (provenance)
+    walls: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.stage.path
+
+    def record(self, name: str):
+        """The record of upstream stage ``name``."""
+        try:
+            return self.upstream[name]
+        except KeyError:
+            raise ValueError(f"the {self.stage.stage} stage does not read the {name} stage "
+                             f"(its upstream: {list(self.upstream)})") from None
+
+    def upstream_hash(self, name: str) -> str:
+        """The config hash of upstream stage ``name`` (the provenance of files made from it)."""
+        return next(up.config_hash for up in self.stage.upstream if up.stage == name)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a runner returns: its outputs by group (file names relative to the stage's
+    directory), a summary for the manifest and the CLI, and its record (JSON; None for a stage
+    nothing reads). ``scratch``: resume state (relative paths) removed once the manifest is
+    written, not before: an interruption in between resumes from it."""
+
+    outputs: dict
+    summary: dict
+    record: dict | None
+    scratch: tuple[str, ...] = ()

@@ -1,6 +1,5 @@
-"""Local worker processes for the stages that run independent tasks in parallel (reference
-temperatures, model trainings): how many, a pool whose workers die with the stage, and how
-to stop it.
+"""Local worker processes, the backend of :class:`thermocg.tasks.LocalProcesses`: how many, a
+pool whose workers die with the stage, and how to stop it.
 
 concurrent.futures' ProcessPoolExecutor (spawn) does the work; what it lacks, and this
 module adds, is that no worker may outlive the stage's process: a worker left behind after
@@ -106,54 +105,3 @@ def stop_workers(pool: ProcessPoolExecutor, timeout_s: float = 10.0) -> None:
         if p.is_alive():
             p.kill()
             p.join(1.0)
-
-
-def task_result(call, name: str, lost=(), died=RuntimeError):
-    """``call()`` (a task's result, here or from a worker) with a ThermocgError raised again with
-    ``name`` in front, and an exception of the type(s) ``lost`` (the worker running the task died)
-    raised as ``died`` naming the task: one message for every stage's workers."""
-    from thermocg.errors import ThermocgError
-
-    try:
-        return call()
-    except lost as err:
-        raise died(f"{name}: a worker process died ({err}); re-run the same command to resume") from err
-    except ThermocgError as err:
-        if str(err).startswith(f"{name}:"):  # the task named itself already
-            raise
-        raise type(err)(f"{name}: {err}") from err
-
-
-def run_tasks(fn, tasks: list, procs: int, threads: int | None, finished, label, died=RuntimeError,
-              scheduler: str | None = None) -> None:
-    """``fn(task)`` for every task, independent of each other, in ``procs`` worker processes
-    (here, in order, when ``procs`` is 1 or there is one task); ``finished(task, result)`` runs in
-    this process as each ends. A :class:`~thermocg.errors.ThermocgError` is raised again with
-    ``label(task)`` in front; a worker that died raises ``died`` naming the task. Ctrl-C, SIGTERM
-    or an error stops every worker before it propagates (:func:`stop_workers`). ``scheduler``
-    (``[run] scheduler``): on Dask instead (:mod:`thermocg.cluster`; ``procs`` is then unused)."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    if scheduler is not None and tasks:
-        from thermocg import cluster
-        with cluster.client_for(scheduler) as client:
-            cluster.run_tasks(client, fn, tasks, finished, label)
-        return
-
-    if procs == 1 or len(tasks) <= 1:
-        for task in tasks:
-            finished(task, task_result(lambda: fn(task), label(task)))
-        return
-    pool, _ = start_pool(procs, threads)
-    try:
-        pending = {pool.submit(fn, task): task for task in tasks}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                task = pending.pop(fut)
-                finished(task, task_result(fut.result, label(task), BrokenProcessPool, died))
-    except BaseException:
-        stop_workers(pool)
-        raise
-    pool.shutdown(wait=True)

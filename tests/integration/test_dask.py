@@ -15,9 +15,8 @@ import pytest
 from thermocg.errors import SimulationError
 from thermocg.io.h5md import read_h5md
 from thermocg.io.records import ReferenceRun
-from thermocg.reference.stage import reference_dir, run_reference
 
-from tests.conftest import tiny_config
+from tests.helpers import run_stage, stage_path, tiny_config, with_simulate
 
 
 def _with(config, **run):
@@ -35,9 +34,9 @@ def test_reference_on_dask_equals_local_processes(tiny_reference, tmp_path):
         "nve": local.reference.nve.model_copy(update={"n_segments": 0})})
     config = _with(local, directory=tmp_path / "run", scheduler="local:2").model_copy(
         update={"reference": reference})
-    manifest = run_reference(config, show_progress=False)
+    manifest = run_stage("reference", config, show_progress=False)
     assert manifest["complete"] and set(manifest["summary"]) == {"T300K"}
-    ours, theirs = ReferenceRun.read(reference_dir(config)), ReferenceRun.read(reference_dir(local))
+    ours, theirs = ReferenceRun.read(stage_path(config, "reference")), ReferenceRun.read(stage_path(local, "reference"))
     da, db = read_h5md(theirs.nvt_path(300.0)), read_h5md(ours.nvt_path(300.0))
     np.testing.assert_array_equal(db.step, da.step[:n])
     for name, value in da.elements.items():
@@ -53,12 +52,12 @@ def test_a_worker_killed_mid_task_is_retried_and_no_frame_is_lost_or_doubled(tmp
     config = _with(tiny_config(tmp_path, temperatures_K=[300.0], n_frames=30, equilibration_ps=1.0,
                                nve={"n_segments": 0, "length_ps": 1.0, "frame_interval_fs": 20.0,
                                     "timestep_fs": 1.0}), scheduler="local:2")
-    part = reference_dir(config) / ".T300K.h5md.part"
+    part = stage_path(config, "reference") / ".T300K.h5md.part"
     outcome = {}
 
     def run():
         try:
-            outcome["manifest"] = run_reference(config, show_progress=False)
+            outcome["manifest"] = run_stage("reference", config, show_progress=False)
         except BaseException as err:  # noqa: BLE001 - reported by the assertions below
             outcome["error"] = err
 
@@ -81,7 +80,7 @@ def test_a_worker_killed_mid_task_is_retried_and_no_frame_is_lost_or_doubled(tmp
         w.kill()
     thread.join(300)
     assert "error" not in outcome, outcome.get("error")
-    d = read_h5md(reference_dir(config) / "T300K.h5md")
+    d = read_h5md(stage_path(config, "reference") / "T300K.h5md")
     assert len(d.step) == config.reference.n_frames
     steps = np.diff(d.step)
     assert np.all(steps == steps[0]) and steps[0] > 0, d.step  # no frame twice, none missing
@@ -119,9 +118,6 @@ def test_simulate_and_evaluate_on_dask_equal_the_local_run(tiny_trained, tmp_pat
     import json
 
     from thermocg import pipeline
-    from thermocg.evaluate.stage import evaluate_dir, run_evaluate
-    from thermocg.simulate.stage import run_simulate
-    from tests.conftest import with_simulate
 
     short = dict(models=("trf2",), temperatures_K=(300.0, 420.0), equilibration_ps=0.02, n_frames=3,
                  frame_interval_ps=0.02, timestep_fs=2.0,
@@ -129,8 +125,8 @@ def test_simulate_and_evaluate_on_dask_equal_the_local_run(tiny_trained, tmp_pat
     for d in ("local", "dask", "eval"):
         (tmp_path / d).mkdir()
     local = with_simulate(tiny_trained[0], tmp_path / "local", **short)
-    run_simulate(local, show_progress=False)
-    expected = run_evaluate(local, show_progress=False)
+    run_stage("simulate", local, show_progress=False)
+    expected = run_stage("evaluate", local, show_progress=False)
     # one LocalCluster of 2 for both stages, at its address (the path of a cluster started
     # elsewhere; its workers keep their imports between the stages)
     from dask.distributed import LocalCluster
@@ -138,7 +134,7 @@ def test_simulate_and_evaluate_on_dask_equal_the_local_run(tiny_trained, tmp_pat
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
         address = lc.scheduler_address
         on_dask = _with(with_simulate(tiny_trained[0], tmp_path / "dask", **short), scheduler=address)
-        manifest = run_simulate(on_dask, show_progress=False)
+        manifest = run_stage("simulate", on_dask, show_progress=False)
         assert manifest["complete"] and list(manifest["outputs"]) == ["trf2"]
         ours, theirs = pipeline.read(on_dask, "simulate"), pipeline.read(local, "simulate")
         assert [(r.model, r.temperature_K) for r in ours.runs] == [(r.model, r.temperature_K) for r in theirs.runs]
@@ -151,9 +147,9 @@ def test_simulate_and_evaluate_on_dask_equal_the_local_run(tiny_trained, tmp_pat
         # the evaluation on Dask of the local run's trajectories
         evaluated = _with(with_simulate(tiny_trained[0], tmp_path / "eval", **short), scheduler=address)
         (evaluated.run_dir / "simulate").symlink_to(local.run_dir / "simulate")
-        assert run_evaluate(evaluated, show_progress=False)["summary"] == expected["summary"]
-    a = json.loads((evaluate_dir(local) / "results.json").read_text())
-    b = json.loads((evaluate_dir(evaluated) / "results.json").read_text())
+        assert run_stage("evaluate", evaluated, show_progress=False)["summary"] == expected["summary"]
+    a = json.loads((stage_path(local, "evaluate") / "results.json").read_text())
+    b = json.loads((stage_path(evaluated, "evaluate") / "results.json").read_text())
     _assert_close(b, a)
 
 

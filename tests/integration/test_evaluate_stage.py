@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 
 from thermocg.errors import DataFormatError
-from thermocg.evaluate.stage import Structure, evaluate_dir, run_evaluate
+from thermocg.evaluate.stage import Structure
 from thermocg.frames import read_reference
 from thermocg.mapping import map_reference
-from thermocg.reference.stage import reference_dir
-from thermocg.simulate.stage import run_simulate
-from tests.conftest import with_simulate
+from tests.helpers import run_stage, stage_path, with_simulate
 
 SHORT = dict(equilibration_ps=0.02, n_frames=4, frame_interval_ps=0.02, timestep_fs=2.0,
              nve={"n_segments": 2, "length_ps": 0.1, "frame_interval_fs": 10.0, "timestep_fs": 2.0})
@@ -24,9 +22,9 @@ SHORT = dict(equilibration_ps=0.02, n_frames=4, frame_interval_ps=0.02, timestep
 @pytest.fixture(scope="module")
 def evaluated(tiny_trained, tmp_path_factory):
     config = with_simulate(tiny_trained[0], tmp_path_factory.mktemp("eval"), **SHORT)
-    run_simulate(config, show_progress=False)
-    manifest = run_evaluate(config, show_progress=False)
-    return config, manifest, json.loads((evaluate_dir(config) / "results.json").read_text())
+    run_stage("simulate", config, show_progress=False)
+    manifest = run_stage("evaluate", config, show_progress=False)
+    return config, manifest, json.loads((stage_path(config, "evaluate") / "results.json").read_text())
 
 
 def test_every_model_and_temperature_has_its_numbers(evaluated):
@@ -54,7 +52,7 @@ def test_every_model_and_temperature_has_its_numbers(evaluated):
 
 def test_reference_against_itself_is_zero(evaluated):
     config, _, res = evaluated
-    cg = map_reference(read_reference(reference_dir(config) / "T300K.h5md"))
+    cg = map_reference(read_reference(stage_path(config, "reference") / "T300K.h5md"))
     s = Structure(config, cg.positions, cg.box).summary(Structure(config, cg.positions, cg.box))
     assert s["rdf_iae"]["value"] == 0.0 and s["adf_iae"]["value"] == 0.0
     ref = res["by_temperature"]["T300K"]["reference"]
@@ -66,9 +64,9 @@ def test_reference_against_itself_is_zero(evaluated):
 
 def test_rerun_is_up_to_date_and_needs_simulations(evaluated, tiny_trained, tmp_path):
     config, manifest, _ = evaluated
-    assert run_evaluate(config, show_progress=False) == manifest
+    assert run_stage("evaluate", config, show_progress=False) == manifest
     with pytest.raises(DataFormatError, match="run `thermocg simulate` first"):
-        run_evaluate(with_simulate(tiny_trained[0], tmp_path, **SHORT), show_progress=False)
+        run_stage("evaluate", with_simulate(tiny_trained[0], tmp_path, **SHORT), show_progress=False)
 
 
 def test_report_has_every_section_and_its_images_decode(evaluated):
@@ -80,11 +78,11 @@ def test_report_has_every_section_and_its_images_decode(evaluated):
 
     import matplotlib.image as mpimg
 
-    from thermocg.report.stage import SECTIONS, report_dir, run_report
+    from thermocg.report.html import SECTIONS
 
     config, _, _ = evaluated
-    manifest = run_report(config, show_progress=False)
-    page = (report_dir(config) / "report.html").read_text()
+    manifest = run_stage("report", config, show_progress=False)
+    page = (stage_path(config, "report") / "report.html").read_text()
 
     class Collect(HTMLParser):
         ids, images, links = [], [], []
@@ -107,7 +105,7 @@ def test_report_has_every_section_and_its_images_decode(evaluated):
         img = mpimg.imread(io.BytesIO(base64.b64decode(src.split(",", 1)[1])), format="png")
         assert img.shape[0] > 100 and img.shape[1] > 100 and img.std() > 0  # a drawn figure, not blank
     for name in manifest["outputs"]["figures"]:
-        assert (report_dir(config) / name).stat().st_size > 1000
+        assert (stage_path(config, "report") / name).stat().st_size > 1000
     assert "fm-each-T300K" in page and "T0 = 300 K" in page
 
 
@@ -117,8 +115,8 @@ def test_report_without_fm_each_says_why_a_panel_is_empty(evaluated):
     import copy
     import warnings
 
-    from thermocg.io.records import Results
-    from thermocg.report.stage import _figures
+    from thermocg.io.results import Results
+    from thermocg.report.figures import figures
 
     _, _, res = evaluated
     res = copy.deepcopy(res)
@@ -129,7 +127,7 @@ def test_report_without_fm_each_says_why_a_panel_is_empty(evaluated):
             v.pop("force_mse_excess", None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        figs = _figures(Results.from_json(res))
+        figs = figures(Results.from_json(res))
     excess, rdf, _ = figs["error-vs-temperature"].axes
     assert not excess.lines and "no fm-each" in excess.texts[0].get_text()
     assert rdf.get_legend() is not None and rdf.lines
@@ -147,12 +145,12 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path):
     import matplotlib.image as mpimg
     from playwright.sync_api import sync_playwright
 
-    from thermocg.report.stage import SECTIONS, report_dir, run_report
+    from thermocg.report.html import SECTIONS
 
     exe = os.environ.get("THERMOCG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     assert exe, "needs Chromium: `apt-get install chromium`, or THERMOCG_CHROMIUM=/path/to/chrome"
     config, _, _ = evaluated
-    run_report(config, show_progress=False)
+    run_stage("report", config, show_progress=False)
     problems = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=[
@@ -164,7 +162,7 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path):
                     if m.type in ("error", "warning") else None)
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
-            page.goto((report_dir(config) / "report.html").resolve().as_uri(), wait_until="load")
+            page.goto((stage_path(config, "report") / "report.html").resolve().as_uri(), wait_until="load")
             images = page.evaluate("""Array.from(document.images).map(i => ({complete: i.complete,
                 natural: [i.naturalWidth, i.naturalHeight], shown: i.getBoundingClientRect().width}))""")
             boxes = {s: page.locator(f"#{s}").bounding_box() for s in SECTIONS}
@@ -192,15 +190,14 @@ def test_run_skips_every_stage_that_is_up_to_date(evaluated, caplog):
     import logging
 
     from thermocg.cli.main import run_verb
-    from thermocg.report.stage import report_dir
-
+    
     config, manifest, _ = evaluated
     with caplog.at_level(logging.INFO):
         run_verb("run", config, argparse.Namespace(force=False, quiet=True))
     text = caplog.text
     for stage in ("reference", "targets", "train", "simulate", "evaluate"):
         assert f"{stage}: up to date" in text, stage
-    assert (report_dir(config) / "report.html").exists()
+    assert (stage_path(config, "report") / "report.html").exists()
 
 
 def test_time_scale_ratio_error_is_propagated_or_unknown():
@@ -219,7 +216,7 @@ def test_a_mixture_with_one_solute_molecule_has_the_partials_it_can_have():
     bead has no partner), solute-solvent and solvent-solvent partials; PDB residue names stay
     the type names when they fit in three characters, else T0, T1, ..."""
     from thermocg.config import config_from_dict
-    from thermocg.simulate.stage import residue_names
+    from thermocg.simulate.batch import residue_names
 
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 20.0, (3, 61, 3))

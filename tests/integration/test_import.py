@@ -13,8 +13,7 @@ from thermocg.config import config_from_dict
 from thermocg.errors import ConfigError, DataFormatError
 from thermocg.geometry import minimum_image, wrap
 from thermocg.io.records import ReferenceRun, TargetSet
-from thermocg.reference.stage import reference_dir, run_reference
-from thermocg.targets.stage import run_targets, targets_dir
+from tests.helpers import run_stage, stage_path
 
 
 def _write_extxyz(path, frames, energy_unit="eV", wrapped=True, energies=True, mol_key="mol-id", n=None,
@@ -65,7 +64,7 @@ class _NVE:
 def _files_config(tiny_reference, tmp_path, energy_unit="eV", **write):
     """The tiny config with its reference frames written as extended XYZ and read back."""
     config, _ = tiny_reference
-    ref = ReferenceRun.read(reference_dir(config))
+    ref = ReferenceRun.read(stage_path(config, "reference"))
     data = []
     for t in config.reference.temperatures_K:
         label = f"T{t:g}K"
@@ -84,7 +83,7 @@ def _files_config(tiny_reference, tmp_path, energy_unit="eV", **write):
 @pytest.fixture(scope="module")
 def imported(tiny_reference, tmp_path_factory):
     config = _files_config(tiny_reference, tmp_path_factory.mktemp("import"))
-    return config, run_reference(config, show_progress=False)
+    return config, run_stage("reference", config, show_progress=False)
 
 
 def _same_frames(a, b, atol_forces: float, atol_energies: float) -> None:
@@ -105,10 +104,10 @@ def test_imported_frames_are_the_frames_written(tiny_reference, imported):
     forces and energies through eV and back, per-molecule energies summed from per-atom ones,
     molecule ids renumbered from 101 to 0, masses, velocities; NVE segments unwrapped in time.
     To the 8 decimals extended XYZ keeps (ASE's writer): 5e-9 eV is 1.2e-7 kcal/mol."""
-    original = ReferenceRun.read(reference_dir(tiny_reference[0]))
+    original = ReferenceRun.read(stage_path(tiny_reference[0], "reference"))
     config, manifest = imported
     assert manifest["complete"]
-    run = ReferenceRun.read(reference_dir(config))
+    run = ReferenceRun.read(stage_path(config, "reference"))
     for t in config.reference.temperatures_K:
         a, b = original.frames(t), run.frames(t)
         _same_frames(a, b, atol_forces=1.2e-7, atol_energies=4e-7)
@@ -132,8 +131,8 @@ def test_every_later_stage_reads_the_import_unchanged(tiny_targets, imported):
     files' 8 decimals carried through the products of forces and local energies: 1e-6 of the
     largest target, where a wrong unit, sign or molecule would be of order 1)."""
     config, _ = imported
-    run_targets(config, show_progress=False)
-    theirs, ours = TargetSet.read(targets_dir(tiny_targets[0])), TargetSet.read(targets_dir(config))
+    run_stage("targets", config, show_progress=False)
+    theirs, ours = TargetSet.read(stage_path(tiny_targets[0], "targets")), TargetSet.read(stage_path(config, "targets"))
     for t in config.reference.temperatures_K:
         a, b = theirs.frames(t), ours.frames(t)
         np.testing.assert_allclose(minimum_image(b.positions - a.positions, a.box[:, None, :]), 0.0, atol=1e-8)
@@ -145,17 +144,17 @@ def test_every_later_stage_reads_the_import_unchanged(tiny_targets, imported):
 
 def test_a_changed_source_is_imported_again(tiny_reference, tmp_path):
     config = _files_config(tiny_reference, tmp_path, energy_unit="kJ/mol", n=None)
-    first = run_reference(config, show_progress=False)
-    assert run_reference(config, show_progress=False)["files"] == first["files"]  # up to date: skipped
-    ref = ReferenceRun.read(reference_dir(config))
+    first = run_stage("reference", config, show_progress=False)
+    assert run_stage("reference", config, show_progress=False)["files"] == first["files"]  # up to date: skipped
+    ref = ReferenceRun.read(stage_path(config, "reference"))
     before = ref.frames(500.0).forces.copy()
     # the user regenerates their 500 K data with forces 1 % larger (and the energies as they were)
     frames = ref.frames(500.0)
     scaled = type(frames)(**{**frames.__dict__, "forces": frames.forces * 1.01})
     _write_extxyz(tmp_path / "T500K.extxyz", scaled, "kJ/mol")
-    again = run_reference(config, show_progress=False)
+    again = run_stage("reference", config, show_progress=False)
     assert again["files"]["T500K.h5md"] != first["files"]["T500K.h5md"]
-    np.testing.assert_allclose(ReferenceRun.read(reference_dir(config)).frames(500.0).forces, before * 1.01,
+    np.testing.assert_allclose(ReferenceRun.read(stage_path(config, "reference")).frames(500.0).forces, before * 1.01,
                                rtol=0, atol=1e-7)
 
 
@@ -167,7 +166,7 @@ def test_a_changed_source_is_imported_again(tiny_reference, tmp_path):
 def test_a_file_the_method_cannot_use_is_refused(tiny_reference, tmp_path, change, message):
     config = _files_config(tiny_reference, tmp_path, **change)
     with pytest.raises(DataFormatError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        run_reference(config, show_progress=False)
+        run_stage("reference", config, show_progress=False)
 
 
 def test_energies_that_do_not_add_up_are_refused(tiny_reference, tmp_path):
@@ -181,7 +180,7 @@ def test_energies_that_do_not_add_up_are_refused(tiny_reference, tmp_path):
     ase.io.write(path, images, format="extxyz")
     with pytest.raises(DataFormatError, match=r"T300K.extxyz: frame 3: the per-atom energies sum to .*relative "
                                               r"error .* > energy_check_rtol"):
-        run_reference(config, show_progress=False)
+        run_stage("reference", config, show_progress=False)
 
 
 def test_boxes_and_configs_that_cannot_work(tiny_reference, tmp_path):
@@ -196,13 +195,13 @@ def test_boxes_and_configs_that_cannot_work(tiny_reference, tmp_path):
     images[0].set_cell(cell)
     ase.io.write(path, images, format="extxyz")
     with pytest.raises(DataFormatError, match="T500K.extxyz: frame 0: the box must be orthorhombic"):
-        run_reference(config, show_progress=False)
+        run_stage("reference", config, show_progress=False)
     # a train cutoff beyond half the files' box (12.4 / 2 Å), known only once the frames are read
     raw = config.model_dump(exclude={"source"}, mode="json")
     raw["train"]["cutoff_A"] = 6.5
     raw["run"]["directory"] = str(tmp_path / "run2")
     with pytest.raises(ConfigError, match=r"train.cutoff_A = 6.5 Å must be below half the smallest box edge"):
-        run_reference(config_from_dict(raw, source=tmp_path / "config.toml"), show_progress=False)
+        run_stage("reference", config_from_dict(raw, source=tmp_path / "config.toml"), show_progress=False)
     # restrained targets need the OpenMM system; temperatures must match the data
     raw["targets"]["method"] = "restrained"
     with pytest.raises(ConfigError, match="does not have; use method = \"regression\""):
@@ -261,7 +260,7 @@ def test_temperatures_whose_molecules_differ_in_kind_or_order_are_refused(tmp_pa
            "train": {"T0_K": 300.0, "training_temperatures_K": [300.0, 400.0], "test_frames": 0}}
     with pytest.raises(DataFormatError, match=r"b.extxyz: its molecules' types \['CH4O', 'H2O'\] \(in file order\) "
                                               r"differ from those of .*a.extxyz \(\['H2O', 'CH4O'\]\)"):
-        run_reference(config_from_dict(raw, source=tmp_path / "c.toml"), show_progress=False)
+        run_stage("reference", config_from_dict(raw, source=tmp_path / "c.toml"), show_progress=False)
 
 
 def _write_lammps(tmp_path, frames, name, columns=("c_pe", "v_pe"), n=None, bad_total=False):
@@ -304,7 +303,7 @@ def _write_lammps(tmp_path, frames, name, columns=("c_pe", "v_pe"), n=None, bad_
 
 def _lammps_config(tiny_reference, tmp_path, **write):
     config, _ = tiny_reference
-    ref = ReferenceRun.read(reference_dir(config))
+    ref = ReferenceRun.read(stage_path(config, "reference"))
     data = [{"temperature_K": t, "frames": _write_lammps(tmp_path, ref.frames(t), f"T{t:g}K.lammpstrj", **write).name}
             for t in config.reference.temperatures_K]
     raw = config.model_dump(exclude={"source"}, mode="json")
@@ -320,9 +319,9 @@ def test_lammps_dumps_with_a_data_file(tiny_reference, tmp_path):
     """A LAMMPS run in units real (dump + data file) imports to the frames it was written from:
     elements and masses from the data file, forces through ASE's unit conversion and back."""
     config = _lammps_config(tiny_reference, tmp_path)
-    manifest = run_reference(config, show_progress=False)
-    original = ReferenceRun.read(reference_dir(tiny_reference[0]))
-    run = ReferenceRun.read(reference_dir(config))
+    manifest = run_stage("reference", config, show_progress=False)
+    original = ReferenceRun.read(stage_path(tiny_reference[0], "reference"))
+    run = ReferenceRun.read(stage_path(config, "reference"))
     for t in config.reference.temperatures_K:
         a, b = original.frames(t), run.frames(t)
         _same_frames(a, b, atol_forces=1e-9, atol_energies=1e-9)  # 10 decimals in the dump
@@ -336,7 +335,7 @@ def test_lammps_dumps_with_a_data_file(tiny_reference, tmp_path):
 ])
 def test_lammps_dumps_the_method_cannot_use(tiny_reference, tmp_path, change, error, message):
     with pytest.raises(error, match=message):
-        run_reference(_lammps_config(tiny_reference, tmp_path, **change), show_progress=False)
+        run_stage("reference", _lammps_config(tiny_reference, tmp_path, **change), show_progress=False)
 
 
 def test_lammps_settings_that_cannot_work(tiny_reference, tmp_path):
@@ -344,8 +343,8 @@ def test_lammps_settings_that_cannot_work(tiny_reference, tmp_path):
     raw = config.model_dump(exclude={"source"}, mode="json")
     raw["reference"]["lammps_data"] = None
     with pytest.raises(ConfigError, match="a LAMMPS dump needs reference.lammps_data"):
-        run_reference(config_from_dict(raw, source=tmp_path / "config.toml"), show_progress=False)
+        run_stage("reference", config_from_dict(raw, source=tmp_path / "config.toml"), show_progress=False)
     raw["reference"].update(lammps_data="system.data", energy_unit="kJ/mol")
     raw["run"]["directory"] = str(tmp_path / "run2")  # the first attempt's run directory holds its config
     with pytest.raises(ConfigError, match=r"LAMMPS dumps are read in units real \("):
-        run_reference(config_from_dict(raw, source=tmp_path / "config.toml"), show_progress=False)
+        run_stage("reference", config_from_dict(raw, source=tmp_path / "config.toml"), show_progress=False)

@@ -9,18 +9,17 @@ import MDAnalysis as mda
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config
+from tests.helpers import run_stage, stage_path, tiny_config
 from thermocg import units
 from thermocg.errors import ConfigError, DataFormatError, SimulationError
 from thermocg.frames import read_reference
 from thermocg.io.h5md import read_h5md
 from thermocg.reference import engine
-from thermocg.reference.stage import reference_dir, run_reference
 
 
 def _decomposition(config):
     import openmm as mm
-    out = reference_dir(config)
+    out = stage_path(config, "reference")
     system = mm.XmlSerializer.deserialize((out / "system.xml").read_text())
     ctx = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
     return engine.decomposition_for(system, ctx, np.repeat(np.arange(system.getNumParticles() // 3), 3))
@@ -34,7 +33,7 @@ def _block_standard_error(x, n_blocks=5):
 
 def test_outputs_and_manifest(tiny_reference):
     config, manifest = tiny_reference
-    out = reference_dir(config)
+    out = stage_path(config, "reference")
     assert manifest["complete"] and set(manifest["outputs"]) == {"T300K", "T500K", "system"}
     assert manifest["outputs"]["system"] == ["system.pdb", "system.xml"]  # recorded, so checked like the rest
     for label, files in manifest["outputs"].items():
@@ -47,7 +46,7 @@ def test_outputs_and_manifest(tiny_reference):
 def test_per_molecule_energies_sum_to_total_in_every_frame(tiny_reference):
     config, _ = tiny_reference
     for t in config.reference.temperatures_K:
-        f = read_reference(reference_dir(config) / f"T{t:g}K.h5md")
+        f = read_reference(stage_path(config, "reference") / f"T{t:g}K.h5md")
         assert f.n_frames == config.reference.n_frames and f.n_molecules == 64
         total = f.molecule_energy.sum(axis=1)
         err = np.abs(total - f.potential_energy)
@@ -68,7 +67,7 @@ def test_kinetic_temperature_matches_target(tiny_reference):
     librations (~700 cm^-1) give about +1 % at 2 fs (measured here: 304 +- 3 K at 300 K over 20 ps)."""
     config, _ = tiny_reference
     for t in config.reference.temperatures_K:
-        d = read_h5md(reference_dir(config) / f"T{t:g}K.h5md")
+        d = read_h5md(stage_path(config, "reference") / f"T{t:g}K.h5md")
         temps = d.elements["observables/temperature"]
         # recompute from the stored kinetic energy and the stored number of degrees of freedom
         np.testing.assert_allclose(temps, units.kinetic_temperature(
@@ -81,7 +80,7 @@ def test_kinetic_temperature_matches_target(tiny_reference):
 
 def test_density_and_box_match_config(tiny_reference):
     config, _ = tiny_reference
-    f = read_reference(reference_dir(config) / "T300K.h5md")
+    f = read_reference(stage_path(config, "reference") / "T300K.h5md")
     volume = np.prod(f.box, axis=1)
     density = f.masses.sum() / volume * units.AMU_PER_A3_TO_G_PER_CM3
     np.testing.assert_allclose(density, config.reference.density_g_cm3, rtol=1e-6)
@@ -89,7 +88,7 @@ def test_density_and_box_match_config(tiny_reference):
 
 def test_molecules_stay_whole_and_positions_unwrapped(tiny_reference):
     config, _ = tiny_reference
-    f = read_reference(reference_dir(config) / "T500K.h5md")
+    f = read_reference(stage_path(config, "reference") / "T500K.h5md")
     x = f.positions.reshape(f.n_frames, 64, 3, 3)
     r_oh = np.linalg.norm(x[:, :, 1:] - x[:, :, :1], axis=-1)
     np.testing.assert_allclose(r_oh, 1.0, atol=1e-4)  # rigid SPC/E, O-H 1 Å, molecules whole
@@ -97,7 +96,7 @@ def test_molecules_stay_whole_and_positions_unwrapped(tiny_reference):
 
 def test_mdanalysis_reads_the_files(tiny_reference):
     config, _ = tiny_reference
-    out = reference_dir(config)
+    out = stage_path(config, "reference")
     ours = read_reference(out / "T300K.h5md")
     u = mda.Universe(str(out / "system.pdb"), str(out / "T300K.h5md"))
     assert u.trajectory.n_frames == ours.n_frames and len(u.atoms) == 192
@@ -116,7 +115,7 @@ def test_mdanalysis_reads_the_files(tiny_reference):
 
 def test_nve_segment_starts_from_a_sampled_frame_and_conserves_energy(tiny_reference):
     config, _ = tiny_reference
-    out = reference_dir(config)
+    out = stage_path(config, "reference")
     nvt = read_reference(out / "T300K.h5md")
     d = read_h5md(out / "T300K-nve00.h5md")
     start = d.attrs["start_frame"]
@@ -129,9 +128,9 @@ def test_nve_segment_starts_from_a_sampled_frame_and_conserves_energy(tiny_refer
 
 def test_rerun_does_nothing(tiny_reference):
     config, manifest = tiny_reference
-    out = reference_dir(config)
+    out = stage_path(config, "reference")
     mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    assert run_reference(config, show_progress=False) == manifest
+    assert run_stage("reference", config, show_progress=False) == manifest
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
 
 
@@ -139,7 +138,7 @@ def test_changed_config_is_refused(tiny_reference, tmp_path):
     config, _ = tiny_reference
     changed = config.model_copy(update={"reference": config.reference.model_copy(update={"n_frames": 39})})
     with pytest.raises(ConfigError, match="different \\[reference\\] config.*--force"):
-        run_reference(changed, show_progress=False)
+        run_stage("reference", changed, show_progress=False)
 
 
 # -- interruption, failure, corruption: a one-temperature run ------------------------------
@@ -158,11 +157,11 @@ def test_interrupted_run_resumes_to_the_same_frames(tmp_path, monkeypatch):
     summation order, so trajectories differ by round-off that grows chaotically (observed
     1e-6 Å after 50 steps, 6e-5 Å after 300). A lost random stream or a wrong state would
     differ by the thermostat's noise, ~0.1 Å after 50 steps."""
-    from thermocg.reference import stage
-    monkeypatch.setattr(stage, "plan_processes", lambda setting, n, gpu: (1, 1))
+    from thermocg import workers
+    monkeypatch.setattr(workers, "plan_processes", lambda setting, n, gpu: (1, 1))
     reference = _small(tmp_path, "straight")
-    run_reference(reference, show_progress=False)
-    want = read_reference(reference_dir(reference) / "T350K.h5md")
+    run_stage("reference", reference, show_progress=False)
+    want = read_reference(stage_path(reference, "reference") / "T350K.h5md")
 
     config = _small(tmp_path, "interrupted")
     real_step = engine.step
@@ -176,13 +175,13 @@ def test_interrupted_run_resumes_to_the_same_frames(tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine, "step", interrupting_step)
     with pytest.raises(KeyboardInterrupt):
-        run_reference(config, show_progress=False)
-    out = reference_dir(config)
+        run_stage("reference", config, show_progress=False)
+    out = stage_path(config, "reference")
     assert not (out / "T350K.h5md").exists()
     assert read_h5md(out / ".T350K.h5md.part").elements["particles/all/position"].shape[0] == 2
     monkeypatch.setattr(engine, "step", real_step)
 
-    run_reference(config, show_progress=False)
+    run_stage("reference", config, show_progress=False)
     got = read_reference(out / "T350K.h5md")
     assert got.n_frames == 8
     np.testing.assert_array_equal(got.step, want.step)
@@ -208,8 +207,8 @@ def test_nan_energy_stops_and_keeps_written_frames(tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine, "snapshot", poisoned)
     with pytest.raises(SimulationError, match=r"T350K.*not finite at step \d+; 2 complete frames are kept"):
-        run_reference(config, show_progress=False)
-    out = reference_dir(config)
+        run_stage("reference", config, show_progress=False)
+    out = stage_path(config, "reference")
     assert not (out / "T350K.h5md").exists()
     assert read_h5md(out / ".T350K.h5md.part").elements["particles/all/position"].shape[0] == 2
 
@@ -217,35 +216,35 @@ def test_nan_energy_stops_and_keeps_written_frames(tmp_path, monkeypatch):
 def test_exploding_simulation_is_a_clear_error(tmp_path):
     config = _small(tmp_path, timestep_fs=40.0, frame_interval_ps=0.4, equilibration_ps=0.4)
     with pytest.raises(SimulationError, match="T350K"):
-        run_reference(config, show_progress=False)
+        run_stage("reference", config, show_progress=False)
 
 
 def test_corrupt_existing_output_is_reported(tmp_path):
     config = _small(tmp_path)
-    out = reference_dir(config)
+    out = stage_path(config, "reference")
     out.mkdir(parents=True)
     (out / "T350K.h5md").write_bytes(b"not hdf5 at all")
     with pytest.raises(DataFormatError, match=r"T350K\.h5md: not a readable HDF5 file"):
-        run_reference(config, show_progress=False)
+        run_stage("reference", config, show_progress=False)
 
 
 def test_deleted_output_is_regenerated_and_foreign_file_refused(tmp_path):
     config = _small(tmp_path)
-    run_reference(config, show_progress=False)
-    out = reference_dir(config)
+    run_stage("reference", config, show_progress=False)
+    out = stage_path(config, "reference")
     nve = out / "T350K-nve00.h5md"
     nve.unlink()
-    run_reference(config, show_progress=False)  # regenerates only the missing segment
+    run_stage("reference", config, show_progress=False)  # regenerates only the missing segment
     assert nve.exists() and read_h5md(nve).elements["particles/all/position"].shape[0] == 11
     # a file from another config in place of an output (no manifest to catch it first)
     (out / "manifest.json").unlink()
     other = _small(tmp_path, "other")
     changed = other.model_copy(update={"run": other.run.model_copy(update={"seed": 99})})
-    run_reference(changed, show_progress=False)
+    run_stage("reference", changed, show_progress=False)
     (out / "T350K.h5md").unlink()
-    (reference_dir(changed) / "T350K.h5md").rename(out / "T350K.h5md")
+    (stage_path(changed, "reference") / "T350K.h5md").rename(out / "T350K.h5md")
     with pytest.raises(DataFormatError, match=r"T350K\.h5md: made by a different \[reference\] config"):
-        run_reference(config, show_progress=False)
+        run_stage("reference", config, show_progress=False)
 
 
 def test_cli_prints_one_line_for_a_bad_config(tmp_path, capsys):

@@ -19,7 +19,7 @@ import pytest
 from thermocg import pipeline
 from thermocg.errors import DataFormatError, TrainingError
 from thermocg.io.h5md import read_h5md
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config, with_simulate
 
 
 def _children(pid: int) -> set[int]:
@@ -184,8 +184,7 @@ def test_results_say_what_was_not_computed(tiny_trained, tmp_path):
     """test_frames = 0: no force errors, and results.json says why (strict JSON, no NaN)."""
     import json
 
-    from thermocg.io.records import Results
-    from tests.conftest import with_simulate
+    from thermocg.io.results import Results
 
     config = with_simulate(tiny_trained[0], tmp_path, equilibration_ps=0.02, n_frames=2, frame_interval_ps=0.02,
                            models=("fm",), temperatures_K=(300.0,), nve={"n_segments": 0})
@@ -200,11 +199,17 @@ def test_results_say_what_was_not_computed(tiny_trained, tmp_path):
 
 def test_notes_name_every_metric_left_out(tmp_path):
     from thermocg.evaluate.stage import _notes
-    from thermocg.io.records import ModelEntry, ReferenceRun, TrainedModels
+    from thermocg.io.records import ModelEntry, ReferenceRun, TrainedModels, Trajectories, TrajectoryRun
 
-    config = tiny_config(tmp_path)
     models = TrainedModels(tmp_path, (ModelEntry("fm", "fm", 0, 300.0, (300.0,)),), (40, 40))
-    notes = _notes(config, ReferenceRun(tmp_path, (300.0, 500.0), 0), models, [300.0, 420.0])
+    runs = Trajectories(tmp_path, tuple(TrajectoryRun("fm", t, 0, f"fm/T{t:g}K.h5md",
+                                                      tuple(f"fm/T{t:g}K-nve{k:02d}.h5md" for k in range(2)))
+                                        for t in (300.0, 420.0)))
+    notes = _notes(ReferenceRun(tmp_path, (300.0, 500.0), 0), models, runs, [300.0, 420.0])
+    assert not any("[simulate.nve]" in n for n in notes)  # the CG runs have NVE segments
+    nothing = Trajectories(tmp_path, tuple(TrajectoryRun("fm", t, 0, f"fm/T{t:g}K.h5md", ()) for t in (300.0,)))
+    assert "CG D and D_CG/D_FG not computed: [simulate.nve] n_segments = 0" in _notes(
+        ReferenceRun(tmp_path, (300.0,), 1), models, nothing, [300.0])
     assert "force errors not computed: [train] test_frames = 0 holds out no reference frames" in notes
     assert "force_mse_excess not computed: no fm-each model was trained ([train] variants)" in notes
     assert "all-atom D and D_CG/D_FG not computed: [reference.nve] n_segments = 0" in notes

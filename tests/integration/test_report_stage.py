@@ -12,7 +12,8 @@ import pytest
 from thermocg import pipeline
 from thermocg.config import config_from_dict
 from thermocg.errors import DataFormatError
-from thermocg.io.records import Curve, Estimate, Measures, Results, TemperatureResults
+from thermocg.io.results import Curve, Estimate, Measures, Results, TemperatureResults
+from tests.helpers import run_stage, stage_path
 
 R = np.linspace(2.0, 6.0, 41)
 TH = np.linspace(0.0, np.pi, 30)
@@ -51,11 +52,11 @@ def evaluated(tmp_path):
 
 
 def test_the_page_shows_the_numbers_it_was_given(evaluated):
-    from thermocg.report.stage import SECTIONS, report_dir, run_report
+    from thermocg.report.html import SECTIONS
 
     config, _ = evaluated
-    manifest = run_report(config, show_progress=False)
-    page = (report_dir(config) / "report.html").read_text()
+    manifest = run_stage("report", config, show_progress=False)
+    page = (stage_path(config, "report") / "report.html").read_text()
     for section in SECTIONS:
         assert f'id="{section}"' in page
     assert "<b>trf-multi</b>: trained at 250, 400 K" in page and "T0 = 300 K" in page
@@ -67,23 +68,23 @@ def test_the_page_shows_the_numbers_it_was_given(evaluated):
     assert page.count('src="data:image/png;base64,') == 4
     assert manifest["record"] == {"html": "report.html", "markdown": "results.md", "summary": "summary.json",
                                   "figures": manifest["outputs"]["figures"]}
-    md = (report_dir(config) / "results.md").read_text()
+    md = (stage_path(config, "report") / "results.md").read_text()
     assert "| fm | 12.4 ± 0.3* | – |" in md  # force MSE: trained at 300 K (*), none held out at 420 K
     assert "| trf-multi | 0.5 ± 0.05 | – |" in md  # RDF IAE 0.4 + 0.1
     assert "| **all-atom** | 0.24 ± 0.01 | – |" in md and "| fm | 1.9 ± 0.1* | – |" in md  # D
-    summary = json.loads((report_dir(config) / "summary.json").read_text())
+    summary = json.loads((stage_path(config, "report") / "summary.json").read_text())
     assert summary["by_temperature"]["T300K"]["models"]["fm"]["force_mse"] == {
         "mean": 12.4, "seed_spread": None, "within_run_error": 0.3, "n_seeds": 1}
     assert summary["by_temperature"]["T420K"]["reference"] is None
     assert [c["verdict"] for c in summary["claims"]] == ["not tested"] * 5  # no trf2, em: nothing to answer
-    assert run_report(config, show_progress=False) == manifest  # up to date
+    assert run_stage("report", config, show_progress=False) == manifest  # up to date
 
 
 def test_the_figures_plot_the_given_values(evaluated):
-    from thermocg.report.stage import _figures
+    from thermocg.report.figures import figures
 
     _, res = evaluated
-    figs = _figures(res)
+    figs = figures(res)
     excess, rdf_iae, _ = figs["error-vs-temperature"].axes
     def plotted(ax):  # series drawn with error bars: label -> data line
         return {c.get_label(): c.lines[0] for c in ax.containers}
@@ -100,11 +101,10 @@ def test_the_figures_plot_the_given_values(evaluated):
 
 
 def test_needs_a_finished_evaluation(tmp_path):
-    from thermocg.report.stage import run_report
-
+    
     config = config_from_dict({"run": {"directory": str(tmp_path / "empty")}})
     with pytest.raises(DataFormatError, match="run `thermocg evaluate` first"):
-        run_report(config, show_progress=False)
+        run_stage("report", config, show_progress=False)
 
 
 def test_cli_prints_only_thermocg_lines(evaluated, tmp_path):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_stage, stage_path
 from thermocg.config import config_from_dict
-from thermocg.reference.stage import reference_dir, run_reference
 
 QUICK = Path(__file__).parents[2] / "examples" / "quick.toml"
 
@@ -31,12 +31,12 @@ def test_two_runs_of_the_quick_reference_give_identical_files(tmp_path):
     data = tomllib.loads(QUICK.read_text())
     data["run"] = {**data["run"], "directory": str(tmp_path / "run"), "device": "cpu"}
     config = config_from_dict({"run": data["run"], "reference": data["reference"]}, source=QUICK)
-    first = run_reference(config, show_progress=False)
+    first = run_stage("reference", config)
     kept = tmp_path / "first"
-    shutil.copytree(reference_dir(config), kept)
-    second = run_reference(config, force=True, show_progress=False)
+    shutil.copytree(stage_path(config, "reference"), kept)
+    second = run_stage("reference", config, force=True)
     names = sorted(name for files in second["outputs"].values() for name in files)
     assert len(names) == 2 + 3 * 2 and names == sorted(n for f in first["outputs"].values() for n in f)
-    _, mismatch, errors = filecmp.cmpfiles(kept, reference_dir(config), names, shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(kept, stage_path(config, "reference"), names, shallow=False)
     assert not mismatch and not errors, (mismatch, errors)
     assert second["files"] == first["files"]  # the recorded checksums too

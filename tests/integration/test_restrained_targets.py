@@ -14,9 +14,8 @@ from thermocg.errors import ConfigError
 from thermocg.io.records import ReferenceRun
 from thermocg.io.records import TargetSet
 from thermocg.models.stage import training_data
-from thermocg.reference.stage import reference_dir
 from thermocg.targets import restrained
-from thermocg.targets.stage import run_targets, targets_dir
+from tests.helpers import run_stage, stage_path
 
 SETTINGS = {"method": "restrained", "restrained_configurations": 3, "restrained_samples": 60,
             "restrained_interval_fs": 10.0, "restrained_equilibration_ps": 0.2, "restrained_blocks": 5,
@@ -32,26 +31,26 @@ def _restrained_config(tiny_reference, tmp_path, train=None, **changes):
     data["targets"].update(SETTINGS, **changes)
     data["train"].update(train or {})
     new = config_from_dict(data, source=tmp_path / "config.toml")
-    shutil.copytree(reference_dir(config), reference_dir(new))
+    shutil.copytree(stage_path(config, "reference"), stage_path(new, "reference"))
     return new
 
 
 @pytest.fixture(scope="module")
 def restrained_run(tiny_reference, tmp_path_factory):
     config = _restrained_config(tiny_reference, tmp_path_factory.mktemp("restrained"))
-    return config, run_targets(config, show_progress=False)
+    return config, run_stage("targets", config, show_progress=False)
 
 
 def test_files_keep_the_contract_and_carry_errors(restrained_run):
     """Every frame keeps its mapped forces (order 0, as with regression targets); the first
     three carry restrained thermal targets with standard errors, the rest none (NaN)."""
     config, manifest = restrained_run
-    out = targets_dir(config)
+    out = stage_path(config, "targets")
     assert manifest["complete"] and set(manifest["outputs"]) == {"T300K", "T500K"}
     assert not list(out.glob(".*")), "resume state or temporary files left behind"
     for temp in config.reference.temperatures_K:
         tf = TargetSet.read(out).frames(temp)
-        cg = ReferenceRun.read(reference_dir(config)).cg_frames(temp)
+        cg = ReferenceRun.read(stage_path(config, "reference")).cg_frames(temp)
         assert tf.attrs["method"] == "restrained"
         np.testing.assert_array_equal(tf.forces, cg.forces)  # order 0: the frames' mapped forces
         np.testing.assert_array_equal(tf.positions, cg.positions)
@@ -78,7 +77,7 @@ def test_rows_must_be_the_first_frames(restrained_run):
     """restrained_frames pairs the sampled configurations with the first frames, and refuses a
     configuration whose step or springs' centres are not its frame's."""
     config, _ = restrained_run
-    cg = ReferenceRun.read(reference_dir(config)).cg_frames(300.0)
+    cg = ReferenceRun.read(stage_path(config, "reference")).cg_frames(300.0)
     n = cg.positions.shape[1]
     row = {"step": cg.step[0], "centres": cg.positions[0] + cg.box[0], "box": cg.box[0],  # one image away: fine
            **{k: np.zeros((n, 3)) for k in ("F", "F1", "F2", "F_se", "F1_se", "F2_se", "F_raw", "F1_raw", "F2_raw",
@@ -95,14 +94,14 @@ def test_rows_must_be_the_first_frames(restrained_run):
 
 def test_training_reads_the_sampled_frames_as_targets_and_the_rest_as_missing(restrained_run):
     config, _ = restrained_run
-    data, sources = training_data(TargetSet.read(targets_dir(config)), [300.0], 2)
+    data, sources = training_data(TargetSet.read(stage_path(config, "targets")), [300.0], 2)
     n = len(data.positions)
     assert set(data.targets) == {0, 1, 2} and set(data.weights) == {1, 2} and sources == ["T300K.h5md"]
     for k in (1, 2):
         assert np.all(data.weights[k][:3] == 1.0) and np.all(data.weights[k][3:] == 0.0)
         assert np.all(np.isfinite(data.targets[k]))
-    ivar, _ = training_data(TargetSet.read(targets_dir(config)), [300.0], 2, weighting="inverse-variance")
-    se = TargetSet.read(targets_dir(config)).frames(300.0).targets["t1_se"][:3]
+    ivar, _ = training_data(TargetSet.read(stage_path(config, "targets")), [300.0], 2, weighting="inverse-variance")
+    se = TargetSet.read(stage_path(config, "targets")).frames(300.0).targets["t1_se"][:3]
     w = ivar.weights[1][:3]
     # inverse variance below the cap: the weight ratio of two components is their variance ratio
     free = w < w.max()
@@ -116,7 +115,7 @@ def test_the_thermal_heads_train_on_the_sampled_configurations_only(restrained_r
     from thermocg.models.stage import fit_variant, training_frames
 
     config, _ = restrained_run
-    data, _ = training_data(TargetSet.read(targets_dir(config)), [300.0], 2, frames=training_frames(config))
+    data, _ = training_data(TargetSet.read(stage_path(config, "targets")), [300.0], 2, frames=training_frames(config))
     _, hist = fit_variant(config, "trf2", 2, 300.0, data, show_progress=False, seed=3)
     assert len(hist["trf2-W0"]["train_frames"]) + len(hist["trf2-W0"]["valid_frames"]) == len(data.positions)
     assert sorted(hist["trf2-thermal"]["train_frames"] + hist["trf2-thermal"]["valid_frames"]) == [0, 1, 2]
@@ -134,15 +133,15 @@ def test_only_the_named_temperatures_are_sampled(tiny_reference, tmp_path):
     config = _restrained_config(tiny_reference, tmp_path / "b", restrained_temperatures_K=[300.0],
                                 restrained_configurations=2, restrained_samples=60, restrained_blocks=5,
                                 restrained_offset_radius_A=3.0, train={"variants": ["fm", "trf2"]})
-    manifest = run_targets(config, show_progress=False)
+    manifest = run_stage("targets", config, show_progress=False)
     assert manifest["summary"]["T500K"]["configurations"] == 0
     # with the offsets regression on, the estimates move off the plain ones (and stay finite)
     s = manifest["summary"]["T300K"]
     assert s["order1"]["offset_correction_rms"] > 0 and np.isfinite(s["order1"]["signal_rms"])
-    tf = TargetSet.read(targets_dir(config)).frames(500.0)
+    tf = TargetSet.read(stage_path(config, "targets")).frames(500.0)
     assert np.all(np.isnan(tf.targets["t1"])) and np.all(np.isfinite(tf.forces))
     with pytest.raises(ConfigError, match="no order-1 targets at"):
-        training_data(TargetSet.read(targets_dir(config)), [500.0], 1)
+        training_data(TargetSet.read(stage_path(config, "targets")), [500.0], 1)
 
 
 def test_an_interrupted_run_samples_only_what_is_missing(tiny_reference, tmp_path, monkeypatch):
@@ -159,11 +158,11 @@ def test_an_interrupted_run_samples_only_what_is_missing(tiny_reference, tmp_pat
     monkeypatch.setattr(restrained, "sample_configuration", dies_after_three)
     config = config.model_copy(update={"run": config.run.model_copy(update={"processes": 1})})
     with pytest.raises(KeyboardInterrupt):
-        run_targets(config, show_progress=False)
-    assert len(list((targets_dir(config) / ".restrained").rglob("c*.npz"))) == 3
+        run_stage("targets", config, show_progress=False)
+    assert len(list((stage_path(config, "targets") / ".restrained").rglob("c*.npz"))) == 3
     calls.clear()
     monkeypatch.setattr(restrained, "sample_configuration", lambda task: (calls.append(task.index), real(task))[1])
-    manifest = run_targets(config, show_progress=False)
+    manifest = run_stage("targets", config, show_progress=False)
     assert manifest["complete"] and len(calls) == 1  # the fourth configuration only
 
 
@@ -177,7 +176,7 @@ def test_one_sampling_reduced_at_several_radii(tiny_reference, tmp_path, monkeyp
     from thermocg.reference.restrained import RestrainedSampler
 
     config, _ = tiny_reference
-    reference = ReferenceRun.read(reference_dir(config))
+    reference = ReferenceRun.read(stage_path(config, "reference"))
     frames = reference.frames(300.0)
     task = restrained.ConfigurationTask(
         temperature_K=300.0, index=0, positions_A=frames.positions[0], box_A=frames.box[0], step=int(frames.step[0]),

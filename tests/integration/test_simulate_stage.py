@@ -10,8 +10,9 @@ import pytest
 from thermocg.errors import ConfigError, DataFormatError, SimulationError
 from thermocg.io.h5md import read_h5md
 from thermocg.simulate import engine
-from thermocg.simulate.stage import run_simulate, simulate_dir, simulation_jobs
-from tests.conftest import with_simulate
+from thermocg import pipeline
+from thermocg.simulate.plan import simulation_jobs
+from tests.helpers import run_stage, stage_path, with_simulate
 
 SHORT = dict(equilibration_ps=0.02, n_frames=3, frame_interval_ps=0.02, timestep_fs=2.0,
              nve={"n_segments": 1, "length_ps": 0.04, "frame_interval_fs": 20.0, "timestep_fs": 2.0})
@@ -25,7 +26,7 @@ def _config(config, tmp_path, **simulate):
 def simulated(tiny_trained, tmp_path_factory):
     config, _ = tiny_trained
     c = _config(config, tmp_path_factory.mktemp("sim"), models=("fm", "trf2"), temperatures_K=(300.0, 420.0))
-    return c, run_simulate(c, show_progress=False)
+    return c, run_stage("simulate", c, show_progress=False)
 
 
 def test_trajectories_per_model_and_temperature(simulated):
@@ -33,7 +34,7 @@ def test_trajectories_per_model_and_temperature(simulated):
     assert manifest["complete"]
     for model in ("fm", "trf2"):
         for label in ("T300K", "T420K"):
-            d = read_h5md(simulate_dir(config) / model / f"{label}.h5md")
+            d = read_h5md(stage_path(config, "simulate") / model / f"{label}.h5md")
             x = d.elements["particles/all/position"]
             assert x.shape == (3, 64, 3)
             assert d.attrs["model"] == model and d.attrs["ensemble"] == "NVT"
@@ -42,7 +43,7 @@ def test_trajectories_per_model_and_temperature(simulated):
             # unwrapped: 10 steps of 2 fs move a bead far less than a box edge
             assert np.abs(np.diff(x, axis=0)).max() < 2.0
             np.testing.assert_allclose(d.step, [20, 30, 40])
-            nve = read_h5md(simulate_dir(config) / model / f"{label}-nve00.h5md")
+            nve = read_h5md(stage_path(config, "simulate") / model / f"{label}-nve00.h5md")
             assert nve.elements["observables/total_energy"].shape == (3,)
             assert nve.attrs["ensemble"] == "NVE"
     assert set(manifest["summary"]["fm"]["nvt"]) >= {"T300K", "T420K", "ns_per_day_per_system"}
@@ -54,7 +55,7 @@ def test_mdanalysis_reads_the_trajectories(simulated):
     import MDAnalysis as mda
 
     config, _ = simulated
-    d = simulate_dir(config) / "trf2"
+    d = stage_path(config, "simulate") / "trf2"
     ours = read_h5md(d / "T420K.h5md")
     u = mda.Universe(str(d / "beads.pdb"), str(d / "T420K.h5md"))
     assert len(u.atoms) == 64 and u.trajectory.n_frames == 3
@@ -67,7 +68,7 @@ def test_mdanalysis_reads_the_trajectories(simulated):
 
 def test_rerun_is_up_to_date(simulated):
     config, manifest = simulated
-    assert run_simulate(config, show_progress=False) == manifest
+    assert run_stage("simulate", config, show_progress=False) == manifest
 
 
 def test_interrupted_run_resumes_to_the_same_trajectory(simulated, tiny_trained, tmp_path, monkeypatch):
@@ -84,41 +85,47 @@ def test_interrupted_run_resumes_to_the_same_trajectory(simulated, tiny_trained,
 
     monkeypatch.setattr(engine.Integrator, "step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_simulate(c, show_progress=False)
-    assert (simulate_dir(c) / "fm" / ".nvt.ckpt").exists()
-    assert not (simulate_dir(c) / "fm" / "T300K.h5md").exists()
+        run_stage("simulate", c, show_progress=False)
+    assert (stage_path(c, "simulate") / "fm" / ".nvt.ckpt").exists()
+    assert not (stage_path(c, "simulate") / "fm" / "T300K.h5md").exists()
     monkeypatch.setattr(engine.Integrator, "step", real_step)
-    run_simulate(c, show_progress=False)
+    run_stage("simulate", c, show_progress=False)
     for label in ("T300K", "T420K", "T300K-nve00"):
-        resumed = read_h5md(simulate_dir(c) / "fm" / f"{label}.h5md").elements
-        straight = read_h5md(simulate_dir(config) / "fm" / f"{label}.h5md").elements
+        resumed = read_h5md(stage_path(c, "simulate") / "fm" / f"{label}.h5md").elements
+        straight = read_h5md(stage_path(config, "simulate") / "fm" / f"{label}.h5md").elements
         for key in ("particles/all/position", "particles/all/velocity"):
             np.testing.assert_array_equal(resumed[key], straight[key])
-    assert not list((simulate_dir(c) / "fm").glob(".*"))
+    assert not list((stage_path(c, "simulate") / "fm").glob(".*"))
 
 
 def test_default_jobs_simulate_fm_each_only_at_its_temperature(tiny_trained, tmp_path):
     c = _config(tiny_trained[0], tmp_path)
-    jobs = simulation_jobs(c)
+    jobs = simulation_jobs(c, pipeline.read(c, "train"))
     assert jobs["fm-each-T300K"] == (300.0,) and jobs["fm-each-T500K"] == (500.0,)
     assert jobs["trf2"] == (300.0, 500.0)
     with pytest.raises(ConfigError, match="not models of this config"):
-        simulation_jobs(_config(tiny_trained[0], tmp_path, models=("trf9",)))
+        simulation_jobs(_config(tiny_trained[0], tmp_path, models=("trf9",)), pipeline.read(c, "train"))
 
 
 def test_a_failing_run_names_model_step_and_temperature(tiny_trained, tmp_path):
     c = _config(tiny_trained[0], tmp_path, models=("fm",), temperatures_K=(300.0,), max_force=1.0)
     with pytest.raises(SimulationError, match=r"simulate fm: step \d+: system 0 \(T = 300 K\) has a force "
                                               r".* above max_force = 1; the frames so far are kept"):
-        run_simulate(c, show_progress=False)
-    assert (simulate_dir(c) / "fm" / ".T300K.h5md.part").exists()
+        run_stage("simulate", c, show_progress=False)
+    assert (stage_path(c, "simulate") / "fm" / ".T300K.h5md.part").exists()
 
 
 def test_needs_a_trained_run(tiny_reference, tmp_path):
+    """The first upstream stage missing, in pipeline order, is the one named."""
     config, _ = tiny_reference
     c = config.model_copy(update={"run": config.run.model_copy(update={"directory": tmp_path / "empty"})})
+    with pytest.raises(DataFormatError, match="run `thermocg reference` first"):
+        run_stage("simulate", c, show_progress=False)
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    (tmp_path / "empty" / "reference").symlink_to(stage_path(config, "reference"))
     with pytest.raises(DataFormatError, match="run `thermocg train` first"):
-        run_simulate(c, show_progress=False)
+        run_stage("simulate", c, show_progress=False)
+    assert not (tmp_path / "empty" / "simulate").exists()  # refused before its directory was made
 
 
 def test_multiple_time_steps_in_the_stage(tiny_trained, tmp_path):
@@ -126,12 +133,12 @@ def test_multiple_time_steps_in_the_stage(tiny_trained, tmp_path):
     recorded in each file, and the NVE segment still conserves energy."""
     nve = {**SHORT["nve"], "mts_substeps": 4}
     c = _config(tiny_trained[0], tmp_path, models=("trf2",), temperatures_K=(420.0,), mts_substeps=2, nve=nve)
-    manifest = run_simulate(c, show_progress=False)
+    manifest = run_stage("simulate", c, show_progress=False)
     assert manifest["complete"]
-    d = read_h5md(simulate_dir(c) / "trf2" / "T420K.h5md")
+    d = read_h5md(stage_path(c, "simulate") / "trf2" / "T420K.h5md")
     np.testing.assert_allclose(d.step, [20, 30, 40])
     assert int(d.attrs["mts_substeps"]) == 2
-    e = read_h5md(simulate_dir(c) / "trf2" / "T420K-nve00.h5md")
+    e = read_h5md(stage_path(c, "simulate") / "trf2" / "T420K-nve00.h5md")
     assert int(e.attrs["mts_substeps"]) == 4
     total, kinetic = e.elements["observables/total_energy"], e.elements["observables/kinetic_energy"]
     assert np.abs(total - total[0]).max() < 0.01 * kinetic.mean()
@@ -142,9 +149,9 @@ def test_the_distilled_engine_in_the_stage(tiny_trained, tmp_path):
     trajectories are written as with the network, and their structure stays liquid-like."""
     c = _config(tiny_trained[0], tmp_path, models=("trf2",), temperatures_K=(300.0,), engine="distilled",
                 distilled_frames=3, distilled_r3_A=3.4)
-    manifest = run_simulate(c, show_progress=False)
+    manifest = run_stage("simulate", c, show_progress=False)
     assert manifest["complete"]
-    d = read_h5md(simulate_dir(c) / "trf2" / "T300K.h5md")
+    d = read_h5md(stage_path(c, "simulate") / "trf2" / "T300K.h5md")
     x = d.elements["particles/all/position"]
     assert x.shape == (3, 64, 3) and np.all(np.isfinite(x))
     assert np.all(np.abs(d.elements["observables/temperature"] - 300.0) < 150.0)

@@ -7,19 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config
+from tests.helpers import run_stage, stage_path, tiny_config
 from thermocg.errors import ConfigError, DataFormatError
 from thermocg.frames import read_reference
 from thermocg.io.h5md import read_h5md
 from thermocg.mapping import map_reference
-from thermocg.reference.stage import reference_dir
 from thermocg.targets.baselines import PairBasis, fit_force_and_energy
-from thermocg.targets.stage import run_targets, targets_dir
 
 
 def test_outputs_and_provenance(tiny_targets):
     config, manifest = tiny_targets
-    out = targets_dir(config)
+    out = stage_path(config, "targets")
     assert manifest["complete"] and set(manifest["outputs"]) == {"T300K", "T500K", "convergence"}
     d = read_h5md(out / "T300K.h5md")
     assert d.attrs["source_file"] == "T300K.h5md"
@@ -33,7 +31,7 @@ def test_outputs_and_provenance(tiny_targets):
 
 def test_stored_targets_follow_the_estimators(tiny_targets):
     config, _ = tiny_targets
-    d = read_h5md(targets_dir(config) / "T500K.h5md").elements
+    d = read_h5md(stage_path(config, "targets") / "T500K.h5md").elements
     f, f0 = d["particles/all/force"], d["thermocg/f0"]
     du = (d["thermocg/u_loc"] - d["thermocg/c"])[..., None]
     np.testing.assert_allclose(d["thermocg/t1"], -(f - f0) * du, rtol=1e-12, atol=1e-9)
@@ -42,7 +40,7 @@ def test_stored_targets_follow_the_estimators(tiny_targets):
     dg = (d["thermocg/u_global"] - d["thermocg/c_global"])[:, None, None]
     np.testing.assert_allclose(d["thermocg/t1_global"], -(f - f0) * dg, rtol=1e-12, atol=1e-9)
     # mapped forces and positions are those of the reference frames
-    cg = map_reference(read_reference(reference_dir(config) / "T500K.h5md"))
+    cg = map_reference(read_reference(stage_path(config, "reference") / "T500K.h5md"))
     np.testing.assert_allclose(f, cg.forces)
     np.testing.assert_allclose(d["particles/all/position"], cg.positions)
 
@@ -54,7 +52,7 @@ def test_local_and_global_order1_targets_agree_in_expectation(tiny_targets):
     mean(p D), is zero within 4.5 standard errors (blocks of frames). For scale, the same
     statistic for t1 itself must be clearly positive (the test can tell signal from none)."""
     config, _ = tiny_targets
-    d = read_h5md(targets_dir(config) / "T300K.h5md")
+    d = read_h5md(stage_path(config, "targets") / "T300K.h5md")
     el = d.elements
     pos, box = el["particles/all/position"], el["particles/all/box/edges"]
     basis = PairBasis(cutoff_A=6.0, n_basis=12)
@@ -73,17 +71,17 @@ def test_local_and_global_order1_targets_agree_in_expectation(tiny_targets):
 
 def test_rerun_is_up_to_date_and_changes_are_refused(tiny_targets):
     config, manifest = tiny_targets
-    assert run_targets(config, show_progress=False) == manifest
+    assert run_stage("targets", config, show_progress=False) == manifest
     changed = config.model_copy(update={"targets": config.targets.model_copy(update={"r_e_A": 5.0})})
     with pytest.raises(ConfigError, match=r"different \[reference\]/\[targets\] config"):
-        run_targets(changed, show_progress=False)
+        run_stage("targets", changed, show_progress=False)
 
 
 def test_mismatched_frames_are_refused(tiny_targets):
     import dataclasses
     from thermocg.targets.stage import check_frames
     config, _ = tiny_targets
-    source = reference_dir(config) / "T300K.h5md"
+    source = stage_path(config, "reference") / "T300K.h5md"
     cg = map_reference(read_reference(source))
     check_frames(cg, config, source)  # the real thing passes
     with pytest.raises(DataFormatError, match="63 molecules, but the config has n_molecules = 64"):
@@ -103,4 +101,4 @@ def test_mismatched_frames_are_refused(tiny_targets):
 
 def test_missing_reference_is_a_clear_error(tmp_path):
     with pytest.raises(DataFormatError, match="no finished reference stage.*run `thermocg reference`"):
-        run_targets(tiny_config(tmp_path), show_progress=False)
+        run_stage("targets", tiny_config(tmp_path), show_progress=False)

@@ -11,10 +11,7 @@ from thermocg import load_model
 from thermocg.config import config_from_dict
 from thermocg.io.h5md import read_h5md
 from thermocg import pipeline
-from thermocg.models.stage import train_dir
-from thermocg.reference.stage import reference_dir
-from thermocg.targets.stage import targets_dir
-from tests.conftest import TINY
+from tests.helpers import TINY, stage_path
 
 
 def test_train_runs_hipnn_baselines_and_targets_first(tiny_reference, tmp_path):
@@ -24,15 +21,16 @@ def test_train_runs_hipnn_baselines_and_targets_first(tiny_reference, tmp_path):
                         "baseline_n_features": 8},
             "train": {**TINY["train"], "variants": ["trf2"], "training_temperatures_K": [], "max_epochs": 1}}
     mine = config_from_dict(data, source=tmp_path / "config.toml")
-    shutil.copytree(reference_dir(config), reference_dir(mine))  # the reference stage is the same config
+    # the reference stage is the same config
+    shutil.copytree(stage_path(config, "reference"), stage_path(mine, "reference"))
 
     manifest = pipeline.run(mine, ["targets", "train"], show_progress=False)["train"]
-    assert manifest["complete"] and (train_dir(mine) / "trf2.pt").exists()
-    el = read_h5md(targets_dir(mine) / "T300K.h5md")
+    assert manifest["complete"] and (stage_path(mine, "train") / "trf2.pt").exists()
+    el = read_h5md(stage_path(mine, "targets") / "T300K.h5md")
     assert el.attrs["baseline"] == "hipnn" and "baseline_knots_A" not in el.attrs
     t2 = el.elements["thermocg/t2"]
     assert t2.shape == (40, 64, 3) and np.all(np.isfinite(t2)) and np.abs(t2).max() > 0
-    model = load_model(train_dir(mine) / "trf2.pt")
+    model = load_model(stage_path(mine, "train") / "trf2.pt")
     assert model.metadata["source_files"] == ["T300K.h5md"]
     # the targets stage is now up to date: a second call trains nothing and fits nothing
     assert pipeline.run(mine, ["targets", "train"], show_progress=False)["train"] == manifest

@@ -9,9 +9,8 @@ import pytest
 from thermocg import load_model
 from thermocg.errors import DataFormatError
 from thermocg.io.h5md import read_h5md
-from thermocg.models.stage import run_train, train_dir
 from thermocg.units import KB, beta_of
-from thermocg.targets.stage import targets_dir
+from tests.helpers import run_stage, stage_path
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +19,7 @@ def trained(tiny_trained):
 
 
 def _frame(config):
-    d = read_h5md(targets_dir(config) / "T300K.h5md", frames=slice(0, 1))
+    d = read_h5md(stage_path(config, "targets") / "T300K.h5md", frames=slice(0, 1))
     return d.elements["particles/all/position"][0], d.elements["particles/all/box/edges"][0]
 
 
@@ -29,7 +28,7 @@ def test_models_are_saved_and_load(trained):
     assert manifest["complete"] and set(manifest["outputs"]) == {"fm", "trf2", "trf-multi", "fm-each-T300K",
                                                                   "fm-each-T500K", "em"}
     x, box = _frame(config)
-    fm, trf2 = load_model(train_dir(config) / "fm.pt"), load_model(train_dir(config) / "trf2.pt")
+    fm, trf2 = load_model(stage_path(config, "train") / "fm.pt"), load_model(stage_path(config, "train") / "trf2.pt")
     assert fm.metadata["order"] == 0 and trf2.metadata["order"] == 2
     assert trf2.metadata["T0_K"] == pytest.approx(300.0) and trf2.metadata["training_temperatures_K"] == [300.0]
     assert trf2.metadata["units"]["energy"] == "kcal mol-1" and "prior" in trf2.metadata
@@ -39,17 +38,17 @@ def test_models_are_saved_and_load(trained):
     np.testing.assert_array_equal(fm.forces(x, box, 250.0), fm.forces(x, box, 600.0))
     assert np.abs(trf2.forces(x, box, 250.0) - trf2.forces(x, box, 600.0)).max() > 0
     # two loads give identical predictions (weights and prior restored exactly)
-    np.testing.assert_array_equal(load_model(train_dir(config) / "trf2.pt").forces(x, box, 450.0),
+    np.testing.assert_array_equal(load_model(stage_path(config, "train") / "trf2.pt").forces(x, box, 450.0),
                                   trf2.forces(x, box, 450.0))
-    assert not list(train_dir(config).glob(".*")), "checkpoints or temporary files left behind"
+    assert not list(stage_path(config, "train").glob(".*")), "checkpoints or temporary files left behind"
 
 
 def test_fm_each_and_trf_multi_carry_their_temperatures(trained):
     config, _ = trained
-    multi = load_model(train_dir(config) / "trf-multi.pt")
+    multi = load_model(stage_path(config, "train") / "trf-multi.pt")
     assert multi.metadata["training_temperatures_K"] == [300.0, 500.0] and multi.metadata["order"] == 2
     assert multi.metadata["T0_K"] == pytest.approx(300.0)
-    each = load_model(train_dir(config) / "fm-each-T500K.pt")
+    each = load_model(stage_path(config, "train") / "fm-each-T500K.pt")
     assert each.metadata["order"] == 0 and each.metadata["T0_K"] == pytest.approx(500.0)
     assert each.metadata["source_files"] == ["T500K.h5md"]
 
@@ -58,7 +57,7 @@ def test_em_is_linear_in_beta_with_slope_from_the_energy_head(trained):
     """em: W = W0 + dB (U - W0)/beta0 (THEORY.md §4); its forces are linear in beta and
     the saved per-bead constant is the mean total energy per molecule of the data."""
     config, _ = trained
-    em = load_model(train_dir(config) / "em.pt")
+    em = load_model(stage_path(config, "train") / "em.pt")
     assert em.metadata["form"] == "em" and em.metadata["order"] == 1
     x, box = _frame(config)
     betas = [beta_of(t) for t in (250.0, 300.0, 450.0)]
@@ -66,7 +65,7 @@ def test_em_is_linear_in_beta_with_slope_from_the_energy_head(trained):
     slope = (f[2] - f[1]) / (betas[2] - betas[1])
     np.testing.assert_allclose(f[0], f[1] + (betas[0] - betas[1]) * slope, atol=1e-4 * np.abs(f[1]).max())
     assert np.abs(slope).max() > 0
-    energy = read_h5md(targets_dir(config) / "T300K.h5md").elements["observables/potential_energy"]
+    energy = read_h5md(stage_path(config, "targets") / "T300K.h5md").elements["observables/potential_energy"]
     assert float(em.model.bead_offset[1]) == pytest.approx(energy.mean() / 64, rel=0.05)
 
 
@@ -76,8 +75,8 @@ def test_em_energy_targets(tiny_targets):
     config, _ = tiny_targets
     from thermocg.io.records import TargetSet
 
-    total, _ = training_data(TargetSet.read(targets_dir(config)), [300.0], 1, em="total")
-    per_mol, _ = training_data(TargetSet.read(targets_dir(config)), [300.0], 1, em="per-molecule")
+    total, _ = training_data(TargetSet.read(stage_path(config, "targets")), [300.0], 1, em="total")
+    per_mol, _ = training_data(TargetSet.read(stage_path(config, "targets")), [300.0], 1, em="per-molecule")
     assert set(total.targets) == {0} and total.energies[1].shape == (40,)
     assert per_mol.energies[1].shape == (40, 64)
     np.testing.assert_allclose(per_mol.energies[1].sum(1), total.energies[1], rtol=1e-5)
@@ -107,7 +106,7 @@ def test_save_load_roundtrip_is_exact(tmp_path, tiny_targets):
 
 def test_rerun_is_up_to_date(trained):
     config, manifest = trained
-    assert run_train(config, show_progress=False) == manifest
+    assert run_stage("train", config, show_progress=False) == manifest
 
 
 def test_not_a_model_file(tmp_path):
@@ -124,9 +123,9 @@ def test_ase_calculator_matches_the_model(trained):
     from thermocg.models.ase_calculator import ThermocgCalculator
     config, _ = trained
     x, box = _frame(config)
-    model = load_model(train_dir(config) / "trf2.pt")
+    model = load_model(stage_path(config, "train") / "trf2.pt")
     atoms = Atoms("O" * len(x), positions=x, cell=np.diag(box), pbc=True)
-    atoms.calc = ThermocgCalculator(train_dir(config) / "trf2.pt", temperature_K=420.0)
+    atoms.calc = ThermocgCalculator(stage_path(config, "train") / "trf2.pt", temperature_K=420.0)
     np.testing.assert_allclose(atoms.get_forces(), model.forces(x, box, 420.0) * kcal / mol, rtol=1e-6)
     assert atoms.get_potential_energy() == pytest.approx(float(model.energy(x, box, 420.0)) * kcal / mol,
                                                          rel=1e-6)
@@ -142,15 +141,15 @@ def test_trf2_and_em_are_fm_at_T0(trained):
     itself (same frames, same seed)."""
     config, manifest = trained
     x, box = _frame(config)
-    fm = load_model(train_dir(config) / "fm.pt").forces(x, box, 300.0)
+    fm = load_model(stage_path(config, "train") / "fm.pt").forces(x, box, 300.0)
     tol = 1e-6 * np.abs(fm).max()  # float32: ~10 ulp of the largest component
     for name in ("trf2", "em"):
-        np.testing.assert_allclose(load_model(train_dir(config) / f"{name}.pt").forces(x, box, 300.0), fm,
+        np.testing.assert_allclose(load_model(stage_path(config, "train") / f"{name}.pt").forces(x, box, 300.0), fm,
                                    rtol=0, atol=tol)
-    np.testing.assert_array_equal(load_model(train_dir(config) / "fm-each-T300K.pt").forces(x, box, 300.0), fm)
+    np.testing.assert_array_equal(load_model(stage_path(config, "train") / "fm-each-T300K.pt").forces(x, box, 300.0), fm)
     for name in ("trf2", "em"):
         assert manifest["summary"][name]["w0_from"] == "fm"
-        assert np.abs(load_model(train_dir(config) / f"{name}.pt").forces(x, box, 500.0) - fm).max() > 100 * tol
+        assert np.abs(load_model(stage_path(config, "train") / f"{name}.pt").forces(x, box, 500.0) - fm).max() > 100 * tol
     assert set(manifest["summary"]["trf2"]["phases"]) == {"trf2-thermal"}  # W0 was not fitted again
     assert set(manifest["summary"]["fm"]["phases"]) == {"fm"}
 
@@ -176,7 +175,7 @@ def test_further_seeds_are_simulated_only_at_seed_temperatures(tmp_path):
     from thermocg.config import Config
     from thermocg.io.records import TrainedModels
     from thermocg.models.stage import model_plan
-    from thermocg.simulate.stage import simulation_jobs
+    from thermocg.simulate.plan import simulation_jobs
 
     config = Config.model_validate({"reference": {"temperatures_K": [250.0, 300.0, 400.0]},
                                     "train": {"variants": ["fm", "fm-each"], "seeds": [4, 9]},

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thermocg.io.records import Estimate, Measures, Results, TemperatureResults
+from thermocg.io.results import Estimate, Measures, Results, TemperatureResults
 from thermocg.report.claims import NO, NOT_TESTED, YES, assess
 
 TEMPS = (250.0, 300.0, 400.0, 500.0, 600.0, 700.0)

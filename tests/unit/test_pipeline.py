@@ -12,6 +12,7 @@ import pytest
 import thermocg
 from thermocg import pipeline
 from thermocg.config import config_from_dict
+from thermocg.stagedir import StageContext, StageResult
 
 SRC = Path(thermocg.__file__).parent
 STAGE_PACKAGES = ("reference", "targets", "models", "simulate", "evaluate", "report")
@@ -35,44 +36,96 @@ def test_the_table_is_the_pipeline(tmp_path):
         pipeline.stage("trian")
 
 
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+MODULES = {_module_name(p): p for p in SRC.rglob("*.py")}
+
+
 def _imports(path: Path) -> set[str]:
-    """Every thermocg module a file imports, at module level or inside functions."""
+    """The thermocg modules a file imports, at module level or inside functions (a function's
+    import is a dependency at run time all the same). ``from thermocg import __version__`` reads
+    a constant of the root package, the lazy facade of the public API (tested below), and is no
+    edge."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("thermocg"):
-            out.add(node.module)
-            out.update(f"{node.module}.{a.name}" for a in node.names)
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                out.add(sub if sub in MODULES else node.module)
         elif isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.startswith("thermocg"))
-    return out
+            for a in node.names:
+                parts = a.name.split(".")
+                out.update(".".join(parts[:k]) for k in range(len(parts), 0, -1) if ".".join(parts[:k]) in MODULES)
+    return {m for m in out if m in MODULES and m != "thermocg"}
 
 
-def test_stage_packages_import_each_other_without_cycles():
-    graph = {p: set() for p in STAGE_PACKAGES}
-    for p in STAGE_PACKAGES:
-        for f in (SRC / p).rglob("*.py"):
-            for m in _imports(f):
-                parts = m.split(".")
-                if len(parts) > 1 and parts[1] in graph and parts[1] != p:
-                    graph[p].add(parts[1])
-    # the targets stage receives its baselines; it never imports the models package
-    assert "models" not in graph["targets"], graph["targets"]
+GRAPH = {name: _imports(path) - {name} for name, path in MODULES.items()}
 
-    def visit(node, path):
-        assert node not in path, f"import cycle {' -> '.join([*path, node])}"
-        for nxt in graph[node]:
-            visit(nxt, [*path, node])
-    for p in STAGE_PACKAGES:
-        visit(p, [])
-    # the neutral modules import no stage
-    for neutral in ("labels.py", "device.py", "stagedir.py", "io/records.py", "io/trajectory.py"):
-        stages = {m.split(".")[1] for m in _imports(SRC / neutral) if len(m.split(".")) > 1} & set(STAGE_PACKAGES)
-        assert not stages, (neutral, stages)
-    # the pipeline composes the stages, but imports none when it is imported (only when one runs)
+
+def _cycle(graph: dict) -> list[str] | None:
+    """One import cycle of ``graph`` (node -> nodes it imports), or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_no_import_circle_anywhere_in_the_package():
+    """Every module of the package, imports inside functions included: no circle of imports
+    (a stage module importing the pipeline that runs it was one, invisible at module level)."""
+    assert len(MODULES) > 40 and "thermocg.tasks" in GRAPH["thermocg.reference.stage"]
+    assert _cycle(GRAPH) is None, " -> ".join(_cycle(GRAPH))
+    # and between the stages' packages: data flows one way (reference -> ... -> report)
+    package = lambda m: m.split(".")[1] if len(m.split(".")) > 2 else None  # noqa: E731
+    packages = {p: set() for p in STAGE_PACKAGES}
+    for m, deps in GRAPH.items():
+        if package(m) in packages:
+            packages[package(m)] |= {package(d) for d in deps if package(d) in packages} - {package(m)}
+    assert _cycle(packages) is None, " -> ".join(_cycle(packages))
+    # the test sees a circle when there is one
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_stage_module_imports_the_pipeline():
+    """The envelope belongs to the pipeline: stages get a StageContext, never the pipeline."""
+    importers = sorted(m for m, deps in GRAPH.items() if "thermocg.pipeline" in deps)
+    assert importers == ["thermocg.cli.main"], importers
+    # the executor's backends do not import each other
+    assert "thermocg.cluster" not in GRAPH["thermocg.workers"] and "thermocg.workers" not in GRAPH["thermocg.cluster"]
+    # the root package is a lazy facade: it imports nothing when imported
+    body = ast.parse((SRC / "__init__.py").read_text()).body
+    assert not [n for n in body if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def test_the_pipeline_imports_no_stage_when_imported():
+    """It composes the stages by name; a stage's modules (OpenMM, torch) load when it runs."""
     body = ast.parse((SRC / "pipeline.py").read_text()).body
     top = {n.module for n in body if isinstance(n, ast.ImportFrom) and n.module}
     top |= {a.name for n in body if isinstance(n, ast.Import) for a in n.names}
     assert not {m.split(".")[1] for m in top if m.startswith("thermocg.")} & set(STAGE_PACKAGES), top
+    # the neutral modules import no stage
+    for neutral in ("labels.py", "device.py", "stagedir.py", "tasks.py", "io/records.py", "io/trajectory.py"):
+        deps = _imports(SRC / neutral)
+        stages = {m.split(".")[1] for m in deps if len(m.split(".")) > 1} & set(STAGE_PACKAGES)
+        assert not stages, (neutral, stages)
 
 
 # -- a new stage: this module and one row ---------------------------------------------------
@@ -86,17 +139,13 @@ class Inventory:
 
     @classmethod
     def read(cls, directory):
-        from thermocg.io.records import _manifest_record
-        return cls(Path(directory), _manifest_record(directory, "inventory")["n_files"])
+        from thermocg.io.records import manifest_record
+        return cls(Path(directory), manifest_record(directory, "inventory")["n_files"])
 
 
-def run_inventory(config, force=False, show_progress=True):
-    stage = pipeline.stage("inventory").stage_dir(config)
-    manifest, config_json = stage.begin(force, config)
-    if manifest is not None:
-        return manifest
-    n = sum(1 for _ in config.run_dir.rglob("*.toml"))
-    return stage.write_manifest(True, config_json, {}, {"n_files": n}, {"n_files": n})
+def run_inventory(ctx: StageContext) -> StageResult:
+    n = sum(1 for _ in ctx.config.run_dir.rglob("*.toml"))
+    return StageResult({}, {"n_files": n}, {"n_files": n})
 
 
 def describe_inventory(manifest, directory):

@@ -13,7 +13,7 @@ to beads and on the CG trajectories:
   squared error against the mapped forces, and in excess of ``fm-each`` at that
   temperature (THEORY.md §8).
 
-With ``[run] scheduler`` each temperature is a Dask task (:mod:`thermocg.cluster`).
+Each temperature is a task of :mod:`thermocg.tasks` (here, or on Dask with ``[run] scheduler``).
 Output: ``<run.directory>/evaluate/results.json`` (every number with its uncertainty,
 and the curves the report plots).
 """
@@ -32,22 +32,14 @@ from thermocg.analysis.dynamics import yeh_hummer_correction
 from thermocg.config import Config
 from thermocg.errors import DataFormatError
 from thermocg.io.h5md import read_h5md
-from thermocg.io.records import (Measures, ReferenceRun, Results, TemperatureResults, TrainedModels,
-                                 Trajectories)
+from thermocg.io.records import ReferenceRun, TrainedModels, Trajectories
+from thermocg.io.results import Measures, Results, TemperatureResults
 from thermocg.labels import temperature_label
 from thermocg.mapping import LinearMap
 from thermocg.models.saved import load_model
-from thermocg.runlock import locked_stage
+from thermocg.stagedir import StageContext, StageResult
 
 log = logging.getLogger(__name__)
-
-STAGE = "evaluate"
-
-
-def evaluate_dir(config: Config) -> Path:
-    """This stage's directory for ``config`` (from the pipeline table)."""
-    from thermocg import pipeline
-    return pipeline.stage(STAGE).directory(config)
 
 
 class Structure:
@@ -208,40 +200,42 @@ def response_scale(model, positions, box, forces, temperature_K: float, T0_K: fl
     return a, msq
 
 
-@locked_stage
-def run_evaluate(config: Config, force: bool = False, show_progress: bool = True) -> dict:
-    """Evaluate every simulated model at every temperature; write results.json."""
+def run_evaluate(ctx: StageContext) -> StageResult:
+    """Evaluate every simulated model at every temperature (each temperature a task of
+    :mod:`thermocg.tasks`: here, or on Dask with ``[run] scheduler``); write results.json."""
     from tqdm.auto import tqdm
 
-    from thermocg import pipeline
+    from thermocg import tasks as executors
+    from thermocg.errors import SimulationError
 
-    reference: ReferenceRun = pipeline.read(config, "reference")
-    trained: TrainedModels = pipeline.read(config, "train")
-    trajectories: Trajectories = pipeline.read(config, "simulate")
-    stage = pipeline.stage(STAGE).stage_dir(config)
-    manifest, config_json = stage.begin(force, config)
-    if manifest is not None:
-        return manifest
-
+    config = ctx.config
+    reference, trained, trajectories = ctx.record("reference"), ctx.record("train"), ctx.record("simulate")
     names = trajectories.models
     temps = sorted({t for m in names for t in trajectories.temperatures(m)})
-    if config.run.scheduler is not None:
-        by_temperature = _evaluate_on_dask(config, temps, show_progress)
-    else:
-        # every trained model's force errors (a seed that was not simulated still has them); each
-        # model loaded once, used at every temperature
-        models = {name: load_model(trained.path(name)) for name in trained.names}
-        by_temperature = {t: evaluate_temperature(config, t, reference, trained, trajectories, models)
-                          for t in tqdm(temps, desc="evaluate", unit="T", disable=not show_progress)}
+    run = executors.Serial() if config.run.scheduler is None else executors.Dask(config.run.scheduler)
+    by_temperature = {}
+    bar = tqdm(total=len(temps), desc="evaluate", unit="T", disable=not ctx.show_progress)
+
+    def finished(task: EvaluateTask, result: TemperatureResults) -> None:
+        by_temperature[task.temperature_K] = result
+        bar.update(1)
+
+    try:
+        run.map(evaluate_task, [EvaluateTask(config, t, reference, trained, trajectories) for t in temps],
+                label=lambda task: f"evaluate {temperature_label(task.temperature_K)}", finished=finished,
+                died=SimulationError)
+    finally:
+        bar.close()
+        _MODELS.clear()
     every = trained.names
     results = Results(temperatures_K=tuple(temps), models=tuple(sorted(every)), T0_K=config.train.T0_K,
                       training_temperatures_K={m: trained[m].training_temperatures_K for m in every},
-                      by_temperature=by_temperature, variants={m: trained[m].variant for m in every},
-                      notes=_notes(config, reference, trained, temps),
+                      by_temperature={t: by_temperature[t] for t in temps},
+                      variants={m: trained[m].variant for m in every},
+                      notes=_notes(reference, trained, trajectories, temps),
                       groups={m: trained[m].group for m in every}, seeds={m: trained[m].seed for m in every})
-    results.write(stage.path / Results.FILE)
-    return stage.write_manifest(True, config_json, {"results": [Results.FILE]}, _headline(results),
-                                {"results": Results.FILE})
+    results.write(ctx.path / Results.FILE)
+    return StageResult({"results": [Results.FILE]}, _headline(results), {"results": Results.FILE})
 
 
 def evaluate_temperature(config: Config, t: float, reference: ReferenceRun, trained: TrainedModels,
@@ -277,7 +271,7 @@ def evaluate_temperature(config: Config, t: float, reference: ReferenceRun, trai
         typing = (d.particles["species"], kinds) if len(kinds) > 1 else (None, ())
         s = Structure(config, x, box, *typing).summary(ref_struct)
         s["mean_kinetic_temperature_K"] = float(d.elements["observables/temperature"].mean())
-        if config.simulate.nve.n_segments:
+        if trajectories.nve_paths(m, t):
             trajs, dt = _cg_nve(trajectories, m, t)
             s.update(diffusion(config, trajs, dt, t, float(box[0].min()), *typing))
             if ref_measures is not None and ref_measures.D_A2_per_ps is not None:
@@ -291,50 +285,37 @@ def evaluate_temperature(config: Config, t: float, reference: ReferenceRun, trai
 
 @dataclass(frozen=True)
 class EvaluateTask:
-    """One temperature of the evaluate stage as a Dask task."""
+    """One temperature of the evaluate stage (picklable: it carries the records it reads)."""
 
     config: Config
     temperature_K: float
+    reference: ReferenceRun
+    trained: TrainedModels
+    trajectories: Trajectories
+
+
+#: the models loaded in this process, by (path, modification time, size): each is loaded once per
+#: stage run (or per Dask worker), not once per temperature
+_MODELS: dict[tuple, object] = {}
+
+
+def _model(path: Path):
+    st = Path(path).stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _MODELS:
+        _MODELS[key] = load_model(path)
+    return _MODELS[key]
 
 
 def evaluate_task(task: EvaluateTask) -> TemperatureResults:
-    """:func:`evaluate_temperature` where this is called (a Dask worker): the records read from the
-    shared run directory, every model loaded here, torch limited to the worker's threads."""
-    from thermocg import cluster, pipeline
-
-    cluster.use_worker_threads()
-    config = task.config
-    trained = pipeline.read(config, "train")
-    models = {name: load_model(trained.path(name)) for name in trained.names}
-    return evaluate_temperature(config, task.temperature_K, pipeline.read(config, "reference"), trained,
-                                pipeline.read(config, "simulate"), models)
+    """:func:`evaluate_temperature` of one task: every trained model's force errors (a seed that
+    was not simulated still has them), structure and dynamics of each simulated one."""
+    models = {name: _model(task.trained.path(name)) for name in task.trained.names}
+    return evaluate_temperature(task.config, task.temperature_K, task.reference, task.trained, task.trajectories,
+                                models)
 
 
-def _evaluate_on_dask(config: Config, temps, show_progress: bool) -> dict:
-    """The temperatures as Dask tasks (:mod:`thermocg.cluster`); the stage writes results.json
-    when all are done (an interrupted evaluation starts again: seconds per temperature)."""
-    from tqdm.auto import tqdm
-
-    from thermocg.errors import SimulationError
-    from thermocg.workers import run_tasks
-
-    out = {}
-    bar = tqdm(total=len(temps), desc="evaluate (dask)", unit="T", disable=not show_progress)
-
-    def done(task: EvaluateTask, result: TemperatureResults) -> None:
-        out[task.temperature_K] = result
-        bar.update(1)
-
-    try:
-        run_tasks(evaluate_task, [EvaluateTask(config, t) for t in temps], 1, None, done,
-                  lambda task: f"evaluate {temperature_label(task.temperature_K)}", SimulationError,
-                  scheduler=config.run.scheduler)
-    finally:
-        bar.close()
-    return {t: out[t] for t in temps}
-
-
-def _notes(config: Config, reference: ReferenceRun, trained: TrainedModels, temps) -> tuple[str, ...]:
+def _notes(reference: ReferenceRun, trained: TrainedModels, trajectories: Trajectories, temps) -> tuple[str, ...]:
     """What the evaluation could not compute with this config, and why."""
     notes = []
     held = trained.held_out.stop - trained.held_out.start
@@ -346,9 +327,9 @@ def _notes(config: Config, reference: ReferenceRun, trained: TrainedModels, temp
         notes.append("force_mse_excess not computed: no fm-each model was trained ([train] variants)")
     if reference.nve_segments == 0:
         notes.append("all-atom D and D_CG/D_FG not computed: [reference.nve] n_segments = 0")
-    if config.simulate.nve.n_segments == 0:
+    if trajectories.nve_segments == 0:
         notes.append("CG D and D_CG/D_FG not computed: [simulate.nve] n_segments = 0")
-    if 1 in (config.simulate.nve.n_segments, reference.nve_segments):
+    if 1 in (trajectories.nve_segments, reference.nve_segments):
         notes.append("D has no standard error (null) where it comes from a single NVE segment")
     missing = [t for t in temps if not reference.has(t)]
     if missing:

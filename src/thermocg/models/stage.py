@@ -1,8 +1,8 @@
 """The train stage: the targets stage's records -> one saved force field per variant.
 
 ``thermocg train`` runs the targets stage first when it is not up to date (the CLI
-chains them, :mod:`thermocg.pipeline`); :func:`run_train` itself only reads a finished
-targets stage.
+chains them, :mod:`thermocg.pipeline`); :func:`run_train` itself only reads the finished
+targets stage's record.
 
 Variants (DESIGN.md "Models"): ``fm`` (order 0: prior + W0 fitted to the mapped
 forces at T0), ``em`` (energy matching, THEORY.md §4: W0 as fm, then U(R), a sum of
@@ -38,7 +38,8 @@ import numpy as np
 import torch
 
 from thermocg.config import Config
-from thermocg.errors import ConfigError, DataFormatError, ThermocgError, TrainingError
+from thermocg import tasks as executors
+from thermocg.errors import ConfigError, DataFormatError, TrainingError
 from thermocg.io.records import ModelEntry, TargetSet, TrainedModels
 from thermocg.io.strict import number
 from thermocg.labels import temperature_label
@@ -47,19 +48,11 @@ from thermocg.models.saved import load_model, save_model
 from thermocg.models.thermal import (NetworkSettings, SeparateNetworks, ThermalForceField, beta_of, build_network,
                                      zero_heads)
 from thermocg.models.training import TrainingData, TrainSettings, train_heads
-from thermocg.runlock import locked_stage
-from thermocg.workers import plan_processes, start_pool, stop_workers, task_result
+from thermocg.stagedir import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
-STAGE = "train"
 ORDER = {"fm": 0, "fm-each": 0, "em": 1, "trf1": 1, "trf2": 2, "trf-multi": 2}
-
-
-def train_dir(config: Config) -> Path:
-    """This stage's directory for ``config`` (from the pipeline table)."""
-    from thermocg import pipeline
-    return pipeline.stage(STAGE).directory(config)
 
 
 def network_settings(config: Config) -> NetworkSettings:
@@ -71,9 +64,8 @@ def network_settings(config: Config) -> NetworkSettings:
                            interaction=t.interaction)
 
 
-@locked_stage
-def run_train(config: Config, force: bool = False, show_progress: bool = True) -> dict:
-    """Train every configured model from the finished targets stage (skipping models already
+def run_train(ctx: StageContext) -> StageResult:
+    """Train every configured model from the targets stage's record (skipping models already
     saved for this config). ``thermocg train`` runs the targets stage first when needed.
 
     Models train in ``[run] processes`` worker processes (one per core on a CPU, one on a GPU);
@@ -81,20 +73,9 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
     seed) starts when that one is saved. One line per finished model says how long the rest
     takes.
     """
-    from thermocg import pipeline
     from thermocg.device import pick_device
 
-    t = config.train
-    for temp in (t.T0_K, *t.training_temperatures_K):
-        if temp not in config.reference.temperatures_K:
-            raise ConfigError(f"train temperature {temp:g} K (T0_K or training_temperatures_K) is not one of "
-                              f"reference.temperatures_K {list(config.reference.temperatures_K)}")
-    targets = pipeline.read(config, "targets")
-    stage = pipeline.stage(STAGE).stage_dir(config)
-    manifest, config_json = stage.begin(force, config)
-    if manifest is not None:
-        return manifest
-
+    config, stage, targets = ctx.config, ctx.stage, ctx.record("targets")
     device = pick_device(config.run.device)
     plan = model_plan(config)
     donors = w0_donors(plan)
@@ -112,12 +93,12 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
         if donor in retrain:  # any checkpoint of its own holds the old donor's W0
             for phase in (f"{entry.name}-thermal", f"{entry.name}-U"):
                 (stage.path / f".{phase}.ckpt").unlink(missing_ok=True)
-        jobs.append(TrainJob(config, entry, targets, stage.path, config_json, str(device),
-                             None if donor is None else stage.path / f"{donor}.pt", show_progress))
-    procs, threads = plan_processes(config.run.processes, len(jobs), device.type != "cpu")
+        jobs.append(TrainJob(config, entry, targets, stage.path, ctx.config_json, str(device),
+                             None if donor is None else stage.path / f"{donor}.pt", ctx.show_progress))
+    run = executors.executor(config.run.processes, len(jobs), device.type != "cpu")
     if jobs:
-        log.info("train: %d of %d models to train, %d process(es) x %d thread(s), %s -> %s", len(jobs), len(plan),
-                 procs, threads, device, stage.path)
+        log.info("train: %d of %d models to train, %s, %s -> %s", len(jobs), len(plan), run.describe(), device,
+                 stage.path)
 
     def finished(job: TrainJob, result: dict) -> None:
         stage.add_outputs([job.out.name])
@@ -125,12 +106,12 @@ def run_train(config: Config, force: bool = False, show_progress: bool = True) -
             (stage.path / f".{phase}.ckpt").unlink(missing_ok=True)
         outputs[job.entry.name], summary[job.entry.name] = [job.out.name], result
 
-    _run_jobs([replace(j, threads=threads, show_progress=show_progress and procs == 1) for j in jobs],
-              procs, donors, finished)
+    in_process = isinstance(run, executors.Serial) or run.procs == 1 or len(jobs) == 1
+    _run_jobs([replace(j, threads=run.threads or 0, show_progress=ctx.show_progress and in_process) for j in jobs],
+              run, donors, finished)
     held = held_out_frames(config)
     record = TrainedModels(stage.path, tuple(plan), (held.start, held.stop))
-    return stage.write_manifest(True, config_json, outputs, {e.name: summary[e.name] for e in plan},
-                                record.to_json())
+    return StageResult(outputs, {e.name: summary[e.name] for e in plan}, record.to_json())
 
 
 @dataclass(frozen=True)
@@ -188,27 +169,17 @@ def train_one(job: TrainJob) -> dict:
                            "epochs": len(h["valid"]), "best_epoch": h["best_epoch"]} for p, h in histories.items()}}
 
 
-def _run_jobs(jobs: list[TrainJob], procs: int, donors: dict[str, str], finished) -> None:
-    """Run the training jobs, a model after the model it takes W0 from, in ``procs`` worker
-    processes (1: here); ``finished(job, summary)`` runs here as each model is saved."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    waiting = {j.entry.name: j for j in jobs}
-    to_train = set(waiting)
-    saved: set[str] = set()
+def _run_jobs(jobs: list[TrainJob], run: executors.Executor, donors: dict[str, str], finished) -> None:
+    """Run the training jobs on ``run`` (:mod:`thermocg.tasks`), a model after the model it takes
+    W0 from; ``finished(job, summary)`` runs here as each model is saved, with a line that says
+    how long the rest takes."""
+    by_name = {j.entry.name: j for j in jobs}
     total_cost = sum(j.cost for j in jobs) or 1.0
     done_cost, t_start, n_done = 0.0, time.monotonic(), 0
-
-    def ready():
-        """Jobs whose W0 donor is saved (or not trained here: saved before)."""
-        return [j for j in waiting.values()
-                if donors.get(j.entry.name) not in to_train or donors.get(j.entry.name) in saved]
 
     def report(job: TrainJob, result: dict) -> None:
         nonlocal done_cost, n_done
         finished(job, result)
-        saved.add(job.entry.name)
         done_cost += job.cost
         n_done += 1
         elapsed = time.monotonic() - t_start
@@ -218,39 +189,9 @@ def _run_jobs(jobs: list[TrainJob], procs: int, donors: dict[str, str], finished
                  job.entry.name, result["seconds"], ", ".join(f"{p} {v:.4f}" for p, v in best.items()),
                  n_done, len(jobs), _duration(left) if n_done < len(jobs) else "nothing")
 
-    if procs == 1:
-        while waiting:
-            job = ready()[0]
-            del waiting[job.entry.name]
-            report(job, _named(train_one, job))
-        return
-    pool, _ = start_pool(procs, jobs[0].threads or None)
-    try:
-        running = {}
-        while waiting or running:
-            for job in ready():
-                if len(running) >= procs:
-                    break
-                del waiting[job.entry.name]
-                running[pool.submit(train_one, job)] = job
-            if not running:  # a donor failed to appear: cannot happen with a valid plan
-                raise TrainingError(f"train: no model can start: {sorted(waiting)} wait for missing W0 models")
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                job = running.pop(fut)
-                report(job, task_result(fut.result, f"train {job.entry.name}", BrokenProcessPool, TrainingError))
-    except BaseException:
-        stop_workers(pool)  # Ctrl-C, SIGTERM or an error: no worker may outlive this stage
-        raise
-    pool.shutdown(wait=True)
-
-
-def _named(fn, job: TrainJob):
-    """``fn(job)``, its errors naming the model."""
-    try:
-        return fn(job)
-    except ThermocgError as err:
-        raise type(err)(f"train {job.entry.name}: {err}") from err
+    # a donor not trained here was saved before: nothing to wait for
+    run.map(train_one, jobs, label=lambda job: f"train {job.entry.name}", finished=report,
+            after=lambda job: [by_name[d] for d in [donors.get(job.entry.name)] if d in by_name], died=TrainingError)
 
 
 def _duration(seconds: float) -> str:

@@ -36,6 +36,7 @@ from thermocg.io.trajectory import (ResumableTrajectories, check_existing, frame
                                     steps)
 from thermocg.labels import temperature_label
 from thermocg.reference import engine
+from thermocg.tasks import emit
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,11 @@ class TemperatureTask:
         return self.out_dir / f"{self.label}-nve{k:02d}.h5md"
 
     @property
+    def outputs(self) -> list[Path]:
+        """Every file the task makes: the NVT frames, then the NVE segments."""
+        return [self.nvt_path] + [self.nve_path(k) for k in range(self.reference.nve.n_segments)]
+
+    @property
     def nvt_steps(self) -> int:
         r = self.reference
         return steps(r.equilibration_ps * 1000, r.timestep_fs) + r.n_frames * steps(r.frame_interval_ps * 1000,
@@ -128,6 +134,12 @@ def sample_temperature(task: TemperatureTask, progress: Progress | None = None,
             summary["nve"].append(_run_nve(task, k, progress))
             finished(task.nve_path(k))
     return summary
+
+
+def sample_temperature_task(task: TemperatureTask) -> dict:
+    """:func:`sample_temperature` as a task of :mod:`thermocg.tasks`: the steps it runs and the
+    files it finishes are sent to the stage as events, ``("steps", n)`` and ``("file", path)``."""
+    return sample_temperature(task, lambda n: emit(("steps", n)), lambda path: emit(("file", str(path))))
 
 
 # -- NVT -----------------------------------------------------------------------

@@ -3,7 +3,8 @@
 ``run_reference(config)`` builds the water box once, writes the topology
 (``system.pdb``, for MDAnalysis and friends) and the OpenMM system
 (``system.xml``), then samples every temperature, in parallel local processes
-when there are cores for it, each with its own progress bar. Outputs in
+when there are cores for it, each with its own progress bar (:mod:`thermocg.tasks`: local processes, or Dask with
+``[run] scheduler``). Outputs in
 ``<run.directory>/reference/``::
 
     manifest.json            config hash, outputs, per-temperature summary
@@ -17,52 +18,31 @@ different config is an error unless ``force=True``.
 
 from __future__ import annotations
 
-import json
 import logging
-import queue
-from concurrent.futures import FIRST_COMPLETED, wait
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 
+from thermocg import tasks as executors
 from thermocg.config import Config
-from thermocg.errors import ConfigError, SimulationError, ThermocgError
+from thermocg.errors import ConfigError
 from thermocg.io.records import ReferenceRun
 from thermocg.io.strict import number
-from thermocg.stagedir import atomic_path, atomic_write_text
-from thermocg import workers
-from thermocg.runlock import locked_stage
-from thermocg.workers import plan_processes, start_pool, stop_workers
+from thermocg.stagedir import StageContext, StageResult, atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-STAGE = "reference"
 
-
-def reference_dir(config: Config) -> Path:
-    """This stage's directory for ``config`` (from the pipeline table)."""
-    from thermocg import pipeline
-    return pipeline.stage(STAGE).directory(config)
-
-
-@locked_stage
-def run_reference(config: Config, force: bool = False, show_progress: bool = True) -> dict:
-    """Run (or resume, or skip) the reference stage; returns the manifest dict."""
-    from thermocg import pipeline
+def run_reference(ctx: StageContext) -> StageResult:
+    """The reference stage's runner (:meth:`thermocg.pipeline.Stage.run` is its envelope)."""
+    config, ref = ctx.config, ctx.config.reference
+    if ref.source == "files":
+        return _import(ctx)
     from thermocg.reference import engine, sampler  # OpenMM import kept out of CLI start-up
     import openmm as mm
     import openmm.app as app
 
-    ref = config.reference
-    stage = pipeline.stage(STAGE).stage_dir(config)
-    out, config_hash = stage.path, stage.config_hash
-    manifest = stage.prepare(force)
-    if ref.source == "files":
-        return _import(config, stage, manifest, show_progress)
-    if manifest is not None:
-        return manifest
-
+    out = ctx.path
     if ref.system == "pdb":
         topology, positions, box, system = _pdb_system(config)
     else:
@@ -73,42 +53,70 @@ def run_reference(config: Config, force: bool = False, show_progress: bool = Tru
     log.info("reference: minimising the energy of the initial box")
     positions = engine.minimize(system, positions, box)
     config_text = config.model_dump_json(exclude={"source"})
-    stage.write_manifest(False, json.loads(config_text))
     atomic_write_text(out / "system.xml", system_xml)
     with atomic_path(out / "system.pdb") as pdb, open(pdb, "w") as fh:
         app.PDBFile.writeFile(topology, positions / 10.0, fh)  # PDBFile takes nm
 
     gpu = engine.choose_platform(config.run.device)[0].getName() != "CPU"
-    procs, threads = plan_processes(config.run.processes, len(ref.temperatures_K), gpu)
-    if config.run.scheduler is not None:
-        threads = None  # as many OpenMM threads as the Dask worker running the task has
+    run = executors.executor(config.run.processes, len(ref.temperatures_K), gpu, config.run.scheduler)
     seeds = np.random.SeedSequence(config.run.seed).spawn(len(ref.temperatures_K))
     types, type_names = engine.molecule_types(topology)
     species = np.array([a.element.atomic_number if a.element is not None else 0  # 0: a virtual site
                         for a in topology.atoms()], dtype=np.int32)
-    tasks = [sampler.TemperatureTask(
+    temperature_tasks = [sampler.TemperatureTask(
         temperature_K=float(t), seed=int(s.generate_state(1)[0] % 2**30), out_dir=out, system_xml=system_xml,
         initial_positions_A=positions, box_A=box,
         molecule_index=engine.molecule_index(topology), species=species,
-        reference=ref, config_hash=config_hash, config_text=config_text,
-        device=config.run.device, threads=threads, sections=stage.sections,
+        reference=ref, config_hash=ctx.stage.config_hash, config_text=config_text,
+        device=config.run.device, threads=run.threads, sections=ctx.stage.sections,
         molecule_type=types, bead_types=type_names)
         for t, s in zip(ref.temperatures_K, seeds)]
-    log.info("reference: %d temperatures, %d molecules, %s, platform %s -> %s", len(tasks),
-             int(engine.molecule_index(topology).max()) + 1,
-             f"on Dask ({config.run.scheduler})" if config.run.scheduler else f"{procs} process(es) x {threads} thread(s)",
-             "GPU" if gpu else "CPU", out)
-    if config.run.scheduler is not None:
-        summaries = _run_on_dask(config.run.scheduler, tasks, show_progress,
-                                 lambda path: stage.add_outputs([Path(path).name]))
-    else:
-        summaries = _run_tasks(tasks, procs, show_progress, lambda path: stage.add_outputs([Path(path).name]))
-
+    log.info("reference: %d temperatures, %d molecules, %s, platform %s -> %s", len(temperature_tasks),
+             int(engine.molecule_index(topology).max()) + 1, run.describe(), "GPU" if gpu else "CPU", out)
+    summaries = _sample(run, temperature_tasks, ctx)
     outputs = {t.label: [t.nvt_path.name] + [t.nve_path(k).name for k in range(ref.nve.n_segments)]
-               for t in tasks}
+               for t in temperature_tasks}
     outputs["system"] = ["system.pdb", "system.xml"]
-    record = ReferenceRun(out, tuple(ref.temperatures_K), ref.nve.n_segments)
-    return stage.write_manifest(True, json.loads(config_text), outputs, summaries, record.to_json())
+    record = ReferenceRun(out, tuple(ref.temperatures_K), ref.nve.n_segments, "system.xml")
+    return StageResult(outputs, summaries, record.to_json())
+
+
+def _sample(run: executors.Executor, temperature_tasks, ctx: StageContext) -> dict:
+    """Every temperature, each with its progress bar of MD steps (steps reported by the tasks;
+    on Dask one bar over temperatures); each output file is recorded in the manifest as soon as
+    it is complete (a finished NVT file before the NVE segments that start from it)."""
+    from tqdm.auto import tqdm
+
+    from thermocg.reference.sampler import sample_temperature_task
+
+    hide, dask = not ctx.show_progress, isinstance(run, executors.Dask)
+    overall = tqdm(total=len(temperature_tasks), desc="reference (dask)", unit="temperature", disable=hide) \
+        if dask else None
+    bars = {} if dask else {t.label: tqdm(total=t.total_steps, desc=f"reference {t.label}", unit="step", position=i,
+                                          disable=hide, leave=True, dynamic_ncols=True)
+                            for i, t in enumerate(temperature_tasks)}
+    summaries = {}
+
+    def event(task, what) -> None:
+        kind, value = what
+        if kind == "file":
+            ctx.stage.add_outputs([Path(value).name])
+        else:
+            bars[task.label].update(value)
+
+    def finished(task, summary) -> None:
+        ctx.stage.add_outputs([p.name for p in task.outputs])
+        summaries[task.label] = summary
+        if overall is not None:
+            overall.update(1)
+
+    try:
+        run.map(sample_temperature_task, temperature_tasks, label=lambda t: f"reference {t.label}",
+                finished=finished, events=event, keep_going=True)
+    finally:
+        for b in [*bars.values(), *([overall] if overall is not None else [])]:
+            b.close()
+    return {t.label: summaries[t.label] for t in temperature_tasks}
 
 
 def _pdb_system(config: Config):
@@ -132,18 +140,15 @@ def _pdb_system(config: Config):
     return topology, positions, box, system
 
 
-def _import(config: Config, stage, manifest: dict | None, show_progress: bool) -> dict:
+def _import(ctx: StageContext) -> StageResult:
     """``[reference] source = "files"``: the user's frames written as this stage's files
-    (:mod:`thermocg.reference.imported`); imported again when a source file has changed."""
+    (:mod:`thermocg.reference.imported`); imported again when a source file has changed (the
+    stage's inputs include their checksums)."""
     from thermocg.reference import imported
 
-    if manifest is not None:  # up to date, the imported files' checksums included (StageDir)
-        return manifest
-    config_json = json.loads(config.model_dump_json(exclude={"source"}))
-    stage.write_manifest(False, config_json)
-    outputs, summary = imported.import_reference(config, stage, show_progress)
-    record = ReferenceRun(stage.path, tuple(config.reference.temperatures_K), config.reference.nve.n_segments)
-    return stage.write_manifest(True, config_json, outputs, summary, record.to_json())
+    outputs, summary = imported.import_reference(ctx.config, ctx.stage, ctx.show_progress)
+    record = ReferenceRun(ctx.path, tuple(ctx.config.reference.temperatures_K), ctx.config.reference.nve.n_segments)
+    return StageResult(outputs, summary, record.to_json())
 
 
 def describe(manifest: dict, directory: Path) -> list[str]:
@@ -160,96 +165,3 @@ def describe(manifest: dict, directory: Path) -> list[str]:
                          f" (+{len(s.get('nve') or [])} NVE), worst |sum u_J - E|/|E| = "
                          f"{number(i['max_decomposition_rel_error'], '.1e')}")
     return lines
-
-
-def _run_tasks(tasks, procs: int, show_progress: bool, finished) -> dict:
-    """Run the temperature tasks (in ``procs`` worker processes); ``finished(path)`` is called,
-    in this process, with each output file as soon as it is complete."""
-    from tqdm.auto import tqdm
-
-    from thermocg.reference.sampler import sample_temperature
-
-    bars = {t.label: tqdm(total=t.total_steps, desc=f"reference {t.label}", unit="step", position=i,
-                          disable=not show_progress, leave=True, dynamic_ncols=True)
-            for i, t in enumerate(tasks)}
-    summaries, errors = {}, []
-    try:
-        if procs == 1:
-            for t in tasks:
-                try:
-                    summaries[t.label] = sample_temperature(t, bars[t.label].update, finished)
-                except ThermocgError as err:
-                    errors.append(err)
-        else:
-            pool, q = start_pool(procs, tasks[0].threads)
-            try:
-                futures = {pool.submit(_worker, t): t for t in tasks}
-                pending = set(futures)
-                while pending:
-                    _drain(q, bars, finished)
-                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        try:
-                            summaries[futures[fut].label] = fut.result()
-                        except ThermocgError as err:
-                            errors.append(err)
-                        except BrokenProcessPool as err:
-                            raise SimulationError(f"reference {futures[fut].label}: a worker process died ({err}); "
-                                                  "re-run the same command to resume") from err
-                _drain(q, bars, finished)
-            except BaseException:
-                stop_workers(pool)  # Ctrl-C, SIGTERM or an error here: no worker may outlive this stage
-                raise
-            pool.shutdown(wait=True)
-    finally:
-        for b in bars.values():
-            b.close()
-    if errors:
-        if len(errors) == 1:
-            raise errors[0]
-        raise SimulationError("; ".join(str(e) for e in errors))
-    return summaries
-
-
-def _run_on_dask(scheduler: str, tasks, show_progress: bool, finished) -> dict:
-    """The temperatures as Dask tasks (:mod:`thermocg.cluster`): one progress bar over
-    temperatures; each temperature's outputs are recorded when its task ends."""
-    from tqdm.auto import tqdm
-
-    from thermocg.reference.sampler import sample_temperature
-
-    summaries = {}
-    bar = tqdm(total=len(tasks), desc="reference (dask)", unit="temperature", disable=not show_progress)
-
-    def done(task, summary):
-        for path in [task.nvt_path] + [task.nve_path(k) for k in range(task.reference.nve.n_segments)]:
-            finished(path)
-        summaries[task.label] = summary
-        bar.update(1)
-
-    try:
-        workers.run_tasks(sample_temperature, tasks, 1, None, done, lambda task: f"reference {task.label}",
-                          SimulationError, scheduler=scheduler)
-    finally:
-        bar.close()
-    return summaries
-
-
-def _worker(task):
-    from thermocg.reference.sampler import sample_temperature
-    progress = workers.PROGRESS
-    return sample_temperature(task, lambda n: progress.put(("steps", task.label, n)),
-                              lambda path: progress.put(("file", str(path), 0)))
-
-
-def _drain(q, bars, finished) -> None:
-    """Progress from the workers: steps done per temperature, and files finished."""
-    while True:
-        try:
-            kind, what, n = q.get_nowait()
-        except queue.Empty:
-            return
-        if kind == "file":
-            finished(what)
-        else:
-            bars[what].update(n)

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from thermocg.io.records import Results, SeedStatistics
+from thermocg.io.results import Results, SeedStatistics
 
 YES, NO, NOT_TESTED = "yes", "no", "not tested"
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 
-from thermocg.io.records import Results, SeedStatistics
+from thermocg.io.results import Results, SeedStatistics
 from thermocg.labels import temperature_label
 from thermocg.report.claims import Claim, uncertainty
+from thermocg.report.series import points, series, trained_at
 
 #: (measure, heading, unit, digits) of the tables, in order
 TABLES = (("force_mse", "Held-out force error (MSE against the mapped forces)", "(kcal/mol/Å)²", 4),
@@ -40,7 +41,6 @@ def _cell(s: SeedStatistics | None, digits: int) -> str:
 
 def table(res: Results, measure: str, digits: int, lines: dict[str, list[str]]) -> list[str]:
     """One markdown table: a row per series, a column per temperature (* = trained there)."""
-    from thermocg.report.stage import points, trained_at
 
     temps = list(res.by_temperature)
     out = ["| model | " + " | ".join(f"{t:g} K" for t in temps) + " |", "|---" * (len(temps) + 1) + "|"]
@@ -64,7 +64,6 @@ def table(res: Results, measure: str, digits: int, lines: dict[str, list[str]]) 
 
 def results_markdown(res: Results, claims: list[Claim], provenance: dict, figures: list[str]) -> str:
     """The whole ``results.md`` page."""
-    from thermocg.report.stage import series
 
     lines = series(res)
     md = ["# Results", ""]
@@ -96,7 +95,6 @@ def results_markdown(res: Results, claims: list[Claim], provenance: dict, figure
 def summary_json(res: Results, claims: list[Claim], provenance: dict) -> dict:
     """``summary.json``: by temperature and model group, every measure over seeds; the reference's
     own measures; the claims; provenance."""
-    from thermocg.report.stage import points, series, trained_at
 
     lines = series(res)
     measures = [m for m, *_ in TABLES]

@@ -41,7 +41,7 @@ class Baseline(Protocol):
     each frame's prediction comes from a fit that never saw that frame (the targets stage
     only ever needs such out-of-fold predictions). Implementations:
     :class:`PairSplineBaseline` (here; linear least squares, seconds) and
-    :class:`thermocg.models.baselines.HipnnBaseline` (HIP-NN-TS networks). The targets
+    :class:`thermocg.targets.hipnn.HipnnBaseline` (HIP-NN-TS networks). The targets
     stage receives one and does not know which.
     """
 

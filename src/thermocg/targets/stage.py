@@ -29,25 +29,30 @@ import numpy as np
 from thermocg import __version__
 from thermocg.config import Config
 from thermocg.errors import ConfigError, DataFormatError
-from thermocg.io.records import TargetFrames, TargetSet
+from thermocg.io.records import TargetSet
+from thermocg.io.targets_file import TargetFrames
 from thermocg.io.strict import dumps, number
 from thermocg.labels import temperature_label
 from thermocg.mapping import CGFrames
-from thermocg.stagedir import atomic_write_text
+from thermocg.stagedir import StageContext, StageResult, atomic_write_text
 from thermocg.targets.baselines import (Baseline, PairBasis, PairSplineBaseline, cross_fit_splits,
                                         fit_force_and_energy)
 from thermocg.targets.build import local_energy_and_baseline, thermal_targets
-from thermocg.runlock import locked_stage
 
 log = logging.getLogger(__name__)
 
-STAGE = "targets"
 
+def baselines_for(config: Config) -> Callable[..., Baseline]:
+    """The baselines of ``[targets] baseline``: ``baselines(temperature_K, show_progress)`` gives
+    the :class:`~thermocg.targets.baselines.Baseline` of that temperature's frames (the pair
+    splines, or HIP-NN-TS networks: :class:`thermocg.targets.hipnn.HipnnBaseline`)."""
+    t = config.targets
+    if t.baseline == "pair-spline":
+        spline = PairSplineBaseline(PairBasis(cutoff_A=t.baseline_cutoff_A, n_basis=t.baseline_n_basis), t.ridge)
+        return lambda temperature_K, show_progress=False: spline
+    from thermocg.targets.hipnn import HipnnBaseline  # torch and hippynn only when they are used
 
-def targets_dir(config: Config) -> Path:
-    """This stage's directory for ``config`` (from the pipeline table)."""
-    from thermocg import pipeline
-    return pipeline.stage(STAGE).directory(config)
+    return lambda temperature_K, show_progress=False: HipnnBaseline.from_config(config, temperature_K, show_progress)
 
 
 def check_frames(cg: CGFrames, config: Config, source: Path) -> None:
@@ -180,42 +185,19 @@ def target_frames(cg: CGFrames, res: dict, config: Config, source: Path, source_
                         targets=targets, attrs=attrs, bead_type=cg.bead_type, bead_types=cg.bead_types)
 
 
-@locked_stage
-def run_targets(config: Config, force: bool = False, show_progress: bool = True,
-                baselines: Callable[..., Baseline] | None = None) -> dict:
-    """Run (or skip) the targets stage for every reference temperature.
-
-    ``baselines(temperature_K, show_progress)``: the :class:`~thermocg.targets.baselines.Baseline`
-    for a temperature's frames; :func:`thermocg.pipeline.targets_inputs` makes the one
-    ``[targets] baseline`` names (``thermocg targets`` and ``pipeline.stage("targets").run``
-    pass it). Without it, only the pair splines can be used.
-    """
+def run_targets(ctx: StageContext) -> StageResult:
+    """The targets stage's runner (:meth:`thermocg.pipeline.Stage.run` is its envelope): the
+    targets of every reference temperature, by ``[targets] method``."""
     from tqdm.auto import tqdm
 
-    from thermocg import pipeline
-
-    if baselines is None:
-        if config.targets.baseline != "pair-spline":
-            raise ConfigError(f"targets.baseline = {config.targets.baseline!r}: run the stage through "
-                              "thermocg.pipeline (or pass baselines=) to use HIP-NN-TS baselines")
-        spline = PairSplineBaseline(PairBasis(cutoff_A=config.targets.baseline_cutoff_A,
-                                              n_basis=config.targets.baseline_n_basis), config.targets.ridge)
-        baselines = lambda temperature_K, show_progress=False: spline  # noqa: E731
-    me = pipeline.stage(STAGE)
-    reference = pipeline.read(config, "reference")
-    ref_hash = pipeline.stage("reference").config_hash(config)
-    stage = me.stage_dir(config)
-    manifest, config_json = stage.begin(force, config)
-    if manifest is not None:
-        return manifest
+    config = ctx.config
+    reference, ref_hash = ctx.record("reference"), ctx.upstream_hash("reference")
+    record = TargetSet(ctx.path, tuple(config.reference.temperatures_K)).to_json()
     if config.targets.method == "restrained":
-        import shutil
-
-        outputs, summary = _restrained(config, reference, ref_hash, stage, show_progress)
-        record = TargetSet(stage.path, tuple(config.reference.temperatures_K))
-        manifest = stage.write_manifest(True, config_json, outputs, summary, record.to_json())
-        shutil.rmtree(stage.path / ".restrained", ignore_errors=True)  # the per-configuration resume state
-        return manifest
+        outputs, summary = _restrained(ctx, reference, ref_hash)
+        return StageResult(outputs, summary, record, scratch=(".restrained",))  # the per-configuration resume state
+    baselines = baselines_for(config)
+    stage, show_progress = ctx.stage, ctx.show_progress
     basis = PairBasis(cutoff_A=config.targets.baseline_cutoff_A, n_basis=config.targets.baseline_n_basis)
     outputs, summary, convergence = {}, {}, {}
     for temp in tqdm(config.reference.temperatures_K, desc="targets", unit="T", disable=not show_progress):
@@ -235,11 +217,10 @@ def run_targets(config: Config, force: bool = False, show_progress: bool = True,
                  res["summary"]["t1_std_local_over_global"])
     atomic_write_text(stage.path / "convergence.json", dumps(convergence, indent=1))
     outputs["convergence"] = ["convergence.json"]
-    record = TargetSet(stage.path, tuple(config.reference.temperatures_K))
-    return stage.write_manifest(True, config_json, outputs, summary, record.to_json())
+    return StageResult(outputs, summary, record)
 
 
-def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: bool) -> tuple[dict, dict]:
+def _restrained(ctx: StageContext, reference, ref_hash: str) -> tuple[dict, dict]:
     """``[targets] method = "restrained"``: sample the first ``restrained_configurations`` training
     frames of each of ``restrained_temperatures_K`` (default: every temperature) with their
     centres of mass restrained (issue 15), in ``[run] processes`` workers; each configuration's
@@ -249,23 +230,26 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
     configurations (NaN elsewhere: missing), written when all of them are in."""
     from tqdm.auto import tqdm
 
+    from thermocg import tasks as executors
     from thermocg.errors import SimulationError
     from thermocg.reference import engine
     from thermocg.targets.restrained import (ConfigurationTask, load_configuration, restrained_frames,
                                              sample_configuration)
-    from thermocg.workers import plan_processes, run_tasks
 
+    config, stage, show_progress = ctx.config, ctx.stage, ctx.show_progress
     t, ref = config.targets, config.reference
-    system_xml = (reference.directory / "system.xml").read_text()
+    if reference.system_xml_path is None:  # the config's check refuses this; a record could still say so
+        raise ConfigError(f"{reference.directory}: imported frames have no OpenMM system; restrained targets "
+                          "need one (targets.method = \"regression\")")
+    system_xml = reference.system_xml_path.read_text()
     key = stage.config_hash
     seeds = np.random.SeedSequence([config.run.seed, 15]).spawn(len(ref.temperatures_K))
     by_temp, todo, cg_of = {}, [], {}
     gpu = engine.choose_platform(config.run.device)[0].getName() != "CPU"
     sampled = config.restrained_temperatures_K
     n_tasks = len(sampled) * t.restrained_configurations
-    procs, threads = plan_processes(config.run.processes, n_tasks, gpu)
-    if config.run.scheduler is not None:
-        threads = None  # as many OpenMM threads as the Dask worker running the task has
+    run = executors.executor(config.run.processes, n_tasks, gpu, config.run.scheduler)
+    threads = run.threads
     for temp, seq in zip(ref.temperatures_K, seeds):
         label = temperature_label(temp)
         source = reference.nvt_path(temp)
@@ -291,13 +275,11 @@ def _restrained(config: Config, reference, ref_hash: str, stage, show_progress: 
             if load_configuration(task.out, key) is None:
                 todo.append(task)
     log.info("targets (restrained): %d of %d configurations to sample, %s, %s", len(todo), n_tasks,
-             f"on Dask ({config.run.scheduler})" if config.run.scheduler else f"{procs} process(es) x {threads} thread(s)",
-             "GPU" if gpu else "CPU")
+             run.describe(), "GPU" if gpu else "CPU")
     bar = tqdm(total=len(todo), desc="restrained configurations", unit="config", disable=not show_progress)
     try:
-        run_tasks(sample_configuration, todo, procs, threads, lambda task, _: bar.update(1),
-                  lambda task: f"targets {task.temperature_K:g} K configuration {task.index}", SimulationError,
-                  scheduler=config.run.scheduler)
+        run.map(sample_configuration, todo, label=lambda task: f"targets {task.temperature_K:g} K configuration "
+                f"{task.index}", finished=lambda task, _: bar.update(1), died=SimulationError)
     finally:
         bar.close()
     outputs, summary = {}, {}

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from thermocg.errors import DataFormatError
-from thermocg.io.records import (Curve, Estimate, Measures, ModelEntry, ReferenceRun, Results, TargetFrames,
-                                 TargetSet, TemperatureResults, TrainedModels, Trajectories, TrajectoryRun)
+from thermocg.io.records import ModelEntry, ReferenceRun, TargetSet, TrainedModels, Trajectories, TrajectoryRun
+from thermocg.io.targets_file import TargetFrames
+from thermocg.io.results import Curve, Estimate, Measures, Results, TemperatureResults
 from thermocg.labels import temperature_label
 from thermocg.stagedir import StageDir
 

@@ -54,11 +54,8 @@ def test_force_map_recovers_the_gradient_of_a_cg_potential():
     np.testing.assert_allclose(cmap.forces(f_atoms), -k * (big_r - anchors), atol=1e-12)
 
 
-def test_mapped_forces_of_reference_water_conserve_momentum(tiny_reference):
-    from thermocg.frames import read_reference
-    from thermocg.reference.stage import reference_dir
-    config, _ = tiny_reference
-    f = read_reference(reference_dir(config) / "T300K.h5md")
+def test_mapped_forces_of_reference_water_conserve_momentum(water64):
+    f, _ = water64
     cg = map_reference(f)
     assert cg.positions.shape == (f.n_frames, 64, 3) and cg.bead_energy.shape == (f.n_frames, 64)
     np.testing.assert_allclose(cg.bead_energy.sum(1), f.molecule_energy.sum(1))

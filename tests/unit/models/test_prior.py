@@ -88,12 +88,8 @@ def test_batched_systems_equal_single_ones(batch):
     assert (torch.zeros(batch, 1, dtype=e.dtype) + e).shape == (batch, 1)
 
 
-def test_fit_from_reference_water(tiny_reference):
-    from thermocg.frames import read_reference
-    from thermocg.mapping import map_reference
-    from thermocg.reference.stage import reference_dir
-    config, _ = tiny_reference
-    cg = map_reference(read_reference(reference_dir(config) / "T300K.h5md"))
+def test_fit_from_reference_water(water64):
+    cg = water64[1]
     prior = RepulsivePrior.fit(cg.positions, cg.box, cg.forces)
     d = cg.positions[:, :, None] - cg.positions[:, None]
     d -= cg.box[:, None, None] * np.round(d / cg.box[:, None, None])

@@ -33,12 +33,8 @@ def model(request):
 
 
 @pytest.fixture(scope="module")
-def frame(tiny_reference):
-    from thermocg.frames import read_reference
-    from thermocg.mapping import map_reference
-    from thermocg.reference.stage import reference_dir
-    config, _ = tiny_reference
-    cg = map_reference(read_reference(reference_dir(config) / "T300K.h5md"))
+def frame(water64):
+    cg = water64[1]
     return cg.positions[0], cg.box[0]
 
 

@@ -3,6 +3,7 @@ is saved, in parallel workers too; a failure names its model."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from thermocg import workers
 from thermocg.config import Config
 from thermocg.errors import TrainingError
 from thermocg.models import stage
 from thermocg.models.stage import TrainJob, model_plan, w0_donors
+from thermocg.tasks import LocalProcesses, Serial
 
 
 def _jobs(variants, seeds=()):
@@ -38,12 +41,12 @@ def test_dependents_start_after_their_donor_is_saved(monkeypatch, procs):
         return {"seconds": 0.0, "w0_from": None, "phases": {}}
 
     monkeypatch.setattr(stage, "train_one", fake_train)
-    monkeypatch.setattr(stage, "start_pool", lambda n, threads=None: (ThreadPoolExecutor(n), None))
+    monkeypatch.setattr(workers, "start_pool", lambda n, threads=None: (ThreadPoolExecutor(n), queue.Queue()))
     def saved(job, result):
         with lock:
             events.append(("saved", job.entry.name))
 
-    stage._run_jobs(jobs, procs, donors, saved)
+    stage._run_jobs(jobs, LocalProcesses(procs, 1), donors, saved)
     assert sorted(n for kind, n in events if kind == "saved") == sorted(j.entry.name for j in jobs)
     for name, donor in donors.items():
         assert events.index(("saved", donor)) < events.index(("start", name)), events
@@ -59,4 +62,4 @@ def test_a_failure_names_its_model(monkeypatch):
 
     monkeypatch.setattr(stage, "train_one", failing)
     with pytest.raises(TrainingError, match="train trf2: training did not improve"):
-        stage._run_jobs(jobs, 1, donors, lambda job, result: None)
+        stage._run_jobs(jobs, Serial(), donors, lambda job, result: None)

@@ -13,13 +13,8 @@ from thermocg.models.training import TrainingData, TrainSettings, train_heads
 
 
 @pytest.fixture(scope="module")
-def water(tiny_reference):
-    from thermocg.frames import read_reference
-    from thermocg.mapping import map_reference
-    from thermocg.reference.stage import reference_dir
-    config, _ = tiny_reference
-    cg = map_reference(read_reference(reference_dir(config) / "T300K.h5md"))
-    return cg
+def water(water64):
+    return water64[1]
 
 
 def _model(cg, seed=0):

@@ -9,7 +9,7 @@ import openmm as mm
 import pytest
 from scipy.special import erfc
 
-from tests.conftest import water_context
+from tests.helpers import water_context
 from thermocg import units
 from thermocg.reference import engine
 from thermocg.reference.decomposition import EnergyDecomposition, NonbondedParameters, dispersion_correction_energy

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import openmm as mm
 
-from tests.conftest import water_context
+from tests.helpers import water_context
 from thermocg import units
 from thermocg.reference import engine
 

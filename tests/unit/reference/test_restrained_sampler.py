@@ -11,7 +11,7 @@ import numpy as np
 import openmm as mm
 import pytest
 
-from tests.conftest import water_context
+from tests.helpers import water_context
 from thermocg import units
 from thermocg.errors import ConfigError
 from thermocg.reference import engine

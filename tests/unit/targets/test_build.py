@@ -5,16 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from thermocg.frames import read_reference
-from thermocg.mapping import map_reference
-from thermocg.reference.stage import reference_dir
 from thermocg.targets.build import thermal_targets
 
 
 @pytest.fixture(scope="module")
-def cg(tiny_reference):
-    config, _ = tiny_reference
-    return map_reference(read_reference(reference_dir(config) / "T300K.h5md"))
+def cg(water64):
+    return water64[1]
 
 
 def _baselines(cg):

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from thermocg.models import baselines as nets
+from thermocg.targets import hipnn as nets
 from thermocg.models.thermal import NetworkSettings
 from thermocg.models.training import TrainSettings
 
@@ -18,12 +18,8 @@ SETTINGS = nets.HipnnBaseline(network=NetworkSettings(cutoff_A=6.0, dist_soft_ma
 
 
 @pytest.fixture(scope="module")
-def water(tiny_reference):
-    from thermocg.frames import read_reference
-    from thermocg.mapping import map_reference
-    from thermocg.reference.stage import reference_dir
-    config, _ = tiny_reference
-    return map_reference(read_reference(reference_dir(config) / "T300K.h5md"))
+def water(water64):
+    return water64[1]
 
 
 def _r2(y, p):
