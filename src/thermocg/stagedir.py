@@ -150,6 +150,9 @@ class StageDir:
                 problems.append((name, "its checksum differs from the one recorded when it was written"))
         return problems
 
+    def _holds_only_the_manifest(self) -> bool:
+        return all(p.name == self.manifest_path.name for p in self.path.iterdir())
+
     def _clear(self) -> None:
         shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
@@ -172,6 +175,13 @@ class StageDir:
         if manifest is None:
             return None
         if manifest.get("config_hash") != self.config_hash:
+            if not manifest.get("complete") and self._holds_only_the_manifest():
+                # begun by another config and stopped before it made anything (a missing PDB, a
+                # cutoff too long for the box): nothing to protect, so no --force needed
+                log.info("%s: an earlier run of another config stopped before it wrote anything; starting anew",
+                         self.stage)
+                self._clear()
+                return None
             raise ConfigError(
                 f"{self.path}: made by a different {self.sections} config (hash {manifest.get('config_hash')}, "
                 f"this config {self.config_hash}); run `thermocg {self.stage} --force` to regenerate it, or set "

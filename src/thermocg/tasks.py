@@ -29,14 +29,13 @@ Each has one ``map(fn, tasks, label=, finished=, ...)``, with the same guarantee
 
 from __future__ import annotations
 
-import logging
 import queue
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterable
 
 from thermocg.errors import SimulationError, ThermocgError
 
-log = logging.getLogger(__name__)
 
 #: how a running task reports an event (set around each task by its backend; a no-op outside)
 _emit: Callable[[object], None] = lambda event: None  # noqa: E731
@@ -64,9 +63,11 @@ def task_result(call, name: str, lost=(), died=RuntimeError):
     try:
         return call()
     except lost as err:
-        raise died(f"{name}: a worker process died ({err}); re-run the same command to resume") from err
+        dead = died(f"{name}: a worker process died ({err}); re-run the same command to resume")
+        dead.worker_died = True  # not a task's own failure: nothing else can run on that pool
+        raise dead from err
     except ThermocgError as err:
-        if str(err).startswith(f"{name}:"):  # the task named itself already
+        if str(err).startswith((f"{name}:", f"{name} ")):  # the task named itself already
             raise
         raise type(err)(f"{name}: {err}") from err
 
@@ -78,11 +79,12 @@ class _Failures:
         self.keep_going, self.errors = keep_going, []
 
     def call(self, get):
-        """``get()``, or None when it raised a ThermocgError that is kept for later."""
+        """``get()``, or None when it raised a ThermocgError that is kept for later (a worker's
+        death is raised at once: the pool it broke cannot run the others)."""
         try:
             return get(), True
         except ThermocgError as err:
-            if not self.keep_going:
+            if not self.keep_going or getattr(err, "worker_died", False):
                 raise
             self.errors.append(err)
             return None, False
@@ -170,13 +172,21 @@ def _submit_loop(tasks, capacity: int, submit, wait_first, result, label, finish
     failures.raise_any()
 
 
+#: a worker's last message of a task, after all its events (one process's puts arrive in order)
+_SETTLED = "thermocg.tasks: settled"
+
+
 def _in_worker(fn, index: int, task):
-    """A task in a local worker process: its events go on the pool's queue with its index."""
+    """A task in a local worker process: its events go on the pool's queue with its index, then
+    a last message that says there are no more."""
     from thermocg import workers
 
     progress = workers.PROGRESS
-    with _emitting(lambda event: progress.put((index, event))):
-        return fn(task)
+    try:
+        with _emitting(lambda event: progress.put((index, event))):
+            return fn(task)
+    finally:
+        progress.put((index, _SETTLED))
 
 
 class LocalProcesses(Executor):
@@ -200,20 +210,38 @@ class LocalProcesses(Executor):
             return
         index = {id(t): k for k, t in enumerate(tasks)}
         pool, q = workers.start_pool(self.procs, self.threads)
+        of_future, settled = {}, set()
 
-        def drain():
+        def drain(until: int | None = None):
+            """The events on the queue; with ``until``, wait for that task's last one too (a
+            result can arrive before the events sent ahead of it: a finished file recorded
+            late, or not at all)."""
+            deadline = time.monotonic() + 30.0
             while True:
+                block = until is not None and until not in settled
                 try:
-                    k, event = q.get_nowait()
+                    k, event = q.get(timeout=max(0.0, deadline - time.monotonic())) if block else q.get_nowait()
                 except queue.Empty:
                     return
-                events(tasks[k], event)
+                if isinstance(event, str) and event == _SETTLED:
+                    settled.add(k)
+                else:
+                    events(tasks[k], event)
+
+        def submit(task):
+            fut = pool.submit(_in_worker, fn, index[id(task)], task)
+            of_future[fut] = index[id(task)]
+            return fut
+
+        def result(fut, name):
+            value = task_result(fut.result, name, BrokenProcessPool, died)
+            drain(until=of_future[fut])
+            return value
 
         try:
-            _submit_loop(tasks, self.procs, lambda t: pool.submit(_in_worker, fn, index[id(t)], t),
+            _submit_loop(tasks, self.procs, submit,
                          lambda futs: wait(futs, timeout=0.2, return_when=FIRST_COMPLETED)[0],
-                         lambda fut, name: task_result(fut.result, name, BrokenProcessPool, died),
-                         label, finished, after, failures, drain)
+                         result, label, finished, after, failures, drain)
         except BaseException:
             workers.stop_workers(pool)  # Ctrl-C, SIGTERM or an error: no worker may outlive this stage
             raise

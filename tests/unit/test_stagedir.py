@@ -52,6 +52,24 @@ def test_force_always_recomputes_and_repairs_a_corrupt_manifest(tmp_path):
     assert s.prepare(force=True) is None  # the advice works
 
 
+def test_another_config_is_refused_unless_the_stage_stopped_before_writing_anything(tmp_path):
+    """A stage begun, then stopped by an error before it wrote a file (a missing PDB, a cutoff
+    too long for the box), does not hold a fixed config back; a stage that wrote anything, a
+    partial trajectory included, is kept for --force to remove."""
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(model_dump_json=lambda exclude=None: "{}")
+    first = StageDir(tmp_path / "s", "s", "old", "[s]")
+    assert first.begin(False, config)[0] is None
+    again = StageDir(tmp_path / "s", "s", "new", "[s]")
+    assert again.prepare(force=False) is None  # nothing was written: the new config takes over
+    again.write_manifest(False, {})
+    (tmp_path / "s" / ".T300K.h5md.part").write_bytes(b"frames")
+    with pytest.raises(ConfigError, match="made by a different \\[s\\] config"):
+        StageDir(tmp_path / "s", "s", "newer", "[s]").prepare(force=False)
+    assert (tmp_path / "s" / ".T300K.h5md.part").exists()
+
+
 def test_changed_upstream_outputs_invalidate_the_stage(tmp_path, caplog):
     up = _finished(tmp_path / "up")
     down = _finished(tmp_path / "down", upstream=(up,), name="down")

@@ -214,7 +214,8 @@ def run_evaluate(ctx: StageContext) -> StageResult:
     temps = sorted({t for m in names for t in trajectories.temperatures(m)})
     run = executors.Serial() if config.run.scheduler is None else executors.Dask(config.run.scheduler)
     by_temperature = {}
-    bar = tqdm(total=len(temps), desc="evaluate", unit="T", disable=not ctx.show_progress)
+    bar = tqdm(total=len(temps), desc="evaluate" if isinstance(run, executors.Serial) else "evaluate (dask)", unit="T",
+               disable=not ctx.show_progress)
 
     def finished(task: EvaluateTask, result: TemperatureResults) -> None:
         by_temperature[task.temperature_K] = result
@@ -295,7 +296,8 @@ class EvaluateTask:
 
 
 #: the models loaded in this process, by (path, modification time, size): each is loaded once per
-#: stage run (or per Dask worker), not once per temperature
+#: stage run, not once per temperature (emptied when the stage ends; a Dask worker keeps its own
+#: for its lifetime, a few MB per model, and a model file rewritten since is loaded again)
 _MODELS: dict[tuple, object] = {}
 
 

@@ -1,10 +1,10 @@
 """The reference stage: all-atom water at every configured temperature.
 
-``run_reference(config)`` builds the water box once, writes the topology
-(``system.pdb``, for MDAnalysis and friends) and the OpenMM system
-(``system.xml``), then samples every temperature, in parallel local processes
-when there are cores for it, each with its own progress bar (:mod:`thermocg.tasks`: local processes, or Dask with
-``[run] scheduler``). Outputs in
+``run_reference`` (the runner :meth:`thermocg.pipeline.Stage.run` calls) builds the water box
+once, writes the topology (``system.pdb``, for MDAnalysis and friends) and the OpenMM system
+(``system.xml``), then samples every temperature, in parallel local processes when there are
+cores for it, each with its own progress bar (:mod:`thermocg.tasks`: local processes, or Dask
+with ``[run] scheduler``). Outputs in
 ``<run.directory>/reference/``::
 
     manifest.json            config hash, outputs, per-temperature summary
@@ -104,8 +104,8 @@ def _sample(run: executors.Executor, temperature_tasks, ctx: StageContext) -> di
         else:
             bars[task.label].update(value)
 
-    def finished(task, summary) -> None:
-        ctx.stage.add_outputs([p.name for p in task.outputs])
+    def finished(task, summary) -> None:  # what the events did not record (on Dask: every file)
+        ctx.stage.add_outputs([p.name for p in task.outputs if p.name not in ctx.stage.recorded])
         summaries[task.label] = summary
         if overall is not None:
             overall.update(1)

@@ -1,6 +1,6 @@
 """The paper's claims (issue 14), each answered yes or no from an evaluate stage's results.
 
-Every verdict is computed from :class:`thermocg.io.records.Results` alone, with the numbers
+Every verdict is computed from :class:`thermocg.io.results.Results` alone, with the numbers
 it rests on, so the report page, ``docs/results.md`` and ``docs/results.json`` print the same
 thing. A model group trained with several seeds enters as its mean over seeds, with the
 standard error of that mean (:func:`uncertainty`). A claim whose numbers are missing from the

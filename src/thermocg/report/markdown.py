@@ -41,7 +41,6 @@ def _cell(s: SeedStatistics | None, digits: int) -> str:
 
 def table(res: Results, measure: str, digits: int, lines: dict[str, list[str]]) -> list[str]:
     """One markdown table: a row per series, a column per temperature (* = trained there)."""
-
     temps = list(res.by_temperature)
     out = ["| model | " + " | ".join(f"{t:g} K" for t in temps) + " |", "|---" * (len(temps) + 1) + "|"]
     if measure in REFERENCE:
@@ -64,7 +63,6 @@ def table(res: Results, measure: str, digits: int, lines: dict[str, list[str]]) 
 
 def results_markdown(res: Results, claims: list[Claim], provenance: dict, figures: list[str]) -> str:
     """The whole ``results.md`` page."""
-
     lines = series(res)
     md = ["# Results", ""]
     md += ["## Provenance", ""] + [f"- **{k}**: {v}" for k, v in provenance.items()] + [""]
@@ -95,7 +93,6 @@ def results_markdown(res: Results, claims: list[Claim], provenance: dict, figure
 def summary_json(res: Results, claims: list[Claim], provenance: dict) -> dict:
     """``summary.json``: by temperature and model group, every measure over seeds; the reference's
     own measures; the claims; provenance."""
-
     lines = series(res)
     measures = [m for m, *_ in TABLES]
     by_t = {}

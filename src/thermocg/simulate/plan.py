@@ -4,13 +4,11 @@ further seeds where asked), a seed per system, and the all-atom frame each start
 from __future__ import annotations
 
 import hashlib
-import logging
 
 from thermocg.config import Config
 from thermocg.errors import ConfigError
 from thermocg.io.records import ReferenceRun, TrainedModels
 
-log = logging.getLogger(__name__)
 
 
 def simulation_jobs(config: Config, models: TrainedModels) -> dict[str, tuple[float, ...]]:

@@ -55,6 +55,8 @@ def check(config: Config, upstream: dict) -> None:
 def run_simulate(ctx: StageContext) -> StageResult:
     """Run (or resume) the CG simulations of every model and temperature: each model's batch a
     task (:mod:`thermocg.tasks`), here one after another, or on Dask with ``[run] scheduler``."""
+    from tqdm.auto import tqdm
+
     from thermocg import tasks as executors
 
     config, stage = ctx.config, ctx.stage
@@ -65,6 +67,9 @@ def run_simulate(ctx: StageContext) -> StageResult:
     model_tasks = [ModelTask(config, name, tuple(temps), stage.path, stage.config_hash, stage.sections, models,
                              reference, ctx.show_progress and local) for name, temps in jobs.items()]
     outputs, summary, runs = {}, {}, {}
+    # here each model's batch shows its own bars; on Dask one bar over models
+    bar = None if local else tqdm(total=len(model_tasks), desc="simulate (dask)", unit="model",
+                                  disable=not ctx.show_progress)
     systems_total = sum(len(t) for t in jobs.values()) * config.simulate.replicas
     systems_done, t_start, last = 0, time.monotonic(), [time.monotonic()]
 
@@ -80,11 +85,17 @@ def run_simulate(ctx: StageContext) -> StageResult:
                  len(runs[task.name]), now - last[0], len(outputs), len(jobs),
                  rate * (systems_total - systems_done) / 60)
         last[0] = now
+        if bar is not None:
+            bar.update(1)
 
     # here, each file is recorded as soon as it is complete (the Langevin frames before the NVE
     # segments); on Dask when its model's task ends
-    run.map(simulate_task, model_tasks, label=lambda t: f"simulate {t.name}", finished=finished,
-            events=lambda task, names: stage.add_outputs(names), died=SimulationError)
+    try:
+        run.map(simulate_task, model_tasks, label=lambda t: f"simulate {t.name}", finished=finished,
+                events=lambda task, names: stage.add_outputs(names), died=SimulationError)
+    finally:
+        if bar is not None:
+            bar.close()
     record = Trajectories(stage.path, tuple(r for name in jobs for r in runs[name]))
     return StageResult({name: outputs[name] for name in jobs}, {name: summary[name] for name in jobs},
                        record.to_json())

@@ -300,7 +300,7 @@ def load_configuration(path: Path, key: str) -> dict | None:
 
 
 def restrained_frames(cg, rows: list[dict]) -> dict:
-    """The targets-file arrays (:class:`thermocg.io.records.TargetFrames`) of one temperature:
+    """The targets-file arrays (:class:`thermocg.io.targets_file.TargetFrames`) of one temperature:
     every frame of ``cg`` (:class:`thermocg.mapping.CGFrames`) with its mapped forces as the
     order-0 target, as for regression targets (fm, fm-each and em read the same data either
     way), and the thermal targets of the restrained configurations ``rows`` (the first

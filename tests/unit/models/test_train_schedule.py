@@ -41,7 +41,9 @@ def test_dependents_start_after_their_donor_is_saved(monkeypatch, procs):
         return {"seconds": 0.0, "w0_from": None, "phases": {}}
 
     monkeypatch.setattr(stage, "train_one", fake_train)
-    monkeypatch.setattr(workers, "start_pool", lambda n, threads=None: (ThreadPoolExecutor(n), queue.Queue()))
+    progress = queue.Queue()  # threads in this process stand in for the worker processes
+    monkeypatch.setattr(workers, "start_pool", lambda n, threads=None: (ThreadPoolExecutor(n), progress))
+    monkeypatch.setattr(workers, "PROGRESS", progress)
     def saved(job, result):
         with lock:
             events.append(("saved", job.entry.name))
