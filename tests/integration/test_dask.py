@@ -23,6 +23,7 @@ def _with(config, **run):
     return config.model_copy(update={"run": config.run.model_copy(update=run)})
 
 
+@pytest.mark.slow  # ~20 s on 2 cores; CI runs it
 def test_reference_on_dask_equals_local_processes(tiny_reference, tmp_path):
     """The tiny reference run's first 15 frames at 300 K again, on a LocalCluster: the same frames
     (the same seed: a temperature's seed is the run seed's child of its index, and 300 K is the
@@ -43,6 +44,7 @@ def test_reference_on_dask_equals_local_processes(tiny_reference, tmp_path):
         np.testing.assert_allclose(db.elements[name], value[:n], rtol=1e-12, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.slow  # ~20 s on 2 cores; CI runs it
 def test_a_worker_killed_mid_task_is_retried_and_no_frame_is_lost_or_doubled(tmp_path):
     """Both workers are killed while the 300 K task writes its frames; Dask reschedules it on a
     fresh worker, which resumes from the part file and checkpoint: the file ends with every frame

@@ -15,6 +15,9 @@ from thermocg.frames import read_reference
 from thermocg.mapping import map_reference
 from tests.helpers import run_stage, stage_path, with_simulate
 
+# slow: simulates and evaluates the tiny models: ~70 s on 2 cores; CI runs it (`pytest -m slow`)
+pytestmark = pytest.mark.slow
+
 SHORT = dict(equilibration_ps=0.02, n_frames=4, frame_interval_ps=0.02, timestep_fs=2.0,
              nve={"n_segments": 2, "length_ps": 0.1, "frame_interval_fs": 10.0, "timestep_fs": 2.0})
 

@@ -150,6 +150,7 @@ def _small(tmp_path, name="run", **kw):
     return c.model_copy(update={"run": c.run.model_copy(update={"processes": 1})})
 
 
+@pytest.mark.slow  # ~20 s on 2 cores; CI runs it
 def test_interrupted_run_resumes_to_the_same_frames(tmp_path, monkeypatch):
     """Interrupt mid-sampling, re-run: the same frames as an uninterrupted run (one OpenMM
     thread, the only reproducible setting). Frames written before the interruption are
@@ -192,6 +193,7 @@ def test_interrupted_run_resumes_to_the_same_frames(tmp_path, monkeypatch):
     assert dx[2] < 1e-5 and dx.max() < 1e-3, dx
 
 
+@pytest.mark.slow  # ~5 s on 2 cores; CI runs it
 def test_nan_energy_stops_and_keeps_written_frames(tmp_path, monkeypatch):
     config = _small(tmp_path)
     real = engine.snapshot
@@ -213,12 +215,14 @@ def test_nan_energy_stops_and_keeps_written_frames(tmp_path, monkeypatch):
     assert read_h5md(out / ".T350K.h5md.part").elements["particles/all/position"].shape[0] == 2
 
 
+@pytest.mark.slow  # ~4 s on 2 cores; CI runs it
 def test_exploding_simulation_is_a_clear_error(tmp_path):
     config = _small(tmp_path, timestep_fs=40.0, frame_interval_ps=0.4, equilibration_ps=0.4)
     with pytest.raises(SimulationError, match="T350K"):
         run_stage("reference", config, show_progress=False)
 
 
+@pytest.mark.slow  # ~5 s on 2 cores; CI runs it
 def test_corrupt_existing_output_is_reported(tmp_path):
     config = _small(tmp_path)
     out = stage_path(config, "reference")
@@ -228,6 +232,7 @@ def test_corrupt_existing_output_is_reported(tmp_path):
         run_stage("reference", config, show_progress=False)
 
 
+@pytest.mark.slow  # ~23 s on 2 cores; CI runs it
 def test_deleted_output_is_regenerated_and_foreign_file_refused(tmp_path):
     config = _small(tmp_path)
     run_stage("reference", config, show_progress=False)

@@ -21,6 +21,9 @@ from thermocg.errors import DataFormatError, TrainingError
 from thermocg.io.h5md import read_h5md
 from tests.helpers import tiny_config, with_simulate
 
+# slow: kills, damages and re-runs whole stages: ~65 s on 2 cores; CI runs it (`pytest -m slow`)
+pytestmark = pytest.mark.slow
+
 
 def _children(pid: int) -> set[int]:
     """Every process whose parent is ``pid`` (Linux /proc)."""

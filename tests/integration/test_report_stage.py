@@ -15,6 +15,9 @@ from thermocg.errors import DataFormatError
 from thermocg.io.results import Curve, Estimate, Measures, Results, TemperatureResults
 from tests.helpers import run_stage, stage_path
 
+# slow: the report and the CLI on the evaluated tiny run: ~12 s on 2 cores; CI runs it (`pytest -m slow`)
+pytestmark = pytest.mark.slow
+
 R = np.linspace(2.0, 6.0, 41)
 TH = np.linspace(0.0, np.pi, 30)
 

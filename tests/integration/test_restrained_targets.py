@@ -17,6 +17,9 @@ from thermocg.models.stage import training_data
 from thermocg.targets import restrained
 from tests.helpers import run_stage, stage_path
 
+# slow: restrained sampling of the tiny run: ~27 s on 2 cores; CI runs it (`pytest -m slow`)
+pytestmark = pytest.mark.slow
+
 SETTINGS = {"method": "restrained", "restrained_configurations": 3, "restrained_samples": 60,
             "restrained_interval_fs": 10.0, "restrained_equilibration_ps": 0.2, "restrained_blocks": 5,
             "restraint_k": 1000.0}

@@ -14,6 +14,9 @@ from thermocg import pipeline
 from thermocg.simulate.plan import simulation_jobs
 from tests.helpers import run_stage, stage_path, with_simulate
 
+# slow: CG MD of the tiny models, the distilled engine: ~27 s on 2 cores; CI runs it (`pytest -m slow`)
+pytestmark = pytest.mark.slow
+
 SHORT = dict(equilibration_ps=0.02, n_frames=3, frame_interval_ps=0.02, timestep_fs=2.0,
              nve={"n_segments": 1, "length_ps": 0.04, "frame_interval_fs": 20.0, "timestep_fs": 2.0})
 

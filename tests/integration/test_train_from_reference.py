@@ -1,17 +1,21 @@
 """One command from reference data to a trained trf2 model: the pipeline runs the targets
-stage (here with HIP-NN-TS baselines, which the pipeline hands to it) and then trains."""
+stage (here with HIP-NN-TS baselines, which the targets stage picks by its config) and then trains."""
 
 from __future__ import annotations
 
 import shutil
 
 import numpy as np
+import pytest
 
 from thermocg import load_model
 from thermocg.config import config_from_dict
 from thermocg.io.h5md import read_h5md
 from thermocg import pipeline
 from tests.helpers import TINY, stage_path
+
+# slow: trains HIP-NN-TS baselines: ~10 s on 2 cores; CI runs it (`pytest -m slow`)
+pytestmark = pytest.mark.slow
 
 
 def test_train_runs_hipnn_baselines_and_targets_first(tiny_reference, tmp_path):

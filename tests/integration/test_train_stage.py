@@ -23,6 +23,7 @@ def _frame(config):
     return d.elements["particles/all/position"][0], d.elements["particles/all/box/edges"][0]
 
 
+@pytest.mark.slow  # ~30 s for the tiny run's every variant, shared on 2 cores; CI runs it
 def test_models_are_saved_and_load(trained):
     config, manifest = trained
     assert manifest["complete"] and set(manifest["outputs"]) == {"fm", "trf2", "trf-multi", "fm-each-T300K",
@@ -43,6 +44,7 @@ def test_models_are_saved_and_load(trained):
     assert not list(stage_path(config, "train").glob(".*")), "checkpoints or temporary files left behind"
 
 
+@pytest.mark.slow  # ~30 s for the tiny run's every variant, shared on 2 cores; CI runs it
 def test_fm_each_and_trf_multi_carry_their_temperatures(trained):
     config, _ = trained
     multi = load_model(stage_path(config, "train") / "trf-multi.pt")
@@ -53,6 +55,7 @@ def test_fm_each_and_trf_multi_carry_their_temperatures(trained):
     assert each.metadata["source_files"] == ["T500K.h5md"]
 
 
+@pytest.mark.slow  # ~30 s for the tiny run's every variant, shared on 2 cores; CI runs it
 def test_em_is_linear_in_beta_with_slope_from_the_energy_head(trained):
     """em: W = W0 + dB (U - W0)/beta0 (THEORY.md §4); its forces are linear in beta and
     the saved per-bead constant is the mean total energy per molecule of the data."""
@@ -82,6 +85,7 @@ def test_em_energy_targets(tiny_targets):
     np.testing.assert_allclose(per_mol.energies[1].sum(1), total.energies[1], rtol=1e-5)
 
 
+@pytest.mark.slow  # ~12 s of training on 2 cores; CI runs it
 def test_save_load_roundtrip_is_exact(tmp_path, tiny_targets):
     import torch
     from thermocg.models.prior import RepulsivePrior
@@ -104,6 +108,7 @@ def test_save_load_roundtrip_is_exact(tmp_path, tiny_targets):
     np.testing.assert_allclose(loaded.energy(x, box, 280.0), w, rtol=1e-6)
 
 
+@pytest.mark.slow  # ~30 s for the tiny run's every variant, shared on 2 cores; CI runs it
 def test_rerun_is_up_to_date(trained):
     config, manifest = trained
     assert run_stage("train", config, show_progress=False) == manifest
@@ -116,6 +121,7 @@ def test_not_a_model_file(tmp_path):
         load_model(p)
 
 
+@pytest.mark.slow  # ~30 s for the tiny run's every variant, shared on 2 cores; CI runs it
 def test_ase_calculator_matches_the_model(trained):
     from ase import Atoms
     from ase.units import kcal, mol
@@ -134,6 +140,7 @@ def test_ase_calculator_matches_the_model(trained):
         atoms.get_forces()
 
 
+@pytest.mark.slow  # ~30 s for the tiny run's every variant, shared on 2 cores; CI runs it
 def test_trf2_and_em_are_fm_at_T0(trained):
     """At T0 the beta expansion's force is W0's alone, and em's too (W1 enters with dB = 0):
     trained on fm's W0 they predict fm's forces there to float32 round-off (W1 and W2 still

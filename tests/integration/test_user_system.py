@@ -18,6 +18,9 @@ from thermocg.config import config_from_dict
 from thermocg.errors import ConfigError
 from thermocg.reference import engine
 
+# slow: PDB systems, virtual sites and mixtures through OpenMM: ~20 s on 2 cores; CI runs it (`pytest -m slow`)
+pytestmark = pytest.mark.slow
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 METHANOL = EXAMPLES / "methanol"
 

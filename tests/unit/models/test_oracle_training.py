@@ -26,6 +26,9 @@ from thermocg.models.training import TrainingData, TrainSettings, _predictions, 
 from thermocg.targets.oracle import PairTwoStateOracle
 from thermocg.units import KB
 
+# slow: trains trf2 on the exact oracle: ~35 s on 2 cores; CI runs it (`pytest -m slow`)
+pytestmark = pytest.mark.slow
+
 ORACLE = PairTwoStateOracle(e0=3.0, g=5.0, a=0.5)  # stronger temperature dependence than the default
 BOX = np.full(3, 12.0)
 BETA0 = 1.0  # mol/kcal (T0 = 503 K)

@@ -75,6 +75,7 @@ def test_ambiguous_and_wrong_boxes_are_errors():
         orthorhombic_edges(np.array([10.0, 0.0, 10.0]), n_frames=None)
 
 
+@pytest.mark.slow  # ~12 s, a fresh interpreter on 2 cores; CI runs it
 def test_load_model_imports_neither_openmm_nor_a_stage(saved):
     """In a fresh interpreter: load a saved model through the package's top level; OpenMM, the
     stage modules and the pipeline stay unimported. (Its forces are those of the model saved:

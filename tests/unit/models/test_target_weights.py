@@ -32,6 +32,7 @@ def _response(model, x):
     return model.forces_numpy(x, box, 0.8 * T0) - model.forces_numpy(x, box, T0)
 
 
+@pytest.mark.slow  # ~6 s on 2 cores; CI runs it
 def test_missing_targets_do_not_matter_and_neither_does_the_weights_scale(frames):
     """Half of every sampled frame's components and three whole frames missing (weight 0): two
     different garbage values there give the same model, to the bit, and so do the weights x 7."""

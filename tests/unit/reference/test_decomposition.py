@@ -22,8 +22,9 @@ def _decompose(top, system, ctx):
 
 # the extremes of temperature on the tests' box, and the study's own size and cutoff (a 125-water
 # case at 7 Å added nothing between them but 13 s of the default suite)
-@pytest.mark.parametrize("n_molecules, cutoff_A, temperature_K", [(64, 6.0, 250.0), (64, 6.0, 600.0),
-                                                                  (216, 9.0, 450.0)])
+@pytest.mark.parametrize("n_molecules, cutoff_A, temperature_K", [
+    (64, 6.0, 250.0), pytest.param(64, 6.0, 600.0, marks=pytest.mark.slow),
+    pytest.param(216, 9.0, 450.0, marks=pytest.mark.slow)])  # ~4 and ~10 s on 2 cores; CI runs them
 def test_sum_equals_openmm_total(n_molecules, cutoff_A, temperature_K):
     top, system, ctx = water_context(n_molecules, cutoff_A, temperature_K=temperature_K, steps=200,
                                      seed=n_molecules)
@@ -37,6 +38,7 @@ def test_sum_equals_openmm_total(n_molecules, cutoff_A, temperature_K):
         assert rel < 1e-5, rel  # the issue's tolerance; observed 3e-7 .. 1.2e-6 on CPU
 
 
+@pytest.mark.slow  # ~2 s on 2 cores; CI runs it
 def test_sum_equals_openmm_total_flexible_water():
     """Harmonic bonds and angles (flexible SPC/E) go into the per-molecule sum too."""
     top, system, ctx = water_context(64, 6.0, rigid=False, steps=200)
@@ -47,6 +49,7 @@ def test_sum_equals_openmm_total_flexible_water():
     assert abs(sum(v.sum() for v in c.values()) - snap.potential_energy) < 1e-5 * abs(snap.potential_energy)
 
 
+@pytest.mark.slow  # ~6 s on 2 cores; CI runs it
 def test_translation_and_wrapping_invariance():
     top, system, ctx = water_context(64, 6.0)
     dec, snap = _decompose(top, system, ctx)
@@ -59,6 +62,7 @@ def test_translation_and_wrapping_invariance():
     np.testing.assert_allclose(dec(wrapped, snap.box), u0, rtol=0, atol=1e-8)
 
 
+@pytest.mark.slow  # ~5 s on 2 cores; CI runs it
 def test_permuting_molecules_permutes_energies():
     top, system, ctx = water_context(64, 6.0)
     dec, snap = _decompose(top, system, ctx)
@@ -77,6 +81,7 @@ def test_permuting_molecules_permutes_energies():
     np.testing.assert_allclose(dec_p(snap.positions[atoms], snap.box), u0[perm], rtol=0, atol=1e-8)
 
 
+@pytest.mark.slow  # ~4 s on 2 cores; CI runs it
 def test_kspace_sum_is_converged():
     top, system, ctx = water_context(64, 6.0)
     dec, snap = _decompose(top, system, ctx)
@@ -124,6 +129,7 @@ def test_lennard_jones_only_matches_bruteforce_and_openmm():
     np.testing.assert_allclose(u, expect, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.slow  # ~5 s on 2 cores; CI runs it
 def test_dispersion_correction_matches_openmm():
     top, system, ctx = water_context(64, 6.0, steps=0)
     snap = engine.snapshot(ctx)

@@ -17,6 +17,9 @@ from thermocg.errors import ConfigError
 from thermocg.reference import engine
 from thermocg.reference.restrained import RestrainedSampler
 
+# slow: samples restrained water with OpenMM: ~21 s on 2 cores; CI runs it (`pytest -m slow`)
+pytestmark = pytest.mark.slow
+
 T = 300.0
 KT = units.KB * T
 

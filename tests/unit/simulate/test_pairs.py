@@ -48,6 +48,7 @@ def assert_same(got, want):
         np.testing.assert_allclose(got[k], v, atol=1e-10)
 
 
+@pytest.mark.slow  # ~7 s on 2 cores; CI runs it
 def test_pairs_match_brute_force_through_rebuilds_reuses_and_box_crossings():
     rng = np.random.default_rng(0)
     box = np.array([[11.0, 12.0, 13.0], [11.0, 12.0, 13.0], [11.0, 12.0, 13.0]])

@@ -26,6 +26,7 @@ def _r2(y, p):
     return 1.0 - np.var(y - p) / np.var(y)
 
 
+@pytest.mark.slow  # ~30 s on 2 cores; CI runs it
 def test_baselines_explain_held_out_forces_and_energies(water):
     """Cross-fitted R^2 (each prediction from a network that did not see the frame): a
     zero force model has R^2 <= 0 and the constant energy model R^2 ~ 0, so these bounds

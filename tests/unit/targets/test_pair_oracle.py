@@ -110,6 +110,7 @@ def test_monte_carlo_samples_the_pair_pmf():
     assert np.all(np.abs(counts - expected) < Z * 2 * np.sqrt(expected) + 3), (counts, expected)
 
 
+@pytest.mark.slow  # ~8 s on 2 cores; CI runs it
 def test_regression_over_configurations_recovers_the_pair_F1():
     """Configurations from MC (40, a few sweeps apart), 8 exact hidden draws each, exact
     baselines. The pairwise model fitted to the exact F1 matches the exact pair function (basis

@@ -98,6 +98,7 @@ def test_bad_input_is_refused():
         conditional_moments(np.full_like(f, np.nan), u)
 
 
+@pytest.mark.slow  # ~13 s on 2 cores; CI runs it
 def test_the_springs_bias_falls_as_they_stiffen(liquid):
     """Finite springs (beads moved by Monte Carlo on the pair PMF plus k/2 |x - R|^2, hidden
     states drawn at the moved beads) bias the mean force: the beads lean along it by F/k and
@@ -135,6 +136,7 @@ def _sprung(liquid, k, n_samples, seed):
     return np.array(f), np.array(u), np.array(d), near
 
 
+@pytest.mark.slow  # ~26 s on 2 cores; CI runs it
 def test_regressing_out_the_offsets_removes_the_springs_bias(liquid):
     """At k = 640 the raw order-1 estimate is off by several of its errors (mean z^2 ~6: the
     covariance picks up -A Cov(delta) C^T, THEORY.md §5 and bench/RESULTS.md). Regressed on the
