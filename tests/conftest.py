@@ -8,6 +8,17 @@ import torch
 
 from tests.helpers import WATER64, run_stage, tiny_config
 
+
+def pytest_collection_modifyitems(config, items):
+    """The browser tests need the browser extra and a Chromium: they run when ``-m`` names them
+    (``pytest -m browser``), not with the slow tests of the module they live in."""
+    if "browser" in (config.getoption("markexpr") or ""):
+        return
+    browser = [item for item in items if item.get_closest_marker("browser") is not None]
+    if browser:
+        config.hook.pytest_deselected(items=browser)
+        items[:] = [item for item in items if item.get_closest_marker("browser") is None]
+
 @pytest.fixture(scope="session")
 def tiny_reference(tmp_path_factory):
     """The reference stage run once on the tiny config (two temperatures in two processes)."""
