@@ -44,6 +44,10 @@ def test_every_model_and_temperature_has_its_numbers(evaluated):
                 for key in ("rdf_iae", "adf_iae", "rdf_peak_position", "s2_kB", "D_A2_per_ps", "D_ratio_CG_over_FG"):
                     assert np.isfinite(m[key]["value"]), (label, name, key)
                 assert m["rdf_iae"]["error"] > 0
+                for key in ("rdf", "adf"):  # the noise floor: each half against the other, and the pair's
+                    h_m, h_ref = m[f"{key}_halves_iae"], ref[f"{key}_halves_iae"]
+                    assert h_m > 0 and h_ref > 0
+                    assert m[f"{key}_iae_floor"] == pytest.approx(np.hypot(h_m, h_ref) / 2, rel=1e-12)
         # fm-each at its own temperature is the floor the excess is measured from
         assert entry["models"][f"fm-each-{label}"]["force_mse_excess"] == 0.0
         # fm-each-T300K is simulated only at 300 K, but its force error is known at both

@@ -28,7 +28,8 @@ def _measures(shift, mse=None, excess=None, d=None, ratio=None):
                     rdf_peak_height=Estimate(2.0, 0.02), adf_peak_position=Estimate(1.57, 0.01),
                     adf_peak_height=Estimate(0.5, 0.01), rdf_iae=Estimate(0.4 + shift, 0.05),
                     adf_iae=Estimate(0.2, 0.01), mean_kinetic_temperature_K=300.0, D_A2_per_ps=d,
-                    D_ratio_CG_over_FG=ratio, force_mse=mse, force_mse_excess=excess)
+                    D_ratio_CG_over_FG=ratio, force_mse=mse, force_mse_excess=excess,
+                    rdf_iae_floor=0.1 + shift, adf_iae_floor=0.05)
 
 
 @pytest.fixture
@@ -97,6 +98,10 @@ def test_the_figures_plot_the_given_values(evaluated):
     fm_iae = plotted(rdf_iae)["fm"]
     np.testing.assert_allclose(np.asarray(fm_iae.get_xdata(), float), [300.0, 420.0])
     np.testing.assert_allclose(np.asarray(fm_iae.get_ydata(), float), [0.4, 0.6])
+    # the noise floor as a band from 0: the mean over the models simulated at each temperature
+    band = next(c for c in rdf_iae.collections if c.get_label() == "noise floor")
+    top = {round(float(x), 6): float(y) for x, y in band.get_paths()[0].vertices if y > 0}
+    assert top == pytest.approx({300.0: (0.1 + 0.2) / 2, 420.0: 0.3})
     d_axis, ratio_axis = figs["dynamics"].axes
     assert [t.get_text() for t in d_axis.get_legend().get_texts()] == ["all-atom", "fm"]
     titles = [ax.get_title() for ax in figs["rdf"].axes if ax.get_title()]

@@ -44,7 +44,17 @@ log = logging.getLogger(__name__)
 
 class Structure:
     """RDF, ADF and s2 of bead frames, with per-block curves for uncertainties; for a mixture
-    (``types`` (N,) and their ``names``, several) the partial RDFs g_AB of every type pair too."""
+    (``types`` (N,) and their ``names``, several) the partial RDFs g_AB of every type pair too.
+
+    The noise floor of a structural error (issue 29): ``halves`` holds the IAE between the RDF
+    (ADF) of the first and of the second half of the frames, two independent estimates from
+    N/2 frames each when each half is longer than the structure's correlation time. Noise per
+    bin of an N-frame curve has variance s^2/N, so the halves differ by noise of variance
+    4 s^2/N and an IAE, linear in the noise's scale where noise dominates, of about
+    ``2 * n`` for the noise ``n`` of the whole run's curve. Two runs compared (a model against
+    the reference) differ by noise of variance n_a^2 + n_b^2: their IAE cannot be expected
+    below ``sqrt(h_a^2 + h_b^2) / 2`` (:func:`iae_floor`), whatever the model.
+    """
 
     def __init__(self, config: Config, positions, box, types=None, names: tuple[str, ...] = ()):
         e = config.evaluate
@@ -54,6 +64,14 @@ class Structure:
         self.rdf_blocks = [RDF(e.rdf_r_max_A, e.rdf_bins).compute(positions[b], box[b]).rdf for b in blocks]
         self.adf_blocks = [ADF(e.adf_r_cut_A, e.adf_bins).compute(positions[b], box[b]).adf for b in blocks]
         self.density = float(np.mean(positions.shape[1] / np.prod(box, axis=1)))
+        self.halves = {}
+        if len(positions) >= 2:
+            first, second = np.array_split(np.arange(len(positions)), 2)
+            for name, make, get in (("rdf", lambda: RDF(e.rdf_r_max_A, e.rdf_bins), lambda a: (a.bin_centers, a.rdf)),
+                                    ("adf", lambda: ADF(e.adf_r_cut_A, e.adf_bins), lambda a: (a.bin_centers, a.adf))):
+                x, a = get(make().compute(positions[first], box[first]))
+                _, b = get(make().compute(positions[second], box[second]))
+                self.halves[name] = integrated_absolute_error(x, a, b)
         self.partial, self.partial_blocks = {}, {}
         if len(names) > 1:
             counts = np.bincount(np.asarray(types), minlength=len(names))
@@ -78,11 +96,15 @@ class Structure:
             peaks = [first_peak(x, b) for b in blocks]
             out[f"{name}_peak_position"] = _with_error(pos, [p for p, _ in peaks])
             out[f"{name}_peak_height"] = _with_error(height, [h for _, h in peaks])
+            if name in self.halves:
+                out[f"{name}_halves_iae"] = self.halves[name]
             if reference is not None:
                 ref = getattr(reference, name)
                 ref_curve = ref.rdf if name == "rdf" else ref.adf
                 out[f"{name}_iae"] = _with_error(integrated_absolute_error(x, curve, ref_curve),
                                                  [integrated_absolute_error(x, b, ref_curve) for b in blocks])
+                if name in self.halves and name in reference.halves:
+                    out[f"{name}_iae_floor"] = iae_floor(self.halves[name], reference.halves[name])
         if self.partial:
             out["rdf_partial"] = {k: {"r_A": r.tolist(), "g": g.tolist()} for k, g in self.partial.items()}
             if reference is not None and reference.partial.keys() == self.partial.keys():
@@ -91,6 +113,12 @@ class Structure:
                                    [integrated_absolute_error(r, b, reference.partial[k])
                                     for b in self.partial_blocks[k]]) for k, g in self.partial.items()}
         return out
+
+
+def iae_floor(halves_a: float, halves_b: float) -> float:
+    """The IAE two runs' curves show from their sampling noise alone, from each run's
+    halves IAE (:class:`Structure`): ``sqrt(h_a^2 + h_b^2) / 2``."""
+    return float(math.sqrt(halves_a ** 2 + halves_b ** 2) / 2.0)
 
 
 def _with_error(value: float, block_values) -> dict:

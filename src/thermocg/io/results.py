@@ -69,6 +69,13 @@ class Measures:
     adf_peak_height: Estimate | None = None
     rdf_iae: Estimate | None = None
     adf_iae: Estimate | None = None
+    #: the noise floor (issue 29): the IAE between the curves of the first and second half of
+    #: these frames, and, for a model, the IAE against the reference its sampling noise and the
+    #: reference's alone would give (``sqrt(h_model^2 + h_ref^2) / 2``; thermocg.evaluate.stage)
+    rdf_halves_iae: float | None = None
+    adf_halves_iae: float | None = None
+    rdf_iae_floor: float | None = None
+    adf_iae_floor: float | None = None
     mean_kinetic_temperature_K: float | None = None
     D_A2_per_ps: Estimate | None = None
     segments: int | None = None

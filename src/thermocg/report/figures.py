@@ -28,6 +28,10 @@ def figures(res: Results) -> dict[str, "object"]:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, key, ylabel in zip(axes, ("force_mse_excess", "rdf_iae", "adf_iae"),
                                ("force MSE excess over fm-each ((kcal/mol/Å)²)", "RDF IAE (Å)", "ADF IAE")):
+        floor = noise_floor(res, key) if key != "force_mse_excess" else []
+        if floor:  # what sampling noise alone gives: an IAE inside the band cannot tell models apart
+            ax.fill_between([t for t, _ in floor], 0.0, [f for _, f in floor], color="0.85", zorder=0,
+                            label="noise floor")
         for label, groups in lines.items():
             pts = points(res, label, groups, key)
             if not pts:
@@ -100,6 +104,17 @@ def figures(res: Results) -> dict[str, "object"]:
     fig.tight_layout()
     figs["dynamics"] = fig
     return figs
+
+
+def noise_floor(res: Results, key: str) -> list[tuple[float, float]]:
+    """(temperature, the mean over the simulated models of ``<key>_floor``), where any model has
+    one: the IAE against the reference that the runs' sampling noise alone gives (issue 29)."""
+    out = []
+    for t, entry in res.by_temperature.items():
+        values = [getattr(m, f"{key}_floor") for m in entry.models.values() if getattr(m, f"{key}_floor") is not None]
+        if values:
+            out.append((t, float(np.mean(values))))
+    return out
 
 
 def png(fig) -> bytes:
