@@ -15,6 +15,9 @@ from thermocg.geometry import minimum_image, wrap
 from thermocg.io.records import ReferenceRun, TargetSet
 from tests.helpers import run_stage, stage_path
 
+# slow: the reference and targets stages on imported frames: ~25 s on 2 cores; CI runs it (`pytest -m slow`)
+pytestmark = pytest.mark.slow
+
 
 def _write_extxyz(path, frames, energy_unit="eV", wrapped=True, energies=True, mol_key="mol-id", n=None,
                   nve=False):

@@ -96,6 +96,7 @@ def _pair_list_bruteforce(n_atoms, mol):
     return [(i, j) for i, j in itertools.combinations(range(n_atoms), 2) if mol[i] != mol[j]]
 
 
+@pytest.mark.slow  # ~5 s on 2 cores; CI runs it
 def test_lennard_jones_only_matches_bruteforce_and_openmm():
     """Charges off: per-molecule LJ by a plain double loop; total against OpenMM's Reference platform."""
     top, system, ctx = water_context(64, 6.0)

@@ -3,6 +3,8 @@ OpenMM's reported forces obey Newton's third law and that constraint forces canc
 
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 import openmm as mm
 
@@ -21,6 +23,7 @@ def test_total_force_vanishes(water64):
         assert np.linalg.norm(total) < 1e-3 * scale, (total, scale)
 
 
+@pytest.mark.slow  # ~9 s, an OpenMM box equilibrated on 2 cores; CI runs it
 def test_constraint_forces_cancel_within_each_molecule():
     """One leapfrog step: per atom m dv/dt differs from f by the constraint force, per molecule
     M dV_com/dt equals the sum of the atomic forces (the constraint forces are internal)."""

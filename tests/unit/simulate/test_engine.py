@@ -242,6 +242,7 @@ def test_respa_steps_a_stiff_force_that_breaks_plain_verlet_at_the_outer_step():
     assert 3.0 < err8 / err4 < 5.5, (err8, err4)
 
 
+@pytest.mark.slow  # ~4 s on 2 cores; CI runs it
 def test_baoab_respa_samples_the_canonical_distribution():
     """Langevin with the stiff part at substeps: <KE> = <PE> = 3N/2 kB T (harmonic wells)."""
     slow, fast, _, centres, box = two_scale_wells(n_side=4)

@@ -41,7 +41,7 @@ def _hidden_draws(x, m, rng):
     return np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws])
 
 
-@pytest.mark.parametrize("r_e", [6.0, 3.5])
+@pytest.mark.parametrize("r_e", [6.0, pytest.param(3.5, marks=pytest.mark.slow)])  # 3.5: ~5 s; CI runs it
 def test_local_targets_have_the_exact_conditional_means(liquid, r_e):
     """Hidden states drawn exactly at a fixed configuration; exact baselines F, U, v.
     r_e = 6 >= cutoff 5: the local targets' means are F1 and F2 themselves.
@@ -69,6 +69,7 @@ def test_local_targets_have_the_exact_conditional_means(liquid, r_e):
         assert np.abs(ex["t1_mean"] - ex["F1"]).max() > 0.05 * np.abs(ex["F1"]).max()  # a visible bias
 
 
+@pytest.mark.slow  # ~6 s on 2 cores; CI runs it
 def test_global_order1_target_is_unbiased_but_noisier(liquid):
     rng = np.random.default_rng(2)
     ex = ORACLE.exact(liquid, BOX, BETA)
