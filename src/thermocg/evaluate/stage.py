@@ -66,12 +66,11 @@ class Structure:
         self.density = float(np.mean(positions.shape[1] / np.prod(box, axis=1)))
         self.halves = {}
         if len(positions) >= 2:
-            first, second = np.array_split(np.arange(len(positions)), 2)
-            for name, make, get in (("rdf", lambda: RDF(e.rdf_r_max_A, e.rdf_bins), lambda a: (a.bin_centers, a.rdf)),
-                                    ("adf", lambda: ADF(e.adf_r_cut_A, e.adf_bins), lambda a: (a.bin_centers, a.adf))):
-                x, a = get(make().compute(positions[first], box[first]))
-                _, b = get(make().compute(positions[second], box[second]))
-                self.halves[name] = integrated_absolute_error(x, a, b)
+            halves = np.array_split(np.arange(len(positions)), 2)
+            g = [RDF(e.rdf_r_max_A, e.rdf_bins).compute(positions[h], box[h]).rdf for h in halves]
+            p = [ADF(e.adf_r_cut_A, e.adf_bins).compute(positions[h], box[h]).adf for h in halves]
+            self.halves = {"rdf": integrated_absolute_error(self.rdf.bin_centers, *g),
+                           "adf": integrated_absolute_error(self.adf.bin_centers, *p)}
         self.partial, self.partial_blocks = {}, {}
         if len(names) > 1:
             counts = np.bincount(np.asarray(types), minlength=len(names))
