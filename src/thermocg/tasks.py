@@ -73,12 +73,14 @@ def task_result(call, name: str, lost=(), died=RuntimeError):
 
 
 class _Failures:
-    """The errors of ``keep_going`` tasks, raised together at the end."""
+    """The errors of ``keep_going`` tasks, raised together at the end in the tasks' order (not
+    the order they failed in, which a pool leaves to chance)."""
 
-    def __init__(self, keep_going: bool):
+    def __init__(self, keep_going: bool, tasks: list):
         self.keep_going, self.errors = keep_going, []
+        self._order = {id(t): i for i, t in enumerate(tasks)}
 
-    def call(self, get):
+    def call(self, get, task):
         """``get()``, or None when it raised a ThermocgError that is kept for later (a worker's
         death is raised at once: the pool it broke cannot run the others)."""
         try:
@@ -86,14 +88,15 @@ class _Failures:
         except ThermocgError as err:
             if not self.keep_going or getattr(err, "worker_died", False):
                 raise
-            self.errors.append(err)
+            self.errors.append((self._order[id(task)], err))
+            self.errors.sort(key=lambda e: e[0])
             return None, False
 
     def raise_any(self) -> None:
         if len(self.errors) == 1:
-            raise self.errors[0]
+            raise self.errors[0][1]
         if self.errors:
-            raise SimulationError("; ".join(str(e) for e in self.errors))
+            raise SimulationError("; ".join(str(e) for _, e in self.errors))
 
 
 def _blocked(tasks, label) -> ThermocgError:
@@ -115,7 +118,7 @@ class Executor:
         tasks = list(tasks)
         if tasks:
             self._map(fn, tasks, label, finished, events or (lambda task, event: None), after or (lambda task: []),
-                      _Failures(keep_going), died)
+                      _Failures(keep_going, tasks), died)
 
     def _map(self, fn, tasks, label, finished, events, after, failures, died) -> None:
         raise NotImplementedError
@@ -139,7 +142,7 @@ class Serial(Executor):
                 raise _blocked(waiting, label)
             waiting.remove(task)
             with _emitting(lambda event, task=task: events(task, event)):
-                result, ok = failures.call(lambda: task_result(lambda: fn(task), label(task)))
+                result, ok = failures.call(lambda: task_result(lambda: fn(task), label(task)), task)
             if ok:
                 done.add(id(task))
                 finished(task, result)
@@ -164,7 +167,7 @@ def _submit_loop(tasks, capacity: int, submit, wait_first, result, label, finish
         drain()
         for fut in ended:
             task = running.pop(fut)
-            value, ok = failures.call(lambda: result(fut, label(task)))
+            value, ok = failures.call(lambda: result(fut, label(task)), task)
             if ok:
                 done.add(id(task))
                 finished(task, value)
