@@ -32,7 +32,7 @@ TINY = {
         "equilibration_ps": 5.0, "n_frames": 40, "frame_interval_ps": 0.1,
         "nve": {"n_segments": 1, "length_ps": 1.0, "frame_interval_fs": 20.0, "timestep_fs": 1.0},
     },
-    "targets": {"r_e_A": 4.5, "r_e_check_A": [3.5, 4.5, 5.5], "baseline_cutoff_A": 6.0, "baseline_n_basis": 20},
+    "targets": {"method": "regression", "r_e_A": 4.5, "r_e_check_A": [3.5, 4.5, 5.5], "baseline_cutoff_A": 6.0, "baseline_n_basis": 20},
     "train": {"variants": ["fm", "trf2", "trf-multi", "fm-each", "em"], "training_temperatures_K": [300.0, 500.0],
               "cutoff_A": 6.0, "n_features": 16, "n_sensitivities": 8,
               "max_epochs": 2, "batch_frames": 8, "valid_fraction": 0.25, "learning_rate": 3e-3,

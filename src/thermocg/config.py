@@ -252,12 +252,17 @@ class TargetsSection(_Section):
     cv_folds: Int = Field(5, ge=1)
     #: Ridge regularisation of the baseline fits, relative to the normal matrix's mean diagonal.
     ridge: Float = Field(1e-8, ge=0)
-    #: How the thermal-response targets are estimated: "regression" (one sample per frame, the
-    #: products of fluctuations about the baselines above; THEORY.md §3) or "restrained"
-    #: (issue 15: every centre of mass held on a spring at a reference frame's configuration,
-    #: the orientations sampled; per configuration the mean force, -Cov(f, u_loc) and the third
-    #: cumulant, with block-jackknife errors; no baselines).
-    method: Literal["regression", "restrained"] = "regression"
+    #: How the thermal-response targets are estimated: "restrained" (the default since issue 29:
+    #: every centre of mass held on a spring at a reference frame's configuration, the
+    #: orientations sampled; per configuration the mean force, -Cov(f, u_loc) and the third
+    #: cumulant, with block-jackknife errors; no baselines) or "regression" (the paper's: one
+    #: sample per frame, the products of fluctuations about the baselines above; THEORY.md §3).
+    #: On water restrained trf2 beats fm at every T != T0 and regression trf2 is worse than fm
+    #: everywhere (docs/results.md); the variants trf1-regression and trf2-regression keep the
+    #: paper's targets beside the restrained ones in one run. An imported reference
+    #: (reference.source = "files": no OpenMM system to sample) falls back to "regression"
+    #: when the key is not set.
+    method: Literal["regression", "restrained"] = "restrained"
     #: restrained: spring constant (kcal/mol/Å²; its period must be at least ten reference time
     #: steps: for water 4000 gives 20.5 fs, so at most a 2 fs step, and a spread of 0.012 Å at
     #: 300 K), configurations per temperature (the first training frames), equilibration before
@@ -300,8 +305,10 @@ class TrainSection(_Section):
     #: temperature), em (energy matching: W1 = (U - W0)/beta0), trf1, trf2 (thermal heads at
     #: T0), trf-multi (orders 0-2 fitted jointly at training_temperatures_K: Hermite
     #: interpolation in beta).
-    variants: tuple[Literal["fm", "fm-each", "em", "trf1", "trf2", "trf-multi"], ...] = Field(("fm", "trf2"),
-                                                                                              min_length=1)
+    #: trf1-regression, trf2-regression: trf1 and trf2 on the paper's regression thermal targets
+    #: while targets.method = "restrained" (the comparison in one run; same W0 as fm).
+    variants: tuple[Literal["fm", "fm-each", "em", "trf1", "trf2", "trf-multi", "trf1-regression",
+                            "trf2-regression"], ...] = Field(("fm", "trf2"), min_length=1)
     #: Reference temperature T0 (one of reference.temperatures_K).
     T0_K: PositiveFloat = 300.0
     #: Training temperatures of trf-multi (a subset of reference.temperatures_K; empty: T0 only).
@@ -350,6 +357,12 @@ class TrainSection(_Section):
     #: capped at that of the 10th-percentile error so that an error estimated too small by
     #: chance does not dominate). Missing targets (frames not sampled) weigh 0 either way.
     target_weighting: Literal["uniform", "inverse-variance"] = "uniform"
+    #: The order-0 target of a frame with a restrained configuration (targets.method =
+    #: "restrained"): its mapped force ("mapped", one sample of the mean force, as for every
+    #: other frame) or the conditional mean force sampled there with every bead held
+    #: ("restrained": the same expectation with a fraction of the noise; issue 29,
+    #: bench/RESULTS.md). Every other frame keeps its mapped force either way.
+    w0_targets: Literal["mapped", "restrained"] = "mapped"
 
     @model_validator(mode="after")
     def _check_weights(self):
@@ -474,6 +487,20 @@ class Config(_Section):
     simulate: SimulateSection = Field(default_factory=SimulateSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _imported_reference_regresses(cls, data):
+        """An imported reference has no OpenMM system to sample restrained configurations: unless
+        ``[targets] method`` is set, its thermal targets are regression ones (the targets stage
+        says so in one line)."""
+        if not isinstance(data, dict):
+            return data
+        ref, targets = data.get("reference", {}), data.get("targets", {})
+        source = ref.get("source") if isinstance(ref, dict) else getattr(ref, "source", None)
+        if source == "files" and isinstance(targets, dict) and "method" not in targets:
+            data = {**data, "targets": {**targets, "method": "regression"}}
+        return data
+
     @property
     def restrained_temperatures_K(self) -> tuple[float, ...]:
         """The temperatures whose configurations ``[targets] method = "restrained"`` samples:
@@ -534,6 +561,17 @@ class Config(_Section):
                              f"radial splines start at 2.2 Å) and not beyond train.cutoff_A = "
                              f"{self.train.cutoff_A:g} Å; 0 means pair terms only")
         training = self.reference.n_frames - self.train.test_frames
+        for t in (self.train.T0_K, *self.train.training_temperatures_K):
+            if t not in self.reference.temperatures_K:
+                raise ValueError(f"train temperature {t:g} K (T0_K or training_temperatures_K) is not one "
+                                 f"of reference.temperatures_K {list(self.reference.temperatures_K)}")
+        regression_variants = [v for v in self.train.variants if v.endswith("-regression")]
+        if regression_variants and self.targets.method == "regression":
+            raise ValueError(f"train.variants {regression_variants}: with targets.method = \"regression\" trf1 and "
+                             "trf2 already have regression targets; list trf1/trf2 instead")
+        if self.train.w0_targets == "restrained" and self.targets.method != "restrained":
+            raise ValueError("train.w0_targets = \"restrained\" fits W0 to restrained mean forces, which "
+                             "targets.method = \"regression\" does not sample")
         if self.targets.method == "restrained":
             if self.targets.restrained_configurations > training:
                 raise ValueError(f"targets.restrained_configurations = {self.targets.restrained_configurations} "
@@ -553,10 +591,6 @@ class Config(_Section):
                 if t not in sampled:
                     raise ValueError(f"train.variants has {v}, which needs thermal targets at {t:g} K, but "
                                      f"targets.restrained_temperatures_K = {list(sampled)} leaves it out")
-        for t in (self.train.T0_K, *self.train.training_temperatures_K):
-            if t not in self.reference.temperatures_K:
-                raise ValueError(f"train temperature {t:g} K (T0_K or training_temperatures_K) is not one "
-                                 f"of reference.temperatures_K {list(self.reference.temperatures_K)}")
         for section in ("reference", "simulate"):  # temperatures name files: two may not share a name
             temps = getattr(self, section).temperatures_K
             labels = [temperature_label(t) for t in temps]
@@ -599,13 +633,14 @@ _ADDED_KEYS = {"reference": ("source", "data", "format", "energy_unit", "lammps_
                "targets": ("method", "restraint_k", "restrained_configurations", "restrained_equilibration_ps",
                            "restrained_samples", "restrained_interval_fs", "restrained_blocks",
                            "restrained_offset_radius_A", "restrained_temperatures_K"),
-               "train": ("target_weighting",),
+               "train": ("target_weighting", "w0_targets"),
                "simulate": ("engine", "mts_substeps", "nve.mts_substeps", "distilled_frames", "distilled_r3_A")}
 #: Added keys whose earlier behaviour is not their default: every simulate stage before the
 #: inference form (issue 16) ran hippynn's graph, so a run that says engine = "hippynn" matches
 #: them, and the default ("fast": the same function, another floating-point path and speed) is
-#: a new run.
-_EARLIER_VALUES = {("simulate", "engine"): "hippynn"}
+#: a new run; every targets stage before issue 29 estimated regression targets unless told
+#: otherwise.
+_EARLIER_VALUES = {("simulate", "engine"): "hippynn", ("targets", "method"): "regression"}
 
 
 def _hashed(name: str, section: BaseModel) -> dict:

@@ -40,7 +40,9 @@ def _restrained_config(tiny_reference, tmp_path, train=None, **changes):
 
 @pytest.fixture(scope="module")
 def restrained_run(tiny_reference, tmp_path_factory):
-    config = _restrained_config(tiny_reference, tmp_path_factory.mktemp("restrained"))
+    # with trf2-regression the T0 file carries the regression targets too (issue 29)
+    config = _restrained_config(tiny_reference, tmp_path_factory.mktemp("restrained"),
+                                train={"variants": [*tiny_reference[0].train.variants, "trf2-regression"]})
     return config, run_stage("targets", config, show_progress=False)
 
 
@@ -111,6 +113,35 @@ def test_training_reads_the_sampled_frames_as_targets_and_the_rest_as_missing(re
     i, j = np.argwhere(free)[:2]
     assert w[tuple(i)] / w[tuple(j)] == pytest.approx((se[tuple(j)] / se[tuple(i)]) ** 2, rel=1e-9)
     assert np.all(ivar.weights[1][3:] == 0.0) and n == 40
+
+
+def test_the_regression_variants_read_the_papers_targets_and_w0_can_read_the_mean_forces(restrained_run,
+                                                                                        tiny_targets):
+    """Issue 29. trf2-regression's thermal targets in a restrained run are exactly those of a
+    regression run of the same frames (T0 only); ``w0_targets = "restrained"`` fits W0 to the
+    conditional mean force where a configuration was sampled and to the mapped force elsewhere."""
+    config, manifest = restrained_run
+    regression_config, _ = tiny_targets
+    assert regression_config.targets.method == "regression"
+    targets = TargetSet.read(stage_path(config, "targets"))
+    paper = TargetSet.read(stage_path(regression_config, "targets")).frames(300.0)
+    t0 = targets.frames(300.0)
+    np.testing.assert_array_equal(t0.targets["t1_regression"], paper.targets["t1"])
+    np.testing.assert_array_equal(t0.targets["t2_regression"], paper.targets["t2"])
+    assert "t1_regression" not in targets.frames(500.0).targets  # T0 only
+    assert manifest["summary"]["T300K"]["regression"]["frames"] == len(paper.positions)
+    data, _ = training_data(targets, [300.0], 2, thermal="regression")
+    np.testing.assert_array_equal(data.targets[1], paper.targets["t1"])
+    assert not data.weights  # every frame has a regression target
+    with pytest.raises(ConfigError, match="no regression thermal targets"):
+        training_data(targets, [500.0], 1, thermal="regression")
+    mapped, _ = training_data(targets, [300.0], 0)
+    mean, _ = training_data(targets, [300.0], 0, w0="restrained")
+    np.testing.assert_array_equal(mean.targets[0][:3], t0.targets["f0"][:3])
+    np.testing.assert_array_equal(mean.targets[0][3:], mapped.targets[0][3:])
+    np.testing.assert_array_equal(mapped.targets[0], t0.forces)
+    with pytest.raises(ConfigError, match="w0_targets = 'restrained' needs restrained targets"):
+        training_data(TargetSet.read(stage_path(regression_config, "targets")), [300.0], 0, w0="restrained")
 
 
 def test_the_thermal_heads_train_on_the_sampled_configurations_only(restrained_run):

@@ -166,14 +166,17 @@ def test_seeds_make_one_model_per_seed_sharing_W0_within_a_seed():
     from thermocg.models.stage import model_plan, w0_donors
 
     config = Config.model_validate({"reference": {"temperatures_K": [250.0, 300.0, 400.0]},
-                                    "train": {"variants": ["fm", "fm-each", "trf2", "trf-multi"], "seeds": [4, 9],
-                                              "training_temperatures_K": [250.0, 400.0]}})
+                                    "train": {"variants": ["fm", "fm-each", "trf2", "trf-multi", "trf1-regression"],
+                                              "seeds": [4, 9], "training_temperatures_K": [250.0, 400.0]}})
     plan = model_plan(config)
     names = [m.name for m in plan]
-    assert len(names) == 2 * 6 and "fm-each-T250K-seed9" in names and "trf-multi-seed4" in names
+    assert len(names) == 2 * 7 and "fm-each-T250K-seed9" in names and "trf-multi-seed4" in names
     assert {m.seed for m in plan if m.group == "trf2"} == {4, 9}
+    assert {(m.variant, m.order) for m in plan if m.group == "trf1-regression"} == {("trf1-regression", 1)}
+    # trf1-regression is trf1 on other thermal targets: the same W0, fm's
     assert w0_donors(plan) == {"trf2-seed4": "fm-seed4", "trf2-seed9": "fm-seed9",
-                               "fm-each-T300K-seed4": "fm-seed4", "fm-each-T300K-seed9": "fm-seed9"}
+                               "fm-each-T300K-seed4": "fm-seed4", "fm-each-T300K-seed9": "fm-seed9",
+                               "trf1-regression-seed4": "fm-seed4", "trf1-regression-seed9": "fm-seed9"}
     single = model_plan(Config.model_validate({"train": {"variants": ["trf2"]}, "run": {"seed": 11}}))
     assert [(m.name, m.seed) for m in single] == [("trf2", 11)] and w0_donors(single) == {}
 

@@ -94,19 +94,24 @@ def test_hash_tracks_what_changes_outputs():
 
 
 def test_keys_added_later_leave_existing_hashes_alone():
-    """The restrained-sampling keys (issue 15) at their defaults are not hashed, so run directories
-    made before they existed stay up to date; they count once method = "restrained" uses them."""
+    """The restrained-sampling keys (issue 15) are not hashed while method = "regression", so run
+    directories made before they existed stay up to date; they count once method = "restrained"
+    uses them. "restrained" became the default (issue 29): a regression run of before, which did
+    not name the method, hashes as it did when it names it now, and the new default is a new run."""
     from thermocg.config import _ADDED_KEYS, _hashed
 
-    base = config_from_dict({})
+    base = config_from_dict({"targets": {"method": "regression"}})
     assert not set(_hashed("targets", base.targets)) & set(_ADDED_KEYS["targets"])
     h = base.section_hash("targets")
-    assert config_from_dict({"targets": {"restraint_k": 500.0}}).section_hash("targets") == h  # unused
+    assert config_from_dict({"targets": {"method": "regression", "restraint_k": 500.0}}).section_hash(
+        "targets") == h  # unused
     restrained = config_from_dict({"targets": {"method": "restrained"}}).section_hash("targets")
     assert restrained != h
+    assert config_from_dict({}).section_hash("targets") == restrained  # the default
     stiffer = config_from_dict({"targets": {"method": "restrained", "restraint_k": 500.0}}).section_hash("targets")
     assert stiffer not in (h, restrained)
-    assert config_from_dict({"targets": {"r_e_A": 7.0}}).section_hash("targets") != h  # an old key still counts
+    assert config_from_dict({"targets": {"method": "regression", "r_e_A": 7.0}}).section_hash(
+        "targets") != h  # an old key still counts
     # a restrained run hashes its restrained keys even at their defaults: restraint_k's default
     # moved from 1000 to 4000, and a run sampled at 1000 must not pass for one at 4000
     assert "restraint_k" in _hashed("targets", config_from_dict({"targets": {"method": "restrained"}}).targets)
@@ -204,6 +209,12 @@ def test_train_T0_must_be_a_reference_temperature(tmp_path):
      "train.variants has trf1, which needs thermal targets at 300 K, but targets.restrained_temperatures_K = "
      "[250.0] leaves it out"),
     ("[targets]\nrestrained_offset_radius_A = -1.0\n", "restrained_offset_radius_A"),
+    # the regression variants and the restrained W0 (issue 29) need the other method
+    ('[targets]\nmethod = "regression"\n[train]\nvariants = ["fm", "trf2-regression"]\n',
+     "train.variants ['trf2-regression']: with targets.method = \"regression\" trf1 and trf2 already have "
+     "regression targets"),
+    ('[targets]\nmethod = "regression"\n[train]\nw0_targets = "restrained"\n',
+     'train.w0_targets = "restrained" fits W0 to restrained mean forces'),
 ])
 def test_every_rule_the_config_can_know_is_checked_at_load(tmp_path, text, expect):
     assert expect in _message(tmp_path, text)
@@ -260,3 +271,16 @@ def test_the_reference_stage_records_the_checksums_of_the_users_files(tmp_path):
     for config in (pdb, files):
         assert pipeline.stage("reference").stage_dir(config).files == tuple(config.user_files())
         assert pipeline.stage("targets").stage_dir(config).files == ()  # it reads the reference's outputs
+
+
+def test_restrained_targets_are_the_default_but_an_imported_reference_regresses(tmp_path):
+    """Issue 29: restrained thermal targets by default; an imported reference (no OpenMM system to
+    sample) falls back to regression when the method is not set, and is refused when it is."""
+    assert config_from_dict({}).targets.method == "restrained"
+    frames = tmp_path / "T300K.h5md"
+    imported = {"reference": {"source": "files", "temperatures_K": [300.0], "nve": {"n_segments": 0},
+                              "data": [{"temperature_K": 300.0, "frames": str(frames)}]},
+                "train": {"variants": ["fm", "trf2"]}}
+    assert config_from_dict(imported).targets.method == "regression"
+    with pytest.raises(ConfigError, match='reference.source = "files" does not have; use method = "regression"'):
+        config_from_dict({**imported, "targets": {"method": "restrained"}})

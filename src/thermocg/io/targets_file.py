@@ -20,6 +20,9 @@ _TARGET_SCALARS = ("u_loc", "c", "v", "u_baseline", "bead_energy")
 _TARGET_GLOBALS = ("u_global", "c_global")
 #: optional: standard errors of the order-0, 1, 2 targets (restrained targets; usable as loss weights)
 _TARGET_ERRORS = ("t0_se", "t1_se", "t2_se")
+#: optional: a restrained file's regression thermal targets too (local r_e, THEORY.md §3), for the
+#: trf1-regression and trf2-regression variants
+_TARGET_REGRESSION = ("t1_regression", "t2_regression")
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,8 @@ class TargetFrames:
     box (F, 3) Å; potential_energy (F,) kcal/mol; bead_masses (N,) amu; step (F,);
     ``targets``: t1, t2 (local, order 1 and centred order 2), t1_global, t2_global, f0 (F, N, 3);
     u_loc, c, v, u_baseline, bead_energy (F, N); u_global, c_global (F,); optionally t0_se,
-    t1_se, t2_se (F, N, 3), the standard errors of restrained targets; ``attrs``: r_e_A,
+    t1_se, t2_se (F, N, 3), the standard errors of restrained targets, and t1_regression,
+    t2_regression (F, N, 3), a restrained file's regression targets; ``attrs``: r_e_A,
     baseline (or method), summary and provenance; bead_type (N,) 0 .. len(bead_types) - 1 and the
     type names (None: one type; the file's species and its "bead_types" attribute). Units: t1
     kcal² mol⁻² Å⁻¹, t2 kcal³ mol⁻³ Å⁻¹.
@@ -62,9 +66,11 @@ class TargetFrames:
         n = self.positions.shape[1]
         f1_unit, f2_unit = "kcal2 mol-2 Angstrom-1", "kcal3 mol-3 Angstrom-1"  # F1 = dF/dbeta: force x energy
         vec_units = {"t1": f1_unit, "t2": f2_unit, "t1_global": f1_unit, "t2_global": f2_unit, "f0": units.FORCE,
-                     "t0_se": units.FORCE, "t1_se": f1_unit, "t2_se": f2_unit}
+                     "t0_se": units.FORCE, "t1_se": f1_unit, "t2_se": f2_unit, "t1_regression": f1_unit,
+                     "t2_regression": f2_unit}
         extras = {name: ((n, 3), vec_units[name]) for name in _TARGET_VECTORS}
-        extras.update({name: ((n, 3), vec_units[name]) for name in _TARGET_ERRORS if name in self.targets})
+        extras.update({name: ((n, 3), vec_units[name]) for name in (*_TARGET_ERRORS, *_TARGET_REGRESSION)
+                       if name in self.targets})
         extras.update({name: ((n,), "kcal2 mol-2" if name == "v" else units.ENERGY) for name in _TARGET_SCALARS})
         extras.update({name: ((), units.ENERGY) for name in _TARGET_GLOBALS})
         missing = set(extras) - set(self.targets)
@@ -94,7 +100,8 @@ class TargetFrames:
         try:
             targets = {name: el[f"thermocg/{name}"] for name in (*_TARGET_VECTORS, *_TARGET_SCALARS,
                                                                   *_TARGET_GLOBALS)}
-            targets.update({name: el[f"thermocg/{name}"] for name in _TARGET_ERRORS if f"thermocg/{name}" in el})
+            targets.update({name: el[f"thermocg/{name}"] for name in (*_TARGET_ERRORS, *_TARGET_REGRESSION)
+                            if f"thermocg/{name}" in el})
             return cls(temperature_K=float(d.attrs["temperature_K"]), positions=el["particles/all/position"],
                        forces=el["particles/all/force"], box=el["particles/all/box/edges"],
                        potential_energy=el["observables/potential_energy"], bead_masses=d.particles["mass"],

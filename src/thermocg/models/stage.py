@@ -52,7 +52,14 @@ from thermocg.stagedir import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
-ORDER = {"fm": 0, "fm-each": 0, "em": 1, "trf1": 1, "trf2": 2, "trf-multi": 2}
+ORDER = {"fm": 0, "fm-each": 0, "em": 1, "trf1": 1, "trf2": 2, "trf-multi": 2, "trf1-regression": 1,
+         "trf2-regression": 2}
+
+
+def thermal_heads_of(variant: str) -> str:
+    """The variant whose heads a model has: trf1-regression is trf1 on the regression thermal
+    targets (the targets file's t1_regression, t2_regression), and so on."""
+    return variant.removesuffix("-regression")
 
 
 def network_settings(config: Config) -> NetworkSettings:
@@ -146,9 +153,12 @@ def train_one(job: TrainJob) -> dict:
     if job.threads:
         torch.set_num_threads(job.threads)
     t, entry = job.config.train, job.entry
+    regression = entry.variant.endswith("-regression")
     data, sources = training_data(job.targets, entry.training_temperatures_K, entry.order,
                                   em=t.em_energy if entry.variant == "em" else None,
-                                  frames=training_frames(job.config), weighting=t.target_weighting)
+                                  frames=training_frames(job.config),
+                                  weighting="uniform" if regression else t.target_weighting,
+                                  thermal="regression" if regression else "", w0=t.w0_targets)
     w0 = None if job.w0_from is None else load_model(job.w0_from).model
     log.info("train %s: order %d, T0 = %g K, training temperatures %s, %d frames, seed %d%s (%s)", entry.name,
              entry.order, entry.T0_K, list(entry.training_temperatures_K), len(data.positions), entry.seed,
@@ -276,7 +286,7 @@ def fit_variant(config: Config, name: str, order: int, t0: float, data: Training
     settings = TrainSettings(max_epochs=t.max_epochs, batch_frames=t.batch_frames, learning_rate=t.learning_rate,
                              lr_patience=t.lr_patience, early_stop_patience=t.early_stop_patience,
                              valid_fraction=t.valid_fraction, weights=t.loss_weights, seed=seed)
-    if variant in ("trf1", "trf2"):
+    if thermal_heads_of(variant) in ("trf1", "trf2"):
         zero_heads(model.network, range(1, order + 1))
 
     def settings_of(phase):
@@ -329,7 +339,7 @@ def w0_donors(plan: list[ModelEntry]) -> dict[str, str]:
         donor = fm.get(m.seed)
         if donor is None or m is donor or m.variant == "trf-multi":
             continue
-        if m.variant in ("em", "trf1", "trf2") or (m.variant == "fm-each"
+        if thermal_heads_of(m.variant) in ("em", "trf1", "trf2") or (m.variant == "fm-each"
                                                     and m.training_temperatures_K == donor.training_temperatures_K):
             donors[m.name] = donor.name
     return donors
@@ -346,9 +356,16 @@ def held_out_frames(config: Config) -> slice:
 
 
 def training_data(targets: TargetSet, temps, order: int, em: str | None = None,
-                  frames: slice = slice(None), weighting: str = "uniform") -> tuple[TrainingData, list[str]]:
+                  frames: slice = slice(None), weighting: str = "uniform", thermal: str = "",
+                  w0: str = "mapped") -> tuple[TrainingData, list[str]]:
     """Frames (``frames`` of each file) of the targets at ``temps``, each with its beta,
     targets up to ``order``.
+
+    ``thermal`` "regression": the order-1 and order-2 targets are the file's regression ones
+    (t1_regression, t2_regression: restrained files made for the trf1/trf2-regression variants).
+    ``w0`` "restrained" (``[train] w0_targets``): a frame with a restrained configuration has
+    the conditional mean force at its R (the file's f0, sampled with every bead held) as its
+    order-0 target instead of its mapped force: the same expectation, a fraction of the noise.
 
     ``em`` ("total" or "per-molecule"): energy matching, whose head 1 is fitted to the
     total potential energies or to the per-molecule energies instead of the t1 targets.
@@ -370,11 +387,22 @@ def training_data(targets: TargetSet, temps, order: int, em: str | None = None,
     types = types if len(parts[0].bead_types) > 1 else None
     beta = cat(lambda p: np.full(len(p.positions), beta_of(p.temperature_K)))
     positions, box, forces = cat(lambda p: p.positions), cat(lambda p: p.box), cat(lambda p: p.forces)
+    if w0 == "restrained":
+        not_restrained = [src for p, src in zip(parts, sources) if p.attrs.get("method") != "restrained"]
+        if not_restrained:  # a regression file's f0 is the baselines' fit, not a mean force
+            raise ConfigError(f"train.w0_targets = 'restrained' needs restrained targets; {', '.join(not_restrained)} "
+                              "has regression ones (targets.method)")
+        mean = cat(lambda p: p.targets["f0"])
+        forces = np.where(np.isfinite(mean), mean, forces)
     if em is not None:
         energy = cat(lambda p: p.potential_energy if em == "total" else p.targets["bead_energy"])
         return TrainingData(positions=positions, box=box, targets={0: forces}, beta=beta,
                             energies={1: energy}, types=types), sources
-    by_order = {0: forces, 1: cat(lambda p: p.targets["t1"]), 2: cat(lambda p: p.targets["t2"])}
+    if thermal == "regression" and not all("t1_regression" in p.targets for p in parts):
+        raise ConfigError(f"{', '.join(sources)}: no regression thermal targets (t1_regression) for the "
+                          "trf1/trf2-regression variants; run `thermocg targets --force`")
+    suffix = "_regression" if thermal == "regression" else ""
+    by_order = {0: forces, 1: cat(lambda p: p.targets["t1" + suffix]), 2: cat(lambda p: p.targets["t2" + suffix])}
     weights = {}
     for k in range(1, order + 1):
         missing = ~np.isfinite(by_order[k])

@@ -196,6 +196,9 @@ def run_targets(ctx: StageContext) -> StageResult:
     if config.targets.method == "restrained":
         outputs, summary = _restrained(ctx, reference, ref_hash)
         return StageResult(outputs, summary, record, scratch=(".restrained",))  # the per-configuration resume state
+    if config.reference.source == "files":
+        log.info("targets: regression thermal targets (an imported reference has no OpenMM system to sample "
+                 "restrained configurations)")
     baselines = baselines_for(config)
     stage, show_progress = ctx.stage, ctx.show_progress
     basis = PairBasis(cutoff_A=config.targets.baseline_cutoff_A, n_basis=config.targets.baseline_n_basis)
@@ -247,6 +250,7 @@ def _restrained(ctx: StageContext, reference, ref_hash: str) -> tuple[dict, dict
     by_temp, todo, cg_of = {}, [], {}
     gpu = engine.choose_platform(config.run.device)[0].getName() != "CPU"
     sampled = config.restrained_temperatures_K
+    regression_at = {config.train.T0_K} if any(v.endswith("-regression") for v in config.train.variants) else set()
     n_tasks = len(sampled) * t.restrained_configurations
     run = executors.executor(config.run.processes, n_tasks, gpu, config.run.scheduler)
     threads = run.threads
@@ -289,6 +293,10 @@ def _restrained(ctx: StageContext, reference, ref_hash: str) -> tuple[dict, dict
         if any(r is None for r in rows):  # written above: only a concurrent deletion gets here
             raise DataFormatError(f"{stage.path / '.restrained' / label}: a sampled configuration is missing; re-run")
         a = restrained_frames(cg_of[temp], rows)
+        if temp in regression_at:  # the trf1/trf2-regression variants' targets, from every frame
+            res = compute_targets(cg_of[temp], config, baselines_for(config)(temp, show_progress))
+            a["targets"].update(t1_regression=res["local"].t1, t2_regression=res["local"].t2)
+            a["summary"]["regression"] = res["summary"]
         attrs = {"r_e_A": t.r_e_A, "config_hash": stage.config_hash, "config": config.model_dump_json(exclude={"source"}),
                  "thermocg_version": __version__, "source_file": reference.nvt_path(temp).name,
                  "source_config_hash": ref_hash, "map": "centre of mass, one bead per molecule",
