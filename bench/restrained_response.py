@@ -93,7 +93,7 @@ def sampled(config, ref, frames_at: float, temp: float, frame: int, seed: int, p
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", help="the study's config (finished reference and train stages); its [targets] "
+    ap.add_argument("config", help="the study's config (finished reference stage); its [targets] "
                                    "restrained_* keys and r_e_A set the sampling")
     ap.add_argument("--configs", type=int, default=8, help="held-out frames to sample")
     ap.add_argument("--frames-at", type=float, default=None, help="the frames' temperature, K (default T0)")
@@ -105,7 +105,7 @@ def main() -> None:
 
     from thermocg import pipeline
     from thermocg.config import load_config
-    from thermocg.io.records import TrainedModels
+    from thermocg.models.stage import held_out_frames
     from thermocg.labels import temperature_label
     from thermocg.models.saved import load_model
     from thermocg.stagedir import atomic_write_text
@@ -122,7 +122,7 @@ def main() -> None:
         args.out = "bench/results/restrained_response" + (
             "" if frames_at == t0 else f"-{temperature_label(frames_at)}") + ".json"
     cg = ref.cg_frames(frames_at)
-    held = list(range(len(cg.positions)))[TrainedModels.read(config.run_dir / "train").held_out][:args.configs]
+    held = list(range(len(cg.positions)))[held_out_frames(config)][:args.configs]  # the study's train stage need not have run
     mapped = cg.forces[held]
     os.makedirs(args.work, exist_ok=True)
     tg = config.targets

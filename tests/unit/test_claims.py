@@ -12,10 +12,11 @@ from thermocg.report.claims import NO, NOT_TESTED, YES, assess
 TEMPS = (250.0, 300.0, 400.0, 500.0, 600.0, 700.0)
 
 
-def _results(iae, excess, ratio, d_cg, d_fg, seeds=(1, 2), ratio_error=None):
+def _results(iae, excess, ratio, d_cg, d_fg, seeds=(1, 2), ratio_error=None, floor=None):
     """Results for trf2, em, fm (``seeds`` each) with the given per-group, per-temperature numbers;
     every seed gets the same value plus a small alternating offset (so the spread is known).
-    ``ratio_error``: the within-run error of D_CG/D_FG per temperature (default 0.05)."""
+    ``ratio_error``: the within-run error of D_CG/D_FG per temperature (default 0.05); ``floor``:
+    the RDF IAE's noise floor of every model (default: none measured)."""
     models, groups, seed_of, variants = [], {}, {}, {}
     for g in ("trf2", "em", "fm"):
         for s in seeds:
@@ -28,7 +29,7 @@ def _results(iae, excess, ratio, d_cg, d_fg, seeds=(1, 2), ratio_error=None):
         for m in models:
             g, k = groups[m], (-1) ** seed_of[m] * 0.001
             ms[m] = Measures(rdf_iae=Estimate(iae[g][i] + k, 0.01), adf_iae=Estimate(iae[g][i] / 2 + k, 0.01),
-                             force_mse_excess=excess[g][i] + k,
+                             force_mse_excess=excess[g][i] + k, rdf_iae_floor=floor,
                              D_A2_per_ps=Estimate(d_cg[i] * (1 + k), 0.01) if g == "trf2" else None,
                              D_ratio_CG_over_FG=Estimate(ratio[i] * (1 + k), 0.05 if ratio_error is None
                                                          else ratio_error[i]) if g == "trf2" else None)
@@ -51,6 +52,19 @@ def test_every_claim_holds_where_the_numbers_say_so():
     assert any("RDF IAE at 250 K: trf2 0.1 ± 0.001 (2 seeds), fm 0.3 ± 0.001 (2 seeds)" in e
                for e in claims[1].evidence), claims[1].evidence
     assert claims[3].data["chi2_per_dof"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_the_noise_floor_is_printed_beside_claim_1_and_changes_no_verdict():
+    """Issue 29: with the IAE's noise floor measured, claim 1's evidence says how many floors fm's
+    IAE is (the study's sizing rule asks 4) and trf2/fm above the floor; the verdict is the rule's."""
+    claims = {c.number: c for c in assess(_results(**GOOD, floor=0.05))}
+    assert [claims[k].verdict for k in (1, 2, 3)] == [YES, YES, YES]
+    # 250 K: fm 0.3 = 6.0 floors; above the floor trf2/fm = (0.1 - 0.05) / (0.3 - 0.05) = 0.2
+    line = next(e for e in claims[1].evidence if "noise floor" in e)
+    assert "not part of the rule" in line and "fm's IAE is 6.0 floors" in line and "trf2/fm = 0.20" in line, line
+    assert claims[1].data["rdf_iae_floor"]["fm"][0] == pytest.approx(0.05)
+    assert claims[1].data["adf_iae_floor"]["fm"] == [None] * len(TEMPS)  # not measured: no line, no number
+    assert not any("noise floor" in e for e in {c.number: c for c in assess(_results(**GOOD))}[1].evidence)
 
 
 @pytest.mark.parametrize("broken, claim", [
