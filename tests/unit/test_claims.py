@@ -223,3 +223,35 @@ def test_claim3_prints_the_arrhenius_form_without_judging_by_it():
     assert claim.data["chi2_per_dof_arrhenius"] == pytest.approx(0.0, abs=1e-6)
     assert claim.data["chi2_per_dof"] > 3.0 and claim.verdict == NO
     assert any("Arrhenius" in e for e in claim.evidence)
+
+
+def test_the_exact_mean_force_scores_reach_the_report(tmp_path):
+    """Issue 29: bench/restrained_response.py's output in the run directory becomes the report's
+    "against the exact mean force" table and summary.json's exact_mean_force, numbers unchanged;
+    a file of another shape is refused with its path."""
+    import json
+
+    from thermocg.config import config_from_dict
+    from thermocg.errors import DataFormatError
+    from thermocg.report.markdown import exact_lines
+    from thermocg.report.provenance import exact_response
+
+    config = config_from_dict({"run": {"directory": str(tmp_path)}})
+    assert exact_response(config) is None and exact_lines(None) == []
+    out = {"T0_K": 300.0, "frames_at_K": 300.0, "frames": [100, 101, 102], "commit": "abc",
+           "models": {"w0-mapped/fm": {"mean_sem": {"T0_mse": [5.1, 0.2],
+                                                    "250": {"mse_beyond_noise": [5.6, 0.3], "a_star": [None, None]},
+                                                    "700": {"mse_beyond_noise": [7.0, None]}}},
+                      "w0-restrained/fm": {"mean_sem": {"T0_mse": [2.5, 0.1], "250": {"mse_beyond_noise": [3.0, 0.1]},
+                                                        "700": {"mse_beyond_noise": [None, None]}}}}}
+    (tmp_path / "exact_response.json").write_text(json.dumps(out))
+    exact = exact_response(config)
+    assert exact["models"]["w0-restrained/fm"] == {"T0": [2.5, 0.1], "250": [3.0, 0.1], "700": [None, None]}
+    assert exact["configurations"] == 3
+    lines = exact_lines(exact)
+    assert "| model | T0 | 250 K | 700 K |" in lines
+    assert "| w0-mapped/fm | 5.1 ± 0.2 | 5.6 ± 0.3 | 7 |" in lines
+    assert "| w0-restrained/fm | 2.5 ± 0.1 | 3 ± 0.1 | n/a |" in lines
+    (tmp_path / "exact_response.json").write_text(json.dumps({"models": {"x": {}}}))
+    with pytest.raises(DataFormatError, match="exact_response.json: not an output of bench/restrained_response.py"):
+        exact_response(config)

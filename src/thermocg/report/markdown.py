@@ -61,8 +61,31 @@ def table(res: Results, measure: str, digits: int, lines: dict[str, list[str]]) 
     return out
 
 
-def results_markdown(res: Results, claims: list[Claim], provenance: dict, figures: list[str]) -> str:
-    """The whole ``results.md`` page."""
+def exact_lines(exact: dict | None) -> list[str]:
+    """The section on the models' error against the exact mean force (``bench/restrained_response.py``,
+    :func:`thermocg.report.provenance.exact_response`): empty when it was not measured."""
+    if not exact:
+        return []
+    temps = sorted({k for g in exact["models"].values() for k in g if k != "T0"}, key=float)
+
+    def cell(v):
+        m, s = v if v is not None else (None, None)
+        return "n/a" if m is None else f"{m:.3g}" + ("" if s is None else f" ± {s:.2g}")
+
+    out = ["## Against the exact mean force", "",
+           f"Force MSE against the exact mean force F(R, T), beyond its sampling noise, (kcal/mol/Å)², on "
+           f"{exact['configurations']} held-out configurations from {exact['frames_at_K']:g} K sampled with every bead "
+           f"restrained (`bench/restrained_response.py`); mean ± s.e. over seeds. At T0 = {exact['T0_K']:g} K this is "
+           "W0's own error.", "",
+           "| model | T0 | " + " | ".join(f"{t} K" for t in temps) + " |", "|---|---|" + "---|" * len(temps)]
+    out += [f"| {group} | {cell(g.get('T0'))} | " + " | ".join(cell(g.get(t)) for t in temps) + " |"
+            for group, g in exact["models"].items()]
+    return out + [""]
+
+
+def results_markdown(res: Results, claims: list[Claim], provenance: dict, figures: list[str],
+                     exact: dict | None = None) -> str:
+    """The whole ``results.md`` page (``exact``: the models against the exact mean force, when measured)."""
     lines = series(res)
     md = ["# Results", ""]
     md += ["## Provenance", ""] + [f"- **{k}**: {v}" for k, v in provenance.items()] + [""]
@@ -83,6 +106,7 @@ def results_markdown(res: Results, claims: list[Claim], provenance: dict, figure
         if len(rows) <= 2:
             continue
         md += [f"### {heading}" + (f" ({unit})" if unit else ""), ""] + rows + [""]
+    md += exact_lines(exact)
     if res.notes:
         md += ["## Not computed", ""] + [f"- {n}" for n in res.notes] + [""]
     if figures:
@@ -90,9 +114,10 @@ def results_markdown(res: Results, claims: list[Claim], provenance: dict, figure
     return "\n".join(md)
 
 
-def summary_json(res: Results, claims: list[Claim], provenance: dict) -> dict:
+def summary_json(res: Results, claims: list[Claim], provenance: dict, exact: dict | None = None) -> dict:
     """``summary.json``: by temperature and model group, every measure over seeds; the reference's
-    own measures; the claims; provenance."""
+    own measures; the claims; provenance; the models against the exact mean force (``exact``, when
+    measured)."""
     lines = series(res)
     measures = [m for m, *_ in TABLES]
     by_t = {}
@@ -118,4 +143,5 @@ def summary_json(res: Results, claims: list[Claim], provenance: dict) -> dict:
             "models": {label: {"groups": groups, "seeds": [res.seeds.get(m) for g in groups for m in res.members(g)],
                                "training_temperatures_K": sorted(trained_at(res, groups))}
                        for label, groups in lines.items()},
-            "claims": [c.to_json() for c in claims], "by_temperature": by_t, "notes": list(res.notes)}
+            "claims": [c.to_json() for c in claims], "by_temperature": by_t, "notes": list(res.notes),
+            "exact_mean_force": exact}

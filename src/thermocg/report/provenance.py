@@ -40,6 +40,27 @@ def reference_check(config: Config) -> dict | None:
         raise DataFormatError(f"{path}: not an output of bench/reference_check.py ({err!r}); run it again") from err
 
 
+def exact_response(config: Config) -> dict | None:
+    """Each model group's error against the exact mean force, from ``bench/restrained_response.py``
+    run with ``--out <run>/exact_response.json`` (issue 29: W0's error before and after), or None
+    when it has not been run: ``{"frames_at_K", "configurations", "T0_K", "models": {group:
+    {"T0": [mean, s.e.], "<T>": [mean, s.e.], ...}}}``, MSE beyond the sampling noise in
+    (kcal/mol/Å)², mean and standard error over seeds. Like the other summaries: rebuild the report
+    with ``thermocg report --force`` after a new run."""
+    path = config.run_dir / "exact_response.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        models = {group: {"T0": g["mean_sem"]["T0_mse"],
+                          **{t: v["mse_beyond_noise"] for t, v in g["mean_sem"].items() if t != "T0_mse"}}
+                  for group, g in data["models"].items()}
+        return {"frames_at_K": data["frames_at_K"], "configurations": len(data["frames"]), "T0_K": data["T0_K"],
+                "commit": data.get("commit"), "models": models}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise DataFormatError(f"{path}: not an output of bench/restrained_response.py ({err!r}); run it again") from err
+
+
 def provenance(config: Config, walls_s: dict) -> dict:
     """What made this run: command, code (version and git commit, when thermocg runs from a
     checkout), machine, date, and each stage's wall time (``walls_s``: stage name -> seconds

@@ -2,7 +2,8 @@
 
 Reads ``evaluate/results.json`` (and, for claims 4 and 5, ``convergence/summary.json`` and
 ``reference_check.json`` when ``bench/convergence.py`` and ``bench/reference_check.py`` have
-been run on the study), so a report can be rebuilt without recomputing anything. Sections: the models and their training temperatures, the force-error
+been run on the study; ``exact_response.json``, the models against the exact mean force, from
+``bench/restrained_response.py --out``), so a report can be rebuilt without recomputing anything. Sections: the models and their training temperatures, the force-error
 table, error-vs-temperature curves (training temperatures marked), RDF and ADF
 overlays per temperature, D(T) of CG and all-atom and their ratio, and the config
 and versions that produced it. Outputs in ``<run.directory>/report/``::
@@ -30,7 +31,7 @@ from thermocg.report.claims import assess
 from thermocg.report.figures import figures, png
 from thermocg.report.html import SECTIONS, render
 from thermocg.report.markdown import results_markdown, summary_json
-from thermocg.report.provenance import convergence_summary, provenance, reference_check
+from thermocg.report.provenance import convergence_summary, exact_response, provenance, reference_check
 from thermocg.stagedir import StageContext, StageResult, atomic_path, atomic_write_text
 
 
@@ -57,9 +58,10 @@ def run_report(ctx: StageContext) -> StageResult:
     claims = assess(res, convergence_summary(config), reference_check(config), config.targets.method)
     page = render(res, claims, json.dumps(ctx.config_json, indent=1), versions, images)
     atomic_write_text(ctx.path / "report.html", page)
-    facts = provenance(config, ctx.walls)
-    atomic_write_text(ctx.path / "results.md", results_markdown(res, claims, facts, [f"{n}.png" for n in images]))
-    atomic_write_text(ctx.path / "summary.json", dumps(summary_json(res, claims, facts), indent=1))
+    facts, exact = provenance(config, ctx.walls), exact_response(config)
+    atomic_write_text(ctx.path / "results.md", results_markdown(res, claims, facts, [f"{n}.png" for n in images],
+                                                                exact))
+    atomic_write_text(ctx.path / "summary.json", dumps(summary_json(res, claims, facts, exact), indent=1))
     outputs = {"report": ["report.html", "results.md", "summary.json"],
                "figures": [f"{name}.png" for name in images]}
     return StageResult(outputs, {"sections": list(SECTIONS), "claims": {str(c.number): c.verdict for c in claims}},
