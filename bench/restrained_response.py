@@ -276,7 +276,7 @@ def main() -> None:
                     for q in (rows[0]["num"] if rows else ())}
         out["models"][group] = {"seeds": models, "mean_sem": summary}
     if groups:
-        print(f"\nW0's error: MSE vs the exact mean force F(R, T0) beyond noise, (kcal/mol/Å)² (mean ± s.e. over seeds)")
+        print("\nW0's error: MSE vs the exact mean force F(R, T0) beyond noise, (kcal/mol/Å)² (mean ± s.e. over seeds)")
         for group in groups:
             m, s = out["models"][group]["mean_sem"]["T0_mse"]
             print(f"{group:<30}{m:>8.3f}" + ("" if s is None else f" ± {s:.3f}"))
