@@ -155,6 +155,13 @@ def test_the_thermal_heads_train_on_the_sampled_configurations_only(restrained_r
     assert sorted(hist["trf2-thermal"]["train_frames"] + hist["trf2-thermal"]["valid_frames"]) == [0, 1, 2]
     # ... for as many optimiser steps as a phase over every frame: more epochs than [train] max_epochs
     assert len(hist["trf2-thermal"]["valid"]) > config.train.max_epochs
+    # trf-multi fits every order jointly at both temperatures, the unsampled frames' thermal
+    # targets weighing nothing: its loss must fall from the untrained network's
+    both, _ = training_data(TargetSet.read(stage_path(config, "targets")), [300.0, 500.0], 2,
+                            frames=training_frames(config))
+    _, hist = fit_variant(config, "trf-multi", 2, 300.0, both, show_progress=False, seed=3)
+    assert np.isfinite(hist["trf-multi"]["best_valid"])
+    assert hist["trf-multi"]["best_valid"] < hist["trf-multi"]["valid_before"]
 
 
 def test_only_the_named_temperatures_are_sampled(tiny_reference, tmp_path):
