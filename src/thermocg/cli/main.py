@@ -16,8 +16,9 @@ import warnings
 
 from thermocg.pipeline import STAGES, Stage, stage
 
-#: the verbs: one per stage of the pipeline table, and ``run``
+#: the verbs: one per stage of the pipeline table, ``run``, and ``export`` (a model, not a config)
 RUN_HELP = "every stage in order, skipping those up to date and resuming an interrupted one"
+EXPORT_HELP = "write a trained model for another engine: --to torchscript (torch alone: OpenMM-Torch, TorchMD, LAMMPS)"
 
 
 def run_verb(verb: str, config, args) -> None:
@@ -73,13 +74,20 @@ def _verbs() -> dict[str, str]:
     return {**{s.name: s.help for s in STAGES}, "run": RUN_HELP}
 
 
+def export_verb(args) -> None:
+    from thermocg.export import export
+
+    out = export(args.model, args.to, args.output, args.temperature)
+    logging.getLogger("thermocg").info("export: %s -> %s (%s)", args.model, out, args.to)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from thermocg import __version__
 
     p = argparse.ArgumentParser(
         prog="thermocg",
         description="Temperature-transferable coarse-grained force fields from thermal response forces.",
-        epilog="stages:\n" + "\n".join(f"  {k:<12} {v}" for k, v in _verbs().items()),
+        epilog="stages:\n" + "\n".join(f"  {k:<12} {v}" for k, v in {**_verbs(), "export": EXPORT_HELP}.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"thermocg {__version__}")
     sub = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
@@ -91,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "(with run: every stage)")
         s.add_argument("--quiet", action="store_true", help="no progress bars")
         s.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    e = sub.add_parser("export", help=EXPORT_HELP, description=EXPORT_HELP)
+    e.add_argument("model", metavar="MODEL", help="a saved model (.pt) of the train stage")
+    e.add_argument("--to", required=True, metavar="FORMAT", help="torchscript")
+    e.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write (must not exist)")
+    e.add_argument("--temperature", type=float, default=None, metavar="K",
+                   help="the temperature the export will run at: warns when it is far from the training temperatures")
+    e.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     return p
 
 
@@ -108,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, _terminate)  # `kill PID` stops a run as Ctrl-C does
     try:
-        config = load_config(args.config)
-        run_verb(args.stage, config, args)
+        if args.stage == "export":
+            export_verb(args)
+        else:
+            run_verb(args.stage, load_config(args.config), args)
     except ThermocgError as err:
         if args.debug:
             raise

@@ -1,0 +1,119 @@
+"""``thermocg export --to torchscript`` (issue 30): the exported module computes the hippynn model's
+function, in a fresh interpreter that imports torch alone.
+
+Oracles: the hippynn ThermalForceField (float64, weights moved off their initial values, the
+prior active, a bead with no neighbour and a pair just inside the cutoff: the configurations of
+test_fast.py), for every network layout, order and temperature form, and for a model of two
+bead types; in float32 through the saved file, thermocg's own forces to 1e-5 relative at three
+temperatures.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from thermocg.cli.main import main
+from thermocg.export import ScriptedForceField
+from thermocg.models.fast import FastForceField
+from thermocg.models.saved import load_model, save_model
+from thermocg.models.thermal import NetworkSettings
+from tests.unit.models.test_fast import CASES, close, configurations, perturbed_model, reference
+
+
+# three layouts by default (quad, vec, scalar; beta, energy-entropy, em); every one in CI's slow run
+_FAST = {(False, "quad", 1, 2, "beta"), (False, "vec", 1, 2, "energy-entropy"), (True, "scalar", 1, 1, "em")}
+
+
+@pytest.mark.parametrize("shared,interaction,layers,order,form",
+                         [c if c in _FAST else pytest.param(*c, marks=pytest.mark.slow) for c in CASES])
+def test_the_scripted_module_is_the_model(shared, interaction, layers, order, form):
+    settings = NetworkSettings(shared=shared, interaction=interaction, n_interaction_layers=layers, n_features=8,
+                               n_sensitivities=5)
+    model = perturbed_model(settings, order, form)
+    x, lengths = configurations()
+    temps = torch.tensor([250.0, 320.0, 600.0], dtype=torch.float64)
+    _, w_ref, f_ref = reference(model, x, lengths, temps)
+    scripted = torch.jit.script(ScriptedForceField(FastForceField.from_model(model, skin_A=0.0), {}))
+    w, f = scripted(x, lengths, temps)
+    assert close(w, w_ref, 1e-9) and close(f, f_ref, 1e-9)
+    # one system, a 0-d temperature, and box edges (3,): the same numbers as in the batch
+    w1, f1 = scripted(x[1], lengths[1], torch.tensor(320.0))
+    assert close(w1, w_ref[1:2], 1e-9) and close(f1, f_ref[1:2], 1e-9)
+
+
+def test_two_bead_types():
+    settings = NetworkSettings(n_types=2, n_features=8, n_sensitivities=5)
+    model = perturbed_model(settings, 2, "beta")
+    x, lengths = configurations()
+    types = torch.tensor(np.arange(x.shape[1]) % 2)
+    species = (types + 1).expand(x.shape[:2])
+    temps = torch.tensor([280.0, 320.0, 450.0], dtype=torch.float64)
+    w_ref, f_ref = model.energy_and_forces(species, x.clone(), torch.diag_embed(lengths), temps)
+    scripted = torch.jit.script(ScriptedForceField(FastForceField.from_model(model, skin_A=0.0), {}))
+    w, f = scripted(x, lengths, temps, types)
+    assert close(w, w_ref, 1e-9) and close(f, f_ref, 1e-9)
+    with pytest.raises(Exception, match="several bead types"):
+        scripted(x, lengths, temps)
+
+
+FRESH = """
+import json, sys
+import numpy as np, torch
+files = {"metadata.json": ""}
+m = torch.jit.load(sys.argv[1], _extra_files=files)
+d = np.load(sys.argv[2])
+out = {"forces": [], "energy": []}
+for t in d["temps"]:
+    w, f = m(torch.tensor(d["x"]), torch.tensor(d["box"]), torch.tensor(float(t)))
+    out["forces"].append(f.tolist()); out["energy"].append(w.tolist())
+out["modules"] = sorted(k for k in sys.modules if k.split(".")[0] == "thermocg")
+out["metadata"] = json.loads(files["metadata.json"])
+out["attributes"] = {"cutoff_A": m.cutoff_A, "bead_types": list(m.bead_types), "T0_K": m.T0_K}
+print(json.dumps(out))
+"""
+
+
+def test_the_export_runs_with_torch_alone(tmp_path, capsys):
+    """A float32 model saved as the train stage saves it, exported by the CLI, loaded by a fresh
+    interpreter that imports torch and numpy only: thermocg's forces to 1e-5 relative at three
+    temperatures, and the metadata an engine needs."""
+    model = perturbed_model(NetworkSettings(n_features=8, n_sensitivities=5), 2, "beta", dtype=torch.float32)
+    save_model(tmp_path / "trf2.pt", model, {"variant": "trf2", "training_temperatures_K": [320.0],
+                                              "bead_types": ["molecule"]})
+    out = tmp_path / "trf2.torchscript.pt"
+    assert main(["export", str(tmp_path / "trf2.pt"), "--to", "torchscript", "-o", str(out)]) == 0
+    x, lengths = configurations(dtype=torch.float32)
+    temps = [250.0, 320.0, 500.0]
+    np.savez(tmp_path / "in.npz", x=x[1].numpy(), box=lengths[1].numpy(), temps=np.array(temps))
+    run = subprocess.run([sys.executable, "-c", FRESH, str(out), str(tmp_path / "in.npz")], capture_output=True,
+                         text=True, check=True)
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["modules"] == []  # thermocg was never imported there
+    ours = load_model(tmp_path / "trf2.pt")
+    for t, f in zip(temps, got["forces"]):
+        want = ours.forces(x[1].numpy(), lengths[1].numpy(), t)
+        assert np.abs(np.asarray(f)[0] - want).max() <= 1e-5 * np.abs(want).max(), t
+    assert got["attributes"] == {"cutoff_A": 6.0, "bead_types": ["molecule"], "T0_K": pytest.approx(320.0)}
+    assert got["metadata"]["units"]["force"] == "kcal/mol/Angstrom" and got["metadata"]["order"] == 2
+
+
+def test_bad_requests_get_one_line(tmp_path, capsys, caplog):
+    model = perturbed_model(NetworkSettings(n_features=8, n_sensitivities=5), 1, "beta", dtype=torch.float32)
+    save_model(tmp_path / "m.pt", model, {"training_temperatures_K": [320.0]})
+    cases = [([str(tmp_path / "none.pt"), "--to", "torchscript", "-o", str(tmp_path / "a")], "none.pt: no such model"),
+             ([str(tmp_path / "m.pt"), "--to", "gromacs", "-o", str(tmp_path / "a")], "--to gromacs: formats are"),
+             ([str(tmp_path / "m.pt"), "--to", "torchscript", "-o", str(tmp_path / "m.pt")], "m.pt: exists")]
+    for argv, message in cases:
+        assert main(["export", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("thermocg export: error:") and message in err and "\n" not in err, err
+    assert not (tmp_path / "a").exists()
+    assert main(["export", str(tmp_path / "m.pt"), "--to", "torchscript", "-o", str(tmp_path / "hot.pt"),
+                 "--temperature", "1500"]) == 0
+    assert "1500 K is far from the training temperatures [320.0]" in capsys.readouterr().err
