@@ -1,5 +1,10 @@
 """A trained model in the engines people run: ``thermocg export MODEL --to FORMAT -o OUT`` (issue 30).
 
+* ``openmm``: the distilled form (tabulated pair and three-body terms fitted to the model on
+  frames the user names, :mod:`thermocg.models.distilled`) as a serialized OpenMM ``System``
+  (``XmlSerializer``): a ``CustomNonbondedForce``, a ``CustomManyParticleForce`` and the
+  temperature as the global parameter ``T`` (K; ``context.setParameter("T", 450.0)`` moves the
+  model with the thermostat). Units are OpenMM's (nm, kJ/mol); one bead type only.
 * ``torchscript``: the inference form (:mod:`thermocg.models.fast`: the same function as the
   hippynn model from the same weights) as a TorchScript module that needs torch alone.
   ``forward(positions, box, temperature, types)`` takes positions (N, 3) or (B, N, 3) in Å, box
@@ -34,7 +39,33 @@ from thermocg.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("torchscript",)
+FORMATS = ("torchscript", "openmm")
+
+
+def bead_frames(path) -> tuple:
+    """(positions (F, N, 3) Å, box edges (F, 3) Å, bead masses (N,) amu) of an H5MD file of the
+    pipeline: a reference-stage file (all-atom: mapped to one bead per molecule), a targets file or
+    a CG trajectory (beads already)."""
+    import numpy as np
+
+    from thermocg.errors import DataFormatError
+    from thermocg.io.h5md import read_h5md
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such frames file")
+    d = read_h5md(path)
+    try:
+        if "molecule_index" in d.static:
+            from thermocg.frames import read_reference
+            from thermocg.mapping import map_reference
+
+            cg = map_reference(read_reference(path))
+            return cg.positions, cg.box, cg.bead_masses
+        return (np.asarray(d.elements["particles/all/position"]), np.asarray(d.elements["particles/all/box/edges"]),
+                np.asarray(d.particles["mass"]))
+    except KeyError as err:
+        raise DataFormatError(f"{path}: missing {err}; not a reference, targets or CG trajectory file") from err
 
 
 class ScriptedForceField(torch.nn.Module):
@@ -241,10 +272,36 @@ class ScriptedForceField(torch.nn.Module):
         return w.detach(), -grad
 
 
-def export(model_path, to: str, out, temperature_K: float | None = None) -> Path:
+def distil(model, frames_path, r3_A: float = 3.6, max_frames: int = 30):
+    """The distilled form (:class:`thermocg.models.distilled.DistilledForceField`: tabulated pair and
+    three-body terms with the model's temperature expansion) of ``model`` (a loaded
+    CGForceField), fitted to its forces on the first ``max_frames`` frames of ``frames_path``
+    (:func:`bead_frames`); and those frames' bead masses and box edges. The relative force error
+    of the fit on those frames is logged."""
+    import numpy as np
+
+    from thermocg.models.distilled import DistilledForceField
+
+    x, box, masses = bead_frames(frames_path)
+    x, box = x[:max_frames], box[:max_frames]
+    try:
+        ff = DistilledForceField.fit(model, x, box, r3_A=r3_A or None)
+    except ValueError as err:  # several bead types, a bad three-body radius
+        raise ConfigError(f"{frames_path}: cannot distil: {err}") from err
+    t0 = 1.0 / (units.KB * float(ff.beta0))
+    ours = np.asarray(ff.energy_and_forces(torch.as_tensor(x[:4]), torch.as_tensor(box[:4]), t0)[1])
+    want = model.forces(x[:4], box[:4], t0)
+    log.info("export: distilled on %d frames of %s; force error against the model at %.0f K: %.2g of its rms",
+             len(x), Path(frames_path).name, t0, float(np.sqrt(np.mean((ours - want) ** 2) / np.mean(want ** 2))))
+    return ff, masses, box
+
+
+def export(model_path, to: str, out, temperature_K: float | None = None, frames=None, r3_A: float = 3.6) -> Path:
     """Write ``model_path`` (a saved thermocg model) in format ``to`` at ``out`` (temporary name,
-    then renamed; an existing file is refused). ``temperature_K``: only checked against the model's
-    training temperatures for this format (a warning outside them). Returns the path written."""
+    then renamed; an existing file is refused). ``temperature_K``: a warning when it is far from the
+    model's training temperatures; ``openmm`` also starts there (default T0). ``frames`` (a
+    reference, targets or CG trajectory H5MD file): the frames the distilled form is fitted on,
+    which ``openmm`` needs (three-body radius ``r3_A``; 0: pair terms only). Returns the path."""
     from thermocg.models.fast import FastForceField
     from thermocg.models.saved import load_model
     from thermocg.stagedir import atomic_path
@@ -261,6 +318,22 @@ def export(model_path, to: str, out, temperature_K: float | None = None) -> Path
     if temperature_K is not None and temps and not (min(temps) - 50.0 <= temperature_K <= max(temps) + 200.0):
         log.warning("%g K is far from the training temperatures %s of %s: the expansion in beta may not reach it",
                     temperature_K, temps, model_path.name)
+    if to == "openmm":
+        import openmm
+
+        from thermocg.models.distilled import to_openmm
+
+        if frames is None:
+            raise ConfigError("--to openmm writes the distilled form, fitted on frames: add --distill FRAMES (a "
+                              "reference, targets or CG trajectory H5MD file of this system)")
+        ff, masses, box = distil(cg, frames, r3_A)
+        t = temperature_K if temperature_K is not None else 1.0 / (units.KB * float(ff.beta0))
+        system = to_openmm(ff, masses, box[0], t)
+        from thermocg.stagedir import atomic_write_text
+        atomic_write_text(out, openmm.XmlSerializer.serialize(system))
+        return out
+    if frames is not None:
+        log.warning("--distill is read only by --to openmm; %s exports the network itself", to)
     fast = FastForceField.from_model(cg.model, skin_A=0.0)
     meta = {"format": "thermocg-torchscript-1", "source": model_path.name, "cutoff_A": float(fast.cutoff),
             "bead_types": list(cg.metadata.get("bead_types", ["molecule"])), "T0_K": 1.0 / (units.KB * float(fast.beta0)),

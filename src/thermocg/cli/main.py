@@ -18,7 +18,8 @@ from thermocg.pipeline import STAGES, Stage, stage
 
 #: the verbs: one per stage of the pipeline table, ``run``, and ``export`` (a model, not a config)
 RUN_HELP = "every stage in order, skipping those up to date and resuming an interrupted one"
-EXPORT_HELP = "write a trained model for another engine: --to torchscript (torch alone: OpenMM-Torch, TorchMD, LAMMPS)"
+EXPORT_HELP = ("write a trained model for another engine: --to torchscript (torch alone: OpenMM-Torch, TorchMD, "
+               "LAMMPS ML-IAP) or --to openmm (the distilled form as an OpenMM System XML)")
 
 
 def run_verb(verb: str, config, args) -> None:
@@ -77,7 +78,7 @@ def _verbs() -> dict[str, str]:
 def export_verb(args) -> None:
     from thermocg.export import export
 
-    out = export(args.model, args.to, args.output, args.temperature)
+    out = export(args.model, args.to, args.output, args.temperature, args.distill, args.r3)
     logging.getLogger("thermocg").info("export: %s -> %s (%s)", args.model, out, args.to)
 
 
@@ -101,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
     e = sub.add_parser("export", help=EXPORT_HELP, description=EXPORT_HELP)
     e.add_argument("model", metavar="MODEL", help="a saved model (.pt) of the train stage")
-    e.add_argument("--to", required=True, metavar="FORMAT", help="torchscript")
+    e.add_argument("--to", required=True, metavar="FORMAT",
+                   help="torchscript (the network, torch alone) or openmm (the distilled form as System XML)")
+    e.add_argument("--distill", default=None, metavar="FRAMES",
+                   help="openmm: the H5MD frames (reference, targets or CG trajectory) to fit the distilled form on")
+    e.add_argument("--r3", type=float, default=3.6, metavar="A",
+                   help="openmm: the distilled form's three-body radius in Å (0: pair terms only; default 3.6)")
     e.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write (must not exist)")
     e.add_argument("--temperature", type=float, default=None, metavar="K",
                    help="the temperature the export will run at: warns when it is far from the training temperatures")

@@ -117,3 +117,53 @@ def test_bad_requests_get_one_line(tmp_path, capsys, caplog):
     assert main(["export", str(tmp_path / "m.pt"), "--to", "torchscript", "-o", str(tmp_path / "hot.pt"),
                  "--temperature", "1500"]) == 0
     assert "1500 K is far from the training temperatures [320.0]" in capsys.readouterr().err
+
+
+OPENMM_FRESH = """
+import json, sys
+import numpy as np, openmm
+system = openmm.XmlSerializer.deserialize(open(sys.argv[1]).read())
+d = np.load(sys.argv[2])
+context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+context.setPositions(d["x"] * 0.1)
+out = {"forces": [], "T": context.getParameter("T")}
+for t in d["temps"]:
+    context.setParameter("T", float(t))
+    f = context.getState(getForces=True).getForces(asNumpy=True)._value  # kJ/mol/nm
+    out["forces"].append((np.asarray(f) / 4.184 / 10.0).tolist())
+out["modules"] = sorted(k for k in sys.modules if k.split(".")[0] in ("thermocg", "torch"))
+print(json.dumps(out))
+"""
+
+
+def test_the_openmm_export_runs_in_plain_openmm(tmp_path, water_model, capsys):
+    """The distilled form fitted on the committed all-atom frames (mapped to beads), written as
+    System XML, loaded by a fresh interpreter that imports openmm and numpy only: the distilled
+    form's forces at three temperatures (the temperature as the global parameter T), starting at
+    the requested one."""
+    from tests.conftest import WATER64
+    from thermocg.export import distil
+
+    from thermocg.models.thermal import ThermalForceField, beta_of, build_network
+
+    base, cg = water_model
+    settings = NetworkSettings(cutoff_A=5.0, dist_soft_max_A=4.5, n_features=8, n_sensitivities=6)
+    torch.manual_seed(0)
+    model = ThermalForceField(build_network(settings), base.prior, beta_of(300.0), 2, settings).double()
+    save_model(tmp_path / "trf2.pt", model, {"variant": "trf2", "training_temperatures_K": [300.0],
+                                              "bead_types": ["molecule"]})
+    out = tmp_path / "trf2.xml"
+    argv = ["export", str(tmp_path / "trf2.pt"), "--to", "openmm", "-o", str(out), "--temperature", "350"]
+    assert main(argv) == 2 and "add --distill FRAMES" in capsys.readouterr().err
+    assert main([*argv, "--distill", str(WATER64), "--r3", "3.6"]) == 0
+    temps = [250.0, 350.0, 500.0]
+    np.savez(tmp_path / "in.npz", x=cg.positions[5], temps=np.array(temps))
+    run = subprocess.run([sys.executable, "-c", OPENMM_FRESH, str(out), str(tmp_path / "in.npz")],
+                         capture_output=True, text=True, check=True)
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["modules"] == [] and got["T"] == 350.0
+    ff, masses, box = distil(load_model(tmp_path / "trf2.pt"), WATER64, 3.6)
+    np.testing.assert_allclose(masses, cg.bead_masses)
+    for t, f in zip(temps, got["forces"]):
+        want = ff.energy_and_forces(torch.as_tensor(cg.positions[5:6]), torch.as_tensor(cg.box[5:6]), t)[1][0]
+        assert np.abs(np.asarray(f) - want.numpy()).max() <= 1e-6 * float(want.abs().max()), t
