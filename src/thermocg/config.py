@@ -101,6 +101,7 @@ DEFAULT_TEMPERATURES_K = (250.0, 275.0, 300.0, 350.0, 400.0, 450.0, 500.0, 600.0
 class ImportedTemperature(_Section):
     """The user's all-atom data at one temperature: ``[[reference.data]]`` (``source = "files"``)."""
 
+    #: The temperature of these frames (K).
     temperature_K: PositiveFloat
     #: Equilibrium frames at this temperature (relative to the config file): positions, forces,
     #: the total potential energy, per-atom energies and molecule ids (reference.format).
@@ -113,6 +114,8 @@ class ImportedTemperature(_Section):
 class ReferenceSection(_Section):
     """All-atom reference MD with OpenMM: ``[reference]``."""
 
+    #: The built-in system (system = "water"): water model, molecules and density (g/cm³); and the
+    #: temperatures of the run (K).
     water_model: Literal["spce"] = "spce"
     n_molecules: Int = Field(512, ge=2)
     density_g_cm3: PositiveFloat = 0.997
@@ -121,6 +124,8 @@ class ReferenceSection(_Section):
     cutoff_A: PositiveFloat = 9.0
     #: OpenMM's ewaldErrorTolerance (1e-5: PME energies within ~4e-6 of a converged Ewald sum).
     ewald_error_tolerance: Float = Field(1.0e-5, gt=0, lt=0.1)
+    #: Langevin (LangevinMiddle) sampling: timestep, friction, equilibration before the first
+    #: frame, frames per temperature and their interval.
     timestep_fs: PositiveFloat = 2.0
     friction_per_ps: PositiveFloat = 1.0
     equilibration_ps: Float = Field(100.0, ge=0)
@@ -128,6 +133,7 @@ class ReferenceSection(_Section):
     frame_interval_ps: PositiveFloat = 1.0
     #: Largest allowed |sum_J u_J - E_pot| / |E_pot| per frame; a frame above it stops the run.
     energy_check_rtol: Float = Field(1.0e-5, gt=0)
+    #: The NVE segments for the all-atom D: ``[reference.nve]``.
     nve: NVESection = Field(default_factory=NVESection)
     #: Where the all-atom frames come from: "openmm", thermocg's own SPC/E water MD (the keys
     #: above), or "files", the user's frames of any liquid ([[reference.data]]; the first
@@ -381,7 +387,9 @@ class SimulateNVESection(NVESection):
     (the keys of ``[reference.nve]``). 2 fs: the energy drift is ~0.01 kB T per degree of
     freedom per ns there, ~0.1 at 4 fs (bench/RESULTS.md, bench/timestep.py)."""
 
+    #: Segments per model and temperature, started from frames spread over the Langevin run.
     n_segments: Int = Field(2, ge=0)
+    #: Velocity Verlet timestep.
     timestep_fs: PositiveFloat = 2.0
     #: Multiple time stepping in the NVE segments, as ``[simulate] mts_substeps``.
     mts_substeps: Int = Field(1, ge=1)
@@ -404,6 +412,7 @@ class SimulateSection(_Section):
     #: Langevin (BAOAB) sampling. 4 fs: BAOAB's structure and potential energy on water beads
     #: do not change from 2 to 6 fs (bench/RESULTS.md, bench/timestep.py).
     timestep_fs: PositiveFloat = 4.0
+    #: Langevin friction, equilibration from the start frame, frames and their interval.
     friction_per_ps: Float = Field(1.0, ge=0)
     equilibration_ps: Float = Field(20.0, ge=0)
     n_frames: Int = Field(100, ge=1)
@@ -435,6 +444,7 @@ class SimulateSection(_Section):
     #: of 4 fs at 300 and 600 K for 1.3x the speed, with the kinetic temperature 1 % low at 600 K
     #: (bench/RESULTS.md, bench/timestep.py), so the default stays off.
     mts_substeps: Int = Field(1, ge=1)
+    #: The NVE segments for D_CG: ``[simulate.nve]``.
     nve: SimulateNVESection = Field(default_factory=SimulateNVESection)
 
     @model_validator(mode="after")
