@@ -8,7 +8,7 @@ Without a scheduler, per-temperature work runs in local worker processes
 (:mod:`thermocg.workers`). With ``scheduler = "local:N"`` it runs on a Dask ``LocalCluster`` of
 N single-threaded worker processes; with an address (``"tcp://host:8786"``) on the cluster whose
 scheduler listens there (dask-jobqueue on SLURM or PBS, ``dask scheduler`` / ``dask worker`` by
-hand: the README shows how). The workers need thermocg installed and the run directory on a
+hand: docs/dask.md shows how). The workers need thermocg installed and the run directory on a
 file system they share with this process: the tasks read and write their own files there.
 
 The tasks are the same pure functions of (config, temperature, inputs) the local processes run,
