@@ -230,7 +230,7 @@ def response_scale(model, positions, box, forces, temperature_K: float, T0_K: fl
 def run_evaluate(ctx: StageContext) -> StageResult:
     """Evaluate every simulated model at every temperature (each temperature a task of
     :mod:`thermocg.tasks`: here, or on Dask with ``[run] scheduler``); write results.json."""
-    from tqdm.auto import tqdm
+    from thermocg.progress import tqdm
 
     from thermocg import tasks as executors
     from thermocg.errors import SimulationError

@@ -163,7 +163,7 @@ def train_heads(model: ThermalForceField, data: TrainingData, settings: TrainSet
 
 
 def _train(model, data, settings, orders, energy_heads, checkpoint, show_progress):
-    from tqdm.auto import tqdm
+    from thermocg.progress import tqdm
 
     param = next(q for q in model.parameters() if q.is_floating_point())
     dtype, device = param.dtype, param.device

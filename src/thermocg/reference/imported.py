@@ -363,7 +363,7 @@ def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, d
     """Read every [[reference.data]] file and write the stage's files; returns the outputs by
     temperature label and the summary (per temperature: frames, sources and their sha256,
     the worst decomposition error). NVE segments need positions only (D from the MSD)."""
-    from tqdm.auto import tqdm
+    from thermocg.progress import tqdm
 
     from thermocg.labels import temperature_label
 

@@ -85,7 +85,7 @@ def _sample(run: executors.Executor, temperature_tasks, ctx: StageContext) -> di
     """Every temperature, each with its progress bar of MD steps (steps reported by the tasks;
     on Dask one bar over temperatures); each output file is recorded in the manifest as soon as
     it is complete (a finished NVT file before the NVE segments that start from it)."""
-    from tqdm.auto import tqdm
+    from thermocg.progress import tqdm
 
     from thermocg.reference.sampler import sample_temperature_task
 

@@ -115,7 +115,7 @@ def _drive(md: Integrator, chunks, after_chunk, out: ResumableTrajectories, bar,
 
 
 def _run_nvt(md: Integrator, batch: Batch, show_progress: bool) -> dict:
-    from tqdm.auto import tqdm
+    from thermocg.progress import tqdm
 
     s = batch.settings
     eq = steps(s.equilibration_ps * 1000, s.timestep_fs)
@@ -182,7 +182,7 @@ def _run_nvt(md: Integrator, batch: Batch, show_progress: bool) -> dict:
 
 def _run_nve(fns, batch: Batch, show_progress: bool) -> dict:
     """Every segment of every system in one batch; an interrupted batch is simply redone."""
-    from tqdm.auto import tqdm
+    from thermocg.progress import tqdm
 
     s, nve = batch.settings, batch.settings.nve
     starts = nve_start_frames(s.n_frames, nve.n_segments)

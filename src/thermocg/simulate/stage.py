@@ -55,7 +55,7 @@ def check(config: Config, upstream: dict) -> None:
 def run_simulate(ctx: StageContext) -> StageResult:
     """Run (or resume) the CG simulations of every model and temperature: each model's batch a
     task (:mod:`thermocg.tasks`), here one after another, or on Dask with ``[run] scheduler``."""
-    from tqdm.auto import tqdm
+    from thermocg.progress import tqdm
 
     from thermocg import tasks as executors
 

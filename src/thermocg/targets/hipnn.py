@@ -92,7 +92,7 @@ def _new_model(settings: HipnnBaseline, prior: RepulsivePrior, temperature_K, se
 
 def _cross_fitted(fit_one, n_frames: int, folds: int, what: str, show_progress: bool):
     """(held-out frames, model fitted without them) per fold, with a progress bar over folds."""
-    from tqdm.auto import tqdm
+    from thermocg.progress import tqdm
 
     splits = list(cross_fit_splits(n_frames, folds))
     for k, (train, held) in enumerate(tqdm(splits, desc=what, unit="fold", disable=not show_progress,

@@ -188,7 +188,7 @@ def target_frames(cg: CGFrames, res: dict, config: Config, source: Path, source_
 def run_targets(ctx: StageContext) -> StageResult:
     """The targets stage's runner (:meth:`thermocg.pipeline.Stage.run` is its envelope): the
     targets of every reference temperature, by ``[targets] method``."""
-    from tqdm.auto import tqdm
+    from thermocg.progress import tqdm
 
     config = ctx.config
     reference, ref_hash = ctx.record("reference"), ctx.upstream_hash("reference")
@@ -231,7 +231,7 @@ def _restrained(ctx: StageContext, reference, ref_hash: str) -> tuple[dict, dict
     missing ones). Every temperature's targets file holds all its frames with their mapped
     forces (the order-0 targets, as with regression) and the thermal targets of the sampled
     configurations (NaN elsewhere: missing), written when all of them are in."""
-    from tqdm.auto import tqdm
+    from thermocg.progress import tqdm
 
     from thermocg import tasks as executors
     from thermocg.errors import SimulationError
