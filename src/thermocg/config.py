@@ -278,6 +278,7 @@ class TargetsSection(_Section):
     #: of the order-1 targets falls as 1/k and is ~0.04 kcal²/mol²/Å rms at 4000 (300 K), against
     #: a signal of ~0.6 (at 1000 it is ~0.15).
     restraint_k: PositiveFloat = 4000.0
+    #: (restrained_configurations unset: 25, or every training frame when there are fewer.)
     restrained_configurations: Int = Field(25, ge=1)
     restrained_equilibration_ps: PositiveFloat = 1.0
     restrained_samples: Int = Field(400, ge=6)
@@ -509,6 +510,18 @@ class Config(_Section):
         source = ref.get("source") if isinstance(ref, dict) else getattr(ref, "source", None)
         if source == "files" and isinstance(targets, dict) and "method" not in targets:
             data = {**data, "targets": {**targets, "method": "regression"}}
+            targets = data["targets"]
+        # restrained_configurations unset: 25, or every training frame when there are fewer (a
+        # small config need not name it; a value set is checked against the frames)
+        train = data.get("train", {})
+        if (isinstance(targets, dict) and isinstance(ref, dict) and isinstance(train, dict)
+                and targets.get("method", "restrained") == "restrained" and "restrained_configurations" not in targets):
+            fields = ReferenceSection.model_fields
+            frames = ref.get("n_frames", fields["n_frames"].default) - train.get(
+                "test_frames", TrainSection.model_fields["test_frames"].default)
+            default = TargetsSection.model_fields["restrained_configurations"].default
+            if isinstance(frames, int) and 1 <= frames < default:
+                data = {**data, "targets": {**targets, "restrained_configurations": frames}}
         return data
 
     @property

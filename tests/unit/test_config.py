@@ -284,3 +284,14 @@ def test_restrained_targets_are_the_default_but_an_imported_reference_regresses(
     assert config_from_dict(imported).targets.method == "regression"
     with pytest.raises(ConfigError, match='reference.source = "files" does not have; use method = "regression"'):
         config_from_dict({**imported, "targets": {"method": "restrained"}})
+
+
+def test_restrained_configurations_default_to_the_training_frames_when_fewer():
+    """Unset, restrained_configurations is 25 or every training frame when there are fewer (a
+    small config need not name it); set, it is checked against the frames."""
+    nve = {"n_segments": 0}
+    assert config_from_dict({}).targets.restrained_configurations == 25
+    assert config_from_dict({"reference": {"n_frames": 30, "nve": nve},
+                             "train": {"test_frames": 10}}).targets.restrained_configurations == 20
+    with pytest.raises(ConfigError, match="restrained_configurations = 25 exceeds the 3 training frames"):
+        config_from_dict({"reference": {"n_frames": 3, "nve": nve}, "targets": {"restrained_configurations": 25}})
