@@ -408,7 +408,8 @@ def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, d
                                        "max_decomposition_rel_error": frames.max_decomposition_rel_error,
                                        "velocities": frames.velocities is not None},
                           "nve": nve_summary}
-        log.info("reference %s: %d frames of %d atoms in %d molecules from %s (worst |sum u_J - E|/|E| %.1e)", label,
+        # the stage's summary (reference.stage.describe) says this once at the end: debug here
+        log.debug("reference %s: %d frames of %d atoms in %d molecules from %s (worst |sum u_J - E|/|E| %.1e)", label,
                  len(frames.positions), len(frames.species), summary[label]["imported"]["molecules"], src,
                  frames.max_decomposition_rel_error)
     return outputs, summary
