@@ -333,7 +333,9 @@ def test_lammps_dumps_with_a_data_file(tiny_reference, tmp_path):
 
 
 @pytest.mark.parametrize("change, error, message", [
-    ({"columns": ("c_peatom", "v_pe")}, DataFormatError, "needs the columns fx fy fz, c_pe"),
+    # the dump has the forces and v_pe: only the per-atom energies are named (issue 33)
+    ({"columns": ("c_peatom", "v_pe")}, DataFormatError,
+     r"missing the column\(s\) c_pe \(per-atom energies: compute pe/atom\); found"),
     ({"bad_total": True}, DataFormatError, "column v_pe varies between atoms"),
 ])
 def test_lammps_dumps_the_method_cannot_use(tiny_reference, tmp_path, change, error, message):

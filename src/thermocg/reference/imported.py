@@ -231,11 +231,14 @@ def _lammps(path: Path, reader: Reader):
         energies = None
         if require_energies:
             missing = [c for c in (reader.lammps_pe_atom, reader.lammps_pe_total) if c not in atoms.arrays]
-            if missing or atoms.calc is None or "forces" not in atoms.calc.results:
-                raise DataFormatError(
-                    f"{where}: needs the columns fx fy fz, {reader.lammps_pe_atom} (per-atom energies: compute "
-                    f"pe/atom) and {reader.lammps_pe_total} (the total: variable ... atom c_thermo_pe); found "
-                    f"{sorted(atoms.arrays)}")
+            if atoms.calc is None or "forces" not in atoms.calc.results:
+                missing = ["fx fy fz", *missing]
+            if missing:  # name what is missing, and only that
+                hints = {reader.lammps_pe_atom: "per-atom energies: compute pe/atom",
+                         reader.lammps_pe_total: "the total on every atom: variable pe atom pe",
+                         "fx fy fz": "the forces"}
+                raise DataFormatError(f"{where}: missing the column(s) " + ", ".join(
+                    f"{c} ({hints[c]})" for c in missing) + f"; found {sorted(atoms.arrays)}")
             total = np.asarray(atoms.arrays[reader.lammps_pe_total], dtype=np.float64)
             if np.ptp(total) > 1e-9 * max(1.0, np.abs(total).max()):
                 raise DataFormatError(f"{where}: column {reader.lammps_pe_total} varies between atoms; it must hold "
