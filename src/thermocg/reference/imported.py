@@ -196,6 +196,39 @@ def _extxyz(reader: Reader):
 _LAMMPS_UNITS = {"kcal/mol": "real", "eV": "metal"}
 
 
+#: LAMMPS data file sections and the header count that gives their number of lines
+_DATA_COUNTS = {"Masses": "atom types", "Atoms": "atoms", "Velocities": "atoms", "Bonds": "bonds",
+                "Angles": "angles", "Dihedrals": "dihedrals", "Impropers": "impropers"}
+
+
+def _short_data_section(path) -> str | None:
+    """Why a LAMMPS data file cannot be read, when a section holds fewer lines than its header
+    count says (a file cut short): None when the counts agree."""
+    try:
+        lines = [line.split("#")[0].strip() for line in Path(path).read_text().splitlines()]
+    except (OSError, UnicodeDecodeError):
+        return None
+    counts = {}
+    for line in lines:
+        for key in set(_DATA_COUNTS.values()):
+            parts = line.split()
+            if len(parts) == len(key.split()) + 1 and " ".join(parts[1:]) == key and parts[0].isdigit():
+                counts[key] = int(parts[0])
+    for k, line in enumerate(lines):
+        name = line.split()[0] if line else ""
+        if name in _DATA_COUNTS and counts.get(_DATA_COUNTS[name]):
+            want = counts[_DATA_COUNTS[name]]
+            body, j = 0, k + 1
+            while j < len(lines) and not lines[j]:
+                j += 1
+            while j < len(lines) and lines[j] and lines[j].split()[0] not in _DATA_COUNTS:
+                body, j = body + 1, j + 1
+            if body < want:
+                return (f"the {name} section has {body} line(s), but the header says {want} "
+                        f"{_DATA_COUNTS[name]} (a file cut short?)")
+    return None
+
+
 def _lammps(path: Path, reader: Reader):
     """Per frame of a LAMMPS text dump: elements, masses and molecule ids from the data file
     (``lammps_data``: the dump's types alone do not say which element an atom is), forces as
@@ -214,8 +247,10 @@ def _lammps(path: Path, reader: Reader):
         topology = ase.io.read(reader.lammps_data, format="lammps-data", atom_style=reader.lammps_atom_style,
                                units=_LAMMPS_UNITS[reader.energy_unit])
     except Exception as err:
-        raise DataFormatError(f"{reader.lammps_data}: cannot be read as a LAMMPS data file with atom_style "
-                              f"{reader.lammps_atom_style!r} ({type(err).__name__}: {err})") from err
+        short = _short_data_section(reader.lammps_data)
+        raise DataFormatError(f"{reader.lammps_data}: " + (short or (
+            f"cannot be read as a LAMMPS data file with atom_style {reader.lammps_atom_style!r} "
+            f"({type(err).__name__}: {err})"))) from err
     if "mol-id" not in topology.arrays:
         raise DataFormatError(f"{reader.lammps_data}: no molecule ids (atom_style {reader.lammps_atom_style!r}; "
                               "use full, molecular, angle or bond)")
