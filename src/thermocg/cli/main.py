@@ -19,7 +19,7 @@ from thermocg.pipeline import STAGES, Stage, stage
 #: the verbs: one per stage of the pipeline table, ``run``, and ``export`` (a model, not a config)
 RUN_HELP = "every stage in order, skipping those up to date and resuming an interrupted one"
 EXPORT_HELP = ("write a trained model for another engine: --to torchscript (torch alone: OpenMM-Torch, TorchMD, "
-               "LAMMPS ML-IAP) or --to openmm (the distilled form as an OpenMM System XML)")
+               "LAMMPS ML-IAP), --to openmm (the distilled form as an OpenMM System XML) or --to lammps (its tables)")
 
 
 def run_verb(verb: str, config, args) -> None:
@@ -103,11 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help=EXPORT_HELP, description=EXPORT_HELP)
     e.add_argument("model", metavar="MODEL", help="a saved model (.pt) of the train stage")
     e.add_argument("--to", required=True, metavar="FORMAT",
-                   help="torchscript (the network, torch alone) or openmm (the distilled form as System XML)")
+                   help="torchscript (the network, torch alone), openmm (the distilled form as System XML) or "
+                        "lammps (the distilled form as LAMMPS tables and inputs, in a directory)")
     e.add_argument("--distill", default=None, metavar="FRAMES",
-                   help="openmm: the H5MD frames (reference, targets or CG trajectory) to fit the distilled form on")
+                   help="openmm, lammps: the H5MD frames (reference, targets or CG trajectory) to fit the distilled "
+                        "form on (lammps: the first is the data file's configuration)")
     e.add_argument("--r3", type=float, default=3.6, metavar="A",
-                   help="openmm: the distilled form's three-body radius in Å (0: pair terms only; default 3.6)")
+                   help="openmm, lammps: the distilled form's three-body radius in Å (0: pair terms only; default 3.6)")
     e.add_argument("-o", "--output", required=True, metavar="OUT", help="the file to write (must not exist)")
     e.add_argument("--temperature", type=float, default=None, metavar="K",
                    help="the temperature the export will run at: warns when it is far from the training temperatures")

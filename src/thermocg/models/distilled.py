@@ -456,3 +456,108 @@ def to_openmm(ff: DistilledForceField, masses, box_A, temperature_K: float, tabl
         const.addParticle(i, [])
     system.addForce(const)
     return system
+
+
+def _num(value) -> str:
+    """A number as LAMMPS reads it, to full precision (numpy scalars print their type otherwise)."""
+    return repr(float(value))
+
+
+def _lammps_phi3(ff: DistilledForceField, coef3: np.ndarray, r1, r2, r3):
+    """The three-body term phi(r_ij, r_ik, r_jk) at fixed temperature (``coef3`` (Q, L+1): the heads'
+    three-body coefficients combined with their temperature weights) and its partial derivatives
+    in the three distances, by autograd (float64)."""
+    r1, r2, r3 = (torch.as_tensor(v, dtype=torch.float64).requires_grad_(True) for v in (r1, r2, r3))
+    cos = ((r1 * r1 + r2 * r2 - r3 * r3) / (2 * r1 * r2)).clamp(-1.0, 1.0)
+    radial = ff._radial_pairs(ff.radial3(r1), ff.radial3(r2))  # (..., Q)
+    phi = torch.einsum("...q,...l,ql->...", radial, legendre(cos, ff.degree), torch.as_tensor(coef3))
+    g1, g2, g3 = torch.autograd.grad(phi.sum(), (r1, r2, r3))
+    return phi.detach().numpy(), g1.numpy(), g2.numpy(), g3.numpy()
+
+
+def to_lammps(ff: DistilledForceField, masses, positions_A, box_A, temperature_K: float, directory,
+              pair_points: int = 2000, three_body_points: int = 40) -> dict:
+    """LAMMPS inputs (``units real``: Å, kcal/mol) of the distilled force field at one temperature, in
+    ``directory``: ``pair.table`` (pair terms and the prior, ``pair_style table spline``: cubic
+    splines through ``pair_points`` samples from 1.5 Å to the cutoff, exact to the spline's
+    interpolation error), ``threebody.table`` and ``cg.3b`` (``pair_style threebody/table``: the
+    three-body term's energy and its six force constants per triplet on LAMMPS' grid of
+    ``three_body_points`` distances r_ij <= r_ik from the radial functions' start to r3 and
+    2 x that many angles; LAMMPS looks up the nearest grid point, so the three-body forces carry
+    that grid's discretisation error), ``system.data`` (the beads of ``positions_A`` in the box)
+    and ``in.lammps`` (NVT Langevin at the temperature). The heads' per-bead offsets shift the
+    energy by a constant and are left out. Returns the paths by name."""
+    from pathlib import Path
+
+    from thermocg.models.thermal import temperature_weights
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = temperature_weights(ff.form, ff.order, ff.beta0, temperature_K)[0].numpy()  # (3,)
+    coef = np.einsum("k,kb->b", weights[: ff.coef.shape[0]], ff.coef.detach().cpu().numpy())
+    a_prior, decay, onset = ff.prior_params
+    # pair terms and the prior (part of head 0: weight c0)
+    r = np.linspace(1.5, ff.cutoff, pair_points)
+    rt = torch.as_tensor(r)
+    e = ff.pair(rt).numpy() @ coef[: ff.n_pair] + weights[0] * a_prior * np.exp(-decay * (r - onset))
+    f = -(ff.pair.derivative(rt).numpy() @ coef[: ff.n_pair]) + weights[0] * decay * a_prior * np.exp(
+        -decay * (r - onset))
+    lines = [f"# thermocg distilled pair terms at {temperature_K:g} K (kcal/mol, Angstrom)", "", "THERMOCG_PAIR",
+             f"N {pair_points} R {_num(r[0])} {_num(r[-1])}", ""]
+    lines += [f"{i + 1} {_num(r[i])} {_num(e[i])} {_num(f[i])}" for i in range(pair_points)]
+    (out / "pair.table").write_text("\n".join(lines) + "\n")
+    overlay = f"pair_style table spline {pair_points}\npair_coeff 1 1 THERMOCG_PAIR_FILE THERMOCG_PAIR {_num(ff.cutoff)}"
+    paths = {"pair": out / "pair.table"}
+    if ff.radial3 is not None:
+        n = int(three_body_points)
+        # the radial splines reach below their start; below start - step no bead pair comes and the
+        # fit's ridge holds them at zero: LAMMPS drops triplets below rmin - dr/2
+        rmin, rmax = max(float(ff.radial3.origins[0]), ff.radial3.start - ff.radial3.step), ff.r3
+        grid = np.linspace(rmin, rmax, n)
+        dtheta = 180.0 / (2 * n)
+        rows = [(a, b, (t + 0.5) * dtheta) for i, a in enumerate(grid) for b in grid[i:] for t in range(2 * n)]
+        r12, r13, theta = (np.array(v) for v in zip(*rows))
+        r23 = np.sqrt(np.maximum(r12 ** 2 + r13 ** 2 - 2 * r12 * r13 * np.cos(np.radians(theta)), 1e-12))
+        coef3 = coef[ff.n_pair:].reshape(-1, ff.degree + 1)
+        phi, g1, g2, g3 = _lammps_phi3(ff, coef3, r12, r13, r23)
+        # forces -grad phi in LAMMPS' form: f_i = f11 r_ij + f12 r_ik, f_j = f21 r_ij + f22 r_jk,
+        # f_k = f31 r_ik + f32 r_jk with r_ij = x_j - x_i, r_ik = x_k - x_i, r_jk = x_k - x_j
+        f11, f12, f22 = g1 / r12, g2 / r13, g3 / r23
+        lines = [f"# thermocg distilled three-body term at {temperature_K:g} K (kcal/mol, Angstrom, degrees)", "",
+                 "THERMOCG_3B", f"N {n} rmin {_num(rmin)} rmax {_num(rmax)}", ""]
+        lines += [f"{i + 1} {_num(r12[i])} {_num(r13[i])} {_num(theta[i])} {_num(f11[i])} {_num(f12[i])} {_num(-f11[i])} {_num(f22[i])} "
+                  f"{_num(-f12[i])} {_num(-f22[i])} {_num(phi[i])}" for i in range(len(r12))]
+        (out / "threebody.table").write_text("\n".join(lines) + "\n")
+        (out / "cg.3b").write_text(f"# element1 element2 element3 cut file keyword style N\n"
+                                   f"CG CG CG {_num(rmax)} threebody.table THERMOCG_3B linear {n}\n")
+        overlay = (f"pair_style hybrid/overlay table spline {pair_points} threebody/table\n"
+                   f"pair_coeff 1 1 table pair.table THERMOCG_PAIR {_num(ff.cutoff)}\npair_coeff * * threebody/table cg.3b CG")
+        paths.update(threebody=out / "threebody.table", potential=out / "cg.3b")
+    else:
+        overlay = overlay.replace("THERMOCG_PAIR_FILE", "pair.table")
+    x = np.asarray(positions_A, dtype=np.float64)
+    box = np.asarray(box_A, dtype=np.float64)
+    x = x - box * np.floor(x / box)
+    m = np.asarray(masses, dtype=np.float64)
+    data = ["thermocg beads (one per molecule), units real", "", f"{len(x)} atoms", "1 atom types", "",
+            f"0 {_num(box[0])} xlo xhi", f"0 {_num(box[1])} ylo yhi", f"0 {_num(box[2])} zlo zhi", "", "Masses", "",
+            f"1 {_num(float(m.mean()))}", "", "Atoms # atomic", ""]
+    data += [f"{i + 1} 1 {_num(x[i, 0])} {_num(x[i, 1])} {_num(x[i, 2])}" for i in range(len(x))]
+    (out / "system.data").write_text("\n".join(data) + "\n")
+    (out / "in.lammps").write_text(f"""# thermocg distilled CG model at {temperature_K:g} K: NVT Langevin, 4 fs
+units real
+atom_style atomic
+boundary p p p
+read_data system.data
+{overlay}
+neighbor 1.0 bin
+velocity all create {temperature_K:g} 2026 mom yes rot no dist gaussian
+fix integrate all nve
+fix thermostat all langevin {temperature_K:g} {temperature_K:g} 1000.0 2026 zero yes
+timestep 4.0
+thermo 250
+dump traj all custom 250 traj.lammpstrj id x y z
+run 25000
+""")
+    paths.update(data=out / "system.data", input=out / "in.lammps")
+    return paths
