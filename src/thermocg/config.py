@@ -271,14 +271,14 @@ class TargetsSection(_Section):
     method: Literal["regression", "restrained"] = "restrained"
     #: restrained: spring constant (kcal/mol/Å²; its period must be at least ten reference time
     #: steps: for water 4000 gives 20.5 fs, so at most a 2 fs step, and a spread of 0.012 Å at
-    #: 300 K), configurations per temperature (the first training frames), equilibration before
+    #: 300 K), configurations per temperature (the first training frames; unset: 25, or every
+    #: training frame when there are fewer), equilibration before
     #: sampling, samples and their interval, jackknife blocks. Defaults from
     #: bench/restrained_targets.py and bench/restrained_bias.py (bench/RESULTS.md): 4 ps per
     #: configuration gives an order-1 SNR of ~0.6 per configuration on water; the springs' bias
     #: of the order-1 targets falls as 1/k and is ~0.04 kcal²/mol²/Å rms at 4000 (300 K), against
     #: a signal of ~0.6 (at 1000 it is ~0.15).
     restraint_k: PositiveFloat = 4000.0
-    #: (restrained_configurations unset: 25, or every training frame when there are fewer.)
     restrained_configurations: Int = Field(25, ge=1)
     restrained_equilibration_ps: PositiveFloat = 1.0
     restrained_samples: Int = Field(400, ge=6)
