@@ -284,8 +284,8 @@ def distil(model, frames_path, r3_A: float = 3.6, max_frames: int = 30):
     """The distilled form (:class:`thermocg.models.distilled.DistilledForceField`: tabulated pair and
     three-body terms with the model's temperature expansion) of ``model`` (a loaded
     CGForceField), fitted to its forces on the first ``max_frames`` frames of ``frames_path``
-    (:func:`bead_frames`); and those frames' bead masses and box edges. The relative force error
-    of the fit on those frames is logged."""
+    (:func:`bead_frames`); and those frames' bead masses, positions and box edges. The relative
+    force error of the fit on those frames is logged."""
     import numpy as np
 
     from thermocg.models.distilled import DistilledForceField
@@ -301,7 +301,7 @@ def distil(model, frames_path, r3_A: float = 3.6, max_frames: int = 30):
     want = model.forces(x[:4], box[:4], t0)
     log.info("export: distilled on %d frames of %s; force error against the model at %.0f K: %.2g of its rms",
              len(x), Path(frames_path).name, t0, float(np.sqrt(np.mean((ours - want) ** 2) / np.mean(want ** 2))))
-    return ff, masses, box
+    return ff, masses, x, box
 
 
 def export(model_path, to: str, out, temperature_K: float | None = None, frames=None, r3_A: float = 3.6) -> Path:
@@ -334,7 +334,7 @@ def export(model_path, to: str, out, temperature_K: float | None = None, frames=
         if frames is None:
             raise ConfigError("--to openmm writes the distilled form, fitted on frames: add --distill FRAMES (a "
                               "reference, targets or CG trajectory H5MD file of this system)")
-        ff, masses, box = distil(cg, frames, r3_A)
+        ff, masses, _, box = distil(cg, frames, r3_A)
         t = temperature_K if temperature_K is not None else 1.0 / (units.KB * float(ff.beta0))
         system = to_openmm(ff, masses, box[0], t)
         from thermocg.stagedir import atomic_write_text
@@ -346,8 +346,7 @@ def export(model_path, to: str, out, temperature_K: float | None = None, frames=
         if frames is None:
             raise ConfigError("--to lammps writes the distilled form's tables, fitted on frames: add --distill FRAMES "
                               "(a reference, targets or CG trajectory H5MD file of this system)")
-        ff, masses, box = distil(cg, frames, r3_A)
-        x, _, _ = bead_frames(frames)
+        ff, masses, x, box = distil(cg, frames, r3_A)
         t = temperature_K if temperature_K is not None else 1.0 / (units.KB * float(ff.beta0))
         tmp = out.with_name(out.name + ".part")
         if tmp.exists():

@@ -237,7 +237,7 @@ class LocalProcesses(Executor):
 
             # a worker that died while others ran breaks the pool before their results are read:
             # the next submission fails, and names a task that was running (the pool cannot say which)
-            running = [k for f, k in of_future.items() if not f.done()] or [k for f, k in of_future.items()]
+            running = [k for f, k in of_future.items() if not f.done()] or list(of_future.values())
             fut = task_result(send, label(tasks[running[0]] if running else task), BrokenProcessPool, died)
             of_future[fut] = index[id(task)]
             return fut

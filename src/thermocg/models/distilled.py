@@ -506,7 +506,8 @@ def to_lammps(ff: DistilledForceField, masses, positions_A, box_A, temperature_K
              f"N {pair_points} R {_num(r[0])} {_num(r[-1])}", ""]
     lines += [f"{i + 1} {_num(r[i])} {_num(e[i])} {_num(f[i])}" for i in range(pair_points)]
     (out / "pair.table").write_text("\n".join(lines) + "\n")
-    overlay = f"pair_style table spline {pair_points}\npair_coeff 1 1 THERMOCG_PAIR_FILE THERMOCG_PAIR {_num(ff.cutoff)}"
+    pair_coeff = f"pair_coeff 1 1 {{style}}pair.table THERMOCG_PAIR {_num(ff.cutoff)}"
+    overlay = f"pair_style table spline {pair_points}\n" + pair_coeff.format(style="")
     paths = {"pair": out / "pair.table"}
     if ff.radial3 is not None:
         n = int(three_body_points)
@@ -531,10 +532,8 @@ def to_lammps(ff: DistilledForceField, masses, positions_A, box_A, temperature_K
         (out / "cg.3b").write_text(f"# element1 element2 element3 cut file keyword style N\n"
                                    f"CG CG CG {_num(rmax)} threebody.table THERMOCG_3B linear {n}\n")
         overlay = (f"pair_style hybrid/overlay table spline {pair_points} threebody/table\n"
-                   f"pair_coeff 1 1 table pair.table THERMOCG_PAIR {_num(ff.cutoff)}\npair_coeff * * threebody/table cg.3b CG")
+                   + pair_coeff.format(style="table ") + "\npair_coeff * * threebody/table cg.3b CG")
         paths.update(threebody=out / "threebody.table", potential=out / "cg.3b")
-    else:
-        overlay = overlay.replace("THERMOCG_PAIR_FILE", "pair.table")
     x = np.asarray(positions_A, dtype=np.float64)
     box = np.asarray(box_A, dtype=np.float64)
     x = x - box * np.floor(x / box)

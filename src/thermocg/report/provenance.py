@@ -12,32 +12,33 @@ from thermocg.config import Config
 from thermocg.errors import DataFormatError
 
 
-def convergence_summary(config: Config) -> dict | None:
-    """The variants of ``bench/convergence.py``'s summary for this run (claim 4), or None when
-    it has not been run. Not a stage: after a new convergence run, rebuild the report with
-    ``thermocg report --force``."""
-    path = config.run_dir / "convergence" / "summary.json"
+def _bench_output(path: Path, script: str, read):
+    """``read(data)`` of a bench script's JSON output at ``path``, or None when it has not been run;
+    a file of another shape is refused naming the script. Not a stage: after a new run, rebuild
+    the report with ``thermocg report --force``."""
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())["variants"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise DataFormatError(f"{path}: not a summary of bench/convergence.py ({err!r}); run it again") from err
+        return read(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise DataFormatError(f"{path}: not an output of {script} ({err!r}); run it again") from err
+
+
+def convergence_summary(config: Config) -> dict | None:
+    """The variants of ``bench/convergence.py``'s summary for this run (claim 4), or None when
+    it has not been run."""
+    return _bench_output(config.run_dir / "convergence" / "summary.json", "bench/convergence.py",
+                         lambda data: data["variants"])
 
 
 def reference_check(config: Config) -> dict | None:
     """``bench/reference_check.py``'s output for this run (``<run>/reference_check.json``, claim
-    5), or None when it has not been run. Like the convergence summary: rebuild the report
-    with ``thermocg report --force`` after a new check."""
-    path = config.run_dir / "reference_check.json"
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
+    5), or None when it has not been run."""
+    def read(data):
         data["yeh_hummer_fit"], data["published"]  # noqa: B018 - the keys claim 5 reads
         return data
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise DataFormatError(f"{path}: not an output of bench/reference_check.py ({err!r}); run it again") from err
+
+    return _bench_output(config.run_dir / "reference_check.json", "bench/reference_check.py", read)
 
 
 def exact_response(config: Config) -> dict | None:
@@ -45,20 +46,15 @@ def exact_response(config: Config) -> dict | None:
     run with ``--out <run>/exact_response.json`` (issue 29: W0's error before and after), or None
     when it has not been run: ``{"frames_at_K", "configurations", "T0_K", "models": {group:
     {"T0": [mean, s.e.], "<T>": [mean, s.e.], ...}}}``, MSE beyond the sampling noise in
-    (kcal/mol/Å)², mean and standard error over seeds. Like the other summaries: rebuild the report
-    with ``thermocg report --force`` after a new run."""
-    path = config.run_dir / "exact_response.json"
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
+    (kcal/mol/Å)², mean and standard error over seeds."""
+    def read(data):
         models = {group: {"T0": g["mean_sem"]["T0_mse"],
                           **{t: v["mse_beyond_noise"] for t, v in g["mean_sem"].items() if t != "T0_mse"}}
                   for group, g in data["models"].items()}
         return {"frames_at_K": data["frames_at_K"], "configurations": len(data["frames"]), "T0_K": data["T0_K"],
                 "commit": data.get("commit"), "models": models}
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-        raise DataFormatError(f"{path}: not an output of bench/restrained_response.py ({err!r}); run it again") from err
+
+    return _bench_output(config.run_dir / "exact_response.json", "bench/restrained_response.py", read)
 
 
 def provenance(config: Config, walls_s: dict) -> dict:

@@ -162,7 +162,7 @@ def test_the_openmm_export_runs_in_plain_openmm(tmp_path, water_model, capsys):
                          capture_output=True, text=True, check=True)
     got = json.loads(run.stdout.strip().splitlines()[-1])
     assert got["modules"] == [] and got["T"] == 350.0
-    ff, masses, box = distil(load_model(tmp_path / "trf2.pt"), WATER64, 3.6)
+    ff, masses, _, box = distil(load_model(tmp_path / "trf2.pt"), WATER64, 3.6)
     np.testing.assert_allclose(masses, cg.bead_masses)
     for t, f in zip(temps, got["forces"]):
         want = ff.energy_and_forces(torch.as_tensor(cg.positions[5:6]), torch.as_tensor(cg.box[5:6]), t)[1][0]
@@ -213,14 +213,14 @@ def test_the_lammps_export_runs_in_lammps(tmp_path, water_model, capsys):
         run = subprocess.run([sys.executable, "-c", LAMMPS_FRESH, str(out)], capture_output=True, text=True, check=True)
         got = json.loads(run.stdout.strip().splitlines()[-1])
         assert got["modules"] == []
-        ff, _, _ = distil(load_model(tmp_path / "trf2.pt"), WATER64, r3)
+        ff, _, _, _ = distil(load_model(tmp_path / "trf2.pt"), WATER64, r3)
         want = ff.energy_and_forces(torch.as_tensor(cg.positions[:1]), torch.as_tensor(cg.box[:1]), 350.0)[1][0].numpy()
         f = np.asarray(got["forces"])
         errors[r3] = (np.abs(f - want).max() / np.abs(want).max(), np.sqrt(np.mean((f - want) ** 2) / np.mean(want ** 2)))
     # the same three-body table on a grid of 20 points: twice the error
     from thermocg.models.distilled import to_lammps
 
-    ff, masses, _ = distil(load_model(tmp_path / "trf2.pt"), WATER64, 3.6)
+    ff, masses, _, _ = distil(load_model(tmp_path / "trf2.pt"), WATER64, 3.6)
     to_lammps(ff, masses, cg.positions[0], cg.box[0], 350.0, tmp_path / "coarse", three_body_points=20)
     run = subprocess.run([sys.executable, "-c", LAMMPS_FRESH, str(tmp_path / "coarse")], capture_output=True,
                          text=True, check=True)
