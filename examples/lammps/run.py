@@ -47,7 +47,7 @@ def run_temperature(directory: Path, data: Path, temperature_K: float, variables
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     args = ["-log", str(scratch / "log.lammps"), "-screen", "none", "-var", "T", f"{temperature_K:g}",
-            "-var", "tag", tag, "-var", "data", str(data.resolve())]
+            "-var", "tag", tag, "-var", "data", str(data.resolve()), "-var", "here", str(HERE)]
     for key, value in variables.items():
         args += ["-var", key, value]
     start = time.time()
