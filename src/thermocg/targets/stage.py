@@ -310,8 +310,8 @@ def _restrained(ctx: StageContext, reference, ref_hash: str) -> tuple[dict, dict
                      bead_types=cg.bead_types).write(out, __version__)
         stage.add_outputs([out.name])
         outputs[label], summary[label] = [out.name], a["summary"]
-        if rows:
-            log.info("targets %s (restrained): %d configurations, per-configuration SNR order 0 %.1f, order 1 "
+        if rows:  # debug: the CLI prints the same per temperature once the stage is done (describe)
+            log.debug("targets %s (restrained): %d configurations, per-configuration SNR order 0 %.1f, order 1 "
                      "%.2f, order 2 %.2f", label, len(rows), *(a["summary"][f"order{k}"]["snr_per_configuration"]
                                                                 or 0.0 for k in range(3)))
     return outputs, summary
