@@ -24,14 +24,31 @@ Langevin table adds the diffusion coefficient from the BAOAB run's mean squared 
 
     python bench/timestep.py --model M.pt --reference R.h5md --timesteps 4 6 8 --substeps 1 2 4
 
-Prints a table; record it in bench/RESULTS.md with the machine, date and command.
+The timestep study of issue 32 (the largest timestep each form can take): several temperatures,
+each started from the reference frame at the nearest temperature of a reference stage's
+directory, the ADF beside the RDF, and a verdict per Langevin timestep against the smallest:
+g(r) and the ADF within ``--noise-units`` of their noise floor (the IAE two runs of this length
+show from sampling alone, :func:`thermocg.evaluate.stage.iae_floor`) and D within 2 standard
+errors, at every temperature; NVE drift below ``--drift-max`` kB T per DOF per ns.
+``--form distilled`` runs the distilled form (pair + three-body) fitted on ``--distill-frames``
+reference frames at the model's T0, as the simulate stage's ``engine = "distilled"``:
+
+    python bench/timestep.py --model runs/quick/train/trf2.pt --reference runs/study-cpu/reference \
+        --temperature-K 250 300 500 700 --timesteps 2 4 6 8 10 --langevin-timesteps 2 4 6 8 10 \
+        --form distilled --out bench/results/issue32_timestep_distilled.json
+
+Prints tables (and writes ``--out`` as JSON); record them in bench/RESULTS.md with the machine,
+date and command.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -40,9 +57,10 @@ import numpy as np
 import torch
 
 from thermocg import units
-from thermocg.analysis import RDF
+from thermocg.analysis import ADF, RDF
 from thermocg.analysis.structure import integrated_absolute_error
 from thermocg.errors import SimulationError
+from thermocg.evaluate.stage import iae_floor
 from thermocg.frames import read_reference
 from thermocg.mapping import map_reference
 from thermocg.device import pick_device
@@ -53,8 +71,11 @@ from thermocg.simulate.engine import Integrator, Safety, model_force_function, s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, type=Path, help="a model saved by `thermocg train`")
-    ap.add_argument("--reference", required=True, type=Path, help="a reference-stage H5MD file (start frame)")
-    ap.add_argument("--temperature-K", type=float, default=300.0)
+    ap.add_argument("--reference", required=True, type=Path,
+                    help="a reference-stage H5MD file, or the reference stage's directory (T<t>K.h5md per temperature)")
+    ap.add_argument("--temperature-K", type=float, nargs="+", default=[300.0])
+    ap.add_argument("--form", choices=["network", "distilled"], default="network")
+    ap.add_argument("--distill-frames", type=int, default=30, help="reference frames at T0 the distilled form is fitted on")
     ap.add_argument("--timesteps", type=float, nargs="+", default=[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     ap.add_argument("--length-ps", type=float, default=4.0)
     ap.add_argument("--equilibrate-ps", type=float, default=2.0)
@@ -64,21 +85,60 @@ def main() -> None:
                     help="multiple time stepping: prior substeps per network step (1: off)")
     ap.add_argument("--sample-ps", type=float, default=20.0)
     ap.add_argument("--rdf-r-max-A", type=float, default=8.0)
+    ap.add_argument("--adf-r-cut-A", type=float, default=3.4)
+    ap.add_argument("--noise-units", type=float, default=2.0, help="g(r)/ADF IAE allowed, in noise floors")
+    ap.add_argument("--drift-max", type=float, default=0.01, help="NVE drift allowed, kB T per DOF per ns")
     ap.add_argument("--skin-A", type=float, default=1.0)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--out", type=Path, default=None, help="write the measurements as JSON")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", module="hippynn")
     device = pick_device(args.device)
     model = load_model(args.model, device=str(device))
-    cg = map_reference(read_reference(args.reference))
-    fn = model_force_function(model, skin_A=args.skin_A)
+    t0_model = 1.0 / (units.KB * float(model.model.beta0))
+    if args.form == "distilled":
+        from thermocg.models.distilled import DistilledForceField
+
+        if max(args.substeps) > 1:
+            raise SystemExit("--substeps needs --form network (the distilled form has no separate prior step)")
+        fit = map_reference(read_reference(reference_file(args.reference, t0_model)))
+        form = DistilledForceField.fit(model, fit.positions[:args.distill_frames], fit.box[:args.distill_frames],
+                                       skin_A=args.skin_A)
+        fn = model_force_function(form, engine="distilled")
+    else:
+        fn = model_force_function(model, skin_A=args.skin_A)
     split = split_force_functions(model, skin_A=args.skin_A) if max(args.substeps) > 1 else None
+    report = {"command": "python bench/timestep.py " + " ".join(sys.argv[1:]), "model": str(args.model),
+              "form": args.form, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "temperatures": {}}
+    for t in args.temperature_K:
+        report["temperatures"][f"{t:g}"] = one_temperature(args, t, fn, split, device)
+    verdicts(report, args)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.out}")
+
+
+def reference_file(reference: Path, temperature_K: float) -> Path:
+    """The H5MD file ``reference`` itself, or in a reference stage's directory the one at the
+    temperature nearest ``temperature_K`` (as the simulate stage starts its runs)."""
+    if not reference.is_dir():
+        return reference
+    files = {float(p.stem[1:-1]): p for p in reference.glob("T*K.h5md")}
+    if not files:
+        raise SystemExit(f"{reference}: no T<t>K.h5md reference files")
+    return files[min(files, key=lambda u: abs(u - temperature_K))]
+
+
+def one_temperature(args, t, fn, split, device) -> dict:
+    """NVE rows and BAOAB runs at temperature t, printed as tables; returned as a dict."""
+    start = reference_file(args.reference, t)
+    cg = map_reference(read_reference(start))
 
     def integrator(h, k, friction, seed, safety=Safety()):
         slow, fast = (fn, None) if k == 1 else split
         return Integrator(slow, cg.bead_masses, cg.box[-1], t, h, friction, seeds=[seed], device=device,
                           safety=safety, fast_fn=fast, substeps=k)
-    t = args.temperature_K
 
     eq = Integrator(fn, cg.bead_masses, cg.box[-1], t, 2.0, 1.0, seeds=[1], device=device)
     eq.set_state(cg.positions[-1][None])
@@ -94,7 +154,7 @@ def main() -> None:
         every = max(1, int(round(args.sample_every_fs / h)))
         n_samples = int(round(args.length_ps * 1000 / h)) // every
         times, total, kinetic = [], [], []
-        t0 = time.perf_counter()
+        t_wall = time.perf_counter()
         status = "ok"
         try:
             for sample in range(n_samples + 1):
@@ -106,48 +166,93 @@ def main() -> None:
                 kinetic.append(ke)
         except SimulationError as err:
             status = f"stopped: {err}"
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t_wall
         times, total, kinetic = map(np.asarray, (times, total, kinetic))
         slope, icpt = np.polyfit(times, total, 1) if len(times) > 2 else (np.nan, np.nan)
-        kt_per_dof = units.KB * t
-        drift = slope / 1e-3 / (md.n_dof * kt_per_dof)  # kB T per DOF per ns
+        drift = slope / 1e-3 / (md.n_dof * units.KB * t)  # kB T per DOF per ns
         ratio = np.std(total - (slope * times + icpt)) / np.std(kinetic) if len(times) > 2 else np.nan
         temp = float(np.mean(units.kinetic_temperature(kinetic, md.n_dof)))
-        rows.append((h, k, drift, ratio, temp, times[-1], 1e3 * wall / max(md.step_count, 1), status))
-        print(f"  {h:g} fs x{k} done ({wall:.0f} s)", flush=True)
+        rows.append({"timestep_fs": h, "substeps": k, "drift_kT_per_dof_per_ns": float(drift),
+                     "fluctuation_ratio": float(ratio), "mean_T_K": temp, "length_ps": float(times[-1]),
+                     "ms_per_step": 1e3 * wall / max(md.step_count, 1), "status": status})
+        print(f"  {t:g} K: NVE {h:g} fs x{k} done ({wall:.0f} s)", flush=True)
 
     runs = [(h, k) for h in args.langevin_timesteps for k in args.substeps]
     langevin = [langevin_run(integrator(h, k, 1.0, 7), cg, x0, v0, h, args) for h, k in runs]
 
-    print(f"# NVE energy conservation vs timestep: {n} beads, model {args.model}, start {args.reference} "
-          f"(last frame, {args.equilibrate_ps:g} ps BAOAB at {t:g} K), float32, skin {args.skin_A:g} Å")
+    print(f"# {t:g} K: NVE energy conservation vs timestep: {n} beads, model {args.model} ({args.form}), start "
+          f"{start} (last frame, {args.equilibrate_ps:g} ps BAOAB), float32, skin {args.skin_A:g} Å")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({device})")
     print()
     print("| timestep (fs) | prior substeps | drift (kB T per DOF per ns) | RMS(E_tot) / RMS(E_kin) | mean T (K) | "
           "length (ps) | ms per step | status |")
     print("|---|---|---|---|---|---|---|---|")
-    for h, k, drift, ratio, temp, length, ms, status in rows:
-        print(f"| {h:g} | {k} | {drift:+.2e} | {ratio:.3f} | {temp:.1f} | {length:.2f} | {ms:.2f} | {status} |")
+    for r in rows:
+        print(f"| {r['timestep_fs']:g} | {r['substeps']} | {r['drift_kT_per_dof_per_ns']:+.2e} | "
+              f"{r['fluctuation_ratio']:.3f} | {r['mean_T_K']:.1f} | {r['length_ps']:.2f} | {r['ms_per_step']:.2f} | "
+              f"{r['status']} |")
+    out = {"start": str(start), "nve": rows, "langevin": []}
     if not langevin:
-        return
+        return out
+    first = langevin[0]
     print()
-    print(f"# BAOAB at {t:g} K, friction 1/ps, {args.sample_ps:g} ps sampled per timestep (4 blocks for the errors)")
+    print(f"# BAOAB at {t:g} K, friction 1/ps, {args.sample_ps:g} ps sampled per timestep (4 blocks for the errors); "
+          f"against {runs[0][0]:g} fs x{runs[0][1]}, IAE in units of the noise floor (pass: <= {args.noise_units:g})")
     print()
-    ref_rdf = langevin[0][4]
-    print("| timestep (fs) | prior substeps | potential energy per bead (kcal/mol) | kinetic T (K) | RDF IAE vs "
-          f"{runs[0][0]:g} fs x{runs[0][1]} | RDF IAE between halves of one run (noise) | D (1e-5 cm^2/s) | "
-          "ms per step | wall (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (h, k), (pe, pe_err, temp, noise, rdf, diff, ms, wall) in zip(runs, langevin):
-        iae = integrated_absolute_error(rdf.bin_centers, rdf.rdf, ref_rdf.rdf)
-        print(f"| {h:g} | {k} | {pe:.4f} ± {pe_err:.4f} | {temp:.1f} | {iae:.4f} | {noise:.4f} | "
-              f"{diff[0]:.3f} ± {diff[1]:.3f} | {ms:.2f} | {wall:.0f} |")
+    print("| timestep (fs) | prior substeps | potential energy per bead (kcal/mol) | kinetic T (K) | RDF IAE (floors) | "
+          "ADF IAE (floors) | D (1e-5 cm^2/s) | D vs first (sigma) | ms per step | wall (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for (h, k), run in zip(runs, langevin):
+        rdf_iae = integrated_absolute_error(run["rdf"].bin_centers, run["rdf"].rdf, first["rdf"].rdf)
+        adf_iae = integrated_absolute_error(run["adf"].bin_centers, run["adf"].adf, first["adf"].adf)
+        rdf_floor = iae_floor(run["rdf_halves"], first["rdf_halves"])
+        adf_floor = iae_floor(run["adf_halves"], first["adf_halves"])
+        d, d_err = run["D"]
+        d_sigma = abs(d - first["D"][0]) / max(math.hypot(d_err, first["D"][1]), 1e-12) if run is not first else 0.0
+        entry = {"timestep_fs": h, "substeps": k, "U_per_bead": run["pe"], "U_error": run["pe_err"],
+                 "kinetic_T_K": run["T"], "rdf_iae": rdf_iae, "rdf_floor": rdf_floor, "adf_iae": adf_iae,
+                 "adf_floor": adf_floor, "D_1e-5_cm2_s": d, "D_error": d_err, "D_sigma_from_first": d_sigma,
+                 "ms_per_step": run["ms"], "wall_s": run["wall"]}
+        out["langevin"].append(entry)
+        print(f"| {h:g} | {k} | {run['pe']:.4f} ± {run['pe_err']:.4f} | {run['T']:.1f} | "
+              f"{rdf_iae / rdf_floor:.2f} | {adf_iae / adf_floor:.2f} | {d:.3f} ± {d_err:.3f} | {d_sigma:.1f} | "
+              f"{run['ms']:.2f} | {run['wall']:.0f} |")
+    print()
+    return out
 
 
-def langevin_run(md, cg, x0, v0, h, args):
-    """(<U>/bead, its block error, <T_kin>, RDF IAE between the run's halves, RDF, (D, its block
-    error) in 1e-5 cm^2/s, ms per step, wall seconds) of a BAOAB run of ``md`` from (x0, v0)."""
+def verdicts(report: dict, args) -> None:
+    """The largest timestep that passes at every temperature: BAOAB (g(r), ADF within
+    ``noise_units`` floors, D within 2 sigma of the smallest timestep) and NVE (|drift| below
+    ``drift_max``). Adds them to ``report`` and prints them."""
+    temps = report["temperatures"].values()
+    passing = {}
+    for entry in (e for t in temps for e in t["langevin"]):
+        key = (entry["timestep_fs"], entry["substeps"])
+        ok = (entry["rdf_iae"] <= args.noise_units * entry["rdf_floor"]
+              and entry["adf_iae"] <= args.noise_units * entry["adf_floor"] and entry["D_sigma_from_first"] <= 2.0)
+        passing[key] = passing.get(key, True) and ok
+    nve = {}
+    for row in (r for t in temps for r in t["nve"]):
+        key = (row["timestep_fs"], row["substeps"])
+        nve[key] = nve.get(key, True) and row["status"] == "ok" and abs(row["drift_kT_per_dof_per_ns"]) < args.drift_max
+    best = max((h for (h, k), ok in passing.items() if ok), default=None)
+    best_nve = max((h for (h, k), ok in nve.items() if ok), default=None)
+    report["langevin_pass"] = {f"{h:g}x{k}": ok for (h, k), ok in passing.items()}
+    report["nve_pass"] = {f"{h:g}x{k}": ok for (h, k), ok in nve.items()}
+    report["largest_langevin_timestep_fs"], report["largest_nve_timestep_fs"] = best, best_nve
+    print("BAOAB, all temperatures: " + ", ".join(f"{h:g} fs x{k} {'pass' if ok else 'FAIL'}"
+                                                 for (h, k), ok in passing.items()))
+    print("NVE, all temperatures: " + ", ".join(f"{h:g} fs x{k} {'pass' if ok else 'FAIL'}" for (h, k), ok in nve.items()))
+    print(f"largest-langevin-timestep-fs {best}")
+    print(f"largest-nve-timestep-fs {best_nve}")
+
+
+def langevin_run(md, cg, x0, v0, h, args) -> dict:
+    """A BAOAB run of ``md`` from (x0, v0): <U>/bead ("pe") and its block error, <T_kin>, the RDF and
+    ADF and the IAE between their halves (each curve's noise), (D, its block error) in 1e-5 cm^2/s,
+    ms per step and wall seconds."""
     md.set_state(x0, v0)
     t0 = time.perf_counter()
     md.step(int(round(2000 / h)))  # 2 ps at this timestep first
@@ -161,13 +266,16 @@ def langevin_run(md, cg, x0, v0, h, args):
     wall = time.perf_counter() - t0
     ms = 1e3 * wall / md.step_count
     xs, box = np.array(xs), np.repeat(cg.box[-1][None], len(xs), axis=0)
-    half = len(xs) // 2
-    rdf_a, rdf_b = (RDF(args.rdf_r_max_A, 160).compute(xs[s], box[s]) for s in (slice(0, half), slice(half, None)))
-    noise = integrated_absolute_error(rdf_a.bin_centers, rdf_a.rdf, rdf_b.rdf)
+    halves = (slice(0, len(xs) // 2), slice(len(xs) // 2, None))
+    rdf_a, rdf_b = (RDF(args.rdf_r_max_A, 160).compute(xs[s], box[s]) for s in halves)
+    adf_a, adf_b = (ADF(args.adf_r_cut_A, 90).compute(xs[s], box[s]) for s in halves)
     blocks = np.array([b.mean() for b in np.array_split(np.array(pes), 4)])
     print(f"  BAOAB {h:g} fs x{md.substeps} done ({wall:.0f} s)", flush=True)
-    return (float(np.mean(pes)), float(blocks.std(ddof=1) / 2), float(np.mean(temps)), noise,
-            RDF(args.rdf_r_max_A, 160).compute(xs, box), diffusion(xs, every * h * 1e-3), ms, wall)
+    return {"pe": float(np.mean(pes)), "pe_err": float(blocks.std(ddof=1) / 2), "T": float(np.mean(temps)),
+            "rdf": RDF(args.rdf_r_max_A, 160).compute(xs, box), "adf": ADF(args.adf_r_cut_A, 90).compute(xs, box),
+            "rdf_halves": integrated_absolute_error(rdf_a.bin_centers, rdf_a.rdf, rdf_b.rdf),
+            "adf_halves": integrated_absolute_error(adf_a.bin_centers, adf_a.adf, adf_b.adf),
+            "D": diffusion(xs, every * h * 1e-3), "ms": ms, "wall": wall}
 
 
 def diffusion(xs, dt_ps, lags_ps=(0.5, 2.0), blocks=4):
