@@ -203,7 +203,13 @@ def one_temperature(args, t, fn, split, device) -> dict:
     print("| timestep (fs) | prior substeps | potential energy per bead (kcal/mol) | kinetic T (K) | RDF IAE (floors) | "
           "ADF IAE (floors) | D (1e-5 cm^2/s) | D vs first (sigma) | ms per step | wall (s) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    if first["status"] != "ok":
+        raise SystemExit(f"{t:g} K: the smallest BAOAB timestep ({runs[0][0]:g} fs) {first['status']}")
     for (h, k), run in zip(runs, langevin):
+        if run["status"] != "ok":
+            out["langevin"].append({"timestep_fs": h, "substeps": k, "status": run["status"]})
+            print(f"| {h:g} | {k} | {run['status']} | | | | | | | |")
+            continue
         rdf_iae = integrated_absolute_error(run["rdf"].bin_centers, run["rdf"].rdf, first["rdf"].rdf)
         adf_iae = integrated_absolute_error(run["adf"].bin_centers, run["adf"].adf, first["adf"].adf)
         rdf_floor = iae_floor(run["rdf_halves"], first["rdf_halves"])
@@ -213,7 +219,7 @@ def one_temperature(args, t, fn, split, device) -> dict:
         entry = {"timestep_fs": h, "substeps": k, "U_per_bead": run["pe"], "U_error": run["pe_err"],
                  "kinetic_T_K": run["T"], "rdf_iae": rdf_iae, "rdf_floor": rdf_floor, "adf_iae": adf_iae,
                  "adf_floor": adf_floor, "D_1e-5_cm2_s": d, "D_error": d_err, "D_sigma_from_first": d_sigma,
-                 "ms_per_step": run["ms"], "wall_s": run["wall"]}
+                 "ms_per_step": run["ms"], "wall_s": run["wall"], "status": "ok"}
         out["langevin"].append(entry)
         print(f"| {h:g} | {k} | {run['pe']:.4f} ± {run['pe_err']:.4f} | {run['T']:.1f} | "
               f"{rdf_iae / rdf_floor:.2f} | {adf_iae / adf_floor:.2f} | {d:.3f} ± {d_err:.3f} | {d_sigma:.1f} | "
@@ -223,22 +229,31 @@ def one_temperature(args, t, fn, split, device) -> dict:
 
 
 def verdicts(report: dict, args) -> None:
-    """The largest timestep that passes at every temperature: BAOAB (g(r), ADF within
+    """The largest timestep that passes at every temperature, as does every smaller one (without
+    substeps, or with the fewest tested): BAOAB (g(r), ADF within
     ``noise_units`` floors, D within 2 sigma of the smallest timestep) and NVE (|drift| below
     ``drift_max``). Adds them to ``report`` and prints them."""
     temps = report["temperatures"].values()
     passing = {}
     for entry in (e for t in temps for e in t["langevin"]):
         key = (entry["timestep_fs"], entry["substeps"])
-        ok = (entry["rdf_iae"] <= args.noise_units * entry["rdf_floor"]
+        ok = entry["status"] == "ok" and (entry["rdf_iae"] <= args.noise_units * entry["rdf_floor"]
               and entry["adf_iae"] <= args.noise_units * entry["adf_floor"] and entry["D_sigma_from_first"] <= 2.0)
         passing[key] = passing.get(key, True) and ok
     nve = {}
     for row in (r for t in temps for r in t["nve"]):
         key = (row["timestep_fs"], row["substeps"])
         nve[key] = nve.get(key, True) and row["status"] == "ok" and abs(row["drift_kT_per_dof_per_ns"]) < args.drift_max
-    best = max((h for (h, k), ok in passing.items() if ok), default=None)
-    best_nve = max((h for (h, k), ok in nve.items() if ok), default=None)
+    def largest(results):  # the largest h whose row and every smaller h's row (same substeps) pass
+        best = None
+        for h, k in sorted(results, key=lambda key: (key[1], key[0])):
+            if k == min(k2 for _, k2 in results):
+                if not results[(h, k)]:
+                    break
+                best = h
+        return best
+
+    best, best_nve = largest(passing), largest(nve)
     report["langevin_pass"] = {f"{h:g}x{k}": ok for (h, k), ok in passing.items()}
     report["nve_pass"] = {f"{h:g}x{k}": ok for (h, k), ok in nve.items()}
     report["largest_langevin_timestep_fs"], report["largest_nve_timestep_fs"] = best, best_nve
@@ -255,14 +270,18 @@ def langevin_run(md, cg, x0, v0, h, args) -> dict:
     ms per step and wall seconds."""
     md.set_state(x0, v0)
     t0 = time.perf_counter()
-    md.step(int(round(2000 / h)))  # 2 ps at this timestep first
     every = max(1, int(round(200 / h)))  # frames 0.2 ps apart
     xs, pes, temps = [], [], []
-    for _ in range(int(round(args.sample_ps * 1000 / (every * h)))):
-        md.step(every)
-        xs.append(md.positions[0].cpu().numpy().astype(np.float64))
-        pes.append(float(md.potential[0]) / len(cg.bead_masses))
-        temps.append(float(md.kinetic_temperature()[0]))
+    try:
+        md.step(int(round(2000 / h)))  # 2 ps at this timestep first
+        for _ in range(int(round(args.sample_ps * 1000 / (every * h)))):
+            md.step(every)
+            xs.append(md.positions[0].cpu().numpy().astype(np.float64))
+            pes.append(float(md.potential[0]) / len(cg.bead_masses))
+            temps.append(float(md.kinetic_temperature()[0]))
+    except SimulationError as err:  # this timestep is unstable: a failed row, not a failed study
+        print(f"  BAOAB {h:g} fs x{md.substeps} stopped: {err}", flush=True)
+        return {"status": f"stopped at {md.step_count * h / 1000:g} ps: {err}"}
     wall = time.perf_counter() - t0
     ms = 1e3 * wall / md.step_count
     xs, box = np.array(xs), np.repeat(cg.box[-1][None], len(xs), axis=0)
@@ -275,7 +294,7 @@ def langevin_run(md, cg, x0, v0, h, args) -> dict:
             "rdf": RDF(args.rdf_r_max_A, 160).compute(xs, box), "adf": ADF(args.adf_r_cut_A, 90).compute(xs, box),
             "rdf_halves": integrated_absolute_error(rdf_a.bin_centers, rdf_a.rdf, rdf_b.rdf),
             "adf_halves": integrated_absolute_error(adf_a.bin_centers, adf_a.adf, adf_b.adf),
-            "D": diffusion(xs, every * h * 1e-3), "ms": ms, "wall": wall}
+            "D": diffusion(xs, every * h * 1e-3), "ms": ms, "wall": wall, "status": "ok"}
 
 
 def diffusion(xs, dt_ps, lags_ps=(0.5, 2.0), blocks=4):
