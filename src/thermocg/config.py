@@ -58,8 +58,9 @@ class RunSection(_Section):
     seed: Int = Field(2026, ge=0, lt=2**31)
     #: Where to compute: ``auto`` picks a GPU when one is present.
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    #: Parallel local processes for per-temperature work (``auto``: one per core
-    #: on CPU, up to the number of temperatures; one on a GPU).
+    #: Parallel local processes for the stages' tasks: temperatures (reference, restrained
+    #: sampling), models (training, CG MD) (``auto``: one per core on CPU, up to the number of
+    #: tasks, the cores shared out as threads; one on a GPU).
     processes: Int | Literal["auto"] = "auto"
     #: Per-temperature work (reference sampling, restrained sampling) on Dask distributed:
     #: "local:N" for a LocalCluster of N worker processes, or a scheduler address

@@ -17,9 +17,9 @@ reference stage. Outputs in ``<run.directory>/simulate/<model>/``::
     .nvt.ckpt, .*.part    while it runs: the checkpoint (positions, velocities, random
                           streams, step) and the frames so far; a re-run resumes there
 
-Each model's batch is a task of :mod:`thermocg.tasks`: here, one after another, or with
-``[run] scheduler`` on Dask, run where a worker is, on its device and threads, writing the same
-files. The parts: :mod:`~thermocg.simulate.plan` (which systems), :mod:`~thermocg.simulate.batch`
+Each model's batch is a task of :mod:`thermocg.tasks`: in local worker processes (``[run]
+processes``), or with ``[run] scheduler`` on Dask, run where a worker is, on its device and
+threads, writing the same files. The parts: :mod:`~thermocg.simulate.plan` (which systems), :mod:`~thermocg.simulate.batch`
 (one model's systems and force functions), :mod:`~thermocg.simulate.md` (the MD loops).
 
 A run that fails (NaN, a force above ``max_force``, beads closer than
@@ -54,21 +54,28 @@ def check(config: Config, upstream: dict) -> None:
 
 def run_simulate(ctx: StageContext) -> StageResult:
     """Run (or resume) the CG simulations of every model and temperature: each model's batch a
-    task (:mod:`thermocg.tasks`), here one after another, or on Dask with ``[run] scheduler``."""
+    task (:mod:`thermocg.tasks`), in local worker processes, or on Dask with ``[run] scheduler``."""
     from thermocg.progress import tqdm
 
     from thermocg import tasks as executors
+    from thermocg.device import pick_device
 
     config, stage = ctx.config, ctx.stage
     models, reference = ctx.record("train"), ctx.record("reference")
     jobs = simulation_jobs(config, models)
-    run = executors.Serial() if config.run.scheduler is None else executors.Dask(config.run.scheduler)
-    local = isinstance(run, executors.Serial)
+    # models side by side in local processes ([run] processes; "auto": one per core on a CPU, the
+    # cores shared out as threads), or on Dask. On 2 CPU cores two 1-thread workers step 1.7x as
+    # many single-system batches per second as one 2-thread process (fm-each), 1.2x nine-system
+    # ones (bench/RESULTS.md, issue 32)
+    gpu = pick_device(config.run.device).type != "cpu"
+    run = executors.executor(config.run.processes, len(jobs), gpu, config.run.scheduler)
+    local = isinstance(run, executors.LocalProcesses) and (run.procs == 1 or len(jobs) == 1)
     model_tasks = [ModelTask(config, name, tuple(temps), stage.path, stage.config_hash, stage.sections, models,
                              reference, ctx.show_progress and local) for name, temps in jobs.items()]
     outputs, summary, runs = {}, {}, {}
-    # here each model's batch shows its own bars; on Dask one bar over models
-    bar = None if local else tqdm(total=len(model_tasks), desc="simulate (dask)", unit="model",
+    log.info("simulate: %d model(s), %s", len(jobs), run.describe())
+    # in this process each model's batch shows its own bars; in workers one bar over models
+    bar = None if local else tqdm(total=len(model_tasks), desc="simulate", unit="model",
                                   disable=not ctx.show_progress)
     systems_total = sum(len(t) for t in jobs.values()) * config.simulate.replicas
     systems_done, t_start, last = 0, time.monotonic(), [time.monotonic()]
@@ -88,8 +95,8 @@ def run_simulate(ctx: StageContext) -> StageResult:
         if bar is not None:
             bar.update(1)
 
-    # here, each file is recorded as soon as it is complete (the Langevin frames before the NVE
-    # segments); on Dask when its model's task ends
+    # here or in a local worker, each file is recorded as soon as it is complete (the Langevin
+    # frames before the NVE segments); on Dask when its model's task ends
     try:
         run.map(simulate_task, model_tasks, label=lambda t: f"simulate {t.name}", finished=finished,
                 events=lambda task, names: stage.add_outputs(names), died=SimulationError)
