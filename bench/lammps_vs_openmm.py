@@ -18,6 +18,7 @@ Writes ``--out`` (JSON) and prints a table; the comparison goes in docs/results.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import subprocess
@@ -58,7 +59,7 @@ def main() -> None:
                         "--frames", str(args.frames), "--every", "500", "--nve-frames", "400", "--nve-every", "10"],
                        check=True)
         seconds.append(time.time() - start)
-        r = Reader(**{**reader.__dict__, "lammps_data": d / "system.data"})
+        r = dataclasses.replace(reader, lammps_data=d / "system.data")
         frames = read_frames(d / "frames-300K.lammpstrj", args.frames, r)
         nve = read_frames(d / "nve-300K.lammpstrj", 0, r, require_energies=False)
         slopes.append(check_units(nve, 20.0, d / "nve-300K.lammpstrj", "kcal/mol"))

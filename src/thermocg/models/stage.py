@@ -113,7 +113,7 @@ def run_train(ctx: StageContext) -> StageResult:
             (stage.path / f".{phase}.ckpt").unlink(missing_ok=True)
         outputs[job.entry.name], summary[job.entry.name] = [job.out.name], result
 
-    in_process = run.procs == 1 or len(jobs) == 1  # LocalProcesses runs these here: progress bars then
+    in_process = run.runs_here(len(jobs))  # progress bars then
     _run_jobs([replace(j, threads=run.threads or 0, show_progress=ctx.show_progress and in_process) for j in jobs],
               run, donors, finished)
     held = held_out_frames(config)

@@ -69,7 +69,7 @@ def run_simulate(ctx: StageContext) -> StageResult:
     # ones (bench/RESULTS.md, issue 32)
     gpu = pick_device(config.run.device).type != "cpu"
     run = executors.executor(config.run.processes, len(jobs), gpu, config.run.scheduler)
-    local = isinstance(run, executors.LocalProcesses) and (run.procs == 1 or len(jobs) == 1)
+    local = isinstance(run, executors.LocalProcesses) and run.runs_here(len(jobs))
     model_tasks = [ModelTask(config, name, tuple(temps), stage.path, stage.config_hash, stage.sections, models,
                              reference, ctx.show_progress and local) for name, temps in jobs.items()]
     outputs, summary, runs = {}, {}, {}
