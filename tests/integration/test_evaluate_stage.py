@@ -85,7 +85,7 @@ def test_report_has_every_section_and_its_images_decode(evaluated):
 
     import matplotlib.image as mpimg
 
-    from thermocg.report.html import SECTIONS
+    from thermocg.report.html import DOCS_LINKS, DOCS_URL, SECTIONS
 
     config, _, _ = evaluated
     manifest = run_stage("report", config, show_progress=False)
@@ -100,12 +100,16 @@ def test_report_has_every_section_and_its_images_decode(evaluated):
                 self.ids.append(a["id"])
             if tag == "img":
                 self.images.append(a["src"])
-            if tag in ("link", "script") or (tag == "a" and "href" in a):
-                self.links.append(a)
+            if tag in ("link", "script", "iframe") or "src" in a and tag != "img":
+                self.loads.append(a)
+            if tag == "a" and "href" in a:
+                self.links.append(a["href"])
 
     p = Collect()
+    p.loads = []
     p.feed(page)
-    assert set(SECTIONS) <= set(p.ids) and not p.links
+    assert set(SECTIONS) <= set(p.ids) and not p.loads
+    assert set(p.links) == {DOCS_URL + target for target in DOCS_LINKS.values()}
     assert len(p.images) == 4
     for src in p.images:
         assert src.startswith("data:image/png;base64,")
