@@ -19,6 +19,12 @@ Yeh-Hummer term with the published 300 K viscosity, a lower bound above 300 K).
     python bench/reference_check.py bench/configs/yeh-hummer-216.toml bench/configs/yeh-hummer-512.toml \\
         --study examples/study-cpu.toml
 
+The two box-size runs do not depend on the study: ``--sizes-from`` takes their measured points
+from an earlier output (``bench/results/reference_check.json``) instead of their run directories,
+to list a rerun study's reference against them without rerunning them::
+
+    python bench/reference_check.py --sizes-from bench/results/reference_check.json --study examples/study-cpu.toml
+
 Prints a table; writes ``--out`` (JSON; with ``--study`` by default ``<study run>/reference_check.json``,
 where the report's claim 5 reads it: rebuild the report with ``thermocg report --force``).
 Record the result in bench/RESULTS.md and docs/results.md with the machine and date.
@@ -179,7 +185,8 @@ def yeh_hummer_fit(points: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("configs", nargs="+", help="reference configs at one temperature, different box sizes")
+    ap.add_argument("configs", nargs="*", help="reference configs at one temperature, different box sizes")
+    ap.add_argument("--sizes-from", help="an earlier output of this script: its box-size points instead of configs")
     ap.add_argument("--study", help="a study config: list its reference at every temperature too")
     ap.add_argument("--out", default=None, help="default: <study run>/reference_check.json with --study (the "
                     "report's claim 5 reads it there), else bench/results/reference_check.json")
@@ -189,7 +196,20 @@ def main() -> None:
     from thermocg.config import load_config
     from thermocg.stagedir import atomic_write_text
 
-    points = [measure(c) for c in args.configs]
+    if bool(args.configs) == bool(args.sizes_from):
+        raise SystemExit("give either the box-size reference configs or --sizes-from, not both or neither")
+    if args.sizes_from:
+        try:
+            earlier = json.loads(open(args.sizes_from).read())
+            points = earlier["sizes"]
+            for k in ("temperature_K", "box_edge_A", "D_A2_per_ps", "D_error", "xi_kT_over_6pi_L_A2_per_ps_at_1mPa_s"):
+                [p[k] for p in points]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise SystemExit(f"--sizes-from {args.sizes_from}: not an output of this script with box-size points "
+                             f"('sizes' with D_A2_per_ps, box_edge_A, ...): {err!r}") from None
+        print(f"box sizes from {args.sizes_from} (measured on {earlier.get('machine', 'an unrecorded machine')})")
+    else:
+        points = [measure(c) for c in args.configs]
     temps = {p["temperature_K"] for p in points}
     if len(temps) != 1:
         raise SystemExit(f"the configs are at different temperatures {sorted(temps)} K: one is needed")
