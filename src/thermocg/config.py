@@ -384,17 +384,31 @@ class TrainSection(_Section):
         return self
 
 
+#: The timesteps each form of the force field takes when the config names none, (Langevin, NVE)
+#: in fs, from the timestep study of issue 32 (bench/timestep.py on the water study's trf2 at 250,
+#: 300, 500 and 700 K; bench/RESULTS.md, "The timestep each form can take"): the largest BAOAB
+#: timestep at which g(r), the ADF and D stay within the noise of the 2 fs run at every temperature,
+#: among those that divide the usual frame intervals (0.1, 0.5, 1 ps), and the largest velocity
+#: Verlet timestep whose energy drift stays below 0.01 kB T per degree of freedom per ns.
+ENGINE_TIMESTEPS_FS = {"fast": (5.0, 1.0), "hippynn": (5.0, 1.0), "distilled": (4.0, 2.0)}
+
+
 class SimulateNVESection(NVESection):
     """NVE (velocity Verlet) segments of the CG simulations, for dynamics: ``[simulate.nve]``
-    (the keys of ``[reference.nve]``). 2 fs: the energy drift is ~0.01 kB T per degree of
-    freedom per ns there, ~0.1 at 4 fs (bench/RESULTS.md, bench/timestep.py)."""
+    (the keys of ``[reference.nve]``)."""
 
     #: Segments per model and temperature, started from frames spread over the Langevin run.
     n_segments: Int = Field(2, ge=0)
-    #: Velocity Verlet timestep.
-    timestep_fs: PositiveFloat = 2.0
+    #: Velocity Verlet timestep. Unset: the engine's measured default (the network 1 fs, the
+    #: distilled form 2 fs: the largest with an energy drift below 0.01 kB T per degree of freedom
+    #: per ns on water beads at 250-700 K; bench/RESULTS.md, bench/timestep.py).
+    timestep_fs: PositiveFloat | None = None
     #: Multiple time stepping in the NVE segments, as ``[simulate] mts_substeps``.
     mts_substeps: Int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check_intervals(self):  # [simulate] checks them once the engine has set an unset timestep
+        return self
 
 
 class SimulateSection(_Section):
@@ -411,9 +425,11 @@ class SimulateSection(_Section):
     seed_temperatures_K: tuple[PositiveFloat, ...] = ()
     #: Independent runs per temperature (own random stream, same start).
     replicas: Int = Field(1, ge=1)
-    #: Langevin (BAOAB) sampling. 4 fs: BAOAB's structure and potential energy on water beads
-    #: do not change from 2 to 6 fs (bench/RESULTS.md, bench/timestep.py).
-    timestep_fs: PositiveFloat = 4.0
+    #: Langevin (BAOAB) timestep. Unset: the engine's measured default: 5 fs for the network
+    #: (on water beads at 250-700 K, g(r), the ADF and D stay within their noise of the 2 fs run
+    #: at 4 and 6 fs), 4 fs for the distilled form (it blows up at 6 fs and 700 K);
+    #: bench/RESULTS.md, bench/timestep.py.
+    timestep_fs: PositiveFloat | None = None
     #: Langevin friction, equilibration from the start frame, frames and their interval.
     friction_per_ps: Float = Field(1.0, ge=0)
     equilibration_ps: Float = Field(20.0, ge=0)
@@ -451,8 +467,17 @@ class SimulateSection(_Section):
 
     @model_validator(mode="after")
     def _check_intervals(self):
+        langevin_fs, nve_fs = ENGINE_TIMESTEPS_FS[self.engine]
+        if self.timestep_fs is None:  # frozen model: set once, here, before anything reads it
+            object.__setattr__(self, "timestep_fs", langevin_fs)
+        if self.nve.timestep_fs is None:
+            object.__setattr__(self.nve, "timestep_fs", nve_fs)
         _check_multiple(self.frame_interval_ps * 1000.0, self.timestep_fs, "frame_interval_ps", "timestep_fs", True)
         _check_multiple(self.equilibration_ps * 1000.0, self.timestep_fs, "equilibration_ps", "timestep_fs")
+        try:
+            NVESection._check_intervals(self.nve)
+        except ValueError as err:
+            raise ValueError(f"nve: {err}") from None
         if max(self.mts_substeps, self.nve.mts_substeps) > 1 and self.engine != "fast":
             raise ValueError(f"mts_substeps > 1 needs engine = 'fast' (found engine = {self.engine!r}): the "
                              "hippynn graph has no separate prior term to step on its own")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thermocg.config import config_from_dict, load_config
+from thermocg.config import ENGINE_TIMESTEPS_FS, config_from_dict, load_config
 from thermocg.errors import ConfigError
 
 
@@ -151,6 +151,40 @@ def test_distilled_settings():
     with pytest.raises(ConfigError, match="distilled_r3_A = 2 Å"):
         config_from_dict({"simulate": {"engine": "distilled", "distilled_r3_A": 2.0}})
     assert config_from_dict({"simulate": {"engine": "distilled", "distilled_r3_A": 0.0}}).simulate.distilled_r3_A == 0
+
+
+def test_unset_timesteps_are_the_engines_measured_defaults():
+    """[simulate] and [simulate.nve] timestep_fs, unset, take the engine's default; a value in the
+    config wins; the resolved value is what the hash sees (a run at the old 4 fs default is not up
+    to date under the new one); an NVE interval that the timestep does not divide says nve."""
+    for engine, (langevin, nve) in ENGINE_TIMESTEPS_FS.items():
+        c = config_from_dict({"simulate": {"engine": engine}}).simulate
+        assert (c.timestep_fs, c.nve.timestep_fs) == (langevin, nve)
+    c = config_from_dict({"simulate": {"timestep_fs": 4.0, "nve": {"timestep_fs": 2.0}}})
+    assert (c.simulate.timestep_fs, c.simulate.nve.timestep_fs) == (4.0, 2.0)
+    langevin, nve = ENGINE_TIMESTEPS_FS["fast"]
+    explicit = config_from_dict({"simulate": {"timestep_fs": langevin, "nve": {"timestep_fs": nve}}})
+    assert explicit.section_hash("simulate") == config_from_dict({}).section_hash("simulate")
+    assert c.section_hash("simulate") != explicit.section_hash("simulate")
+    with pytest.raises(ConfigError, match="nve: frame_interval_fs .100 fs. must be a whole multiple of timestep_fs .3 fs"):
+        config_from_dict({"simulate": {"nve": {"timestep_fs": 3.0}}})
+
+
+def test_the_timestep_defaults_follow_the_timestep_study():
+    """The defaults are no larger than the largest timesteps that passed the issue-32 study
+    (bench/timestep.py: g(r), ADF and D within noise of 2 fs at 250-700 K; NVE drift below 0.01
+    kB T per DOF per ns) for each form, and divide the usual frame intervals."""
+    import json
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[2] / "bench" / "results"
+    for engine, form in (("fast", "network"), ("distilled", "distilled")):
+        study = json.loads((results / f"issue32_timestep_{form}.json").read_text())
+        langevin, nve = ENGINE_TIMESTEPS_FS[engine]
+        assert langevin <= study["largest_langevin_timestep_fs"] and nve <= study["largest_nve_timestep_fs"]
+        assert study["largest_nve_timestep_fs"] == nve  # the largest that passed, not a smaller one
+        assert all(abs(fs / langevin - round(fs / langevin)) < 1e-9 for fs in (100.0, 500.0, 1000.0))
+    assert ENGINE_TIMESTEPS_FS["hippynn"] == ENGINE_TIMESTEPS_FS["fast"]  # the same function
 
 
 def test_multiple_time_steps_need_the_fast_engine():

@@ -476,7 +476,7 @@ def _lammps_phi3(ff: DistilledForceField, coef3: np.ndarray, r1, r2, r3):
 
 
 def to_lammps(ff: DistilledForceField, masses, positions_A, box_A, temperature_K: float, directory,
-              pair_points: int = 2000, three_body_points: int = 40) -> dict:
+              pair_points: int = 2000, three_body_points: int = 40, timestep_fs: float | None = None) -> dict:
     """LAMMPS inputs (``units real``: Å, kcal/mol) of the distilled force field at one temperature, in
     ``directory``: ``pair.table`` (pair terms and the prior, ``pair_style table spline``: cubic
     splines through ``pair_points`` samples from 1.5 Å to the cutoff, exact to the spline's
@@ -485,7 +485,8 @@ def to_lammps(ff: DistilledForceField, masses, positions_A, box_A, temperature_K
     ``three_body_points`` distances r_ij <= r_ik from the radial functions' start to r3 and
     2 x that many angles; LAMMPS looks up the nearest grid point, so the three-body forces carry
     that grid's discretisation error), ``system.data`` (the beads of ``positions_A`` in the box)
-    and ``in.lammps`` (NVT Langevin at the temperature). The heads' per-bead offsets shift the
+    and ``in.lammps`` (NVT Langevin at the temperature, at ``timestep_fs``: unset, the distilled
+    form's measured default, :data:`thermocg.config.ENGINE_TIMESTEPS_FS`). The heads' per-bead offsets shift the
     energy by a constant and are left out. Returns the paths by name."""
     from pathlib import Path
 
@@ -543,7 +544,12 @@ def to_lammps(ff: DistilledForceField, masses, positions_A, box_A, temperature_K
             f"1 {_num(float(m.mean()))}", "", "Atoms # atomic", ""]
     data += [f"{i + 1} 1 {_num(x[i, 0])} {_num(x[i, 1])} {_num(x[i, 2])}" for i in range(len(x))]
     (out / "system.data").write_text("\n".join(data) + "\n")
-    (out / "in.lammps").write_text(f"""# thermocg distilled CG model at {temperature_K:g} K: NVT Langevin, 4 fs
+    if timestep_fs is None:
+        from thermocg.config import ENGINE_TIMESTEPS_FS
+
+        timestep_fs = ENGINE_TIMESTEPS_FS["distilled"][0]
+    frames = max(1, int(round(1000.0 / timestep_fs)))  # a frame every ps, 100 ps
+    (out / "in.lammps").write_text(f"""# thermocg distilled CG model at {temperature_K:g} K: NVT Langevin, {timestep_fs:g} fs
 units real
 atom_style atomic
 boundary p p p
@@ -553,10 +559,10 @@ neighbor 1.0 bin
 velocity all create {temperature_K:g} 2026 mom yes rot no dist gaussian
 fix integrate all nve
 fix thermostat all langevin {temperature_K:g} {temperature_K:g} 1000.0 2026 zero yes
-timestep 4.0
-thermo 250
-dump traj all custom 250 traj.lammpstrj id x y z
-run 25000
+timestep {timestep_fs:g}
+thermo {frames}
+dump traj all custom {frames} traj.lammpstrj id x y z
+run {100 * frames}
 """)
     paths.update(data=out / "system.data", input=out / "in.lammps")
     return paths
