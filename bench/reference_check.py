@@ -202,7 +202,10 @@ def main() -> None:
         try:
             earlier = json.loads(open(args.sizes_from).read())
             points = earlier["sizes"]
-            for k in ("temperature_K", "box_edge_A", "D_A2_per_ps", "D_error", "xi_kT_over_6pi_L_A2_per_ps_at_1mPa_s"):
+            if not points:
+                raise KeyError("'sizes' is empty")
+            for k in ("temperature_K", "box_edge_A", "D_A2_per_ps", "D_error", "xi_kT_over_6pi_L_A2_per_ps_at_1mPa_s",
+                      "n_molecules", "segments", "segment_ps", "rdf_peak_position_A", "rdf_peak_height"):
                 [p[k] for p in points]
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise SystemExit(f"--sizes-from {args.sizes_from}: not an output of this script with box-size points "
@@ -280,6 +283,7 @@ def main() -> None:
         args.out = str(load_config(args.study).run_dir / "reference_check.json") if args.study else \
             "bench/results/reference_check.json"
     out = {"machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores",
+           "sizes_from": ({"file": args.sizes_from, "machine": earlier.get("machine")} if args.sizes_from else None),
            "sizes": points, "yeh_hummer_fit": fit, "published": PUBLISHED, "study": study_rows,
            "published_D_T": comparison, "published_D_T_sources": PUBLISHED_D_T}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

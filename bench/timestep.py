@@ -278,6 +278,8 @@ def verdicts(report: dict, args) -> None:
     temps = report["temperatures"].values()
     passing, pairs = {}, {}
     for t in temps:
+        if not t["langevin"]:  # an NVE-only study
+            continue
         first = t["langevin"][0]
         for entry in t["langevin"]:
             key = (entry["timestep_fs"], entry["substeps"])

@@ -156,7 +156,8 @@ def test_distilled_settings():
 def test_unset_timesteps_are_the_engines_measured_defaults():
     """[simulate] and [simulate.nve] timestep_fs, unset, take the engine's default; a value in the
     config wins; the resolved value is what the hash sees (a run at the old 4 fs default is not up
-    to date under the new one); an NVE interval that the timestep does not divide says nve."""
+    to date under the new one); an interval that the timestep does not divide names the section and,
+    for an unset timestep, the engine's default; an nve object passed in is not changed."""
     for engine, (langevin, nve) in ENGINE_TIMESTEPS_FS.items():
         c = config_from_dict({"simulate": {"engine": engine}}).simulate
         assert (c.timestep_fs, c.nve.timestep_fs) == (langevin, nve)
@@ -166,8 +167,21 @@ def test_unset_timesteps_are_the_engines_measured_defaults():
     explicit = config_from_dict({"simulate": {"timestep_fs": langevin, "nve": {"timestep_fs": nve}}})
     assert explicit.section_hash("simulate") == config_from_dict({}).section_hash("simulate")
     assert c.section_hash("simulate") != explicit.section_hash("simulate")
-    with pytest.raises(ConfigError, match="nve: frame_interval_fs .100 fs. must be a whole multiple of timestep_fs .3 fs"):
+    with pytest.raises(ConfigError, match="simulate.nve.: frame_interval_fs .100 fs. must be a whole multiple of "
+                       "timestep_fs .3 fs"):
         config_from_dict({"simulate": {"nve": {"timestep_fs": 3.0}}})
+    with pytest.raises(ConfigError, match="frame_interval_ps .2 fs. must be a whole multiple of timestep_fs .5 fs, "
+                       "engine 'fast''s default: it is unset"):
+        config_from_dict({"simulate": {"frame_interval_ps": 0.002}})
+    with pytest.raises(ConfigError, match="nve.frame_interval_fs .2.5 fs. must be a whole multiple of nve.timestep_fs "
+                       ".2 fs, engine 'distilled''s default: it is unset"):
+        config_from_dict({"simulate": {"engine": "distilled", "nve": {"frame_interval_fs": 2.5}}})
+    from thermocg.config import SimulateNVESection, SimulateSection
+
+    shared = SimulateNVESection()
+    assert SimulateSection(engine="fast", nve=shared).nve.timestep_fs == nve
+    assert SimulateSection(engine="distilled", nve=shared).nve.timestep_fs == ENGINE_TIMESTEPS_FS["distilled"][1]
+    assert shared.timestep_fs is None
 
 
 def test_the_timestep_defaults_follow_the_timestep_study():

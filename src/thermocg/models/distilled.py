@@ -548,7 +548,9 @@ def to_lammps(ff: DistilledForceField, masses, positions_A, box_A, temperature_K
         from thermocg.config import ENGINE_TIMESTEPS_FS
 
         timestep_fs = ENGINE_TIMESTEPS_FS["distilled"][0]
-    frames = max(1, int(round(1000.0 / timestep_fs)))  # a frame every ps, 100 ps
+    if not timestep_fs > 0:
+        raise ValueError(f"timestep_fs must be > 0, found {timestep_fs}")
+    frames = max(1, int(round(1000.0 / timestep_fs)))  # a frame about every ps (exactly, where h divides 1 ps)
     (out / "in.lammps").write_text(f"""# thermocg distilled CG model at {temperature_K:g} K: NVT Langevin, {timestep_fs:g} fs
 units real
 atom_style atomic
