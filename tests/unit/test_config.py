@@ -198,6 +198,10 @@ def test_the_timestep_defaults_follow_the_timestep_study():
         assert langevin <= study["largest_langevin_timestep_fs"] and nve <= study["largest_nve_timestep_fs"]
         assert study["largest_nve_timestep_fs"] == nve  # the largest that passed, not a smaller one
         assert all(abs(fs / langevin - round(fs / langevin)) < 1e-9 for fs in (100.0, 500.0, 1000.0))
+    # the network's default, chosen between two passing timesteps, was run and passed too
+    five = json.loads((results / "issue32_timestep_network_5fs.json").read_text())
+    assert five["langevin_pass"][f"{ENGINE_TIMESTEPS_FS['fast'][0]:g}x1"] is True
+    assert set(five["temperatures"]) == {"250", "300", "500", "700"}
     assert ENGINE_TIMESTEPS_FS["hippynn"] == ENGINE_TIMESTEPS_FS["fast"]  # the same function
 
 
