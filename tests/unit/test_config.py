@@ -192,7 +192,7 @@ def test_the_timestep_defaults_follow_the_timestep_study():
     from pathlib import Path
 
     results = Path(__file__).resolve().parents[2] / "bench" / "results"
-    for engine, form in (("fast", "network"), ("distilled", "distilled")):
+    for engine, form in (("fast", "network"), ("distilled", "distilled_compressed")):
         study = json.loads((results / f"issue32_timestep_{form}.json").read_text())
         langevin, nve = ENGINE_TIMESTEPS_FS[engine]
         assert langevin <= study["largest_langevin_timestep_fs"] and nve <= study["largest_nve_timestep_fs"]
@@ -201,6 +201,8 @@ def test_the_timestep_defaults_follow_the_timestep_study():
     # the network's default, chosen between two passing timesteps, was run and passed too
     five = json.loads((results / "issue32_timestep_network_5fs.json").read_text())
     assert five["langevin_pass"][f"{ENGINE_TIMESTEPS_FS['fast'][0]:g}x1"] is True
+    distilled = json.loads((results / "issue32_timestep_distilled_compressed.json").read_text())
+    assert distilled["langevin_pass"][f"{ENGINE_TIMESTEPS_FS['distilled'][0]:g}x1"] is True
     assert set(five["temperatures"]) == {"250", "300", "500", "700"}
     assert ENGINE_TIMESTEPS_FS["hippynn"] == ENGINE_TIMESTEPS_FS["fast"]  # the same function
 

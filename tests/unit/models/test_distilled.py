@@ -125,3 +125,28 @@ def test_a_three_body_radius_outside_its_range_is_refused(water_model):
     for r3 in (2.3, 5.5):  # below the first radial spline's reach; beyond the model's 5 Å cutoff
         with pytest.raises(ValueError, match="three-body radius"):
             DistilledForceField.fit(base, cg.positions[:1], cg.box[:1], r3_A=r3)
+
+
+def test_compressed_frames_are_fitted_but_the_offsets_come_from_the_frames(water_model):
+    """fit(..., compressions=(c,)) is the least squares over the frames and their copies scaled by c
+    (the same coefficients as fitting both sets by hand), with the per-bead offsets of the unscaled
+    frames alone; a factor outside (0.5, 1] is refused."""
+    base, cg = water_model
+    x, box = cg.positions[:2], cg.box[:2]
+    auto = DistilledForceField.fit(base, x, box, r3_A=3.0, compressions=(0.95,))
+    by_hand = DistilledForceField.fit(base, np.concatenate([x, 0.95 * x]), np.concatenate([box, 0.95 * box]),
+                                      r3_A=3.0, compressions=())
+    plain = DistilledForceField.fit(base, x, box, r3_A=3.0, compressions=())
+    torch.testing.assert_close(auto.coef, by_hand.coef, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(auto.coef, plain.coef)  # the scaled copies count
+    # offsets: the mean energy per bead left by the tables on the unscaled frames
+    xt, bt = torch.as_tensor(x), torch.as_tensor(box)
+    fast = FastForceField.from_model(base, skin_A=0.0).double()
+    fast.include_prior = False
+    target = torch.stack([torch.stack(fast.heads(xt[i:i + 1], bt[i:i + 1])).reshape(-1) for i in range(2)])
+    tables = auto.descriptors(xt, bt) @ auto.coef.T
+    heads = base.order + 1
+    expected = (target[:, :heads] - tables[:, :heads]).mean(0) / x.shape[1]
+    torch.testing.assert_close(auto.bead_offset[:heads], expected, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="compressions must lie in"):
+        DistilledForceField.fit(base, x, box, compressions=(0.3,))
