@@ -92,7 +92,8 @@ class NVESection(_Section):
 
     @model_validator(mode="after")
     def _check_intervals(self):
-        _check_multiple(self.frame_interval_fs, self.timestep_fs, "frame_interval_fs", "timestep_fs", True)
+        if self.timestep_fs is not None:  # [simulate.nve] unset: [simulate] checks the engine's default
+            _check_multiple(self.frame_interval_fs, self.timestep_fs, "frame_interval_fs", "timestep_fs", True)
         _check_multiple(self.length_ps * 1000.0, self.frame_interval_fs, "length_ps", "frame_interval_fs", True)
         return self
 
@@ -411,10 +412,6 @@ class SimulateNVESection(NVESection):
     #: Multiple time stepping in the NVE segments, as ``[simulate] mts_substeps``.
     mts_substeps: Int = Field(1, ge=1)
 
-    @model_validator(mode="after")
-    def _check_intervals(self):  # unset: [simulate] checks them once the engine has set the timestep
-        return self if self.timestep_fs is None else NVESection._check_intervals(self)
-
 
 class SimulateSection(_Section):
     """CG molecular dynamics with the trained models: ``[simulate]``."""
@@ -473,18 +470,18 @@ class SimulateSection(_Section):
     def _check_intervals(self):
         langevin_fs, nve_fs = ENGINE_TIMESTEPS_FS[self.engine]
         unset = f", engine {self.engine!r}'s default: it is unset"  # a value the user did not write
-        note = nve_note = ""
+        note = ""
         if self.timestep_fs is None:  # frozen model: set once, here, before anything reads it
             object.__setattr__(self, "timestep_fs", langevin_fs)
             note = unset
         if self.nve.timestep_fs is None:  # a copy: the nve object may be the caller's, or shared
             object.__setattr__(self, "nve", self.nve.model_copy(update={"timestep_fs": nve_fs}))
-            nve_note = unset
+            # the one check [simulate.nve] could not make without its timestep
+            _check_multiple(self.nve.frame_interval_fs, nve_fs, "nve.frame_interval_fs", "nve.timestep_fs", True,
+                            unset)
         _check_multiple(self.frame_interval_ps * 1000.0, self.timestep_fs, "frame_interval_ps", "timestep_fs", True,
                         note)
         _check_multiple(self.equilibration_ps * 1000.0, self.timestep_fs, "equilibration_ps", "timestep_fs", note=note)
-        _check_multiple(self.nve.frame_interval_fs, self.nve.timestep_fs, "nve.frame_interval_fs", "nve.timestep_fs",
-                        True, nve_note)
         if max(self.mts_substeps, self.nve.mts_substeps) > 1 and self.engine != "fast":
             raise ValueError(f"mts_substeps > 1 needs engine = 'fast' (found engine = {self.engine!r}): the "
                              "hippynn graph has no separate prior term to step on its own")

@@ -176,6 +176,8 @@ def test_unset_timesteps_are_the_engines_measured_defaults():
     with pytest.raises(ConfigError, match="nve.frame_interval_fs .2.5 fs. must be a whole multiple of nve.timestep_fs "
                        ".2 fs, engine 'distilled''s default: it is unset"):
         config_from_dict({"simulate": {"engine": "distilled", "nve": {"frame_interval_fs": 2.5}}})
+    with pytest.raises(ConfigError, match="length_ps .1000 fs. must be a whole multiple of frame_interval_fs .300 fs"):
+        config_from_dict({"simulate": {"nve": {"length_ps": 1.0, "frame_interval_fs": 300.0}}})  # timestep unset
     from thermocg.config import SimulateNVESection, SimulateSection
 
     shared = SimulateNVESection()
