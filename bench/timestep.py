@@ -303,13 +303,13 @@ def verdicts(report: dict, args) -> None:
     for row in (r for t in temps for r in t["nve"]):
         key = (row["timestep_fs"], row["substeps"])
         nve[key] = nve.get(key, True) and row["status"] == "ok" and abs(row["drift_kT_per_dof_per_ns"]) < args.drift_max
-    def largest(results):  # the largest h whose row and every smaller h's row (same substeps) pass
+    def largest(results):  # the largest h whose row and every smaller h's row (fewest substeps) pass
+        fewest = min((k for _, k in results), default=None)
         best = None
-        for h, k in sorted(results, key=lambda key: (key[1], key[0])):
-            if k == min(k2 for _, k2 in results):
-                if not results[(h, k)]:
-                    break
-                best = h
+        for h in sorted(h for h, k in results if k == fewest):
+            if not results[(h, fewest)]:
+                break
+            best = h
         return best
 
     best, best_nve = largest(passing), largest(nve)
