@@ -28,6 +28,7 @@ Units: Å, kcal/mol, K (OpenMM: nm, kJ/mol).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -307,10 +308,18 @@ class DistilledForceField(torch.nn.Module):
         n_offset = len(positions)
         if any(not 0.5 < c <= 1.0 for c in compressions):
             raise ValueError(f"compressions must lie in (0.5, 1], found {tuple(compressions)}")
-        positions = np.concatenate([positions] + [positions * c for c in compressions])
-        box = np.concatenate([box] + [box * c for c in compressions])
         # fitted on the CPU in float64 (the model may live on a GPU); move the result with .to()
         fast = FastForceField.from_model(getattr(model, "model", model), skin_A=0.0).cpu().double()
+        # a compressed box must still hold the cutoff below half its shortest edge (minimum image);
+        # a box too small for a factor fits without it, and says so
+        fits = [c for c in compressions if c * 0.5 * box.min() > fast.cutoff]
+        if len(fits) < len(compressions):
+            warnings.warn(f"distilled fit: the box (shortest edge {box.min():.3g} Å) cannot be compressed by "
+                          f"{', '.join(f'{c:g}' for c in compressions if c not in fits)} with the model's cutoff {fast.cutoff:g} Å "
+                          f"below half its edge; those compressed frames are left out, so the fitted wall "
+                          f"below ~2.6 Å follows fewer pairs (fit on a larger system to keep them)", stacklevel=2)
+        positions = np.concatenate([positions] + [positions * c for c in fits])
+        box = np.concatenate([box] + [box * c for c in fits])
         if fast.n_types > 1:
             raise ValueError(f"the distilled form has one pair potential for one bead type; this model has "
                              f"{fast.n_types} bead types (use its inference form, engine = \"fast\")")

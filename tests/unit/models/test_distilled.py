@@ -150,3 +150,17 @@ def test_compressed_frames_are_fitted_but_the_offsets_come_from_the_frames(water
     torch.testing.assert_close(auto.bead_offset[:heads], expected, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="compressions must lie in"):
         DistilledForceField.fit(base, x, box, compressions=(0.3,))
+
+
+def test_a_compression_the_box_cannot_take_is_left_out_with_a_warning(water_model):
+    """A factor that would bring half the shortest box edge below the model's cutoff (minimum-image
+    pairs would be wrong) is left out with a warning naming it; the fit is then the fit without it."""
+    base, cg = water_model
+    x, box = cg.positions[:2], cg.box[:2]
+    cutoff = FastForceField.from_model(base, skin_A=0.0).cutoff
+    too_far = 0.99 * 2.0 * cutoff / float(np.min(box))  # half the compressed edge just below the cutoff
+    assert 0.5 < too_far < 1.0
+    with pytest.warns(UserWarning, match=f"cannot be compressed by {too_far:g} with"):
+        skipped = DistilledForceField.fit(base, x, box, r3_A=3.0, compressions=(0.99, too_far))
+    kept = DistilledForceField.fit(base, x, box, r3_A=3.0, compressions=(0.99,))
+    torch.testing.assert_close(skipped.coef, kept.coef, rtol=0, atol=0)
