@@ -75,10 +75,13 @@ def test_the_page_shows_the_numbers_it_was_given(evaluated):
     md = (stage_path(config, "report") / "results.md").read_text()
     assert "| fm | 12.4 ± 0.3* | – |" in md  # force MSE: trained at 300 K (*), none held out at 420 K
     assert "| trf-multi | 0.5 ± 0.05 | – |" in md  # RDF IAE 0.4 + 0.1
+    assert "| trf-multi | 0.2 | – |" in md and "| fm | 0.1* | 0.3 |" in md  # the RDF IAE's floor, 0.1 + shift
     assert "| **all-atom** | 0.24 ± 0.01 | – |" in md and "| fm | 1.9 ± 0.1* | – |" in md  # D
     summary = json.loads((stage_path(config, "report") / "summary.json").read_text())
     assert summary["by_temperature"]["T300K"]["models"]["fm"]["force_mse"] == {
         "mean": 12.4, "seed_spread": None, "within_run_error": 0.3, "n_seeds": 1}
+    assert summary["by_temperature"]["T420K"]["models"]["fm"]["rdf_iae_floor"]["mean"] == pytest.approx(0.3)
+    assert summary["by_temperature"]["T300K"]["models"]["trf-multi"]["adf_iae_floor"]["mean"] == 0.05
     assert summary["by_temperature"]["T420K"]["reference"] is None
     assert [c["verdict"] for c in summary["claims"]] == ["not tested"] * 5  # no trf2, em: nothing to answer
     assert run_stage("report", config, show_progress=False) == manifest  # up to date

@@ -21,7 +21,9 @@ from thermocg.report.series import points, series, trained_at
 TABLES = (("force_mse", "Held-out force error (MSE against the mapped forces)", "(kcal/mol/Å)²", 4),
           ("force_mse_excess", "Force error in excess of fm-each at that temperature", "(kcal/mol/Å)²", 2),
           ("rdf_iae", "RDF integrated absolute error against all-atom", "Å", 2),
+          ("rdf_iae_floor", "Noise floor of the RDF IAE: what sampling alone gives (issue 29)", "Å", 2),
           ("adf_iae", "ADF integrated absolute error against all-atom", "", 2),
+          ("adf_iae_floor", "Noise floor of the ADF IAE", "", 2),
           ("rdf_peak_position", "RDF first-peak position", "Å", 3),
           ("rdf_peak_height", "RDF first-peak height", "", 3),
           ("D_A2_per_ps", "Self-diffusion coefficient D_CG", "Å²/ps", 3),
@@ -100,7 +102,9 @@ def results_markdown(res: Results, claims: list[Claim], provenance: dict, figure
            "Mean over training seeds ± the standard error of that mean (with one seed: the run's own error); "
            "(n): the number of seeds when more than one. *: a temperature the model was trained at. "
            "fm-each: the model trained at each temperature, there. Force errors on the held-out reference "
-           "frames; structure from the Langevin frames, dynamics from the NVE segments.", ""]
+           "frames; structure from the Langevin frames, dynamics from the NVE segments. Noise floor: the IAE "
+           "that sampling alone gives, from the IAE between the two halves of the model's run and of the reference "
+           "(`iae_floor` in `thermocg/evaluate/stage.py`); an IAE near its floor cannot tell models apart.", ""]
     for measure, heading, unit, digits in TABLES:
         rows = table(res, measure, digits, lines)
         if len(rows) <= 2:
