@@ -441,6 +441,12 @@ class SimulateSection(_Section):
     max_force: PositiveFloat = 2000.0
     min_distance_A: PositiveFloat = 1.5
     check_interval: Int = Field(10, ge=1)
+    #: What a system that fails those checks does. "record": it is a result, not a crash: the
+    #: stage writes ``<model>/<T>.unstable.json`` (the step and the check), runs the model's
+    #: other systems without it (a failure in NVE keeps its Langevin frames) and goes on with the
+    #: other models; evaluate and the report name it. "stop": the stage stops with the error. Each
+    #: system's trajectory is the same either way, so it is not part of the config hash.
+    unstable: Literal["record", "stop"] = "record"
     #: Pair-list skin, Å: pairs within cutoff + skin are kept and re-searched only when a bead
     #: has moved skin/2 (shrunk to fit half the box). 0: a new search at every step.
     neighbor_skin_A: Float = Field(1.0, ge=0)
@@ -696,11 +702,17 @@ _ADDED_KEYS = {"reference": ("source", "data", "format", "energy_unit", "lammps_
 _EARLIER_VALUES = {("simulate", "engine"): "hippynn", ("targets", "method"): "regression"}
 
 
+#: Keys that change what happens on a failure, never a finished output: left out of the hash.
+_HOW_KEYS = {"simulate": ("unstable",)}
+
+
 def _hashed(name: str, section: BaseModel) -> dict:
     """A section's values as its stages' config hash sees them: keys of :data:`_ADDED_KEYS` at their
     defaults are left out, and so are the restrained-sampling keys while targets.method is
     "regression" (they change nothing then)."""
     data = section.model_dump(mode="json")
+    for key in _HOW_KEYS.get(name, ()):
+        data.pop(key)
     regression = name == "targets" and data["method"] == "regression"
     for key in _ADDED_KEYS.get(name, ()):
         # the distilled keys change nothing unless the engine is "distilled"

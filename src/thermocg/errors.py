@@ -24,5 +24,14 @@ class SimulationError(ThermocgError):
     """A simulation went wrong (NaN energies, exploding forces, failed checks)."""
 
 
+class UnstableSystem(SimulationError):
+    """One system of a batch failed the MD's safety checks (NaN, a runaway force, beads too close):
+    ``system`` is its index in the batch, ``step`` the step it was caught at."""
+
+    def __init__(self, message: str, system: int, step: int):
+        super().__init__(message)
+        self.system, self.step = system, step
+
+
 class TrainingError(ThermocgError):
     """A training diverged (a non-finite loss) or did not improve on its starting point."""

@@ -4,8 +4,11 @@ trajectory, up-to-date re-runs, and a failing run that names model, step and tem
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import torch
 
 from thermocg.errors import ConfigError, DataFormatError, SimulationError
 from thermocg.io.h5md import read_h5md
@@ -111,7 +114,7 @@ def test_default_jobs_simulate_fm_each_only_at_its_temperature(tiny_trained, tmp
 
 
 def test_a_failing_run_names_model_step_and_temperature(tiny_trained, tmp_path):
-    c = _config(tiny_trained[0], tmp_path, models=("fm",), temperatures_K=(300.0,), max_force=1.0)
+    c = _config(tiny_trained[0], tmp_path, models=("fm",), temperatures_K=(300.0,), max_force=1.0, unstable="stop")
     with pytest.raises(SimulationError, match=r"simulate fm: step \d+: system 0 \(T = 300 K\) has a force "
                                               r".* above max_force = 1; the frames so far are kept"):
         run_stage("simulate", c, show_progress=False)
@@ -158,3 +161,65 @@ def test_the_distilled_engine_in_the_stage(tiny_trained, tmp_path):
     x = d.elements["particles/all/position"]
     assert x.shape == (3, 64, 3) and np.all(np.isfinite(x))
     assert np.all(np.abs(d.elements["observables/temperature"] - 300.0) < 150.0)
+
+
+def _poison(monkeypatch, batch_size, temperature_K, from_step=10):
+    """Make the system at ``temperature_K`` fail the checks (NaN forces) from ``from_step`` on, in
+    integrators of ``batch_size`` systems only (the Langevin batch or the NVE one)."""
+    real_check = engine.Integrator._check
+
+    def poisoned(self):
+        if len(self.temperature) == batch_size and self.step_count >= from_step:
+            for k in torch.nonzero(torch.isclose(self.temperature, torch.tensor(temperature_K, dtype=self.temperature.dtype)))[:, 0]:
+                self.forces[k] = float("nan")
+        return real_check(self)
+
+    monkeypatch.setattr(engine.Integrator, "_check", poisoned)
+
+
+def test_an_unstable_system_is_recorded_and_the_others_are_as_without_it(simulated, tiny_trained, tmp_path,
+                                                                           monkeypatch):
+    """unstable = "record" (the default): fm at 420 K fails in Langevin; the stage finishes, its
+    marker names step and check, evaluate says so, and fm at 300 K is the run of the batch with
+    420 K to float32 round-off (each system's trajectory depends only on its own forces and random
+    stream; a batch of one sums in another order). A re-run leaves it out without trying again."""
+    alone_config, _ = simulated  # fm and trf2 at 300 and 420 K, run without failures
+    c = _config(tiny_trained[0], tmp_path, models=("fm",), temperatures_K=(300.0, 420.0))
+    _poison(monkeypatch, 2, 420.0)
+    manifest = run_stage("simulate", c, show_progress=False)
+    d = stage_path(c, "simulate") / "fm"
+    marker = json.loads((d / "T420K.unstable.json").read_text())
+    assert marker["phase"] == "nvt" and marker["step"] == 10 and "non-finite" in marker["reason"]
+    assert not (d / "T420K.h5md").exists() and not list(d.glob(".*"))
+    assert "fm/T420K.unstable.json" in manifest["outputs"]["fm"]
+    record = pipeline.read(c, "simulate")
+    assert record.temperatures("fm") == [300.0] and [u["temperature_K"] for u in record.unstable] == [420.0]
+    for label in ("T300K", "T300K-nve00"):
+        ours = read_h5md(d / f"{label}.h5md").elements["particles/all/position"]
+        straight = read_h5md(stage_path(alone_config, "simulate") / "fm" / f"{label}.h5md").elements
+        np.testing.assert_allclose(ours, straight["particles/all/position"], rtol=0, atol=1e-6)
+    assert run_stage("simulate", c, show_progress=False) == manifest  # up to date, the marker kept
+    results = run_stage("evaluate", c, show_progress=False)
+    notes = json.loads((stage_path(c, "evaluate") / "results.json").read_text())["notes"]
+    assert any(n.startswith("fm at 420 K: unstable in CG MD (NVT, step 10") for n in notes), notes
+    assert results["complete"]
+
+
+def test_an_unstable_nve_segment_keeps_the_langevin_frames(tiny_trained, tmp_path, monkeypatch):
+    """A system failing in NVE keeps its Langevin frames and loses only its segments; "stop"
+    instead stops the stage with the error."""
+    nve = {**SHORT["nve"], "n_segments": 2}
+    c = _config(tiny_trained[0], tmp_path, models=("fm",), temperatures_K=(300.0, 420.0), nve=nve)
+    _poison(monkeypatch, 4, 420.0, from_step=0)  # 2 systems x 2 segments: the NVE batch only
+    run_stage("simulate", c, show_progress=False)
+    d = stage_path(c, "simulate") / "fm"
+    assert json.loads((d / "T420K.unstable.json").read_text())["phase"] == "nve"
+    assert (d / "T420K.h5md").exists() and not list(d.glob("T420K-nve*"))
+    assert len(list(d.glob("T300K-nve*.h5md"))) == 2
+    run = pipeline.read(c, "simulate").run("fm", 420.0)
+    assert run.nve_files == () and run.file == "fm/T420K.h5md"
+    (tmp_path / "stop").mkdir()
+    stop = _config(tiny_trained[0], tmp_path / "stop", models=("fm",), temperatures_K=(300.0, 420.0), nve=nve,
+                   unstable="stop")
+    with pytest.raises(SimulationError, match=r"simulate fm: NVE segment: step 0: system [23] \(T = 420 K\)"):
+        run_stage("simulate", stop, show_progress=False)

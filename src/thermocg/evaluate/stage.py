@@ -360,6 +360,10 @@ def _notes(reference: ReferenceRun, trained: TrainedModels, trajectories: Trajec
         notes.append("CG D and D_CG/D_FG not computed: [simulate.nve] n_segments = 0")
     if 1 in (trajectories.nve_segments, reference.nve_segments):
         notes.append("D has no standard error (null) where it comes from a single NVE segment")
+    for u in trajectories.unstable:  # a model that cannot be simulated there is a result: say it
+        lost = "structure and dynamics" if u["phase"] == "nvt" else "dynamics (D, D_CG/D_FG)"
+        notes.append(f"{u['model']} at {u['temperature_K']:g} K" + (f" (replica {u['replica']})" if u["replica"] else "")
+                     + f": unstable in CG MD ({u['phase'].upper()}, {u['reason']}); its {lost} not computed there")
     missing = [t for t in temps if not reference.has(t)]
     if missing:
         notes.append(f"no all-atom reference at {', '.join(f'{t:g}' for t in missing)} K: force errors, RDF/ADF "

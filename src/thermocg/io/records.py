@@ -272,10 +272,14 @@ class TrajectoryRun:
 
 @dataclass(frozen=True)
 class Trajectories:
-    """The simulate stage's outputs: every (model, temperature, replica) run."""
+    """The simulate stage's outputs: every (model, temperature, replica) run; ``unstable``: the
+    systems that failed the MD's checks (``[simulate] unstable = "record"``), each a dict with
+    model, temperature_K, replica, phase ("nvt": no run at all; "nve": no NVE segments), step
+    and reason."""
 
     directory: Path
     runs: tuple[TrajectoryRun, ...]
+    unstable: tuple[dict, ...] = ()
 
     STAGE = "simulate"
 
@@ -305,11 +309,12 @@ class Trajectories:
         return [self.directory / f for f in self.run(model, temperature_K, replica).nve_files]
 
     def to_json(self) -> dict:
-        return {"runs": [r.to_json() for r in self.runs]}
+        return {"runs": [r.to_json() for r in self.runs], "unstable": [dict(u) for u in self.unstable]}
 
     @classmethod
     def from_json(cls, directory, data: dict) -> "Trajectories":
-        return cls(Path(directory), tuple(TrajectoryRun.from_json(r) for r in data["runs"]))
+        return cls(Path(directory), tuple(TrajectoryRun.from_json(r) for r in data["runs"]),
+                   tuple(dict(u) for u in data.get("unstable", ())))  # records before it had none
 
     @classmethod
     def read(cls, directory) -> "Trajectories":

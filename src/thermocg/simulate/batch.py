@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,10 @@ class Batch:
     held_out: slice | None = None
     #: (the force function, (slow, fast) or (None, None)), built by :meth:`force_functions`
     functions: tuple | None = None
+    #: the systems that failed the MD's checks (``[simulate] unstable = "record"``): their markers
+    unstable: list = field(default_factory=list)
+    #: indices of systems whose NVE segments failed: their Langevin frames stand, no NVE files
+    nve_skipped: frozenset = frozenset()
 
     def force_functions(self):
         """(the force function, (slow, fast) parts for multiple time stepping or (None, None)),
@@ -112,15 +117,58 @@ class Batch:
                 raise ConfigError(f"simulate {name}: engine = \"distilled\" fits one pair potential for one bead "
                                   f"type; these beads have {len(first.bead_types)} ({', '.join(first.bead_types)}): "
                                   "use engine = \"fast\"")
-        return cls(name=name, model=model, settings=s, systems=systems, reference=reference, held_out=models.held_out,
-                   seeds=[system_seed(config.run.seed, name, t, r) for t, r in systems],
-                   start_x=np.stack([starts[t].positions[-1] for t, _ in systems]), masses=first.bead_masses,
-                   box=first.box[-1], types=first.bead_type if len(first.bead_types) > 1 else None,
-                   out_dir=stage_path / name, config_hash=config_hash, sections=sections, device=device, meta=meta)
+        batch = cls(name=name, model=model, settings=s, systems=systems, reference=reference, held_out=models.held_out,
+                    seeds=[system_seed(config.run.seed, name, t, r) for t, r in systems],
+                    start_x=np.stack([starts[t].positions[-1] for t, _ in systems]), masses=first.bead_masses,
+                    box=first.box[-1], types=first.bead_type if len(first.bead_types) > 1 else None,
+                    out_dir=stage_path / name, config_hash=config_hash, sections=sections, device=device, meta=meta)
+        if s.unstable == "record":  # systems found unstable by an earlier run of this config stay out
+            for k in reversed(range(len(systems))):
+                marker = batch._marker(k)
+                if marker is not None:
+                    batch = batch._apply(k, marker)
+        return batch
+
+    # -- systems that fail the MD's checks ([simulate] unstable = "record") --------------------
+    def marker_path(self, k: int) -> Path:
+        return self.out_dir / f"{self.labels[k]}.unstable.json"
+
+    def _marker(self, k: int) -> dict | None:
+        """System k's marker from an earlier run of this config, or None."""
+        try:
+            marker = json.loads(self.marker_path(k).read_text())
+        except (OSError, ValueError):
+            return None
+        return marker if isinstance(marker, dict) and marker.get("config_hash") == self.config_hash else None
+
+    def _apply(self, k: int, marker: dict) -> "Batch":
+        self.unstable.append(marker)
+        if marker["phase"] == "nve":
+            return replace(self, nve_skipped=self.nve_skipped | {k})
+        keep = [i for i in range(len(self.systems)) if i != k]
+        return replace(self, systems=[self.systems[i] for i in keep], seeds=[self.seeds[i] for i in keep],
+                       start_x=self.start_x[keep], nve_skipped=frozenset(i - (i > k) for i in self.nve_skipped if i != k))
+
+    def record_unstable(self, k: int, phase: str, step: int, reason: str) -> "Batch":
+        """Write system k's marker (``<T>.unstable.json``) and return the batch without it
+        (``phase`` "nvt") or without its NVE segments ("nve"). Each system's trajectory depends
+        on nothing but its own forces and random stream, so the others run as they would have (to
+        the float32 round-off of sums batched in another order)."""
+        t, r = self.systems[k]
+        marker = {"config_hash": self.config_hash, "model": self.name, "temperature_K": float(t), "replica": int(r),
+                  "phase": phase, "step": int(step), "reason": reason}
+        with atomic_path(self.marker_path(k)) as tmp:
+            tmp.write_text(json.dumps(marker, indent=1))
+        for stale in ([self.out_dir / f".{self.finals[k].name}.part", self.out_dir / ".nvt.ckpt"] if phase == "nvt"
+                      else [self.out_dir / f".{f.name}.part" for f in self.nve_files[k]]):
+            stale.unlink(missing_ok=True)  # a batch of other systems: its checkpoint no longer fits
+        log.warning("simulate %s: the system at %g K (replica %d) is unstable in %s (%s); recorded in %s, the "
+                    "model's other systems go on", self.name, t, r, phase.upper(), reason, self.marker_path(k).name)
+        return self._apply(k, marker)
 
     @property
     def labels(self) -> list[str]:
-        return [temperature_label(t) + (f"-r{r:02d}" if r else "") for t, r in self.systems]
+        return [system_label(t, r) for t, r in self.systems]
 
     @property
     def finals(self) -> list[Path]:
@@ -128,12 +176,19 @@ class Batch:
 
     @property
     def nve_files(self) -> list[list[Path]]:
-        return [[self.out_dir / f"{label}-nve{k:02d}.h5md" for k in range(self.settings.nve.n_segments)]
-                for label in self.labels]
+        """Each system's NVE segments (none for a system whose NVE failed)."""
+        return [[] if i in self.nve_skipped else
+                [self.out_dir / f"{label}-nve{k:02d}.h5md" for k in range(self.settings.nve.n_segments)]
+                for i, label in enumerate(self.labels)]
 
     def record(self) -> list[TrajectoryRun]:
         return [TrajectoryRun(self.name, t, r, f"{self.name}/{f.name}", tuple(f"{self.name}/{g.name}" for g in nve))
                 for (t, r), f, nve in zip(self.systems, self.finals, self.nve_files)]
+
+    @property
+    def marker_files(self) -> list[str]:
+        """The markers of this model's unstable systems (outputs of the stage)."""
+        return [f"{system_label(u['temperature_K'], u['replica'])}.unstable.json" for u in self.unstable]
 
     def integrator(self, fns, temperatures, seeds, timestep_fs, friction_per_ps, substeps: int = 1) -> Integrator:
         """``fns``: (the whole force function, (slow, fast) parts for multiple time stepping)."""
@@ -147,6 +202,11 @@ class Batch:
 
     def finished(self, path: Path, n_frames: int, start: tuple[Path, int] | None = None) -> bool:
         return check_existing(path, self.config_hash, self.sections, n_frames, start)
+
+
+def system_label(temperature_K: float, replica: int) -> str:
+    """A system's file label: T300K, or T300K-r01 for further replicas."""
+    return temperature_label(temperature_K) + (f"-r{replica:02d}" if replica else "")
 
 
 def residue_names(bead_types) -> list[str]:

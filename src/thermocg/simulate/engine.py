@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from thermocg import units
-from thermocg.errors import SimulationError
+from thermocg.errors import UnstableSystem
 from thermocg.simulate.pairs import install_skin_pairs
 
 #: kcal/mol -> amu Å^2/ps^2 (accelerations F/m in Å/ps^2 from kcal/(mol Å) and amu)
@@ -293,19 +293,20 @@ class Integrator:
                 & torch.isfinite(self.potential))
         if bad.any():
             k = int(torch.nonzero(bad)[0, 0])
-            raise SimulationError(f"step {self.step_count}: system {k} (T = {float(self.temperature[k]):g} K) has "
-                                  "non-finite positions, forces or energy")
+            raise UnstableSystem(f"step {self.step_count}: system {k} (T = {float(self.temperature[k]):g} K) has "
+                                 "non-finite positions, forces or energy", k, self.step_count)
         fmax = self.forces.abs().amax(dim=(1, 2))
         if (fmax > s.max_force).any():
             k = int(torch.argmax(fmax))
-            raise SimulationError(f"step {self.step_count}: system {k} (T = {float(self.temperature[k]):g} K) has a "
-                                  f"force of {float(fmax[k]):.4g} kcal/(mol Å), above max_force = {s.max_force:g}")
+            raise UnstableSystem(f"step {self.step_count}: system {k} (T = {float(self.temperature[k]):g} K) has a "
+                                 f"force of {float(fmax[k]):.4g} kcal/(mol Å), above max_force = {s.max_force:g}",
+                                 k, self.step_count)
         dmin = getattr(self.force_fn, "min_distance", min_distance)(self.positions, self.box)
         if (dmin < s.min_distance_A).any():
             k = int(torch.argmin(dmin))
-            raise SimulationError(f"step {self.step_count}: system {k} (T = {float(self.temperature[k]):g} K) has "
-                                  f"two beads {float(dmin[k]):.3f} Å apart, below min_distance_A = "
-                                  f"{s.min_distance_A:g}")
+            raise UnstableSystem(f"step {self.step_count}: system {k} (T = {float(self.temperature[k]):g} K) has "
+                                 f"two beads {float(dmin[k]):.3f} Å apart, below min_distance_A = "
+                                 f"{s.min_distance_A:g}", k, self.step_count)
 
 
 def min_distance(positions: torch.Tensor, box: torch.Tensor, chunk: int = 256) -> torch.Tensor:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from thermocg import __version__, units
-from thermocg.errors import SimulationError
+from thermocg.errors import SimulationError, UnstableSystem
 from thermocg.io.h5md import H5MDWriter, read_h5md
 from thermocg.io.trajectory import ResumableTrajectories, frame_fingerprint, nve_start_frames, steps
 from thermocg.simulate.batch import Batch, residue_names, write_bead_topology
@@ -22,40 +22,57 @@ from thermocg.simulate.engine import Integrator
 log = logging.getLogger(__name__)
 
 
-def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> tuple[list[str], dict]:
+def simulate_model(batch: Batch, show_progress: bool = True, finished=None) -> tuple[list[str], dict, Batch]:
     """Langevin sampling, then NVE segments, of one model at its temperatures (one batch).
 
     ``finished(names)`` is called with the outputs (relative to the stage's directory) as soon as
-    they are complete. Returns the output file names (relative to the batch's directory) and a
-    summary per system.
+    they are complete. A system that fails the MD's checks stops the stage (``[simulate] unstable
+    = "stop"``) or is recorded and left out, the rest of the batch run again without it
+    ("record"). Returns the output file names (relative to the batch's directory), a summary
+    per system and the batch as it ended (without its unstable systems).
     """
     finished = finished or (lambda names: None)
-    s = batch.settings
     batch.out_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            files, summary = _simulate(batch, show_progress, finished)
+        except UnstableSystem as err:
+            if batch.settings.unstable != "record":
+                raise SimulationError(f"simulate {batch.name}: {err}") from err
+            batch = batch.record_unstable(err.system, err.phase, err.step, err.reason)
+            continue
+        except SimulationError as err:
+            raise SimulationError(f"simulate {batch.name}: {err}") from err
+        if batch.unstable:
+            summary["unstable"] = {name: u for name, u in zip(batch.marker_files, batch.unstable)}
+        return files + batch.marker_files, summary, batch
+
+
+def _simulate(batch: Batch, show_progress: bool, finished) -> tuple[list[str], dict]:
+    s = batch.settings
     summary = {}
+    if not batch.systems:  # every system of this model was unstable
+        return [], {"nvt": "no stable system"}
     write_bead_topology(batch.out_dir / "beads.pdb", batch.start_x[0], batch.box,
                         None if batch.types is None else [residue_names(batch.meta["bead_types"])[k]
                                                           for k in batch.types])
     files = ["beads.pdb"] + [f.name for f in batch.finals] + [f.name for row in batch.nve_files for f in row]
-    try:
-        if all([batch.finished(f, s.n_frames) for f in batch.finals]):  # a list: check (and clean) every file
-            summary["nvt"] = "up to date"
+    if all([batch.finished(f, s.n_frames) for f in batch.finals]):  # a list: check (and clean) every file
+        summary["nvt"] = "up to date"
+    else:
+        md = batch.integrator(batch.force_functions(), [t for t, _ in batch.systems], batch.seeds,
+                              s.timestep_fs, s.friction_per_ps, s.mts_substeps)
+        summary["nvt"] = _run_nvt(md, batch, show_progress)
+        finished([f"{batch.name}/{f.name}" for f in batch.finals])
+    if s.nve.n_segments and any(batch.nve_files):
+        starts = nve_start_frames(s.n_frames, s.nve.n_segments)
+        n_out = steps(s.nve.length_ps * 1000, s.nve.frame_interval_fs) + 1
+        if all([batch.finished(f, n_out, (batch.finals[i], starts[k]))
+                for i, row in enumerate(batch.nve_files) for k, f in enumerate(row)]):
+            summary["nve"] = "up to date"
         else:
-            md = batch.integrator(batch.force_functions(), [t for t, _ in batch.systems], batch.seeds,
-                                  s.timestep_fs, s.friction_per_ps, s.mts_substeps)
-            summary["nvt"] = _run_nvt(md, batch, show_progress)
-            finished([f"{batch.name}/{f.name}" for f in batch.finals])
-        if s.nve.n_segments:
-            starts = nve_start_frames(s.n_frames, s.nve.n_segments)
-            n_out = steps(s.nve.length_ps * 1000, s.nve.frame_interval_fs) + 1
-            if all([batch.finished(f, n_out, (batch.finals[i], starts[k]))
-                    for i, row in enumerate(batch.nve_files) for k, f in enumerate(row)]):
-                summary["nve"] = "up to date"
-            else:
-                summary["nve"] = _run_nve(batch.force_functions(), batch, show_progress)
-                finished([f"{batch.name}/{f.name}" for row in batch.nve_files for f in row])
-    except SimulationError as err:
-        raise SimulationError(f"simulate {batch.name}: {err}") from err
+            summary["nve"] = _run_nve(batch.force_functions(), batch, show_progress)
+            finished([f"{batch.name}/{f.name}" for row in batch.nve_files for f in row])
     used = batch.functions
     lists = [pl for f in (used[0], used[1][0]) if f is not None for pl in f.pair_lists] if used else []
     if lists and max(pl.calls for pl in lists):
@@ -87,12 +104,14 @@ def _frame(md: Integrator, i: int, total=False) -> dict:
 
 
 def _drive(md: Integrator, chunks, after_chunk, out: ResumableTrajectories, bar, failed,
-           before=lambda: None) -> tuple[float, int]:
+           before=lambda: None, phase: str = "nvt", owner=lambda j: j) -> tuple[float, int]:
     """The one MD loop: ``before()``, then step ``md`` by each of ``chunks`` (step counts; a
     generator may look at ``md.step_count``), calling ``after_chunk()`` (frames, checkpoint) after each. A
-    SimulationError (NaN, runaway forces, beads too close) is raised again as ``failed(err)``,
-    and any error or interruption closes the trajectories first, keeping what they hold.
-    Returns the seconds spent in MD steps and the steps run."""
+    system that fails the checks (NaN, runaway forces, beads too close) is raised again as an
+    :class:`UnstableSystem` with the message ``failed(err)``, the batch's system ``owner(j)`` of
+    the failing system j of ``md`` and ``phase``; any error or interruption closes the
+    trajectories first, keeping what they hold. Returns the seconds spent in MD steps and the
+    steps run."""
     t_run, steps_run = 0.0, 0
     try:
         before()
@@ -103,15 +122,23 @@ def _drive(md: Integrator, chunks, after_chunk, out: ResumableTrajectories, bar,
             steps_run += n
             after_chunk()
             bar.update(n)
-    except SimulationError as err:
+    except UnstableSystem as err:
         out.close()
-        raise SimulationError(failed(err)) from err
+        raise _unstable(err, failed, phase, owner) from err
     except BaseException:
         out.close()
         raise
     finally:
         bar.close()
     return t_run, steps_run
+
+
+def _unstable(err: UnstableSystem, failed, phase: str, owner) -> UnstableSystem:
+    """``err`` of the integrator's system j as the batch's: system ``owner(j)``, message
+    ``failed(err)``, with its ``phase`` ("nvt" or "nve") and the check's own words as ``reason``."""
+    again = UnstableSystem(failed(err), owner(err.system), err.step)
+    again.phase, again.reason = phase, str(err)
+    return again
 
 
 def _run_nvt(md: Integrator, batch: Batch, show_progress: bool) -> dict:
@@ -141,8 +168,16 @@ def _run_nvt(md: Integrator, batch: Batch, show_progress: bool) -> dict:
         md.set_state(blob["positions"].numpy(), blob["velocities"].numpy(), step=blob["step"])
         md.set_rng_state(blob["rng"])
 
-    if out.resume(checkpoint_step, restore, lambda step: max(0, (step - eq) // interval)) is None:
-        md.set_state(batch.start_x)
+    failed = (lambda err: f"{err}; the frames so far are kept in {batch.out_dir}/.*.part (a re-run resumes from "
+              "the last checkpoint)")
+    try:  # the start frame (or the checkpoint) is checked as it is set
+        resumed = out.resume(checkpoint_step, restore, lambda step: max(0, (step - eq) // interval))
+        if resumed is None:
+            md.set_state(batch.start_x)
+    except UnstableSystem as err:
+        out.close()
+        raise _unstable(err, failed, "nvt", lambda j: j) from err
+    if resumed is None:
         masses = md.masses.cpu().numpy()
         out.start(lambda part, i: _new_writer(
             part, masses, batch.meta, types=batch.types, ensemble="NVT", integrator="BAOAB Langevin",
@@ -165,9 +200,7 @@ def _run_nvt(md: Integrator, batch: Batch, show_progress: bool) -> dict:
         out.save_checkpoint(save)
         bar.set_postfix(T=" ".join(f"{float(x):.0f}" for x in md.kinetic_temperature()))
 
-    t_run, steps_run = _drive(md, chunks(), after_chunk, out, bar,
-                              lambda err: f"{err}; the frames so far are kept in {batch.out_dir}/.*.part (a re-run "
-                                          "resumes from the last checkpoint)")
+    t_run, steps_run = _drive(md, chunks(), after_chunk, out, bar, failed)
     out.finish(s.n_frames)
     summary = {}
     for f, label in zip(batch.finals, batch.labels):
@@ -186,10 +219,13 @@ def _run_nve(fns, batch: Batch, show_progress: bool) -> dict:
 
     s, nve = batch.settings, batch.settings.nve
     starts = nve_start_frames(s.n_frames, nve.n_segments)
-    x0, v0, temps, seeds, paths, sources = [], [], [], [], [], []
+    x0, v0, temps, seeds, paths, sources, owners = [], [], [], [], [], [], []
     for i, (t, _) in enumerate(batch.systems):
+        if not batch.nve_files[i]:  # its NVE failed before: its Langevin frames stand alone
+            continue
         d = read_h5md(batch.finals[i])
         for k, frame in enumerate(starts):
+            owners.append(i)
             x0.append(d.elements["particles/all/position"][frame])
             v0.append(d.elements["particles/all/velocity"][frame])
             temps.append(t)
@@ -197,7 +233,6 @@ def _run_nve(fns, batch: Batch, show_progress: bool) -> dict:
             paths.append(batch.nve_files[i][k])
             sources.append((batch.finals[i], frame))
     md = batch.integrator(fns, temps, seeds, nve.timestep_fs, 0.0, nve.mts_substeps)
-    md.set_state(np.stack(x0), np.stack(v0))
     masses = md.masses.cpu().numpy()
     out = ResumableTrajectories(paths, None, f"simulate {batch.name} NVE")
     out.start(lambda part, j: _new_writer(
@@ -215,7 +250,8 @@ def _run_nve(fns, batch: Batch, show_progress: bool) -> dict:
             out.append(j, md.step_count, t_ps, _frame(md, j, total=True), flush=False)
 
     _drive(md, [interval] * n_out, record_frames, out, bar, lambda err: f"NVE segment: {err}",
-           before=record_frames)  # the start frames first
+           before=lambda: (md.set_state(np.stack(x0), np.stack(v0)), record_frames()),  # the start frames first
+           phase="nve", owner=owners.__getitem__)
     out.finish(n_out + 1)
     summary = {}
     for f in paths:

@@ -22,9 +22,13 @@ processes``), or with ``[run] scheduler`` on Dask, run where a worker is, on its
 threads, writing the same files. The parts: :mod:`~thermocg.simulate.plan` (which systems), :mod:`~thermocg.simulate.batch`
 (one model's systems and force functions), :mod:`~thermocg.simulate.md` (the MD loops).
 
-A run that fails (NaN, a force above ``max_force``, beads closer than
-``min_distance_A``) stops with an error naming the model, step and temperature and
-keeps the frames it wrote in the ``.part`` files.
+A system that fails (NaN, a force above ``max_force``, beads closer than
+``min_distance_A``) is a result with ``[simulate] unstable = "record"`` (the default): its
+``<T>.unstable.json`` names the step and check, the model's other systems run without it
+(each system's trajectory depends only on its own forces and random stream: the same run, to
+float32 round-off of the batched sums), and evaluate
+and the report say so. With ``"stop"`` the stage stops with an error naming the model, step
+and temperature and keeps the frames it wrote in the ``.part`` files.
 """
 
 from __future__ import annotations
@@ -103,7 +107,11 @@ def run_simulate(ctx: StageContext) -> StageResult:
     finally:
         if bar is not None:
             bar.close()
-    record = Trajectories(stage.path, tuple(r for name in jobs for r in runs[name]))
+    unstable = tuple(u for name in jobs for u in summary[name].get("unstable", {}).values())
+    for u in unstable:  # said again at the end, where a long run's log ends
+        log.warning("simulate: %s at %g K (replica %d) was unstable in %s: %s", u["model"],
+                    u["temperature_K"], u["replica"], u["phase"].upper(), u["reason"])
+    record = Trajectories(stage.path, tuple(r for name in jobs for r in runs[name]), unstable)
     return StageResult({name: outputs[name] for name in jobs}, {name: summary[name] for name in jobs},
                        record.to_json())
 
@@ -132,7 +140,7 @@ def simulate_task(task: ModelTask) -> tuple[list[str], dict, list[TrajectoryRun]
 
     batch = Batch.of(task.models, task.name, task.temperatures_K, task.config, task.reference, task.stage_path,
                      task.config_hash, task.sections, pick_device(task.config.run.device))
-    files, summary = simulate_model(batch, task.show_progress, emit)
+    files, summary, batch = simulate_model(batch, task.show_progress, emit)
     return files, summary, batch.record()
 
 
