@@ -133,3 +133,4 @@ def test_cli_prints_only_thermocg_lines(evaluated, tmp_path):
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert lines == [f"thermocg: report: {config.run_dir / 'report' / 'report.html'}"], lines
+

@@ -39,7 +39,7 @@ def figures(res: Results) -> dict[str, "object"]:
             t = [p for p, _ in pts]
             v = [st.mean for _, st in pts]
             err = [np.nan_to_num(uncertainty(st)) for _, st in pts]
-            ax.errorbar(t, v, err, fmt="o-", color=colours[label], label=label, ms=4, capsize=2)
+            ax.errorbar(*gaps(t, v, err, temps), fmt="o-", color=colours[label], label=label, ms=4, capsize=2)
             trained = trained_at(res, groups)
             tv = [(ti, vi) for ti, vi in zip(t, v) if ti in trained]
             if tv:
@@ -92,9 +92,9 @@ def figures(res: Results) -> dict[str, "object"]:
         for ax, key in ((a1, "D_A2_per_ps"), (a2, "D_ratio_CG_over_FG")):
             pts = points(res, label, groups, key)
             if pts:
-                ax.errorbar([p for p, _ in pts], [st.mean for _, st in pts],
-                            [np.nan_to_num(uncertainty(st)) for _, st in pts], fmt="o-", color=colours[label],
-                            label=label, ms=4, capsize=2)
+                ax.errorbar(*gaps([p for p, _ in pts], [st.mean for _, st in pts],
+                                  [np.nan_to_num(uncertainty(st)) for _, st in pts], temps),
+                            fmt="o-", color=colours[label], label=label, ms=4, capsize=2)
     a1.set_xlabel("T (K)")
     a1.set_ylabel("D (Å²/ps)")
     a1.legend(fontsize=7)
@@ -104,6 +104,22 @@ def figures(res: Results) -> dict[str, "object"]:
     fig.tight_layout()
     figs["dynamics"] = fig
     return figs
+
+
+def gaps(t, v, err, temps) -> tuple[list, list, list]:
+    """(t, v, err) with a NaN point wherever the series skips a temperature of ``temps`` between
+    two of its points (a model unstable there, say), so that the line breaks instead of joining
+    its neighbours across it."""
+    out_t, out_v, out_e = [], [], []
+    for i, (ti, vi, ei) in enumerate(zip(t, v, err)):
+        if i and any(t[i - 1] < u < ti for u in temps):
+            out_t.append(next(u for u in temps if t[i - 1] < u < ti))
+            out_v.append(np.nan)
+            out_e.append(0.0)
+        out_t.append(ti)
+        out_v.append(vi)
+        out_e.append(ei)
+    return out_t, out_v, out_e
 
 
 def noise_floor(res: Results, key: str) -> list[tuple[float, float]]:
