@@ -1,6 +1,6 @@
 """Excess force error against temperature for chosen variants of a bench/convergence.py summary.
 
-    python bench/plot_transfer.py bench/results/restrained_transfer.json docs/restrained-transfer.png \\
+    python bench/plot_transfer.py bench/results/restrained_transfer.json docs/v1/restrained-transfer.png \\
         "fm n=100" "trf2 n=100 r_e=6.5" "trf2 restrained m=20 w0=regression n=100"
 """
 
