@@ -28,9 +28,12 @@ class UnstableSystem(SimulationError):
     """One system of a batch failed the MD's safety checks (NaN, a runaway force, beads too close):
     ``system`` is its index in the batch, ``step`` the step it was caught at."""
 
-    def __init__(self, message: str, system: int, step: int):
+    def __init__(self, message: str, system: int = -1, step: int = -1):  # defaults: rebuilt from a message
         super().__init__(message)
         self.system, self.step = system, step
+
+    def __reduce__(self):  # picklable with its fields (a worker process sends it back whole)
+        return type(self), (str(self), self.system, self.step)
 
 
 class TrainingError(ThermocgError):

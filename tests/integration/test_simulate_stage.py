@@ -163,14 +163,16 @@ def test_the_distilled_engine_in_the_stage(tiny_trained, tmp_path):
     assert np.all(np.abs(d.elements["observables/temperature"] - 300.0) < 150.0)
 
 
-def _poison(monkeypatch, batch_size, temperature_K, from_step=10):
-    """Make the system at ``temperature_K`` fail the checks (NaN forces) from ``from_step`` on, in
-    integrators of ``batch_size`` systems only (the Langevin batch or the NVE one)."""
+def _poison(monkeypatch, batch_size, temperature_K, from_step=10, systems=None):
+    """Make the systems at ``temperature_K`` (or those of index ``systems``) fail the checks (NaN
+    forces) from ``from_step`` on, in integrators of ``batch_size`` systems only (the Langevin
+    batch or the NVE one)."""
     real_check = engine.Integrator._check
 
     def poisoned(self):
         if len(self.temperature) == batch_size and self.step_count >= from_step:
-            for k in torch.nonzero(torch.isclose(self.temperature, torch.tensor(temperature_K, dtype=self.temperature.dtype)))[:, 0]:
+            hot = torch.isclose(self.temperature, torch.tensor(temperature_K, dtype=self.temperature.dtype))
+            for k in (systems if systems is not None else torch.nonzero(hot)[:, 0].tolist()):
                 self.forces[k] = float("nan")
         return real_check(self)
 
@@ -223,3 +225,30 @@ def test_an_unstable_nve_segment_keeps_the_langevin_frames(tiny_trained, tmp_pat
                    unstable="stop")
     with pytest.raises(SimulationError, match=r"simulate fm: NVE segment: step 0: system [23] \(T = 420 K\)"):
         run_stage("simulate", stop, show_progress=False)
+
+
+def test_every_system_unstable_and_an_unstable_first_replica(tiny_trained, tmp_path, monkeypatch):
+    """A model whose only system fails still finishes the stage (nothing simulated, the marker
+    recorded); with two replicas and the first unstable, evaluate goes on (it evaluates the first
+    replica, so that temperature has no structure for the model) and says why."""
+    from thermocg.errors import UnstableSystem
+    import pickle
+
+    c = _config(tiny_trained[0], tmp_path, models=("fm",), temperatures_K=(300.0,), max_force=1.0)
+    manifest = run_stage("simulate", c, show_progress=False)
+    assert manifest["outputs"]["fm"] == ["fm/T300K.unstable.json"]
+    assert pipeline.read(c, "simulate").runs == ()
+    run_stage("evaluate", c, show_progress=False)  # nothing simulated: force errors only, and why
+    results = json.loads((stage_path(c, "evaluate") / "results.json").read_text())
+    assert any(n.startswith("fm at 300 K: unstable in CG MD (NVT") for n in results["notes"])
+    (tmp_path / "r").mkdir()
+    two = _config(tiny_trained[0], tmp_path / "r", models=("fm",), temperatures_K=(300.0,), replicas=2)
+    _poison(monkeypatch, 2, 300.0, systems=[0])  # replica 0 only: index 0 of the Langevin batch
+    run_stage("simulate", two, show_progress=False)
+    record = pipeline.read(two, "simulate")
+    assert [(r.temperature_K, r.replica) for r in record.runs] == [(300.0, 1)]
+    run_stage("evaluate", two, show_progress=False)
+    notes = json.loads((stage_path(two, "evaluate") / "results.json").read_text())["notes"]
+    assert any(n.startswith("fm at 300 K: unstable in CG MD (NVT") for n in notes), notes
+    err = pickle.loads(pickle.dumps(UnstableSystem("step 3: system 1", 1, 3)))
+    assert (str(err), err.system, err.step) == ("step 3: system 1", 1, 3)

@@ -291,7 +291,7 @@ def evaluate_temperature(config: Config, t: float, reference: ReferenceRun, trai
             if floor is not None:
                 model_json[m]["force_mse_excess"] = err["value"] - floor
     for m in names:
-        if t not in trajectories.temperatures(m):
+        if not trajectories.has(m, t):  # the first replica is the one evaluated (it may have been unstable)
             continue
         d = read_h5md(trajectories.nvt_path(m, t))
         x, box = d.elements["particles/all/position"], d.elements["particles/all/box/edges"]
@@ -356,7 +356,7 @@ def _notes(reference: ReferenceRun, trained: TrainedModels, trajectories: Trajec
         notes.append("force_mse_excess not computed: no fm-each model was trained ([train] variants)")
     if reference.nve_segments == 0:
         notes.append("all-atom D and D_CG/D_FG not computed: [reference.nve] n_segments = 0")
-    if trajectories.nve_segments == 0:
+    if trajectories.nve_segments == 0 and not any(u["phase"] == "nve" for u in trajectories.unstable):
         notes.append("CG D and D_CG/D_FG not computed: [simulate.nve] n_segments = 0")
     if 1 in (trajectories.nve_segments, reference.nve_segments):
         notes.append("D has no standard error (null) where it comes from a single NVE segment")

@@ -290,6 +290,11 @@ class Trajectories:
     def temperatures(self, model: str) -> list[float]:
         return sorted({r.temperature_K for r in self.runs if r.model == model})
 
+    def has(self, model: str, temperature_K: float, replica: int = 0) -> bool:
+        """Whether ``model`` was simulated at ``temperature_K`` in ``replica`` (not if it was unstable there)."""
+        return any(r.model == model and r.replica == replica and _same_temperature(r.temperature_K, temperature_K)
+                   for r in self.runs)
+
     def run(self, model: str, temperature_K: float, replica: int = 0) -> TrajectoryRun:
         for r in self.runs:
             if r.model == model and r.replica == replica and _same_temperature(r.temperature_K, temperature_K):

@@ -91,10 +91,10 @@ def run_simulate(ctx: StageContext) -> StageResult:
         stage.add_outputs(outputs[task.name])
         systems_done += len(runs[task.name])
         now = time.monotonic()
-        rate = (now - t_start) / systems_done
-        log.info("simulate %s: %d system(s) in %.0f s; %d/%d models, about %.0f min left", task.name,
-                 len(runs[task.name]), now - last[0], len(outputs), len(jobs),
-                 rate * (systems_total - systems_done) / 60)
+        left = (f", about {(now - t_start) / systems_done * (systems_total - systems_done) / 60:.0f} min left"
+                if systems_done else "")  # none done yet: a model whose every system was unstable
+        log.info("simulate %s: %d system(s) in %.0f s; %d/%d models%s", task.name,
+                 len(runs[task.name]), now - last[0], len(outputs), len(jobs), left)
         last[0] = now
         if bar is not None:
             bar.update(1)
