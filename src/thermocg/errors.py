@@ -26,14 +26,17 @@ class SimulationError(ThermocgError):
 
 class UnstableSystem(SimulationError):
     """One system of a batch failed the MD's safety checks (NaN, a runaway force, beads too close):
-    ``system`` is its index in the batch, ``step`` the step it was caught at."""
+    ``system`` is its index in the batch, ``step`` the step it was caught at, ``phase`` "nvt" or
+    "nve" once known, ``reason`` the check's own words."""
 
-    def __init__(self, message: str, system: int = -1, step: int = -1):  # defaults: rebuilt from a message
+    def __init__(self, message: str, system: int = -1, step: int = -1, phase: str | None = None,
+                 reason: str | None = None):  # defaults: rebuilt from a message
         super().__init__(message)
-        self.system, self.step = system, step
+        self.system, self.step, self.phase = system, step, phase
+        self.reason = message if reason is None else reason
 
     def __reduce__(self):  # picklable with its fields (a worker process sends it back whole)
-        return type(self), (str(self), self.system, self.step)
+        return type(self), (str(self), self.system, self.step, self.phase, self.reason)
 
 
 class TrainingError(ThermocgError):

@@ -290,15 +290,18 @@ class Trajectories:
     def temperatures(self, model: str) -> list[float]:
         return sorted({r.temperature_K for r in self.runs if r.model == model})
 
+    def _find(self, model: str, temperature_K: float, replica: int) -> TrajectoryRun | None:
+        return next((r for r in self.runs if r.model == model and r.replica == replica
+                     and _same_temperature(r.temperature_K, temperature_K)), None)
+
     def has(self, model: str, temperature_K: float, replica: int = 0) -> bool:
         """Whether ``model`` was simulated at ``temperature_K`` in ``replica`` (not if it was unstable there)."""
-        return any(r.model == model and r.replica == replica and _same_temperature(r.temperature_K, temperature_K)
-                   for r in self.runs)
+        return self._find(model, temperature_K, replica) is not None
 
     def run(self, model: str, temperature_K: float, replica: int = 0) -> TrajectoryRun:
-        for r in self.runs:
-            if r.model == model and r.replica == replica and _same_temperature(r.temperature_K, temperature_K):
-                return r
+        found = self._find(model, temperature_K, replica)
+        if found is not None:
+            return found
         raise DataFormatError(f"{self.directory}: no simulation of {model} at {temperature_K:g} K "
                               f"(replica {replica})")
 

@@ -92,6 +92,11 @@ def check_existing(path: Path, config_hash: str, sections: str, n_frames: int | 
     return True
 
 
+def part_path(final: Path) -> Path:
+    """Where the frames of ``final`` collect until it is complete: ``.<name>.part`` beside it."""
+    return final.with_name(f".{final.name}.part")
+
+
 class ResumableTrajectories:
     """Frames of one or more trajectories, appended to part files, promoted when complete.
 
@@ -104,7 +109,7 @@ class ResumableTrajectories:
 
     def __init__(self, finals: Sequence[Path], checkpoint: Path | None, where: str):
         self.finals = [Path(f) for f in finals]
-        self.parts = [f.with_name(f".{f.name}.part") for f in self.finals]
+        self.parts = [part_path(f) for f in self.finals]
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.where = where
         self.writers: list[H5MDWriter] = []

@@ -4,10 +4,10 @@ the start frames, seeds and output files; and the bead topology written beside t
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from thermocg import __version__
 from thermocg.config import Config, SimulateSection
 from thermocg.errors import ConfigError
 from thermocg.io.records import ReferenceRun, TrainedModels, TrajectoryRun
-from thermocg.io.trajectory import check_existing
+from thermocg.io.trajectory import check_existing, part_path
 from thermocg.labels import temperature_label
 from thermocg.models.saved import load_model
 from thermocg.simulate.engine import Integrator, Safety, model_force_function, split_force_functions
@@ -71,7 +71,7 @@ class Batch:
     #: (the force function, (slow, fast) or (None, None)), built by :meth:`force_functions`
     functions: tuple | None = None
     #: the systems that failed the MD's checks (``[simulate] unstable = "record"``): their markers
-    unstable: list = field(default_factory=list)
+    unstable: tuple = ()
     #: indices of systems whose NVE segments failed: their Langevin frames stand, no NVE files
     nve_skipped: frozenset = frozenset()
 
@@ -142,12 +142,13 @@ class Batch:
         return marker if isinstance(marker, dict) and marker.get("config_hash") == self.config_hash else None
 
     def _apply(self, k: int, marker: dict) -> "Batch":
-        self.unstable.append(marker)
+        unstable = (*self.unstable, marker)
         if marker["phase"] == "nve":
-            return replace(self, nve_skipped=self.nve_skipped | {k})
+            return replace(self, unstable=unstable, nve_skipped=self.nve_skipped | {k})
         keep = [i for i in range(len(self.systems)) if i != k]
-        return replace(self, systems=[self.systems[i] for i in keep], seeds=[self.seeds[i] for i in keep],
-                       start_x=self.start_x[keep], nve_skipped=frozenset(i - (i > k) for i in self.nve_skipped if i != k))
+        return replace(self, unstable=unstable, systems=[self.systems[i] for i in keep],
+                       seeds=[self.seeds[i] for i in keep], start_x=self.start_x[keep],
+                       nve_skipped=frozenset(i - (i > k) for i in self.nve_skipped if i != k))
 
     def record_unstable(self, k: int, phase: str, step: int, reason: str) -> "Batch":
         """Write system k's marker (``<T>.unstable.json``) and return the batch without it
@@ -159,8 +160,8 @@ class Batch:
                   "phase": phase, "step": int(step), "reason": reason}
         with atomic_path(self.marker_path(k)) as tmp:
             tmp.write_text(json.dumps(marker, indent=1))
-        for stale in ([self.out_dir / f".{self.finals[k].name}.part", self.out_dir / ".nvt.ckpt"] if phase == "nvt"
-                      else [self.out_dir / f".{f.name}.part" for f in self.nve_files[k]]):
+        for stale in ([part_path(self.finals[k]), self.checkpoint] if phase == "nvt"
+                      else [part_path(f) for f in self.nve_files[k]]):
             stale.unlink(missing_ok=True)  # a batch of other systems: its checkpoint no longer fits
         log.warning("simulate %s: the system at %g K (replica %d) is unstable in %s (%s); recorded in %s, the "
                     "model's other systems go on", self.name, t, r, phase.upper(), reason, self.marker_path(k).name)
@@ -169,6 +170,11 @@ class Batch:
     @property
     def labels(self) -> list[str]:
         return [system_label(t, r) for t, r in self.systems]
+
+    @property
+    def checkpoint(self) -> Path:
+        """The Langevin run's checkpoint (positions, velocities, random streams of every system)."""
+        return self.out_dir / ".nvt.ckpt"
 
     @property
     def finals(self) -> list[Path]:

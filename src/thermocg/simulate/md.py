@@ -136,9 +136,7 @@ def _drive(md: Integrator, chunks, after_chunk, out: ResumableTrajectories, bar,
 def _unstable(err: UnstableSystem, failed, phase: str, owner) -> UnstableSystem:
     """``err`` of the integrator's system j as the batch's: system ``owner(j)``, message
     ``failed(err)``, with its ``phase`` ("nvt" or "nve") and the check's own words as ``reason``."""
-    again = UnstableSystem(failed(err), owner(err.system), err.step)
-    again.phase, again.reason = phase, str(err)
-    return again
+    return UnstableSystem(failed(err), owner(err.system), err.step, phase, str(err))
 
 
 def _run_nvt(md: Integrator, batch: Batch, show_progress: bool) -> dict:
@@ -148,7 +146,7 @@ def _run_nvt(md: Integrator, batch: Batch, show_progress: bool) -> dict:
     eq = steps(s.equilibration_ps * 1000, s.timestep_fs)
     interval = steps(s.frame_interval_ps * 1000, s.timestep_fs)
     total = eq + s.n_frames * interval
-    out = ResumableTrajectories(batch.finals, batch.out_dir / ".nvt.ckpt", f"simulate {batch.name}")
+    out = ResumableTrajectories(batch.finals, batch.checkpoint, f"simulate {batch.name}")
 
     def save(path):
         torch.save({"config_hash": batch.config_hash, "step": md.step_count, "positions": md.positions.cpu(),
