@@ -247,29 +247,50 @@ class DistilledForceField(torch.nn.Module):
             (grad,) = torch.autograd.grad(w.sum(), x)
         return w.detach(), -grad
 
+    def _kernel_tables(self, temperature_K, b: int):
+        """What the kernel reads of the heads at each system's temperature, as numpy arrays:
+        (pair coefficients (B, n_pair), prior (B, 3), three-body matrices (B, L+1, m, m), the
+        offsets per bead (B,)), all sum_k c_k(T) of head k's.
+
+        Kept for the last temperatures and coefficients asked for: in MD they change only
+        between runs, and building them is ~100 small torch operations (as long as the kernel
+        itself at 512 beads, bench/RESULTS.md).
+        """
+        t = torch.as_tensor(temperature_K, dtype=torch.float64).detach().cpu()
+        key = (tuple(t.reshape(-1).tolist()), b, self.coef.data_ptr(), self.coef._version,
+               self.bead_offset.data_ptr(), self.bead_offset._version)
+        if getattr(self, "_tables", None) is not None and self._tables[0] == key:
+            return self._tables[1]
+        weights = temperature_weights(self.form, self.order, self.beta0.cpu(), t, b)  # (B, 3)
+        coef = weights @ self.coef.cpu()  # (B, n_basis)
+        coef_prior, decay, onset = self.prior_params
+        prior = torch.stack([weights[:, 0] * coef_prior, torch.full((b,), decay, dtype=torch.float64),
+                             torch.full((b,), onset, dtype=torch.float64)], dim=-1)
+        if self.radial3 is not None:
+            n_m, n_l = len(self.radial3.origins), self.degree + 1
+            d = coef[:, self.n_pair:].reshape(b, -1, n_l)  # (B, Q, L)
+            tri = torch.zeros(b, n_l, n_m, n_m, dtype=torch.float64)
+            first, second = (torch.tensor(v) for v in zip(*self._mm))
+            tri[:, :, first, second] = d.transpose(1, 2)
+            tri[:, :, second, first] = d.transpose(1, 2)
+        else:
+            tri = torch.zeros(b, 1, 1, 1, dtype=torch.float64)
+        tables = (coef[:, :self.n_pair].contiguous().numpy(), prior.numpy(), tri.numpy(),
+                  (weights @ self.bead_offset.cpu()).numpy())
+        self._tables = (key, tables)
+        return tables
+
     def _kernel_energy_and_forces(self, x, lengths, temperature_K):
-        """The CPU path: the heads combined with each system's temperature weights, then one
-        numba pass over the pairs and triplets (no autograd)."""
+        """The CPU path: the heads combined with each system's temperature weights
+        (:meth:`_kernel_tables`), then one numba pass over the pairs and triplets (no autograd)."""
         from thermocg.models.fast_kernels import distilled_forward, scatter_pairs
 
         b, n, _ = x.shape
         with torch.no_grad():
             self.neighbour_list.update(x, lengths)
-            weights = temperature_weights(self.form, self.order, self.beta0, temperature_K, b)  # (B, 3)
-            coef = weights @ self.coef.cpu()  # (B, n_basis)
-            coef_prior, decay, onset = self.prior_params
-            prior = torch.stack([weights[:, 0] * coef_prior, torch.full((b,), decay, dtype=torch.float64),
-                                 torch.full((b,), onset, dtype=torch.float64)], dim=-1)
-            if self.radial3 is not None:
-                n_m, n_l = len(self.radial3.origins), self.degree + 1
-                d = coef[:, self.n_pair:].reshape(b, -1, n_l)  # (B, Q, L)
-                tri = torch.zeros(b, n_l, n_m, n_m, dtype=torch.float64)
-                for q, (i, j) in enumerate(self._mm):
-                    tri[:, :, i, j] = d[:, q]
-                    tri[:, :, j, i] = d[:, q]
-                radial_grid = np.array([self.radial3.origins[0], self.radial3.step])
-            else:
-                tri, radial_grid = torch.zeros(b, 1, 1, 1, dtype=torch.float64), np.array([0.0, 1.0])
+            pair_coef, prior, tri, offsets = self._kernel_tables(temperature_K, b)
+            radial_grid = (np.array([self.radial3.origins[0], self.radial3.step]) if self.radial3 is not None
+                           else np.array([0.0, 1.0]))
             nbr, valid = self.neighbour_list.neighbours.numpy(), self.neighbour_list.valid.numpy()
             xn = x.detach().to(torch.float64).reshape(b * n, 3).numpy()
             box = lengths.detach().to(torch.float64).repeat_interleave(n, dim=0).numpy()
@@ -277,11 +298,10 @@ class DistilledForceField(torch.nn.Module):
             energy_bead = np.empty(b * n)
             gpair = np.empty((*valid.shape, 3))
             distilled_forward(xn, box, nbr, valid, system, self.cutoff, np.array([self.pair.origins[0], self.pair.step]),
-                              coef[:, :self.n_pair].contiguous().numpy(), prior.numpy(), self.r3, radial_grid,
-                              tri.numpy(), energy_bead, gpair)
+                              pair_coef, prior, self.r3, radial_grid, tri, energy_bead, gpair)
             grad = np.zeros_like(xn)
             scatter_pairs(nbr, valid, gpair, grad)
-            w = energy_bead.reshape(b, n).sum(1) + n * (weights @ self.bead_offset.cpu()).numpy()
+            w = energy_bead.reshape(b, n).sum(1) + n * offsets
             return (torch.from_numpy(w).to(x.dtype), -torch.from_numpy(grad).reshape(b, n, 3).to(x.dtype))
 
     # -- the fit ------------------------------------------------------------------------------

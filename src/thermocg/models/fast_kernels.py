@@ -105,17 +105,25 @@ def _angular_column(ux, uy, uz, channels, a, p):
 
 
 @numba.njit(inline="always")
-def _bead_pairs(x, box, nbr, valid, i, cutoff, channels, h):
-    """Bead i's pairs within the cutoff, packed, with what both kernels need of them:
-    (n_p, geo (4, K) = (dx, dy, dz, r), slot (K,), a (9, K), q = 1/r (K,), phi (K,))."""
-    k_max = valid.shape[1]
-    geo = np.empty((4, k_max))
-    slot = np.empty(k_max, dtype=np.int64)
-    a = np.empty((9, k_max))
-    q, phi = np.empty(k_max), np.empty(k_max)
+def _bead_pairs(x, box, nbr, valid, i, cutoff, channels, h, geo, slot, a, q, phi):
+    """Bead i's pairs within the cutoff, packed, with what both kernels need of them, written
+    into the caller's scratch arrays: geo (4, K) = (dx, dy, dz, r), slot (K,), a (9, K),
+    q = 1/r (K,), phi (K,). Returns their number n_p."""
     n_p = _gather(x, box, nbr, valid, i, cutoff, slot, geo)
     _angular_all(geo, n_p, channels, h, a, q, phi)
-    return n_p, geo, slot, a, q, phi
+    return n_p
+
+
+@numba.njit(inline="always")
+def _pair_scratch(k_max):
+    """Scratch arrays for :func:`_bead_pairs`, allocated once per parallel task (a chunk of
+    beads), not once per bead: (geo, slot, a, q, phi)."""
+    return (np.empty((4, k_max)), np.empty(k_max, dtype=np.int64), np.empty((9, k_max)), np.empty(k_max),
+            np.empty(k_max))
+
+
+#: beads per parallel task of the kernels (their scratch arrays are allocated once per task)
+_CHUNK = 32
 
 
 @numba.njit(inline="always")
@@ -137,26 +145,29 @@ def pair_forward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, env,
     m, k_max = valid.shape
     g_n, nu_n = inv_mu.shape
     n_j, imu, s2, h, coef, decay, onset = _constants(inv_mu, sig2, cutoff, prior)
-    for i in numba.prange(m):
-        n_p, geo, slot, a, q, phi = _bead_pairs(x, box, nbr, valid, i, cutoff, channels, h)
+    for chunk in numba.prange((m + _CHUNK - 1) // _CHUNK):
+        geo, slot, a, q, phi = _pair_scratch(k_max)
         s = np.empty(n_j)
-        acc = np.zeros((channels, n_j))
-        e_prior = 0.0
-        for p in range(n_p):
-            e_prior += 0.5 * coef * math.exp(-decay * (geo[3, p] - onset))
-            qp, ph = q[p], phi[p]
-            for j in range(n_j):
-                t = qp - imu[j]
-                s[j] = exp_neg(-0.5 * t * t * s2[j]) * ph
-            for c in range(channels):
-                ac = a[c, p]
+        acc = np.empty((channels, n_j))
+        for i in range(chunk * _CHUNK, min(m, (chunk + 1) * _CHUNK)):
+            n_p = _bead_pairs(x, box, nbr, valid, i, cutoff, channels, h, geo, slot, a, q, phi)
+            acc[:] = 0.0
+            e_prior = 0.0
+            for p in range(n_p):
+                e_prior += 0.5 * coef * math.exp(-decay * (geo[3, p] - onset))
+                qp, ph = q[p], phi[p]
                 for j in range(n_j):
-                    acc[c, j] += ac * s[j]
-        prior_bead[i] = e_prior
-        for g in range(g_n):
-            for c in range(channels):
-                for nu in range(nu_n):
-                    env[g, i, c, nu] = acc[c, g * nu_n + nu]
+                    t = qp - imu[j]
+                    s[j] = exp_neg(-0.5 * t * t * s2[j]) * ph
+                for c in range(channels):
+                    ac = a[c, p]
+                    for j in range(n_j):
+                        acc[c, j] += ac * s[j]
+            prior_bead[i] = e_prior
+            for g in range(g_n):
+                for c in range(channels):
+                    for nu in range(nu_n):
+                        env[g, i, c, nu] = acc[c, g * nu_n + nu]
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
@@ -167,50 +178,80 @@ def pair_backward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, gen
     m, k_max = valid.shape
     g_n, nu_n = inv_mu.shape
     n_j, imu, s2, h, coef, decay, onset = _constants(inv_mu, sig2, cutoff, prior)
-    for i in numba.prange(m):
-        n_p, geo, slot, a, q, phi = _bead_pairs(x, box, nbr, valid, i, cutoff, channels, h)
-        ga = np.zeros((9, k_max))
+    for chunk in numba.prange((m + _CHUNK - 1) // _CHUNK):
+        geo, slot, a, q, phi = _pair_scratch(k_max)
+        ga = np.empty((9, k_max))
         dphi, dl_dr, e, ds = np.empty(k_max), np.empty(k_max), np.empty(k_max), np.empty(k_max)
-        for p in range(n_p):
-            r = geo[3, p]
-            dphi[p] = -2.0 * math.cos(h * r) * math.sin(h * r) * h
-            # the prior: d/dr of half the pair term
-            dl_dr[p] = -decay * 0.5 * coef * math.exp(-decay * (r - onset)) * gprior[i]
-        for j in range(n_j):
-            g, nu = j // nu_n, j % nu_n
-            imu_j, s2_j = imu[j], s2[j]
+        for i in range(chunk * _CHUNK, min(m, (chunk + 1) * _CHUNK)):
+            n_p = _bead_pairs(x, box, nbr, valid, i, cutoff, channels, h, geo, slot, a, q, phi)
+            ga[:, :n_p] = 0.0
             for p in range(n_p):
-                t = q[p] - imu_j
-                e[p] = exp_neg(-0.5 * t * t * s2_j)
-                ds[p] = 0.0
-            for c in range(channels):
-                gv = genv[g, i, c, nu]
+                r = geo[3, p]
+                dphi[p] = -2.0 * math.cos(h * r) * math.sin(h * r) * h
+                # the prior: d/dr of half the pair term
+                dl_dr[p] = -decay * 0.5 * coef * math.exp(-decay * (r - onset)) * gprior[i]
+            for j in range(n_j):
+                g, nu = j // nu_n, j % nu_n
+                imu_j, s2_j = imu[j], s2[j]
                 for p in range(n_p):
-                    ds[p] += gv * a[c, p]  # dL/ds
-                    ga[c, p] += gv * e[p] * phi[p]  # dL/da
-            # ds/dr = e (sigma^2 t q^2 phi + phi')   (dt/dr = -q^2)
+                    t = q[p] - imu_j
+                    e[p] = exp_neg(-0.5 * t * t * s2_j)
+                    ds[p] = 0.0
+                for c in range(channels):
+                    gv = genv[g, i, c, nu]
+                    for p in range(n_p):
+                        ds[p] += gv * a[c, p]  # dL/ds
+                        ga[c, p] += gv * e[p] * phi[p]  # dL/da
+                # ds/dr = e (sigma^2 t q^2 phi + phi')   (dt/dr = -q^2)
+                for p in range(n_p):
+                    t = q[p] - imu_j
+                    dl_dr[p] += ds[p] * e[p] * (s2_j * t * q[p] * q[p] * phi[p] + dphi[p])
+            for k in range(k_max):
+                gpair[i, k, 0] = gpair[i, k, 1] = gpair[i, k, 2] = 0.0
             for p in range(n_p):
-                t = q[p] - imu_j
-                dl_dr[p] += ds[p] * e[p] * (s2_j * t * q[p] * q[p] * phi[p] + dphi[p])
-        for k in range(k_max):
-            gpair[i, k, 0] = gpair[i, k, 1] = gpair[i, k, 2] = 0.0
-        for p in range(n_p):
-            ux, uy, uz = geo[0, p] * q[p], geo[1, p] * q[p], geo[2, p] * q[p]
-            # dL/du from the angular channels (the trace's gradient lies along u and drops out below)
-            gx = gy = gz = 0.0
-            if channels > 1:
-                gx += ga[1, p]
-                gy += ga[2, p]
-                gz += ga[3, p]
-            if channels > 4:  # d a[4:9] / du, dropping the trace (along u)
-                gx += SQRT2 * (ga[4, p] * uy + ga[5, p] * uz) + 2.0 * ux * (SQRT1_2 * ga[7, p] + SQRT3_2 * ga[8, p])
-                gy += SQRT2 * (ga[4, p] * ux + ga[6, p] * uz) + 2.0 * uy * (SQRT3_2 * ga[8, p] - SQRT1_2 * ga[7, p])
-                gz += SQRT2 * (ga[5, p] * ux + ga[6, p] * uy)
-            along = gx * ux + gy * uy + gz * uz
-            k = slot[p]
-            gpair[i, k, 0] = dl_dr[p] * ux + (gx - along * ux) * q[p]
-            gpair[i, k, 1] = dl_dr[p] * uy + (gy - along * uy) * q[p]
-            gpair[i, k, 2] = dl_dr[p] * uz + (gz - along * uz) * q[p]
+                ux, uy, uz = geo[0, p] * q[p], geo[1, p] * q[p], geo[2, p] * q[p]
+                # dL/du from the angular channels (the trace's gradient lies along u and drops out below)
+                gx = gy = gz = 0.0
+                if channels > 1:
+                    gx += ga[1, p]
+                    gy += ga[2, p]
+                    gz += ga[3, p]
+                if channels > 4:  # d a[4:9] / du, dropping the trace (along u)
+                    gx += SQRT2 * (ga[4, p] * uy + ga[5, p] * uz) + 2.0 * ux * (SQRT1_2 * ga[7, p] + SQRT3_2 * ga[8, p])
+                    gy += SQRT2 * (ga[4, p] * ux + ga[6, p] * uz) + 2.0 * uy * (SQRT3_2 * ga[8, p] - SQRT1_2 * ga[7, p])
+                    gz += SQRT2 * (ga[5, p] * ux + ga[6, p] * uy)
+                along = gx * ux + gy * uy + gz * uz
+                k = slot[p]
+                gpair[i, k, 0] = dl_dr[p] * ux + (gx - along * ux) * q[p]
+                gpair[i, k, 1] = dl_dr[p] * uy + (gy - along * uy) * q[p]
+                gpair[i, k, 2] = dl_dr[p] * uz + (gz - along * uz) * q[p]
+
+
+@numba.njit(cache=True)
+def pad_pairs(first, second, m):  # pragma: no cover
+    """The padded candidate layout of a half pair list (each pair (i, j) once): (neighbours (M, K)
+    int64, valid (M, K) bool), K the largest number of neighbours of a bead; row i holds its
+    neighbours in the order of the list, and empty slots point at the bead itself."""
+    counts = np.zeros(m, dtype=np.int64)
+    for p in range(len(first)):
+        counts[first[p]] += 1
+        counts[second[p]] += 1
+    width = max(1, counts.max()) if m else 1
+    neighbours = np.empty((m, width), dtype=np.int64)
+    valid = np.zeros((m, width), dtype=np.bool_)
+    for i in range(m):
+        for k in range(width):
+            neighbours[i, k] = i
+    fill = np.zeros(m, dtype=np.int64)
+    for p in range(len(first)):
+        i, j = first[p], second[p]
+        neighbours[i, fill[i]] = j
+        valid[i, fill[i]] = True
+        fill[i] += 1
+        neighbours[j, fill[j]] = i
+        valid[j, fill[j]] = True
+        fill[j] += 1
+    return neighbours, valid
 
 
 @numba.njit(cache=True)
@@ -251,24 +292,29 @@ def prior_forces(x, box, nbr, valid, cutoff, prior, energy_bead, forces):  # pra
 
 
 @numba.njit(inline="always")
-def _bspline_row(r, origin, step, n, values, derivs):
-    """The n uniform cubic B-splines of origins origin + a step (a = 0..n-1) and their r-derivatives
-    at r, written into values and derivs (zero where a spline does not reach)."""
-    for a in range(n):
-        values[a] = 0.0
-        derivs[a] = 0.0
+def _bspline4(r, origin, step, n, row, idx, values, derivs):
+    """The (at most) four cubic B-splines of origins origin + a step (a = 0..n-1) that are nonzero
+    at r: their indices a into idx[row], values into values[row] and r-derivatives into
+    derivs[row] (a spline out of range gets index 0 and value 0). Only these four enter a sum
+    over the basis, so the kernel's sums run over four terms, not n."""
     v = (r - origin) / step
     j = int(math.floor(v))
     t = v - j
     t2, t3 = t * t, t * t * t
-    pieces = (t3 / 6.0, (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0,
-              (1.0 - t) ** 3 / 6.0)
-    slopes = (t2 / 2.0, (-3.0 * t2 + 2.0 * t + 1.0) / 2.0, (3.0 * t2 - 4.0 * t) / 2.0, -(1.0 - t) ** 2 / 2.0)
     for p in range(4):
         a = j - p  # the spline of origin index a is on its piece p here
+        if p == 0:
+            val, der = t3 / 6.0, t2 / 2.0
+        elif p == 1:
+            val, der = (-3.0 * t3 + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, (-3.0 * t2 + 2.0 * t + 1.0) / 2.0
+        elif p == 2:
+            val, der = (3.0 * t3 - 6.0 * t2 + 4.0) / 6.0, (3.0 * t2 - 4.0 * t) / 2.0
+        else:
+            val, der = (1.0 - t) ** 3 / 6.0, -(1.0 - t) ** 2 / 2.0
         if 0 <= a < n:
-            values[a] = pieces[p]
-            derivs[a] = slopes[p] / step
+            idx[row, p], values[row, p], derivs[row, p] = a, val, der / step
+        else:
+            idx[row, p], values[row, p], derivs[row, p] = 0, 0.0, 0.0
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
@@ -282,90 +328,102 @@ def distilled_forward(x, box, nbr, valid, system, cutoff, pair_grid, pair_coef, 
     symmetric matrices S_L with g_L(r_a, r_c) = f(r_a)^T S_L f(r_c). energy_bead (M,) gets half of
     each pair term and the bead's triplets; gpair (M, K, 3) the gradient with respect to each
     r_ik = x_i - x_k (to be scattered by :func:`scatter_pairs`).
+
+    Cost: each bead's neighbours c within r3 get S_L f(r_c) and S_L f'(r_c) once (four nonzero
+    splines: 4 m products per L), so a triplet (a, c) costs three 4-term dot products per L
+    instead of two m x m matrix-vector products (the same numbers, summed in another order).
     """
     m_beads, k_max = valid.shape
     n_pair = pair_coef.shape[1]
     n_l, n_m = tri_coef.shape[1], tri_coef.shape[2]
-    for i in numba.prange(m_beads):
-        b = system[i]
-        e = 0.0
+    n_chunks = (m_beads + _CHUNK - 1) // _CHUNK
+    for chunk in numba.prange(n_chunks):
         geo = np.empty((4, k_max))
         near = np.empty(k_max, dtype=np.int64)
-        fb = np.empty(n_pair)
-        db = np.empty(n_pair)
-        fr = np.empty((k_max, n_m))
-        dr = np.empty((k_max, n_m))
-        n_near = 0
-        for k in range(k_max):
-            gpair[i, k, 0] = gpair[i, k, 1] = gpair[i, k, 2] = 0.0
-            if not valid[i, k]:
-                continue
-            dx, dy, dz, r = _pair(x, box, i, nbr[i, k])
-            geo[0, k], geo[1, k], geo[2, k], geo[3, k] = dx, dy, dz, r
-            if r >= cutoff:
-                continue
-            _bspline_row(r, pair_grid[0], pair_grid[1], n_pair, fb, db)
-            phi = 0.0
-            dphi = 0.0
-            for a in range(n_pair):
-                phi += pair_coef[b, a] * fb[a]
-                dphi += pair_coef[b, a] * db[a]
-            pr = prior[b, 0] * math.exp(-prior[b, 1] * (r - prior[b, 2]))
-            phi += pr
-            dphi -= prior[b, 1] * pr
-            e += 0.5 * phi
-            g = 0.5 * dphi / r
-            gpair[i, k, 0] += g * dx
-            gpair[i, k, 1] += g * dy
-            gpair[i, k, 2] += g * dz
-            if r < r3:
-                near[n_near] = k
-                _bspline_row(r, radial_grid[0], radial_grid[1], n_m, fr[n_near], dr[n_near])
-                n_near += 1
-        v = np.empty(n_m)
-        w = np.empty(n_m)
+        pidx = np.empty((1, 4), dtype=np.int64)
+        pval, pder = np.empty((1, 4)), np.empty((1, 4))
+        fidx = np.empty((k_max, 4), dtype=np.int64)
+        fval, fder = np.empty((k_max, 4)), np.empty((k_max, 4))
+        sv = np.empty((k_max, n_l, n_m))  # S_L f(r_c)
+        sw = np.empty((k_max, n_l, n_m))  # S_L f'(r_c)
         p = np.empty(n_l)
         dp = np.empty(n_l)
-        for ia in range(n_near):
-            ka = near[ia]
-            ra = geo[3, ka]
-            for ic in range(ia + 1, n_near):
-                kc = near[ic]
-                rc = geo[3, kc]
-                cos = (geo[0, ka] * geo[0, kc] + geo[1, ka] * geo[1, kc] + geo[2, ka] * geo[2, kc]) / (ra * rc)
-                cos = min(1.0, max(-1.0, cos))
-                # Legendre P_L(cos) and P_L'(cos)
-                p[0], dp[0] = 1.0, 0.0
-                if n_l > 1:
-                    p[1], dp[1] = cos, 1.0
-                for n in range(1, n_l - 1):
-                    p[n + 1] = ((2 * n + 1) * cos * p[n] - n * p[n - 1]) / (n + 1)
-                    dp[n + 1] = dp[n - 1] + (2 * n + 1) * p[n]
-                s = ds_da = ds_dc = ds_dcos = 0.0
+        for i in range(chunk * _CHUNK, min(m_beads, (chunk + 1) * _CHUNK)):
+            b = system[i]
+            e = 0.0
+            n_near = 0
+            for k in range(k_max):
+                gpair[i, k, 0] = gpair[i, k, 1] = gpair[i, k, 2] = 0.0
+                if not valid[i, k]:
+                    continue
+                dx, dy, dz, r = _pair(x, box, i, nbr[i, k])
+                geo[0, k], geo[1, k], geo[2, k], geo[3, k] = dx, dy, dz, r
+                if r >= cutoff:
+                    continue
+                _bspline4(r, pair_grid[0], pair_grid[1], n_pair, 0, pidx, pval, pder)
+                phi = 0.0
+                dphi = 0.0
+                for s in range(4):
+                    c = pair_coef[b, pidx[0, s]]
+                    phi += c * pval[0, s]
+                    dphi += c * pder[0, s]
+                pr = prior[b, 0] * math.exp(-prior[b, 1] * (r - prior[b, 2]))
+                phi += pr
+                dphi -= prior[b, 1] * pr
+                e += 0.5 * phi
+                g = 0.5 * dphi / r
+                gpair[i, k, 0] += g * dx
+                gpair[i, k, 1] += g * dy
+                gpair[i, k, 2] += g * dz
+                if r < r3:
+                    near[n_near] = k
+                    _bspline4(r, radial_grid[0], radial_grid[1], n_m, n_near, fidx, fval, fder)
+                    n_near += 1
+            # S_L f(r_c) and S_L f'(r_c) of every neighbour within r3 (the second of the two below)
+            for ic in range(1, n_near):
                 for ell in range(n_l):
-                    # v = S_L f(r_c), w = S_L f'(r_c)
                     for mm in range(n_m):
-                        v[mm] = 0.0
-                        w[mm] = 0.0
-                        for m2 in range(n_m):
-                            v[mm] += tri_coef[b, ell, mm, m2] * fr[ic, m2]
-                            w[mm] += tri_coef[b, ell, mm, m2] * dr[ic, m2]
-                    g_l = dga = dgc = 0.0
-                    for mm in range(n_m):
-                        g_l += fr[ia, mm] * v[mm]
-                        dga += dr[ia, mm] * v[mm]
-                        dgc += fr[ia, mm] * w[mm]
-                    s += g_l * p[ell]
-                    ds_da += dga * p[ell]
-                    ds_dc += dgc * p[ell]
-                    ds_dcos += g_l * dp[ell]
-                e += s
-                for c in range(3):
-                    ua = geo[c, ka] / ra
-                    uc = geo[c, kc] / rc
-                    gpair[i, ka, c] += ds_da * ua + ds_dcos * (uc - cos * ua) / ra
-                    gpair[i, kc, c] += ds_dc * uc + ds_dcos * (ua - cos * uc) / rc
-        energy_bead[i] = e
+                        v = w = 0.0
+                        for s in range(4):
+                            t = tri_coef[b, ell, mm, fidx[ic, s]]
+                            v += t * fval[ic, s]
+                            w += t * fder[ic, s]
+                        sv[ic, ell, mm] = v
+                        sw[ic, ell, mm] = w
+            for ia in range(n_near):
+                ka = near[ia]
+                ra = geo[3, ka]
+                for ic in range(ia + 1, n_near):
+                    kc = near[ic]
+                    rc = geo[3, kc]
+                    cos = (geo[0, ka] * geo[0, kc] + geo[1, ka] * geo[1, kc] + geo[2, ka] * geo[2, kc]) / (ra * rc)
+                    cos = min(1.0, max(-1.0, cos))
+                    # Legendre P_L(cos) and P_L'(cos)
+                    p[0], dp[0] = 1.0, 0.0
+                    if n_l > 1:
+                        p[1], dp[1] = cos, 1.0
+                    for n in range(1, n_l - 1):
+                        p[n + 1] = ((2 * n + 1) * cos * p[n] - n * p[n - 1]) / (n + 1)
+                        dp[n + 1] = dp[n - 1] + (2 * n + 1) * p[n]
+                    s_ = ds_da = ds_dc = ds_dcos = 0.0
+                    for ell in range(n_l):
+                        g_l = dga = dgc = 0.0  # f(r_a).S f(r_c), f'(r_a).S f(r_c), f(r_a).S f'(r_c)
+                        for s in range(4):
+                            mm = fidx[ia, s]
+                            g_l += fval[ia, s] * sv[ic, ell, mm]
+                            dga += fder[ia, s] * sv[ic, ell, mm]
+                            dgc += fval[ia, s] * sw[ic, ell, mm]
+                        s_ += g_l * p[ell]
+                        ds_da += dga * p[ell]
+                        ds_dc += dgc * p[ell]
+                        ds_dcos += g_l * dp[ell]
+                    e += s_
+                    for c in range(3):
+                        ua = geo[c, ka] / ra
+                        uc = geo[c, kc] / rc
+                        gpair[i, ka, c] += ds_da * ua + ds_dcos * (uc - cos * ua) / ra
+                        gpair[i, kc, c] += ds_dc * uc + ds_dcos * (ua - cos * uc) / rc
+            energy_bead[i] = e
 
 
 class PairEnvironment(torch.autograd.Function):

@@ -105,6 +105,25 @@ def test_the_cpu_kernel_equals_the_torch_form(water_model, form):
     torch.testing.assert_close(f_kernel, f_torch, rtol=1e-9, atol=1e-9)
 
 
+def test_the_kernel_follows_a_new_temperature_and_new_coefficients(water_model):
+    """The kernel keeps its temperature-combined tables between calls: a call at another
+    temperature, or after the coefficients changed in place (a new fit), must not reuse them."""
+    ff, cg = _form(water_model)
+    x, box = torch.as_tensor(cg.positions[:1]), torch.as_tensor(cg.box[:1])
+    reference = _form(water_model)[0]
+    reference.kernels = "torch"
+    for t in (300.0, 620.0, 300.0):
+        torch.testing.assert_close(ff.energy_and_forces(x, box, t), reference.energy_and_forces(x, box, t),
+                                   rtol=1e-9, atol=1e-9)
+    for form in (ff, reference):
+        form.coef.mul_(1.5)
+        form.bead_offset.add_(0.25)
+    e_kernel, f_kernel = ff.energy_and_forces(x, box, 300.0)
+    e_torch, f_torch = reference.energy_and_forces(x, box, 300.0)
+    torch.testing.assert_close(f_kernel, f_torch, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(e_kernel, e_torch, rtol=1e-10, atol=1e-9)
+
+
 def test_beads_with_one_neighbour_or_none(water_model):
     """A dilute system (two isolated pairs, a lone bead): no triplets, and the kernel and the
     torch form still agree (the torch form must not ask for more neighbours than the list has)."""
