@@ -112,30 +112,49 @@ class NeighbourList:
 def padded_candidates(x: torch.Tensor, lengths: torch.Tensor, radius: float):
     """Every bead's neighbours within ``radius`` (minimum image, radius < L/2) in a padded layout.
 
-    vesin's cell lists find the pairs of each system (a half list, each pair once, unsorted:
-    half the pairs of a full list, and at ~500 beads the search costs about as much per pair
-    found); the padding is our own (:func:`thermocg.models.fast_kernels.pad_pairs`, a counting
-    sort: as torch operations it took as long as the search). Returns (neighbours (B*N, K) long,
-    valid (B*N, K) bool) with flat bead indices; each pair is in both beads' rows, and empty
-    slots point at the bead itself and are not valid.
+    vesin's cell lists find the pairs of each system, on x's device (a half list, each pair
+    once, unsorted: at ~500 beads the search costs about as much per pair found, so half the
+    pairs is half the time); the padding is our own: on the CPU a counting sort in numba
+    (:func:`thermocg.models.fast_kernels.pad_pairs`; as torch operations it took as long as the
+    search), elsewhere torch operations. Returns (neighbours (B*N, K) long, valid (B*N, K) bool)
+    with flat bead indices; each pair is in both beads' rows, and empty slots point at the bead
+    itself and are not valid.
     """
     from vesin_torch import NeighborList
-
-    from thermocg.models.fast_kernels import pad_pairs
 
     b, n, _ = x.shape
     search = NeighborList(cutoff=float(radius), full_list=False, sorted=False)
     firsts, seconds = [], []
     for k in range(b):
-        box = torch.diag(lengths[k]).to(torch.float64)
-        xk = x[k].detach().cpu().to(torch.float64)
-        xk = xk - box.diagonal() * torch.floor(xk / box.diagonal())
-        i, j = search.compute(xk, box.cpu(), periodic=True, quantities="ij")
+        edges = lengths[k].detach().to(torch.float64)
+        xk = x[k].detach().to(torch.float64)
+        xk = xk - edges * torch.floor(xk / edges)
+        i, j = search.compute(xk, torch.diag(edges), periodic=True, quantities="ij")
         firsts.append(i.to(torch.long) + k * n)
         seconds.append(j.to(torch.long) + k * n)
-    first, second = torch.cat(firsts).numpy(), torch.cat(seconds).numpy()
-    neighbours, valid = pad_pairs(first, second, b * n)
-    return torch.from_numpy(neighbours).to(x.device), torch.from_numpy(valid).to(x.device)
+    first, second = torch.cat(firsts), torch.cat(seconds)
+    if x.device.type == "cpu":
+        from thermocg.models.fast_kernels import pad_pairs
+
+        neighbours, valid = pad_pairs(first.numpy(), second.numpy(), b * n)
+        return torch.from_numpy(neighbours), torch.from_numpy(valid)
+    return pad_pairs_torch(first, second, b * n)
+
+
+def pad_pairs_torch(first: torch.Tensor, second: torch.Tensor, m: int):
+    """:func:`thermocg.models.fast_kernels.pad_pairs` in torch operations (any device): the
+    padded layout of a half pair list, each row's neighbours in the order of the list."""
+    first, second = torch.cat([first, second]), torch.cat([second, first])
+    order = torch.sort(first, stable=True).indices
+    first, second = first[order], second[order]
+    counts = torch.bincount(first, minlength=m)
+    width = max(int(counts.max()) if len(first) else 0, 1)
+    slot = torch.arange(len(first), device=first.device) - (torch.cumsum(counts, 0) - counts)[first]
+    neighbours = torch.arange(m, device=first.device)[:, None].repeat(1, width)
+    valid = torch.zeros(m, width, dtype=torch.bool, device=first.device)
+    neighbours[first, slot] = second
+    valid[first, slot] = True
+    return neighbours, valid
 
 
 def padded_geometry(x: torch.Tensor, lengths: torch.Tensor, neighbour_list: NeighbourList, cutoff: float):

@@ -176,6 +176,27 @@ def test_neighbour_list_holds_the_minimum_image_pairs_as_beads_move():
     assert nl.rebuilds == 2 and listed(big) == brute(big)
 
 
+def test_both_paddings_of_a_half_list_hold_each_pair_in_both_rows():
+    """The numba padding (CPU) and the torch one (other devices) of the same half list: every
+    pair (i, j) in row i and row j, nothing else, empty slots pointing at the bead itself; a bead
+    without neighbours has an empty row."""
+    from thermocg.models.fast import pad_pairs_torch
+    from thermocg.models.fast_kernels import pad_pairs
+
+    rng = np.random.default_rng(3)
+    m = 40
+    pairs = {tuple(sorted(p)) for p in rng.integers(0, m - 1, size=(300, 2)) if p[0] != p[1]}  # bead m-1: none
+    first, second = (np.array(v, dtype=np.int64) for v in zip(*sorted(pairs, key=lambda p: rng.random())))
+    expected = [{j for p in pairs for j in p if i in p and j != i} for i in range(m)]
+    for nbr, valid in (pad_pairs(first, second, m), pad_pairs_torch(torch.from_numpy(first), torch.from_numpy(second), m)):
+        nbr, valid = np.asarray(nbr), np.asarray(valid)
+        assert valid.shape[1] == max(len(e) for e in expected)
+        for i in range(m):
+            assert set(nbr[i][valid[i]].tolist()) == expected[i] and valid[i].sum() == len(expected[i])
+            assert (nbr[i][~valid[i]] == i).all()
+        assert not valid[m - 1].any()
+
+
 def _pairs_from(nl, x):
     m = x.shape[0] * x.shape[1]
     lengths = nl._lengths
