@@ -26,12 +26,15 @@ at N beads and on ``--lammps-tiles`` copies of the box (2: 8N beads), next to mW
 Stillinger-Weber one-bead water, a pair + three-body form of the same shape) on the same beads.
 
 The CG set-ups are timed in interleaved rounds (the median of ``--rounds``), so that a
-slow spell of a shared machine does not favour one of them. The last line,
-``ratio X``, is CG ns/day of one system with the stage's defaults (fast form, its timestep and
-multiple time stepping) over
-OpenMM's ns/day for the same molecules, both measured in this run. With LAMMPS, three lines
-follow: ``lammps-aa-ns-per-day X`` (all-atom LAMMPS), ``ratio-vs-lammps X`` (CG with the stage's
-defaults over it) and ``ratio-lammps-distilled X`` (the distilled form in LAMMPS over it).
+slow spell of a shared machine does not favour one of them. The table's last column and the
+``baseline`` lines are against the baseline: the faster all-atom engine of this run on the
+CPU, OpenMM (CUDA) on a GPU. The last lines: ``ratio X``, CG ns/day of one system with the
+stage's defaults (fast form, its timestep and multiple time stepping) over OpenMM's ns/day
+for the same molecules; ``baseline-aa-ns-per-day X (engine)``, ``ratio-vs-baseline X`` (the
+same CG over the baseline) and ``ratio-distilled-vs-baseline X`` (the distilled form in
+thermocg's engine over it). With LAMMPS, three lines follow: ``lammps-aa-ns-per-day X``
+(all-atom LAMMPS), ``ratio-vs-lammps X`` (CG with the stage's defaults over it) and
+``ratio-lammps-distilled X`` (the distilled form in LAMMPS over it).
 
     python bench/cg_md.py --model runs/quick/train/trf2.pt
     python bench/cg_md.py --model MODEL.pt --n-molecules 512 --batch 1 8 32 --device cuda
@@ -308,28 +311,6 @@ def main() -> None:
                 sync()
                 times[i].append((time.perf_counter() - t0) / args.steps)
 
-    print(f"# CG MD vs all-atom: {args.n_molecules} molecules, model {args.model} "
-          f"({model.metadata.get('variant', '?')}, order {model.model.order})")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-          f"({device}, {torch.get_num_threads()} threads), OpenMM {mm.__version__}; all-atom: {aa_label}")
-    print(f"# all-atom {TIMESTEP_FS:g} fs; CG BAOAB, the simulate stage's default {CG_TIMESTEP_FS:g} fs; "
-          f"CG: median of {args.rounds} interleaved blocks of {args.steps} steps")
-    print()
-    print("| system | set-up | systems per batch | ms per step | ns/day per system | ns/day, all systems | "
-          "vs all-atom (all systems) |")
-    print("|---|---|---|---|---|---|---|")
-    aa = ns_per_day(aa_step)
-    print(f"| all-atom, {3 * args.n_molecules} atoms | OpenMM, PME 9 Å, {TIMESTEP_FS:g} fs | 1 | {aa_step * 1e3:.2f} | "
-          f"{aa:.1f} | {aa:.1f} | 1 |")
-    ratio = None
-    for i, (label, b, _, timestep, _, default) in enumerate(setups):
-        t = float(np.median(times[i]))
-        per = ns_per_day(t, timestep)
-        total = b * per
-        if default:
-            ratio = per / aa  # the fast form, one system: the stage's default
-        print(f"| CG, {args.n_molecules} beads | {label} | {b} | {t * 1e3:.2f} | {per:.2f} | {total:.2f} | "
-              f"{total / aa:.2f} |")
     lmp_aa = lmp_cg = None
     if use_lammps:
         import tempfile
@@ -343,14 +324,47 @@ def main() -> None:
                         distilled, masses, x, box, max(200, 10 * args.lammps_steps // tiles ** 3), args.lammps_cores,
                         Path(tmp) / f"cg-{form}-{tiles}", tiles, form)
             lmp_cg = sizes["distilled", 1]
-        aa_l = ns_per_day(lmp_aa)
+    # the baseline: the fastest all-atom engine of this run on the CPU (OpenMM or LAMMPS), OpenMM
+    # (CUDA) on a GPU
+    aa = ns_per_day(aa_step)
+    aa_l = ns_per_day(lmp_aa) if lmp_aa is not None else None
+    if aa_l is not None and device != "cuda" and aa_l > aa:
+        base_name, base = f"LAMMPS ({args.lammps_cores} ranks)", aa_l
+    else:
+        base_name, base = f"OpenMM {aa_label.split(' ')[1]}", aa
+
+    print(f"# CG MD vs all-atom: {args.n_molecules} molecules, model {args.model} "
+          f"({model.metadata.get('variant', '?')}, order {model.model.order})")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({device}, {torch.get_num_threads()} threads), OpenMM {mm.__version__}; all-atom: {aa_label}")
+    print(f"# all-atom {TIMESTEP_FS:g} fs; CG BAOAB, the simulate stage's default {CG_TIMESTEP_FS:g} fs; "
+          f"CG: median of {args.rounds} interleaved blocks of {args.steps} steps")
+    print(f"# baseline: the fastest all-atom engine of this run, {base_name}, {base:.1f} ns/day")
+    print()
+    print("| system | set-up | systems per batch | ms per step | ns/day per system | ns/day, all systems | "
+          "vs the baseline (all systems) |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| all-atom, {3 * args.n_molecules} atoms | OpenMM, PME 9 Å, {TIMESTEP_FS:g} fs | 1 | {aa_step * 1e3:.2f} | "
+          f"{aa:.1f} | {aa:.1f} | {aa / base:.2f} |")
+    ratio = distilled_ns = None
+    for i, (label, b, _, timestep, _, default) in enumerate(setups):
+        t = float(np.median(times[i]))
+        per = ns_per_day(t, timestep)
+        total = b * per
+        if default:
+            ratio = per / aa  # the fast form, one system: the stage's default
+        if label.startswith("distilled"):
+            distilled_ns = per
+        print(f"| CG, {args.n_molecules} beads | {label} | {b} | {t * 1e3:.2f} | {per:.2f} | {total:.2f} | "
+              f"{total / base:.2f} |")
+    if lmp_aa is not None:
         print(f"| all-atom, {3 * args.n_molecules} atoms | LAMMPS {args.lammps_cores} ranks, SHAKE, PPPM 9 Å 1e-5, "
-              f"{TIMESTEP_FS:g} fs | 1 | {lmp_aa * 1e3:.2f} | {aa_l:.1f} | {aa_l:.1f} | {aa_l / aa:.2f} |")
+              f"{TIMESTEP_FS:g} fs | 1 | {lmp_aa * 1e3:.2f} | {aa_l:.1f} | {aa_l:.1f} | {aa_l / base:.2f} |")
         for form in ("distilled", "mW"):
             cg_l = ns_per_day(sizes[form, 1], DISTILLED_TIMESTEP_FS)
             what = "distilled (table + threebody/table)" if form == "distilled" else "mW water (sw; it takes 10 fs)"
             print(f"| CG, {args.n_molecules} beads | {what} in LAMMPS {args.lammps_cores} ranks, {DISTILLED_TIMESTEP_FS:g} fs "
-                  f"| 1 | {sizes[form, 1] * 1e3:.3f} | {cg_l:.1f} | {cg_l:.1f} | {cg_l / aa:.2f} |")
+                  f"| 1 | {sizes[form, 1] * 1e3:.3f} | {cg_l:.1f} | {cg_l:.1f} | {cg_l / base:.2f} |")
         print()
         print(f"# the CG forms in LAMMPS ({args.lammps_cores} ranks, Langevin {DISTILLED_TIMESTEP_FS:g} fs) by size: "
               "the cost per bead and step, and the distilled form's over mW's")
@@ -364,13 +378,16 @@ def main() -> None:
     print()
     if ratio is not None:
         print(f"ratio {ratio:.2f}")
+    print(f"baseline-aa-ns-per-day {base:.1f} ({base_name})")
+    if ratio is not None:
+        print(f"ratio-vs-baseline {ratio * aa / base:.2f}")
+    if distilled_ns is not None:
+        print(f"ratio-distilled-vs-baseline {distilled_ns / base:.2f}")
     if lmp_aa is not None:
-        aa_l = ns_per_day(lmp_aa)
         print(f"lammps-aa-ns-per-day {aa_l:.1f}")
         if ratio is not None:
             print(f"ratio-vs-lammps {ratio * aa / aa_l:.2f}")
         print(f"ratio-lammps-distilled {ns_per_day(lmp_cg, DISTILLED_TIMESTEP_FS) / aa_l:.2f}")
-
 
 if __name__ == "__main__":
     main()
