@@ -258,7 +258,8 @@ class DistilledForceField(torch.nn.Module):
         """
         t = torch.as_tensor(temperature_K, dtype=torch.float64).detach().cpu()
         key = (tuple(t.reshape(-1).tolist()), b, self.coef.data_ptr(), self.coef._version,
-               self.bead_offset.data_ptr(), self.bead_offset._version)
+               self.bead_offset.data_ptr(), self.bead_offset._version, self.beta0.data_ptr(), self.beta0._version,
+               self.prior_params)
         if getattr(self, "_tables", None) is not None and self._tables[0] == key:
             return self._tables[1]
         weights = temperature_weights(self.form, self.order, self.beta0.cpu(), t, b)  # (B, 3)
