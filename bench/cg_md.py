@@ -328,7 +328,7 @@ def main() -> None:
     # (CUDA) on a GPU
     aa = ns_per_day(aa_step)
     aa_l = ns_per_day(lmp_aa) if lmp_aa is not None else None
-    if aa_l is not None and device != "cuda" and aa_l > aa:
+    if aa_l is not None and device.type != "cuda" and aa_l > aa:
         base_name, base = f"LAMMPS ({args.lammps_cores} ranks)", aa_l
     else:
         base_name, base = f"OpenMM {aa_label.split(' ')[1]}", aa
