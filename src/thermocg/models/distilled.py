@@ -249,8 +249,9 @@ class DistilledForceField(torch.nn.Module):
 
     def _kernel_tables(self, temperature_K, b: int):
         """What the kernel reads of the heads at each system's temperature, as numpy arrays:
-        (pair coefficients (B, n_pair), prior (B, 3), three-body matrices (B, L+1, m, m), the
-        offsets per bead (B,)), all sum_k c_k(T) of head k's.
+        (pair grid (origin, step), pair coefficients (B, n_pair), prior (B, 3), radial grid
+        (origin, step), three-body matrices (B, L+1, m, m), the offsets per bead (B,)), the
+        coefficients sum_k c_k(T) of head k's.
 
         Kept for the last temperatures and coefficients asked for: in MD they change only
         between runs, and building them is ~100 small torch operations (as long as the kernel
@@ -274,10 +275,11 @@ class DistilledForceField(torch.nn.Module):
             first, second = (torch.tensor(v) for v in zip(*self._mm))
             tri[:, :, first, second] = d.transpose(1, 2)
             tri[:, :, second, first] = d.transpose(1, 2)
+            radial_grid = np.array([self.radial3.origins[0], self.radial3.step])
         else:
-            tri = torch.zeros(b, 1, 1, 1, dtype=torch.float64)
-        tables = (coef[:, :self.n_pair].contiguous().numpy(), prior.numpy(), tri.numpy(),
-                  (weights @ self.bead_offset.cpu()).numpy())
+            tri, radial_grid = torch.zeros(b, 1, 1, 1, dtype=torch.float64), np.array([0.0, 1.0])
+        tables = (np.array([self.pair.origins[0], self.pair.step]), coef[:, :self.n_pair].contiguous().numpy(),
+                  prior.numpy(), radial_grid, tri.numpy(), (weights @ self.bead_offset.cpu()).numpy())
         self._tables = (key, tables)
         return tables
 
@@ -289,17 +291,15 @@ class DistilledForceField(torch.nn.Module):
         b, n, _ = x.shape
         with torch.no_grad():
             self.neighbour_list.update(x, lengths)
-            pair_coef, prior, tri, offsets = self._kernel_tables(temperature_K, b)
-            radial_grid = (np.array([self.radial3.origins[0], self.radial3.step]) if self.radial3 is not None
-                           else np.array([0.0, 1.0]))
+            pair_grid, pair_coef, prior, radial_grid, tri, offsets = self._kernel_tables(temperature_K, b)
             nbr, valid = self.neighbour_list.neighbours.numpy(), self.neighbour_list.valid.numpy()
             xn = x.detach().to(torch.float64).reshape(b * n, 3).numpy()
             box = lengths.detach().to(torch.float64).repeat_interleave(n, dim=0).numpy()
             system = np.repeat(np.arange(b), n)
             energy_bead = np.empty(b * n)
             gpair = np.empty((*valid.shape, 3))
-            distilled_forward(xn, box, nbr, valid, system, self.cutoff, np.array([self.pair.origins[0], self.pair.step]),
-                              pair_coef, prior, self.r3, radial_grid, tri, energy_bead, gpair)
+            distilled_forward(xn, box, nbr, valid, system, self.cutoff, pair_grid, pair_coef, prior, self.r3, radial_grid,
+                              tri, energy_bead, gpair)
             grad = np.zeros_like(xn)
             scatter_pairs(nbr, valid, gpair, grad)
             w = energy_bead.reshape(b, n).sum(1) + n * offsets

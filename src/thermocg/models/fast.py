@@ -143,7 +143,8 @@ def padded_candidates(x: torch.Tensor, lengths: torch.Tensor, radius: float):
 
 def pad_pairs_torch(first: torch.Tensor, second: torch.Tensor, m: int):
     """:func:`thermocg.models.fast_kernels.pad_pairs` in torch operations (any device): the
-    padded layout of a half pair list, each row's neighbours in the order of the list."""
+    padded layout of a half pair list, the same neighbours in each row (a row lists the pairs
+    where the bead comes first, then those where it comes second)."""
     first, second = torch.cat([first, second]), torch.cat([second, first])
     order = torch.sort(first, stable=True).indices
     first, second = first[order], second[order]
