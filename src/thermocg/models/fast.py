@@ -196,6 +196,75 @@ def _softplus_ok(module) -> bool:
     return isinstance(module, torch.nn.Softplus) and module.beta == 1 and module.threshold == 20
 
 
+def _affine(z, w, bias):
+    """z w^T + bias for stacked networks: z (G, M, in), w (G, out, in), bias (G, out). The bias
+    is added in place after the product: torch.baddbmm first copies the broadcast bias into
+    its output, element by element, which cost more than the product (bench/RESULTS.md)."""
+    return torch.bmm(z, w.transpose(1, 2)).add_(bias[:, None])
+
+
+class OneBlockNetwork(torch.autograd.Function):
+    """The atom-wise network of one interaction block (the default), from the environment env
+    (G, M, C, W) and the input features z0 (G, M, n_types; no gradient) to each bead's head
+    energies (G, M, T), with its backward written out: the same function as
+    :meth:`FastForceField._blocks` (tested), in about a third of the torch operations autograd
+    records for it (a force call's torch part is one small operation after another, each
+    costing about the same whatever its size: bench/RESULTS.md).
+
+    Forward: out = env V per channel; y = out_0 + vecscale |out_1:4| + quadscale |out_4:9| +
+    z0 W_self + b_self (norms with hippynn's cusp); z = softplus(y) W_res + b_res + skip(z0);
+    per atom layer z += softplus(z W_a + b_a) W_ra + b_ra; eps = z0 H_0 + z H_1 + h_1.
+    Backward: softplus' = sigmoid, d|v|/dv = v / |v|.
+    """
+
+    @staticmethod
+    def forward(ctx, env, z0, form):
+        g, m, c, width = env.shape
+        cusp = form.cusp[0]
+        out = torch.bmm(env.reshape(g, m * c, width), form.V0).reshape(g, m, c, -1)
+        y = _affine(z0, form.self_w0, form.self_b0).add_(out[:, :, 0])
+        norms = []
+        for first, size, scale in ((1, 3, form.vecscale0 if c > 1 else None), (4, 5, form.quadscale0 if c > 4 else None)):
+            if scale is not None:
+                part = out[:, :, first:first + size]
+                norm = torch.sqrt((part * part).sum(2).add_(cusp))
+                y.addcmul_(scale[:, None], norm)
+                norms.append(norm)
+        skip = torch.bmm(z0, form.adjust0.transpose(1, 2)) if hasattr(form, "adjust0") else z0
+        z = _affine(torch.nn.functional.softplus(y), form.res_w0, form.res_b0).add_(skip)
+        pre = []
+        for a in range(1, form.n_atom_layers + 1):
+            u = _affine(z, form._buf(f"atom_w0_{a}"), form._buf(f"atom_b0_{a}"))
+            z = _affine(torch.nn.functional.softplus(u), form._buf(f"atom_rw0_{a}"), form._buf(f"atom_rb0_{a}")).add_(z)
+            pre.append(u)
+        eps = _affine(z, form.head_w1, form.head_b1).add_(torch.bmm(z0, form.head_w0.transpose(1, 2)))
+        ctx.form, ctx.channels = form, c
+        ctx.save_for_backward(out, y, *norms, *pre)
+        return eps
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_eps):
+        form, c = ctx.form, ctx.channels
+        out, y, *rest = ctx.saved_tensors
+        n_norms = (c > 1) + (c > 4)
+        norms, pre = rest[:n_norms], rest[n_norms:]
+        gz = torch.bmm(g_eps, form.head_w1)
+        for a in range(form.n_atom_layers, 0, -1):
+            u = pre[a - 1]
+            gh = torch.bmm(gz, form._buf(f"atom_rw0_{a}")).mul_(torch.sigmoid(u))
+            gz = torch.bmm(gh, form._buf(f"atom_w0_{a}")).add_(gz)
+        gy = torch.bmm(gz, form.res_w0).mul_(torch.sigmoid(y))
+        g_out = torch.empty_like(out)
+        g_out[:, :, 0] = gy
+        for k, (first, size, scale) in enumerate(((1, 3, "vecscale0"), (4, 5, "quadscale0"))[:n_norms]):
+            coef = gy * getattr(form, scale)[:, None] / norms[k]
+            torch.mul(out[:, :, first:first + size], coef[:, :, None], out=g_out[:, :, first:first + size])
+        g, m, _, o = out.shape
+        g_env = torch.bmm(g_out.reshape(g, m * c, o), form.V0.transpose(1, 2)).reshape(g, m, c, -1)
+        return g_env, None, None
+
+
 class FastForceField(torch.nn.Module):
     """W(R; T) and forces of a :class:`ThermalForceField`, computed in plain torch.
 
@@ -323,16 +392,14 @@ class FastForceField(torch.nn.Module):
         (G, M, C, nu * f_in): hippynn's InteractLayer* output."""
         g, m, c, width = env.shape
         v = self._buf(f"V{b}")
-        # one (M C x width) @ (width x out) product per network, then the channels' norms by a
-        # 0/1 matrix product (slicing would cost a zero-filled gradient of the whole tensor)
-        out = torch.bmm(env.reshape(g, m * c, width), v).reshape(g, m, c, -1)
-        scalar, rest = out.split([1, c - 1], dim=2) if c > 1 else (out, None)
-        y = scalar.squeeze(2)
-        if rest is not None:
-            norms = torch.matmul(self._groups(c - 1, out), rest * rest).unbind(2)  # (G, M, out) each
-            y = y + self._buf(f"vecscale{b}")[:, None] * torch.sqrt(norms[0] + self.cusp[b])
-            if c > 4:
-                y = y + self._buf(f"quadscale{b}")[:, None] * torch.sqrt(norms[1] + self.cusp[b])
+        # one (M x width) @ (width x out) product per network and channel group, so that the
+        # norms are taken of contiguous tensors (a split of one (M, C, out) product, or a 0/1
+        # matrix summing its channels, cost ~3x as much in the backward pass: bench/RESULTS.md)
+        y = torch.bmm(env[:, :, 0], v)
+        for first, size, scale in ((1, 3, "vecscale"), (4, 5, "quadscale")):
+            if c > first:
+                part = torch.bmm(env[:, :, first:first + size].reshape(g, m * size, width), v).reshape(g, m, size, -1)
+                y = y + self._buf(f"{scale}{b}")[:, None] * torch.sqrt((part * part).sum(2) + self.cusp[b])
         return y + torch.baddbmm(self._buf(f"self_b{b}")[:, None], z, self._buf(f"self_w{b}").transpose(1, 2))
 
     def _environment_torch(self, b, z, nbr, geometry):
@@ -362,7 +429,7 @@ class FastForceField(torch.nn.Module):
 
     @staticmethod
     def _linear(z, w, bias):
-        return torch.baddbmm(bias[:, None], z, w.transpose(1, 2))
+        return _affine(z, w, bias)
 
     def _bead_types(self, types, b: int, n: int, device) -> torch.Tensor | None:
         """Each bead's type, flat (B N,), checked once per call; None for a model of one type
@@ -407,6 +474,20 @@ class FastForceField(torch.nn.Module):
             prior = sum(p for _, p in passes).reshape(b, n).sum(-1)
         else:
             env0, prior = self._environment_torch(0, z0, nbr, geometry), self._prior_torch(geometry, b, n)
+        if self.n_blocks == 1:  # the default network: one autograd node with its backward written out
+            eps = OneBlockNetwork.apply(env0, z0, self)
+        else:
+            eps = self._blocks(env0, z0, nbr, geometry)
+        # (G, M, T) -> the model's heads, (M, n_heads); an unused head is exactly zero
+        cols = [eps[self.head_source[k][0], :, self.head_source[k][1]] if k in self.head_source
+                else torch.zeros(m, dtype=x.dtype, device=x.device) for k in range(3)]
+        per_bead = torch.stack(cols, dim=-1).reshape(b, n, 3)
+        return per_bead, prior
+
+    def _blocks(self, env0, z0, nbr, geometry):
+        """The atom-wise network from block 0's environment env0 and the input features z0 (G,
+        M, n_types) to each bead's head energies (G, M, T), in torch operations (autograd's
+        backward); :class:`OneBlockNetwork` is the same for one interaction block."""
         features = [z0]
         z = z0
         for blk in range(self.n_blocks):
@@ -422,11 +503,7 @@ class FastForceField(torch.nn.Module):
         eps = torch.bmm(z0, self.head_w0.transpose(1, 2))
         for l in range(1, self.n_blocks + 1):
             eps = eps + self._linear(features[l], self._buf(f"head_w{l}"), self._buf(f"head_b{l}"))
-        # (G, M, T) -> the model's heads, (M, n_heads); an unused head is exactly zero
-        cols = [eps[self.head_source[k][0], :, self.head_source[k][1]] if k in self.head_source
-                else torch.zeros(m, dtype=x.dtype, device=x.device) for k in range(3)]
-        per_bead = torch.stack(cols, dim=-1).reshape(b, n, 3)
-        return per_bead, prior
+        return eps
 
     def _prior_params(self):
         """(s p / a, a, t) of the prior, float64."""

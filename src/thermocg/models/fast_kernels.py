@@ -24,6 +24,7 @@ features, and numba has no vectorised exp without Intel's SVML, hence :func:`exp
 from __future__ import annotations
 
 import math
+import weakref
 
 import numba
 import numpy as np
@@ -61,28 +62,75 @@ SQRT2, SQRT1_2, SQRT3_2 = math.sqrt(2.0), math.sqrt(0.5), math.sqrt(1.5)
 
 @numba.njit(inline="always")
 def _gather(x, box, nbr, valid, i, cutoff, slot, geo):
-    """Bead i's pairs within the cutoff, packed: geo[0:4, p] = (dx, dy, dz, r), slot[p] = k.
-    Returns their number. Packing first lets the loops below run over contiguous pairs."""
+    """Bead i's pairs within the cutoff, packed: geo[0:3, p] = (dx, dy, dz) (minimum image, as
+    :func:`_pair`), slot[p] = k. Returns their number. Packing first lets the loops below run
+    over contiguous pairs."""
     n_p = 0
+    bx, by, bz = box[i, 0], box[i, 1], box[i, 2]
+    ibx, iby, ibz = 1.0 / bx, 1.0 / by, 1.0 / bz
+    c2 = cutoff * cutoff
     for k in range(valid.shape[1]):
         if not valid[i, k]:
             continue
-        dx, dy, dz, r = _pair(x, box, i, nbr[i, k])
-        if r < cutoff:
-            geo[0, n_p], geo[1, n_p], geo[2, n_p], geo[3, n_p] = dx, dy, dz, r
+        j = nbr[i, k]
+        dx = x[i, 0] - x[j, 0]
+        dy = x[i, 1] - x[j, 1]
+        dz = x[i, 2] - x[j, 2]
+        dx -= bx * math.floor(dx * ibx + 0.5)
+        dy -= by * math.floor(dy * iby + 0.5)
+        dz -= bz * math.floor(dz * ibz + 0.5)
+        if dx * dx + dy * dy + dz * dz < c2:
+            geo[0, n_p], geo[1, n_p], geo[2, n_p] = dx, dy, dz
             slot[n_p] = k
             n_p += 1
     return n_p
 
 
+#: Taylor coefficients of sin and cos, enough for float64 on |x| <= pi/2 (the last terms are
+#: below 3e-16)
+_SIN = tuple((-1.0) ** k / math.factorial(2 * k + 1) for k in range(11))
+_COS = tuple((-1.0) ** k / math.factorial(2 * k) for k in range(12))
+
+
 @numba.njit(inline="always")
-def _angular_all(geo, n_p, channels, h, a, q, phi):
-    """q = 1/r, phi = cos^2(h r) and the angular channels a (9, P) of n_p packed pairs."""
+def _sin_cos(x):
+    """(sin x, cos x) for |x| <= pi/2 by polynomials (no library call, so that the loop over a
+    bead's pairs vectorises); error below 1e-15."""
+    x2 = x * x
+    s = _SIN[10]
+    for k in range(9, -1, -1):
+        s = s * x2 + _SIN[k]
+    c = _COS[11]
+    for k in range(10, -1, -1):
+        c = c * x2 + _COS[k]
+    return s * x, c
+
+
+@numba.njit(inline="always")
+def _pair_values(geo, n_p, channels, h, prior, pairs_i):
+    """Everything both kernels read of bead i's n_p packed pairs, as rows of pairs_i (see
+    :data:`PAIR_ROWS`): the angular channels, 1/r, phi = cos^2(h r), phi' and the prior's half
+    pair term's r-derivative; returns the bead's half prior terms summed. Arithmetic only
+    (phi and phi' from sin/cos of 2 h r - pi/2 in [-pi/2, pi/2), the prior's exponential
+    exp(-a (r - t)) from :func:`exp_neg` of -a |r - t|, inverted inside the onset)."""
+    coef, decay, onset = prior[0], prior[1], prior[2]
+    e_prior = 0.0
     for p in range(n_p):
-        r = geo[3, p]
-        q[p] = 1.0 / r
-        phi[p] = math.cos(h * r) ** 2
-        _angular_column(geo[0, p] * q[p], geo[1, p] * q[p], geo[2, p] * q[p], channels, a, p)
+        dx, dy, dz = geo[0, p], geo[1, p], geo[2, p]
+        r = math.sqrt(dx * dx + dy * dy + dz * dz)
+        q = 1.0 / r
+        sn, cs = _sin_cos(2.0 * h * r - 0.5 * math.pi)  # cos(2 h r) = -sn, sin(2 h r) = cs
+        pairs_i[9, p] = q
+        pairs_i[10, p] = 0.5 * (1.0 - sn)  # cos^2(h r)
+        pairs_i[11, p] = -h * cs  # d/dr cos^2(h r) = -h sin(2 h r)
+        y = exp_neg(-decay * abs(r - onset))
+        term = 0.5 * coef * (y if r >= onset else 1.0 / y)
+        e_prior += term
+        pairs_i[12, p] = -decay * term
+        ux, uy, uz = dx * q, dy * q, dz * q
+        pairs_i[13, p], pairs_i[14, p], pairs_i[15, p] = ux, uy, uz
+        _angular_column(ux, uy, uz, channels, pairs_i, p)
+    return e_prior
 
 
 @numba.njit(inline="always")
@@ -104,127 +152,187 @@ def _angular_column(ux, uy, uz, channels, a, p):
         a[8, p] = SQRT3_2 * (xx + yy)
 
 
+#: the kernels' inner loops run over multiples of this many lanes (zero-weight padding): a loop of
+#: 30 sensitivities or ~30 pairs left a scalar remainder that cost as much as its vector part
+_LANES = 16
+
+
 @numba.njit(inline="always")
-def _bead_pairs(x, box, nbr, valid, i, cutoff, channels, h, geo, slot, a, q, phi):
-    """Bead i's pairs within the cutoff, packed, with what both kernels need of them, written
-    into the caller's scratch arrays: geo (4, K) = (dx, dy, dz, r), slot (K,), a (9, K),
-    q = 1/r (K,), phi (K,). Returns their number n_p."""
-    n_p = _gather(x, box, nbr, valid, i, cutoff, slot, geo)
-    _angular_all(geo, n_p, channels, h, a, q, phi)
-    return n_p
+def _padded(n):
+    """n rounded up to a multiple of :data:`_LANES`."""
+    return (n + _LANES - 1) // _LANES * _LANES
 
 
 @numba.njit(inline="always")
 def _pair_scratch(k_max):
-    """Scratch arrays for :func:`_bead_pairs`, allocated once per parallel task (a chunk of
-    beads), not once per bead: (geo, slot, a, q, phi)."""
-    return (np.empty((4, k_max)), np.empty(k_max, dtype=np.int64), np.empty((9, k_max)), np.empty(k_max),
-            np.empty(k_max))
+    """Scratch arrays for :func:`_gather`, allocated once per parallel task (a chunk of beads),
+    not once per bead: (geo (3, K) float64, slot (K,))."""
+    return np.empty((3, k_max)), np.empty(k_max, dtype=np.int64)
+
+
+@numba.njit(inline="always")
+def _pad_pairs(n_p, pairs_i):
+    """Fill the packed pairs n_p .. _padded(n_p) of pairs_i with pairs of zero weight (every
+    row 0 but 1/r = 1: every term they add is zero, and finite); returns _padded(n_p)."""
+    n_pad = _padded(n_p)
+    for p in range(n_p, n_pad):
+        for row in range(pairs_i.shape[0]):
+            pairs_i[row, p] = 0.0
+        pairs_i[9, p] = 1.0
+    return n_pad
 
 
 #: beads per parallel task of the kernels (their scratch arrays are allocated once per task)
 _CHUNK = 32
 
-
-@numba.njit(inline="always")
-def _constants(inv_mu, sig2, cutoff, prior):
-    """(n_j, 1/mu and sigma^2 flattened over (G, NU), pi / (2 rc), s p / a, a, t): what both
-    kernels read of the sensitivities, the cutoff and the prior."""
-    return (inv_mu.size, inv_mu.ravel(), sig2.ravel(), math.pi / 2.0 / cutoff, prior[0], prior[1], prior[2])
+_F32 = np.float32
+_T1, _T2, _T3, _T4, _T5, _T6, _T7, _T8 = (np.float32(1.0 / math.factorial(k)) for k in range(1, 9))
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
-def pair_forward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, env, prior_bead):  # pragma: no cover
-    """env (G, M, C, NU): the environment; prior_bead (M,): half of each of the bead's prior pair terms.
+@numba.njit(inline="always", fastmath=True)
+def exp_neg32(x):
+    """:func:`exp_neg` in float32 (twice the vector lanes): a degree-8 Taylor polynomial at
+    x/32, squared 5 times. Relative error below 1e-5 for x > -20 (measured 7e-6: float32's
+    rounding, doubled by each squaring; tested) and 2e-4 near -32, where exp is 1e-14;
+    arguments below -32 read as exp(-32). The forces of the float32 form stay as close to
+    float64 as with torch's exp (tested)."""
+    y = max(x, _F32(-32.0)) * _F32(0.03125)
+    p = _F32(1.0) + y * (_T1 + y * (_T2 + y * (_T3 + y * (_T4 + y * (_T5 + y * (_T6 + y * (_T7 + y * _T8)))))))
+    for _ in range(5):
+        p = p * p
+    return p
 
-    x, box (M, 3): positions and each bead's box edges; nbr, valid (M, K): candidates;
-    inv_mu, sig2 (G, NU): 1/mu and sigma^2; prior: (s p / a, a, t) of the pair prior.
-    The inner loops run over the G*NU sensitivities as rank-one updates (no reductions),
-    which is what lets them vectorise.
-    """
-    m, k_max = valid.shape
-    g_n, nu_n = inv_mu.shape
-    n_j, imu, s2, h, coef, decay, onset = _constants(inv_mu, sig2, cutoff, prior)
-    for chunk in numba.prange((m + _CHUNK - 1) // _CHUNK):
-        geo, slot, a, q, phi = _pair_scratch(k_max)
-        s = np.empty(n_j)
-        acc = np.empty((channels, n_j))
-        for i in range(chunk * _CHUNK, min(m, (chunk + 1) * _CHUNK)):
-            n_p = _bead_pairs(x, box, nbr, valid, i, cutoff, channels, h, geo, slot, a, q, phi)
-            acc[:] = 0.0
-            e_prior = 0.0
-            for p in range(n_p):
-                e_prior += 0.5 * coef * math.exp(-decay * (geo[3, p] - onset))
-                qp, ph = q[p], phi[p]
-                for j in range(n_j):
-                    t = qp - imu[j]
-                    s[j] = exp_neg(-0.5 * t * t * s2[j]) * ph
-                for c in range(channels):
-                    ac = a[c, p]
+
+#: rows of the per-pair data the forward kernel keeps for the backward: the angular channels a
+#: (0-8), 1/r, phi = cos^2, phi', d/dr of half the prior's pair term, the unit vector u (13-15)
+#: and the pair's candidate slot (16; exact as a float below 2^24)
+PAIR_ROWS = 17
+
+
+def _pair_kernels(F, exp):
+    """(forward, backward) pair kernels whose inner loops run in the float type F with the
+    exponential ``exp``: :func:`exp_neg` in float64 (the reference), :func:`exp_neg32` in
+    float32 (MD's precision: the force error stays below 1e-5 relative, tested). The constants
+    of the inner loops are F's, so that no operation there is promoted to float64."""
+    MHALF, ZERO = F(-0.5), F(0.0)
+
+    @numba.njit(inline="always")
+    def constants(inv_mu, sig2, cutoff):
+        """(n_j, 1/mu and sigma^2 flattened over (G, NU) and padded to n_j, a multiple of
+        :data:`_LANES`, pi / (2 rc)): what both kernels read of the sensitivities and the cutoff."""
+        n_j = _padded(inv_mu.size)
+        imu, s2 = np.zeros(n_j, inv_mu.dtype), np.zeros(n_j, inv_mu.dtype)  # padding: exp(0) into unread columns
+        imu[:inv_mu.size], s2[:inv_mu.size] = inv_mu.ravel(), sig2.ravel()
+        return n_j, imu, s2, math.pi / 2.0 / cutoff
+
+    @numba.njit(parallel=True, fastmath=True, cache=True)
+    def forward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, env, prior_bead, pairs,
+                count):  # pragma: no cover
+        """env (G, M, C, NU): the environment; prior_bead (M,): half of each of the bead's prior
+        pair terms; pairs (M, PAIR_ROWS, K'), count (M,): what the backward pass needs of each
+        bead's pairs within the cutoff (:data:`PAIR_ROWS`), packed and padded to K' =
+        _padded(K) (one gather of the geometry, the cosine and the exponentials for both passes).
+
+        x, box (M, 3): positions and each bead's box edges; nbr, valid (M, K): candidates;
+        inv_mu, sig2 (G, NU): 1/mu and sigma^2, of type F; prior: (s p / a, a, t) of the pair
+        prior. The inner loops run over the G*NU sensitivities as rank-one updates (no
+        reductions), which is what lets them vectorise.
+        """
+        m, k_max = valid.shape
+        g_n, nu_n = inv_mu.shape
+        n_j, imu, s2, h = constants(inv_mu, sig2, cutoff)
+        for chunk in numba.prange((m + _CHUNK - 1) // _CHUNK):
+            geo, slot = _pair_scratch(k_max)
+            s = np.empty(n_j, imu.dtype)
+            acc = np.empty((channels, n_j), imu.dtype)
+            for i in range(chunk * _CHUNK, min(m, (chunk + 1) * _CHUNK)):
+                pairs_i = pairs[i]
+                a, q, phi = pairs_i[0:9], pairs_i[9], pairs_i[10]
+                n_p = _gather(x, box, nbr, valid, i, cutoff, slot, geo)
+                prior_bead[i] = _pair_values(geo, n_p, channels, h, prior, pairs_i)
+                _pad_pairs(n_p, pairs_i)
+                count[i] = n_p
+                for p in range(n_p):
+                    pairs_i[16, p] = slot[p]
+                acc[:] = ZERO
+                for p in range(n_p):
+                    qp, ph = q[p], phi[p]
                     for j in range(n_j):
-                        acc[c, j] += ac * s[j]
-            prior_bead[i] = e_prior
-            for g in range(g_n):
-                for c in range(channels):
-                    for nu in range(nu_n):
-                        env[g, i, c, nu] = acc[c, g * nu_n + nu]
+                        t = qp - imu[j]
+                        s[j] = exp(MHALF * t * t * s2[j]) * ph
+                    for c in range(channels):
+                        ac = a[c, p]
+                        for j in range(n_j):
+                            acc[c, j] += ac * s[j]
+                for g in range(g_n):
+                    for c in range(channels):
+                        for nu in range(nu_n):
+                            env[g, i, c, nu] = acc[c, g * nu_n + nu]
+
+    @numba.njit(parallel=True, fastmath=True, cache=True)
+    def backward(valid, inv_mu, sig2, cutoff, channels, prior, pairs, count, genv, gprior, gpair):  # pragma: no cover
+        """gpair (M, K, 3) = dL/d r_ik from genv = dL/d env (G, M, C, NU) and gprior = dL/d
+        prior_bead (M,), with the forward pass's pairs and count. Inner loops over the bead's
+        pairs, as rank-one updates."""
+        m, k_max = valid.shape
+        g_n, nu_n = inv_mu.shape
+        n_j, imu, s2, h = constants(inv_mu, sig2, cutoff)
+        for chunk in numba.prange((m + _CHUNK - 1) // _CHUNK):
+            k_pad = _padded(k_max)
+            ga = np.empty((9, k_pad), imu.dtype)
+            dl_dr = np.empty(k_pad, imu.dtype)
+            e, ephi, ds = np.empty(k_pad, imu.dtype), np.empty(k_pad, imu.dtype), np.empty(k_pad, imu.dtype)
+            for i in range(chunk * _CHUNK, min(m, (chunk + 1) * _CHUNK)):
+                n_p = count[i]
+                n_pad = _padded(n_p)
+                a, q, phi, dphi = pairs[i, 0:9], pairs[i, 9], pairs[i, 10], pairs[i, 11]
+                ga[:, :n_pad] = ZERO
+                gp = gprior[i]
+                for p in range(n_pad):
+                    dl_dr[p] = pairs[i, 12, p] * gp
+                for j in range(g_n * nu_n):  # the real sensitivities (the padding's gradient is zero)
+                    g, nu = j // nu_n, j % nu_n
+                    imu_j, s2_j = imu[j], s2[j]
+                    for p in range(n_pad):
+                        t = q[p] - imu_j
+                        e[p] = exp(MHALF * t * t * s2_j)
+                        ephi[p] = e[p] * phi[p]
+                        ds[p] = ZERO
+                    for c in range(channels):
+                        gv = genv[g, i, c, nu]
+                        for p in range(n_pad):
+                            ds[p] += gv * a[c, p]  # dL/ds
+                            ga[c, p] += gv * ephi[p]  # dL/da
+                    # ds/dr = e (sigma^2 t q^2 phi + phi')   (dt/dr = -q^2)
+                    for p in range(n_pad):
+                        t = q[p] - imu_j
+                        dl_dr[p] += ds[p] * e[p] * (s2_j * t * q[p] * q[p] * phi[p] + dphi[p])
+                for k in range(k_max):
+                    gpair[i, k, 0] = gpair[i, k, 1] = gpair[i, k, 2] = 0.0
+                for p in range(n_p):
+                    ux, uy, uz = pairs[i, 13, p], pairs[i, 14, p], pairs[i, 15, p]
+                    # dL/du from the angular channels (the trace's gradient lies along u and drops out below)
+                    gx = gy = gz = ZERO
+                    if channels > 1:
+                        gx += ga[1, p]
+                        gy += ga[2, p]
+                        gz += ga[3, p]
+                    if channels > 4:  # d a[4:9] / du, dropping the trace (along u)
+                        gx += SQRT2 * (ga[4, p] * uy + ga[5, p] * uz) + 2.0 * ux * (SQRT1_2 * ga[7, p] + SQRT3_2 * ga[8, p])
+                        gy += SQRT2 * (ga[4, p] * ux + ga[6, p] * uz) + 2.0 * uy * (SQRT3_2 * ga[8, p] - SQRT1_2 * ga[7, p])
+                        gz += SQRT2 * (ga[5, p] * ux + ga[6, p] * uy)
+                    along = gx * ux + gy * uy + gz * uz
+                    k = int(pairs[i, 16, p])
+                    gpair[i, k, 0] = dl_dr[p] * ux + (gx - along * ux) * q[p]
+                    gpair[i, k, 1] = dl_dr[p] * uy + (gy - along * uy) * q[p]
+                    gpair[i, k, 2] = dl_dr[p] * uz + (gz - along * uz) * q[p]
+
+    return forward, backward
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
-def pair_backward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, genv, gprior,
-                  gpair):  # pragma: no cover
-    """gpair (M, K, 3) = dL/d r_ik from genv = dL/d env (G, M, C, NU) and gprior = dL/d prior_bead (M,).
-    Inner loops over the bead's pairs, as rank-one updates."""
-    m, k_max = valid.shape
-    g_n, nu_n = inv_mu.shape
-    n_j, imu, s2, h, coef, decay, onset = _constants(inv_mu, sig2, cutoff, prior)
-    for chunk in numba.prange((m + _CHUNK - 1) // _CHUNK):
-        geo, slot, a, q, phi = _pair_scratch(k_max)
-        ga = np.empty((9, k_max))
-        dphi, dl_dr, e, ds = np.empty(k_max), np.empty(k_max), np.empty(k_max), np.empty(k_max)
-        for i in range(chunk * _CHUNK, min(m, (chunk + 1) * _CHUNK)):
-            n_p = _bead_pairs(x, box, nbr, valid, i, cutoff, channels, h, geo, slot, a, q, phi)
-            ga[:, :n_p] = 0.0
-            for p in range(n_p):
-                r = geo[3, p]
-                dphi[p] = -2.0 * math.cos(h * r) * math.sin(h * r) * h
-                # the prior: d/dr of half the pair term
-                dl_dr[p] = -decay * 0.5 * coef * math.exp(-decay * (r - onset)) * gprior[i]
-            for j in range(n_j):
-                g, nu = j // nu_n, j % nu_n
-                imu_j, s2_j = imu[j], s2[j]
-                for p in range(n_p):
-                    t = q[p] - imu_j
-                    e[p] = exp_neg(-0.5 * t * t * s2_j)
-                    ds[p] = 0.0
-                for c in range(channels):
-                    gv = genv[g, i, c, nu]
-                    for p in range(n_p):
-                        ds[p] += gv * a[c, p]  # dL/ds
-                        ga[c, p] += gv * e[p] * phi[p]  # dL/da
-                # ds/dr = e (sigma^2 t q^2 phi + phi')   (dt/dr = -q^2)
-                for p in range(n_p):
-                    t = q[p] - imu_j
-                    dl_dr[p] += ds[p] * e[p] * (s2_j * t * q[p] * q[p] * phi[p] + dphi[p])
-            for k in range(k_max):
-                gpair[i, k, 0] = gpair[i, k, 1] = gpair[i, k, 2] = 0.0
-            for p in range(n_p):
-                ux, uy, uz = geo[0, p] * q[p], geo[1, p] * q[p], geo[2, p] * q[p]
-                # dL/du from the angular channels (the trace's gradient lies along u and drops out below)
-                gx = gy = gz = 0.0
-                if channels > 1:
-                    gx += ga[1, p]
-                    gy += ga[2, p]
-                    gz += ga[3, p]
-                if channels > 4:  # d a[4:9] / du, dropping the trace (along u)
-                    gx += SQRT2 * (ga[4, p] * uy + ga[5, p] * uz) + 2.0 * ux * (SQRT1_2 * ga[7, p] + SQRT3_2 * ga[8, p])
-                    gy += SQRT2 * (ga[4, p] * ux + ga[6, p] * uz) + 2.0 * uy * (SQRT3_2 * ga[8, p] - SQRT1_2 * ga[7, p])
-                    gz += SQRT2 * (ga[5, p] * ux + ga[6, p] * uy)
-                along = gx * ux + gy * uy + gz * uz
-                k = slot[p]
-                gpair[i, k, 0] = dl_dr[p] * ux + (gx - along * ux) * q[p]
-                gpair[i, k, 1] = dl_dr[p] * uy + (gy - along * uy) * q[p]
-                gpair[i, k, 2] = dl_dr[p] * uz + (gz - along * uz) * q[p]
+#: the pair kernels by the dtype of the positions: float64 (the reference) and float32 (MD)
+PAIR_KERNELS = {np.dtype(np.float64): _pair_kernels(np.float64, exp_neg),
+                np.dtype(np.float32): _pair_kernels(np.float32, exp_neg32)}
 
 
 @numba.njit(cache=True)
@@ -426,37 +534,62 @@ def distilled_forward(x, box, nbr, valid, system, cutoff, pair_grid, pair_coef, 
             energy_bead[i] = e
 
 
+#: free per-pair buffers of the kernels by (shape, dtype): a buffer belongs to a forward pass's
+#: autograd node and comes back here when the node is freed (a backward pass may run more than
+#: once), so that MD does not allocate (and page-fault) ~2 MB per step
+_FREE_PAIRS: dict = {}
+
+
+def _take_pairs(shape, dtype) -> np.ndarray:
+    free = _FREE_PAIRS.get((shape, dtype))
+    try:
+        return free.pop()
+    except (AttributeError, IndexError):
+        return np.empty(shape, dtype=dtype)
+
+
+def _give_back_pairs(buffer: np.ndarray) -> None:
+    free = _FREE_PAIRS.setdefault((buffer.shape, buffer.dtype), [])
+    if len(free) < 4:
+        free.append(buffer)
+
+
 class PairEnvironment(torch.autograd.Function):
     """(env (G, M, C, NU), prior per bead (M,)) of positions x (M, 3) on the CPU, with the
-    analytic backward. box (M, 3) each bead's box edges; nbr, valid (M, K) the candidates."""
+    analytic backward. box (M, 3) each bead's box edges; nbr, valid (M, K) the candidates.
+    The kernels compute in x's dtype (:data:`PAIR_KERNELS`: float32 or float64)."""
 
     @staticmethod
     def forward(ctx, x, box, nbr, valid, inv_mu, sig2, prior, cutoff: float, channels: int):
         xn = x.detach().contiguous().numpy()
-        args = (box.detach().to(x.dtype).contiguous().numpy(), nbr.contiguous().numpy(), valid.contiguous().numpy(),
-                inv_mu.detach().to(torch.float64).contiguous().numpy(),
-                sig2.detach().to(torch.float64).contiguous().numpy(), float(cutoff), int(channels),
-                np.asarray(prior, dtype=np.float64))
-        g_n, nu_n = args[3].shape
-        env = np.empty((g_n, xn.shape[0], channels, nu_n), dtype=xn.dtype)
-        prior_bead = np.empty(xn.shape[0], dtype=xn.dtype)
-        pair_forward(xn, *args, env, prior_bead)
-        ctx.save_for_backward(x)
-        ctx.args = args
+        if xn.dtype not in PAIR_KERNELS:
+            raise TypeError(f"the pair kernels run in float32 or float64, found positions of {xn.dtype}")
+        valid_n = valid.contiguous().numpy()
+        consts = (inv_mu.detach().to(x.dtype).contiguous().numpy(), sig2.detach().to(x.dtype).contiguous().numpy(),
+                  float(cutoff), int(channels), np.asarray(prior, dtype=np.float64))
+        g_n, nu_n = consts[0].shape
+        m = xn.shape[0]
+        env = np.empty((g_n, m, channels, nu_n), dtype=xn.dtype)
+        prior_bead = np.empty(m, dtype=xn.dtype)
+        pairs = _take_pairs((m, PAIR_ROWS, -(-valid_n.shape[1] // _LANES) * _LANES), xn.dtype)
+        count = np.empty(m, dtype=np.int64)
+        PAIR_KERNELS[xn.dtype][0](xn, box.detach().to(x.dtype).contiguous().numpy(), nbr.contiguous().numpy(),
+                                  valid_n, *consts, env, prior_bead, pairs, count)
+        ctx.nbr, ctx.valid, ctx.consts, ctx.pairs, ctx.count = nbr.contiguous().numpy(), valid_n, consts, pairs, count
+        weakref.finalize(ctx, _give_back_pairs, pairs)
         ctx.env_shape = env.shape
         return torch.from_numpy(env), torch.from_numpy(prior_bead)
 
     @staticmethod
     def backward(ctx, genv, gprior):
-        (x,) = ctx.saved_tensors
-        xn = x.detach().contiguous().numpy()
-        args = ctx.args
-        genv = (np.zeros(ctx.env_shape, dtype=xn.dtype) if genv is None
-                else genv.detach().to(x.dtype).contiguous().numpy())
-        gprior = (np.zeros(len(xn), dtype=xn.dtype) if gprior is None
-                  else gprior.detach().to(x.dtype).contiguous().numpy())
-        gpair = np.empty((*args[2].shape, 3), dtype=xn.dtype)
-        pair_backward(xn, *args, genv, gprior, gpair)
-        grad = np.zeros_like(xn)
-        scatter_pairs(args[1], args[2], gpair, grad)
+        dtype = ctx.pairs.dtype
+        genv = (np.zeros(ctx.env_shape, dtype=dtype) if genv is None else genv.detach().contiguous().numpy().astype(
+            dtype, copy=False))
+        m = ctx.env_shape[1]
+        gprior = (np.zeros(m, dtype=dtype) if gprior is None else gprior.detach().contiguous().numpy().astype(
+            dtype, copy=False))
+        gpair = np.empty((*ctx.valid.shape, 3), dtype=dtype)
+        PAIR_KERNELS[dtype][1](ctx.valid, *ctx.consts, ctx.pairs, ctx.count, genv, gprior, gpair)
+        grad = np.zeros((m, 3), dtype=dtype)
+        scatter_pairs(ctx.nbr, ctx.valid, gpair, grad)
         return torch.from_numpy(grad), None, None, None, None, None, None, None, None

@@ -267,3 +267,77 @@ def test_several_bead_types_equal_hippynn_and_types_matter(shared, interaction):
     np.testing.assert_allclose(model.forces_numpy(x[1].numpy(), lengths[1].numpy(), 300.0, types[1].numpy()),
                                fast.forces_numpy(x[1].numpy(), lengths[1].numpy(), 300.0, types[1].numpy()),
                                rtol=0, atol=1e-9 * float(f.abs().max()))
+
+
+def test_kernel_functions_match_numpy():
+    """The kernels' own exponentials and sin/cos (polynomials, so that their loops vectorise)
+    against numpy: exp_neg to 1e-9 relative on [-100, 0], exp_neg32 to 1e-5 on [-20, 0] (and
+    2e-3 down to its floor at -32), sin/cos to 1e-15 on [-pi/2, pi/2]."""
+    import numba
+
+    from thermocg.models import fast_kernels as fk
+
+    @numba.njit
+    def apply(a, which):
+        out, out2 = np.empty(a.size), np.empty(a.size)
+        for i in range(a.size):
+            if which == 0:
+                out[i] = fk.exp_neg(a[i])
+            elif which == 1:
+                out[i] = fk.exp_neg32(np.float32(a[i]))
+            else:
+                out[i], out2[i] = fk._sin_cos(a[i])
+        return out, out2
+
+    x = np.linspace(-100.0, 0.0, 100001)
+    assert np.max(np.abs(apply(x, 0)[0] / np.exp(x) - 1)) < 1e-9
+    x32 = np.linspace(-32.0, 0.0, 100001).astype(np.float32).astype(np.float64)  # exactly representable
+    rel = np.abs(apply(x32, 1)[0] / np.exp(x32) - 1)
+    assert rel[x32 > -20].max() < 1e-5 and rel.max() < 2e-3
+    assert abs(apply(np.array([-40.0]), 1)[0][0] / np.exp(-32.0) - 1) < 2e-3  # below -32: the floor
+    t = np.linspace(-np.pi / 2, np.pi / 2, 100001)
+    s, c = apply(t, 2)
+    assert np.abs(s - np.sin(t)).max() < 1e-15 and np.abs(c - np.cos(t)).max() < 1e-15
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_float32_kernels_are_as_close_to_float64_as_torch_ops(seed):
+    """MD runs in float32, and so do the pair kernels then (their own float32 exponential). The
+    forces of the float32 form agree with float64 as closely as the same form in torch
+    operations (torch's exp) does: float32's rounding of the network, not the kernels, sets the
+    error (measured: 0.7-2.8e-5 of the largest force, both ways)."""
+    model = perturbed_model(NetworkSettings(shared=False, interaction="quad"), 2, "beta", seed=seed)
+    x, lengths = configurations(seed=seed + 5)
+    temps = torch.tensor([250.0, 300.0, 700.0], dtype=torch.float64)
+    f64 = FastForceField.from_model(model).energy_and_forces(x, lengths, temps)[1]
+    form32 = FastForceField.from_model(model.to(torch.float32))
+    args = (x.float(), lengths.float(), temps.float())
+    f_kernels = form32.energy_and_forces(*args)[1].double()
+    form32.kernels = "torch"
+    f_torch = form32.energy_and_forces(*args)[1].double()
+    scale = float(f64.abs().max())
+    err_kernels, err_torch = float((f_kernels - f64).abs().max()), float((f_torch - f64).abs().max())
+    assert err_kernels <= 1.5 * err_torch + 1e-6 * scale, (err_kernels / scale, err_torch / scale)
+    assert err_kernels < 1e-4 * scale and float((f_kernels - f64).norm() / f64.norm()) < 3e-5
+
+
+def test_the_kernels_backward_may_run_twice_and_out_of_order():
+    """The pair kernels keep each forward pass's pair data for its backward pass (a reused
+    buffer): a backward pass run twice (a retained graph), with another call in between, and the
+    backward passes of two forward passes taken in reverse order give the gradients of a fresh
+    call."""
+    model = perturbed_model(NetworkSettings(shared=False, interaction="quad"), 2, "beta", seed=3)
+    form = FastForceField.from_model(model)
+    x, lengths = configurations(seed=4)
+    temps = torch.tensor([300.0, 400.0, 500.0], dtype=torch.float64)
+    x2 = x + 0.05 * torch.randn_like(x)
+    f1, f2 = form.energy_and_forces(x, lengths, temps)[1], form.energy_and_forces(x2, lengths, temps)[1]
+    a, b = x.clone().requires_grad_(True), x2.clone().requires_grad_(True)
+    wa, wb = form.energy(a, lengths, temps).sum(), form.energy(b, lengths, temps).sum()
+    (gb,) = torch.autograd.grad(wb, b, retain_graph=True)
+    (ga,) = torch.autograd.grad(wa, a, retain_graph=True)
+    form.energy_and_forces(x2 + 0.1, lengths, temps)  # a call between: it must not take b's buffer
+    (gb2,) = torch.autograd.grad(wb, b)
+    (ga2,) = torch.autograd.grad(wa, a)
+    for g, f in ((ga, f1), (ga2, f1), (gb, f2), (gb2, f2)):
+        assert torch.equal(-g, f)
