@@ -204,32 +204,21 @@ def _affine(z, w, bias):
 
 
 class OneBlockNetwork(torch.autograd.Function):
-    """The atom-wise network of one interaction block (the default), from the environment env
-    (G, M, C, W) and the input features z0 (G, M, n_types; no gradient) to each bead's head
-    energies (G, M, T), with its backward written out: the same function as
-    :meth:`FastForceField._blocks` (tested), in about a third of the torch operations autograd
-    records for it (a force call's torch part is one small operation after another, each
-    costing about the same whatever its size: bench/RESULTS.md).
+    """The atom-wise network of one interaction block (the default), from the block's pair part
+    y0 (G, M, O) (:meth:`FastForceField._pair_interaction`, or the numba kernel's) and the input
+    features z0 (G, M, n_types; no gradient) to each bead's head energies (G, M, T), with its
+    backward written out: the same function as :meth:`FastForceField._blocks` (tested) in fewer
+    torch operations than autograd records for it (a force call's torch part is one small
+    operation after another: bench/RESULTS.md).
 
-    Forward: out = env V per channel; y = out_0 + vecscale |out_1:4| + quadscale |out_4:9| +
-    z0 W_self + b_self (norms with hippynn's cusp); z = softplus(y) W_res + b_res + skip(z0);
-    per atom layer z += softplus(z W_a + b_a) W_ra + b_ra; eps = z0 H_0 + z H_1 + h_1.
-    Backward: softplus' = sigmoid, d|v|/dv = v / |v|.
+    Forward: y = y0 + z0 W_self + b_self; z = softplus(y) W_res + b_res + skip(z0); per atom
+    layer z += softplus(z W_a + b_a) W_ra + b_ra; eps = z0 H_0 + z H_1 + h_1.
+    Backward: softplus' = sigmoid.
     """
 
     @staticmethod
-    def forward(ctx, env, z0, form):
-        g, m, c, width = env.shape
-        cusp = form.cusp[0]
-        out = torch.bmm(env.reshape(g, m * c, width), form.V0).reshape(g, m, c, -1)
-        y = _affine(z0, form.self_w0, form.self_b0).add_(out[:, :, 0])
-        norms = []
-        for first, size, scale in ((1, 3, form.vecscale0 if c > 1 else None), (4, 5, form.quadscale0 if c > 4 else None)):
-            if scale is not None:
-                part = out[:, :, first:first + size]
-                norm = torch.sqrt((part * part).sum(2).add_(cusp))
-                y.addcmul_(scale[:, None], norm)
-                norms.append(norm)
+    def forward(ctx, y0, z0, form):
+        y = form._self_term(0, z0).add_(y0)
         skip = torch.bmm(z0, form.adjust0.transpose(1, 2)) if hasattr(form, "adjust0") else z0
         z = _affine(torch.nn.functional.softplus(y), form.res_w0, form.res_b0).add_(skip)
         pre = []
@@ -238,31 +227,20 @@ class OneBlockNetwork(torch.autograd.Function):
             z = _affine(torch.nn.functional.softplus(u), form._buf(f"atom_rw0_{a}"), form._buf(f"atom_rb0_{a}")).add_(z)
             pre.append(u)
         eps = _affine(z, form.head_w1, form.head_b1).add_(torch.bmm(z0, form.head_w0.transpose(1, 2)))
-        ctx.form, ctx.channels = form, c
-        ctx.save_for_backward(out, y, *norms, *pre)
+        ctx.form = form
+        ctx.save_for_backward(y, *pre)
         return eps
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_eps):
-        form, c = ctx.form, ctx.channels
-        out, y, *rest = ctx.saved_tensors
-        n_norms = (c > 1) + (c > 4)
-        norms, pre = rest[:n_norms], rest[n_norms:]
+        form = ctx.form
+        y, *pre = ctx.saved_tensors
         gz = torch.bmm(g_eps, form.head_w1)
         for a in range(form.n_atom_layers, 0, -1):
-            u = pre[a - 1]
-            gh = torch.bmm(gz, form._buf(f"atom_rw0_{a}")).mul_(torch.sigmoid(u))
+            gh = torch.bmm(gz, form._buf(f"atom_rw0_{a}")).mul_(torch.sigmoid(pre[a - 1]))
             gz = torch.bmm(gh, form._buf(f"atom_w0_{a}")).add_(gz)
-        gy = torch.bmm(gz, form.res_w0).mul_(torch.sigmoid(y))
-        g_out = torch.empty_like(out)
-        g_out[:, :, 0] = gy
-        for k, (first, size, scale) in enumerate(((1, 3, "vecscale0"), (4, 5, "quadscale0"))[:n_norms]):
-            coef = gy * getattr(form, scale)[:, None] / norms[k]
-            torch.mul(out[:, :, first:first + size], coef[:, :, None], out=g_out[:, :, first:first + size])
-        g, m, _, o = out.shape
-        g_env = torch.bmm(g_out.reshape(g, m * c, o), form.V0.transpose(1, 2)).reshape(g, m, c, -1)
-        return g_env, None, None
+        return torch.bmm(gz, form.res_w0).mul_(torch.sigmoid(y)), None, None
 
 
 class FastForceField(torch.nn.Module):
@@ -390,6 +368,15 @@ class FastForceField(torch.nn.Module):
     def _interaction(self, b: int, z, env):
         """Interaction block ``b`` on features z (G, M, f_in) and their environment env
         (G, M, C, nu * f_in): hippynn's InteractLayer* output."""
+        return self._pair_interaction(b, env) + self._self_term(b, z)
+
+    def _self_term(self, b: int, z):
+        """The interaction layer's self-interaction z W_self + b_self, (G, M, out)."""
+        return _affine(z, self._buf(f"self_w{b}"), self._buf(f"self_b{b}"))
+
+    def _pair_interaction(self, b: int, env):
+        """The pair part of interaction block ``b``: out_0 + vecscale |out_1:4| + quadscale |out_4:9|
+        with out = env V per channel (G, M, out); the numba kernels' :func:`~thermocg.models.fast_kernels._interact`."""
         g, m, c, width = env.shape
         v = self._buf(f"V{b}")
         # one (M x width) @ (width x out) product per network and channel group, so that the
@@ -400,7 +387,7 @@ class FastForceField(torch.nn.Module):
             if c > first:
                 part = torch.bmm(env[:, :, first:first + size].reshape(g, m * size, width), v).reshape(g, m, size, -1)
                 y = y + self._buf(f"{scale}{b}")[:, None] * torch.sqrt((part * part).sum(2) + self.cusp[b])
-        return y + torch.baddbmm(self._buf(f"self_b{b}")[:, None], z, self._buf(f"self_w{b}").transpose(1, 2))
+        return y
 
     def _environment_torch(self, b, z, nbr, geometry):
         """The environment (G, M, C, nu * f_in) in torch ops (any device, any layer)."""
@@ -465,34 +452,44 @@ class FastForceField(torch.nn.Module):
             # f, the kernel's sum over the neighbours of type f (one pass per type, the valid
             # slots restricted to that type), laid out [nu][f] as hippynn's env reshape; the
             # prior, a sum over pairs, adds up over the passes
+            # (one type: the kernel also applies the interaction layer's linear map and norms, so
+            # its output is block 0's pair part y0 (G, M, out))
             box = lengths.repeat_interleave(n, dim=0)
             valid = self.neighbour_list.valid
             masks = [valid] if t is None else [valid & (t[nbr] == f) for f in range(self.n_types)]
+            inter = ((self.V0, getattr(self, "vecscale0", None), getattr(self, "quadscale0", None), self.cusp[0])
+                     if t is None else None)
             passes = [PairEnvironment.apply(x.reshape(m, 3), box, nbr, mask, self.mu0 ** -1, self.sigma0 ** 2,
-                                            self._prior_args(), self.cutoff, self.channels) for mask in masks]
-            env0 = passes[0][0] if len(passes) == 1 else torch.stack([e for e, _ in passes], dim=-1).flatten(-2)
+                                            self._prior_args(), self.cutoff, self.channels, inter) for mask in masks]
             prior = sum(p for _, p in passes).reshape(b, n).sum(-1)
+            if t is None:
+                y0 = passes[0][0]
+            else:
+                y0 = self._pair_interaction(0, torch.stack([e for e, _ in passes], dim=-1).flatten(-2))
         else:
-            env0, prior = self._environment_torch(0, z0, nbr, geometry), self._prior_torch(geometry, b, n)
+            y0 = self._pair_interaction(0, self._environment_torch(0, z0, nbr, geometry))
+            prior = self._prior_torch(geometry, b, n)
         if self.n_blocks == 1:  # the default network: one autograd node with its backward written out
-            eps = OneBlockNetwork.apply(env0, z0, self)
+            eps = OneBlockNetwork.apply(y0, z0, self)
         else:
-            eps = self._blocks(env0, z0, nbr, geometry)
+            eps = self._blocks(y0, z0, nbr, geometry)
         # (G, M, T) -> the model's heads, (M, n_heads); an unused head is exactly zero
         cols = [eps[self.head_source[k][0], :, self.head_source[k][1]] if k in self.head_source
                 else torch.zeros(m, dtype=x.dtype, device=x.device) for k in range(3)]
         per_bead = torch.stack(cols, dim=-1).reshape(b, n, 3)
         return per_bead, prior
 
-    def _blocks(self, env0, z0, nbr, geometry):
-        """The atom-wise network from block 0's environment env0 and the input features z0 (G,
-        M, n_types) to each bead's head energies (G, M, T), in torch operations (autograd's
-        backward); :class:`OneBlockNetwork` is the same for one interaction block."""
+    def _blocks(self, y0, z0, nbr, geometry):
+        """The atom-wise network from block 0's pair part y0 (:meth:`_pair_interaction`) and the
+        input features z0 (G, M, n_types) to each bead's head energies (G, M, T), in torch
+        operations (autograd's backward); :class:`OneBlockNetwork` is the same for one block."""
         features = [z0]
         z = z0
         for blk in range(self.n_blocks):
-            env = env0 if blk == 0 else self._environment_torch(blk, z, nbr, geometry)
-            y = self._interaction(blk, z, env)
+            if blk == 0:
+                y = y0 + self._self_term(0, z)
+            else:
+                y = self._interaction(blk, z, self._environment_torch(blk, z, nbr, geometry))
             skip = torch.bmm(z, self._buf(f"adjust{blk}").transpose(1, 2)) if hasattr(self, f"adjust{blk}") else z
             z = self._linear(torch.nn.functional.softplus(y), self._buf(f"res_w{blk}"), self._buf(f"res_b{blk}")) + skip
             for a in range(1, self.n_atom_layers + 1):

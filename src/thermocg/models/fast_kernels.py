@@ -203,6 +203,61 @@ def exp_neg32(x):
     return p
 
 
+@numba.njit(inline="always")
+def _channel_products(env_gi, v, out):
+    """out (C, O) = env_gi (C, NU) V (NU, O): the interaction layer's linear map of one bead's
+    environment, per angular channel."""
+    out[:] = 0.0
+    for c in range(env_gi.shape[0]):
+        for nu in range(env_gi.shape[1]):
+            w = env_gi[c, nu]
+            for o in range(out.shape[1]):
+                out[c, o] += w * v[nu, o]
+
+
+@numba.njit(inline="always")
+def _interact(env_gi, inter, g, out, y):
+    """The pair part of hippynn's interaction layer for one bead and network g: y (O,) = out_0 +
+    vecscale |out_1:4| + quadscale |out_4:9| (norms with the cusp), out = env V
+    (:func:`_channel_products`), so that the (G, M, C, O) tensor is never formed."""
+    v, vecscale, quadscale, cusp = inter
+    _channel_products(env_gi, v[g], out)
+    channels = env_gi.shape[0]
+    for o in range(out.shape[1]):
+        val = out[0, o]
+        if channels > 1:
+            val += vecscale[g, o] * math.sqrt(out[1, o] ** 2 + out[2, o] ** 2 + out[3, o] ** 2 + cusp)
+        if channels > 4:
+            val += quadscale[g, o] * math.sqrt(out[4, o] ** 2 + out[5, o] ** 2 + out[6, o] ** 2 + out[7, o] ** 2
+                                               + out[8, o] ** 2 + cusp)
+        y[o] = val
+
+
+@numba.njit(inline="always")
+def _interact_backward(out, inter, g, gy, g_out, genv_gi):
+    """genv_gi (C, NU) = dL/d env of one bead and network g from gy (O,) = dL/d y of
+    :func:`_interact` and its forward pass's out (C, O): d|v|/dv = v / |v|, then through V."""
+    v, vecscale, quadscale, cusp = inter
+    channels = out.shape[0]
+    for o in range(out.shape[1]):
+        g_out[0, o] = gy[o]
+        if channels > 1:
+            k = gy[o] * vecscale[g, o] / math.sqrt(out[1, o] ** 2 + out[2, o] ** 2 + out[3, o] ** 2 + cusp)
+            for c in range(1, 4):
+                g_out[c, o] = k * out[c, o]
+        if channels > 4:
+            k = gy[o] * quadscale[g, o] / math.sqrt(out[4, o] ** 2 + out[5, o] ** 2 + out[6, o] ** 2 + out[7, o] ** 2
+                                                    + out[8, o] ** 2 + cusp)
+            for c in range(4, 9):
+                g_out[c, o] = k * out[c, o]
+    for c in range(channels):
+        for nu in range(genv_gi.shape[1]):
+            acc = 0.0
+            for o in range(out.shape[1]):
+                acc += g_out[c, o] * v[g, nu, o]
+            genv_gi[c, nu] = acc
+
+
 #: rows of the per-pair data the forward kernel keeps for the backward: the angular channels a
 #: (0-8), 1/r, phi = cos^2, phi', d/dr of half the prior's pair term, the unit vector u (13-15)
 #: and the pair's candidate slot (16; exact as a float below 2^24)
@@ -226,12 +281,15 @@ def _pair_kernels(F, exp):
         return n_j, imu, s2, math.pi / 2.0 / cutoff
 
     @numba.njit(parallel=True, fastmath=True, cache=True)
-    def forward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, env, prior_bead, pairs,
-                count):  # pragma: no cover
+    def forward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, inter, env, prior_bead, pairs,
+                count, y_pair, outs):  # pragma: no cover
         """env (G, M, C, NU): the environment; prior_bead (M,): half of each of the bead's prior
         pair terms; pairs (M, PAIR_ROWS, K'), count (M,): what the backward pass needs of each
         bead's pairs within the cutoff (:data:`PAIR_ROWS`), packed and padded to K' =
         _padded(K) (one gather of the geometry, the cosine and the exponentials for both passes).
+        With ``inter`` = (V (G, NU, O), vecscale (G, O), quadscale (G, O), cusp) (G = 0: none),
+        y_pair (G, M, O) gets the interaction layer's pair part, :func:`_interact`, and outs
+        (G, M, C, O) its linear map per channel, for the backward pass.
 
         x, box (M, 3): positions and each bead's box edges; nbr, valid (M, K): candidates;
         inv_mu, sig2 (G, NU): 1/mu and sigma^2, of type F; prior: (s p / a, a, t) of the pair
@@ -268,12 +326,16 @@ def _pair_kernels(F, exp):
                     for c in range(channels):
                         for nu in range(nu_n):
                             env[g, i, c, nu] = acc[c, g * nu_n + nu]
+                    if inter[0].shape[0]:
+                        _interact(env[g, i], inter, g, outs[g, i], y_pair[g, i])
 
     @numba.njit(parallel=True, fastmath=True, cache=True)
-    def backward(valid, inv_mu, sig2, cutoff, channels, prior, pairs, count, genv, gprior, gpair):  # pragma: no cover
-        """gpair (M, K, 3) = dL/d r_ik from genv = dL/d env (G, M, C, NU) and gprior = dL/d
-        prior_bead (M,), with the forward pass's pairs and count. Inner loops over the bead's
-        pairs, as rank-one updates."""
+    def backward(valid, inv_mu, sig2, cutoff, channels, prior, inter, pairs, count, outs, genv, g_y0, gprior,
+                 gpair):  # pragma: no cover
+        """gpair (M, K, 3) = dL/d r_ik from genv = dL/d env (G, M, C, NU), or with ``inter`` from
+        g_y0 = dL/d y_pair (G, M, O) and the forward pass's outs, and gprior = dL/d prior_bead (M,),
+        with the forward pass's pairs and count. Inner loops over the bead's pairs, as rank-one
+        updates."""
         m, k_max = valid.shape
         g_n, nu_n = inv_mu.shape
         n_j, imu, s2, h = constants(inv_mu, sig2, cutoff)
@@ -282,7 +344,14 @@ def _pair_kernels(F, exp):
             ga = np.empty((9, k_pad), imu.dtype)
             dl_dr = np.empty(k_pad, imu.dtype)
             e, ephi, ds = np.empty(k_pad, imu.dtype), np.empty(k_pad, imu.dtype), np.empty(k_pad, imu.dtype)
+            genv_i = np.empty((g_n, channels, nu_n), imu.dtype)
+            g_out = np.empty((channels, inter[0].shape[2]), imu.dtype)
             for i in range(chunk * _CHUNK, min(m, (chunk + 1) * _CHUNK)):
+                if inter[0].shape[0]:
+                    for g in range(g_n):
+                        _interact_backward(outs[g, i], inter, g, g_y0[g, i], g_out, genv_i[g])
+                else:
+                    genv_i[:] = genv[:, i]
                 n_p = count[i]
                 n_pad = _padded(n_p)
                 a, q, phi, dphi = pairs[i, 0:9], pairs[i, 9], pairs[i, 10], pairs[i, 11]
@@ -299,7 +368,7 @@ def _pair_kernels(F, exp):
                         ephi[p] = e[p] * phi[p]
                         ds[p] = ZERO
                     for c in range(channels):
-                        gv = genv[g, i, c, nu]
+                        gv = genv_i[g, c, nu]
                         for p in range(n_pad):
                             ds[p] += gv * a[c, p]  # dL/ds
                             ga[c, p] += gv * ephi[p]  # dL/da
@@ -534,22 +603,25 @@ def distilled_forward(x, box, nbr, valid, system, cutoff, pair_grid, pair_coef, 
             energy_bead[i] = e
 
 
-#: free per-pair buffers of the kernels by (shape, dtype): a buffer belongs to a forward pass's
-#: autograd node and comes back here when the node is freed (a backward pass may run more than
-#: once), so that MD does not allocate (and page-fault) ~2 MB per step
-_FREE_PAIRS: dict = {}
+#: free buffers the kernels' forward pass fills for the backward pass, by (shape, dtype): a
+#: buffer belongs to a forward pass's autograd node and comes back here when the node is freed
+#: (a backward pass may run more than once), so that MD does not allocate (and page-fault) a few
+#: MB per step
+_FREE_BUFFERS: dict = {}
 
 
-def _take_pairs(shape, dtype) -> np.ndarray:
-    free = _FREE_PAIRS.get((shape, dtype))
+def _take_buffer(shape, dtype) -> np.ndarray:
+    free = _FREE_BUFFERS.get((shape, dtype))
     try:
         return free.pop()
     except (AttributeError, IndexError):
         return np.empty(shape, dtype=dtype)
 
 
-def _give_back_pairs(buffer: np.ndarray) -> None:
-    free = _FREE_PAIRS.setdefault((buffer.shape, buffer.dtype), [])
+def _give_back_buffer(buffer: np.ndarray) -> None:
+    if buffer.size == 0:
+        return
+    free = _FREE_BUFFERS.setdefault((buffer.shape, buffer.dtype), [])
     if len(free) < 4:
         free.append(buffer)
 
@@ -557,10 +629,13 @@ def _give_back_pairs(buffer: np.ndarray) -> None:
 class PairEnvironment(torch.autograd.Function):
     """(env (G, M, C, NU), prior per bead (M,)) of positions x (M, 3) on the CPU, with the
     analytic backward. box (M, 3) each bead's box edges; nbr, valid (M, K) the candidates.
+    With ``inter`` = (V (G, NU, O), vecscale (G, O) or None, quadscale (G, O) or None, cusp),
+    the first output is instead the interaction layer's pair part y (G, M, O) of that env
+    (:func:`_interact`; the same as :meth:`thermocg.models.fast.FastForceField._pair_interaction`).
     The kernels compute in x's dtype (:data:`PAIR_KERNELS`: float32 or float64)."""
 
     @staticmethod
-    def forward(ctx, x, box, nbr, valid, inv_mu, sig2, prior, cutoff: float, channels: int):
+    def forward(ctx, x, box, nbr, valid, inv_mu, sig2, prior, cutoff: float, channels: int, inter=None):
         xn = x.detach().contiguous().numpy()
         if xn.dtype not in PAIR_KERNELS:
             raise TypeError(f"the pair kernels run in float32 or float64, found positions of {xn.dtype}")
@@ -569,27 +644,45 @@ class PairEnvironment(torch.autograd.Function):
                   float(cutoff), int(channels), np.asarray(prior, dtype=np.float64))
         g_n, nu_n = consts[0].shape
         m = xn.shape[0]
+        if inter is None:
+            kernel_inter = (np.zeros((0, 1, 1), xn.dtype), np.zeros((0, 1), xn.dtype), np.zeros((0, 1), xn.dtype), 0.0)
+            y_pair, outs = np.zeros((0, 0, 0), xn.dtype), np.zeros((0, 0, 0, 0), xn.dtype)
+        else:
+            v, vecscale, quadscale, cusp = inter
+            v = v.detach().to(x.dtype).contiguous().numpy()
+            zeros = np.zeros((g_n, v.shape[2]), xn.dtype)
+            kernel_inter = (v, zeros if vecscale is None else vecscale.detach().to(x.dtype).contiguous().numpy(),
+                            zeros if quadscale is None else quadscale.detach().to(x.dtype).contiguous().numpy(),
+                            float(cusp))
+            y_pair = np.empty((g_n, m, v.shape[2]), dtype=xn.dtype)
+            outs = _take_buffer((g_n, m, channels, v.shape[2]), xn.dtype)
         env = np.empty((g_n, m, channels, nu_n), dtype=xn.dtype)
         prior_bead = np.empty(m, dtype=xn.dtype)
-        pairs = _take_pairs((m, PAIR_ROWS, -(-valid_n.shape[1] // _LANES) * _LANES), xn.dtype)
+        pairs = _take_buffer((m, PAIR_ROWS, -(-valid_n.shape[1] // _LANES) * _LANES), xn.dtype)
         count = np.empty(m, dtype=np.int64)
         PAIR_KERNELS[xn.dtype][0](xn, box.detach().to(x.dtype).contiguous().numpy(), nbr.contiguous().numpy(),
-                                  valid_n, *consts, env, prior_bead, pairs, count)
+                                  valid_n, *consts, kernel_inter, env, prior_bead, pairs, count, y_pair, outs)
         ctx.nbr, ctx.valid, ctx.consts, ctx.pairs, ctx.count = nbr.contiguous().numpy(), valid_n, consts, pairs, count
-        weakref.finalize(ctx, _give_back_pairs, pairs)
-        ctx.env_shape = env.shape
-        return torch.from_numpy(env), torch.from_numpy(prior_bead)
+        ctx.inter, ctx.env, ctx.outs = kernel_inter, env, outs
+        for buffer in (pairs, outs):
+            weakref.finalize(ctx, _give_back_buffer, buffer)
+        return torch.from_numpy(env if inter is None else y_pair), torch.from_numpy(prior_bead)
 
     @staticmethod
-    def backward(ctx, genv, gprior):
-        dtype = ctx.pairs.dtype
-        genv = (np.zeros(ctx.env_shape, dtype=dtype) if genv is None else genv.detach().contiguous().numpy().astype(
-            dtype, copy=False))
-        m = ctx.env_shape[1]
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_first, gprior):
+        dtype, env = ctx.pairs.dtype, ctx.env
+        g_n, m = env.shape[:2]
+        fused = ctx.inter[0].shape[0] > 0
+        first_shape = (g_n, m, ctx.inter[0].shape[2]) if fused else env.shape
+        g_first = (np.zeros(first_shape, dtype=dtype) if g_first is None
+                   else g_first.detach().contiguous().numpy().astype(dtype, copy=False))
+        genv, gy = (np.zeros((0, 0, 0, 0), dtype), g_first) if fused else (g_first, np.zeros((0, 0, 0), dtype))
         gprior = (np.zeros(m, dtype=dtype) if gprior is None else gprior.detach().contiguous().numpy().astype(
             dtype, copy=False))
         gpair = np.empty((*ctx.valid.shape, 3), dtype=dtype)
-        PAIR_KERNELS[dtype][1](ctx.valid, *ctx.consts, ctx.pairs, ctx.count, genv, gprior, gpair)
+        PAIR_KERNELS[dtype][1](ctx.valid, *ctx.consts, ctx.inter, ctx.pairs, ctx.count, ctx.outs, genv, gy, gprior,
+                               gpair)
         grad = np.zeros((m, 3), dtype=dtype)
         scatter_pairs(ctx.nbr, ctx.valid, gpair, grad)
-        return torch.from_numpy(grad), None, None, None, None, None, None, None, None
+        return torch.from_numpy(grad), None, None, None, None, None, None, None, None, None
