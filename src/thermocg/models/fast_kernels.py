@@ -250,9 +250,10 @@ def _interact_backward(out, inter, g, gy, g_out, genv_gi):
                                                     + out[8, o] ** 2 + cusp)
             for c in range(4, 9):
                 g_out[c, o] = k * out[c, o]
+    zero = out[0, 0] - out[0, 0]  # of out's type (a float64 0.0 would make the sums float64: 1.5x slower)
     for c in range(channels):
         for nu in range(genv_gi.shape[1]):
-            acc = 0.0
+            acc = zero
             for o in range(out.shape[1]):
                 acc += g_out[c, o] * v[g, nu, o]
             genv_gi[c, nu] = acc
@@ -645,7 +646,8 @@ class PairEnvironment(torch.autograd.Function):
         g_n, nu_n = consts[0].shape
         m = xn.shape[0]
         if inter is None:
-            kernel_inter = (np.zeros((0, 1, 1), xn.dtype), np.zeros((0, 1), xn.dtype), np.zeros((0, 1), xn.dtype), 0.0)
+            kernel_inter = (np.zeros((0, 1, 1), xn.dtype), np.zeros((0, 1), xn.dtype), np.zeros((0, 1), xn.dtype),
+                            xn.dtype.type(0.0))
             y_pair, outs = np.zeros((0, 0, 0), xn.dtype), np.zeros((0, 0, 0, 0), xn.dtype)
         else:
             v, vecscale, quadscale, cusp = inter
@@ -653,7 +655,7 @@ class PairEnvironment(torch.autograd.Function):
             zeros = np.zeros((g_n, v.shape[2]), xn.dtype)
             kernel_inter = (v, zeros if vecscale is None else vecscale.detach().to(x.dtype).contiguous().numpy(),
                             zeros if quadscale is None else quadscale.detach().to(x.dtype).contiguous().numpy(),
-                            float(cusp))
+                            xn.dtype.type(cusp))  # of x's type: a float64 would promote the norms
             y_pair = np.empty((g_n, m, v.shape[2]), dtype=xn.dtype)
             outs = _take_buffer((g_n, m, channels, v.shape[2]), xn.dtype)
         env = np.empty((g_n, m, channels, nu_n), dtype=xn.dtype)
