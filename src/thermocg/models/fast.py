@@ -437,6 +437,15 @@ class FastForceField(torch.nn.Module):
         """(per-bead head energies (B, N, 3) without offsets, prior per system (B,)) at positions
         x (B, N, 3) and box edges (B, 3); ``types`` (N,) or (B, N): each bead's type (a model of
         several types)."""
+        eps, prior = self._network(x, lengths, types)
+        m = eps.shape[1]
+        # (G, M, T) -> the model's heads, (M, n_heads); an unused head is exactly zero
+        cols = [eps[self.head_source[k][0], :, self.head_source[k][1]] if k in self.head_source
+                else torch.zeros(m, dtype=x.dtype, device=x.device) for k in range(3)]
+        return torch.stack(cols, dim=-1).reshape(x.shape[0], x.shape[1], 3), prior
+
+    def _network(self, x: torch.Tensor, lengths: torch.Tensor, types=None):
+        """(each bead's outputs of the stacked networks (G, B N, T), the prior per system (B,))."""
         b, n, _ = x.shape
         m = b * n
         self.neighbour_list.update(x, lengths)
@@ -473,11 +482,7 @@ class FastForceField(torch.nn.Module):
             eps = OneBlockNetwork.apply(y0, z0, self)
         else:
             eps = self._blocks(y0, z0, nbr, geometry)
-        # (G, M, T) -> the model's heads, (M, n_heads); an unused head is exactly zero
-        cols = [eps[self.head_source[k][0], :, self.head_source[k][1]] if k in self.head_source
-                else torch.zeros(m, dtype=x.dtype, device=x.device) for k in range(3)]
-        per_bead = torch.stack(cols, dim=-1).reshape(b, n, 3)
-        return per_bead, prior
+        return eps, prior
 
     def _blocks(self, y0, z0, nbr, geometry):
         """The atom-wise network from block 0's pair part y0 (:meth:`_pair_interaction`) and the
@@ -556,10 +561,15 @@ class FastForceField(torch.nn.Module):
 
     def heads(self, x: torch.Tensor, lengths: torch.Tensor, types=None):
         """Per-system (W_prior + W0, W1, W2), each (B,): what :meth:`ThermalForceField.heads` gives."""
-        per_bead, prior = self.bead_heads(x, lengths, types)
-        n = x.shape[1]
-        e = per_bead.sum(1) + n * self.bead_offset.to(per_bead.dtype)
-        return prior + e[:, 0], e[:, 1], e[:, 2]
+        eps, prior = self._network(x, lengths, types)
+        b, n, _ = x.shape
+        # each system's sums first (G, B, T): selecting a head of the per-bead (G, M, T) would
+        # cost its backward a zero-filled (G, M, T) tensor per head
+        sums = eps.reshape(eps.shape[0], b, n, eps.shape[2]).sum(2)
+        offset = n * self.bead_offset.to(eps.dtype)
+        h = [sums[self.head_source[k][0], :, self.head_source[k][1]] + offset[k] if k in self.head_source
+             else offset[k].expand(b) for k in range(3)]
+        return prior + h[0], h[1], h[2]
 
     def energy(self, x: torch.Tensor, lengths: torch.Tensor, temperature_K, types=None):
         """W per system (B,), kcal/mol."""
