@@ -466,10 +466,9 @@ class FastForceField(torch.nn.Module):
             box = lengths.repeat_interleave(n, dim=0)
             valid = self.neighbour_list.valid
             masks = [valid] if t is None else [valid & (t[nbr] == f) for f in range(self.n_types)]
-            inter = ((self.V0, getattr(self, "vecscale0", None), getattr(self, "quadscale0", None), self.cusp[0])
-                     if t is None else None)
-            passes = [PairEnvironment.apply(x.reshape(m, 3), box, nbr, mask, self.mu0 ** -1, self.sigma0 ** 2,
-                                            self._prior_args(), self.cutoff, self.channels, inter) for mask in masks]
+            inv_mu, sig2, prior_args, inter = self._kernel_inputs(x.dtype)
+            passes = [PairEnvironment.apply(x.reshape(m, 3), box, nbr, mask, inv_mu, sig2, prior_args, self.cutoff,
+                                            self.channels, inter if t is None else None) for mask in masks]
             prior = sum(p for _, p in passes).reshape(b, n).sum(-1)
             if t is None:
                 y0 = passes[0][0]
@@ -511,6 +510,24 @@ class FastForceField(torch.nn.Module):
         """(s p / a, a, t) of the prior, float64."""
         s, p, t = (float(v) for v in (self.prior_strength, self.prior_p, self.prior_onset))
         return (s * p / self.prior_decay, self.prior_decay, t)
+
+    def _kernel_inputs(self, dtype):
+        """(1/mu, sigma^2, the prior's arguments, the interaction's (V, vecscale, quadscale, cusp))
+        of block 0 for the kernels, as numpy arrays of ``dtype``: kept between calls (a dozen torch
+        conversions per force call otherwise) and made again when a weight changes."""
+        tensors = [self.mu0, self.sigma0, self.V0, self.prior_strength, self.prior_p, self.prior_onset]
+        tensors += [getattr(self, name) for name in ("vecscale0", "quadscale0") if hasattr(self, name)]
+        key = (dtype, self.include_prior, tuple((t.data_ptr(), t._version) for t in tensors))
+        cached = getattr(self, "_kernel_cache", None)
+        if cached is None or cached[0] != key:
+            def numpy(t):
+                return None if t is None else t.detach().to(dtype).cpu().contiguous().numpy()
+
+            inter = (numpy(self.V0), numpy(getattr(self, "vecscale0", None)), numpy(getattr(self, "quadscale0", None)),
+                     self.cusp[0])
+            cached = (key, (numpy(self.mu0 ** -1), numpy(self.sigma0 ** 2), self._prior_args(), inter))
+            self._kernel_cache = cached
+        return cached[1]
 
     def _prior_args(self):
         """The kernels' prior parameters: :meth:`_prior_params`, s p / a = 0 without the prior."""

@@ -627,10 +627,17 @@ def _give_back_buffer(buffer: np.ndarray) -> None:
         free.append(buffer)
 
 
+def _numpy(a, dtype) -> np.ndarray:
+    """a tensor or array as a C-contiguous numpy array of ``dtype`` (no copy if it is one)."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
 class PairEnvironment(torch.autograd.Function):
     """(env (G, M, C, NU), prior per bead (M,)) of positions x (M, 3) on the CPU, with the
-    analytic backward. box (M, 3) each bead's box edges; nbr, valid (M, K) the candidates.
-    With ``inter`` = (V (G, NU, O), vecscale (G, O) or None, quadscale (G, O) or None, cusp),
+    analytic backward. box (M, 3) each bead's box edges; nbr, valid (M, K) the candidates;
+    inv_mu, sig2 (G, NU) tensors or arrays. With ``inter`` = (V (G, NU, O), vecscale (G, O) or None, quadscale (G, O) or None, cusp),
     the first output is instead the interaction layer's pair part y (G, M, O) of that env
     (:func:`_interact`; the same as :meth:`thermocg.models.fast.FastForceField._pair_interaction`).
     The kernels compute in x's dtype (:data:`PAIR_KERNELS`: float32 or float64)."""
@@ -641,8 +648,8 @@ class PairEnvironment(torch.autograd.Function):
         if xn.dtype not in PAIR_KERNELS:
             raise TypeError(f"the pair kernels run in float32 or float64, found positions of {xn.dtype}")
         valid_n = valid.contiguous().numpy()
-        consts = (inv_mu.detach().to(x.dtype).contiguous().numpy(), sig2.detach().to(x.dtype).contiguous().numpy(),
-                  float(cutoff), int(channels), np.asarray(prior, dtype=np.float64))
+        consts = (_numpy(inv_mu, xn.dtype), _numpy(sig2, xn.dtype), float(cutoff), int(channels),
+                  np.asarray(prior, dtype=np.float64))
         g_n, nu_n = consts[0].shape
         m = xn.shape[0]
         if inter is None:
@@ -651,10 +658,10 @@ class PairEnvironment(torch.autograd.Function):
             y_pair, outs = np.zeros((0, 0, 0), xn.dtype), np.zeros((0, 0, 0, 0), xn.dtype)
         else:
             v, vecscale, quadscale, cusp = inter
-            v = v.detach().to(x.dtype).contiguous().numpy()
+            v = _numpy(v, xn.dtype)
             zeros = np.zeros((g_n, v.shape[2]), xn.dtype)
-            kernel_inter = (v, zeros if vecscale is None else vecscale.detach().to(x.dtype).contiguous().numpy(),
-                            zeros if quadscale is None else quadscale.detach().to(x.dtype).contiguous().numpy(),
+            kernel_inter = (v, zeros if vecscale is None else _numpy(vecscale, xn.dtype),
+                            zeros if quadscale is None else _numpy(quadscale, xn.dtype),
                             xn.dtype.type(cusp))  # of x's type: a float64 would promote the norms
             y_pair = np.empty((g_n, m, v.shape[2]), dtype=xn.dtype)
             outs = _take_buffer((g_n, m, channels, v.shape[2]), xn.dtype)

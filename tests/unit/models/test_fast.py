@@ -341,3 +341,22 @@ def test_the_kernels_backward_may_run_twice_and_out_of_order():
     (ga2,) = torch.autograd.grad(wa, a)
     for g, f in ((ga, f1), (ga2, f1), (gb, f2), (gb2, f2)):
         assert torch.equal(-g, f)
+
+
+def test_the_kernels_follow_a_change_of_the_weights():
+    """The kernels' inputs (1/mu, sigma^2, the interaction's map and scales, the prior) are kept
+    between calls: changing a weight in place afterwards (as load_state_dict does) changes the
+    forces as a form built from the changed model has them."""
+    model = perturbed_model(NetworkSettings(shared=False, interaction="quad"), 2, "beta", seed=5)
+    x, lengths = configurations(seed=6)
+    temps = torch.tensor([300.0, 400.0, 500.0], dtype=torch.float64)
+    form = FastForceField.from_model(model)
+    before = form.energy_and_forces(x, lengths, temps)[1]
+    state = {k: v.clone() for k, v in form.state_dict().items()}
+    for name in ("mu0", "V0", "quadscale0", "prior_onset"):
+        state[name] = state[name] * 1.05
+    form.load_state_dict(state)
+    after = form.energy_and_forces(x, lengths, temps)[1]
+    form.kernels = "torch"  # the same weights through torch operations: no kept inputs
+    expected = form.energy_and_forces(x, lengths, temps)[1]
+    assert close(after, expected) and not close(after, before, rtol=1e-3)
