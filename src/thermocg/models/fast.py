@@ -409,12 +409,6 @@ class FastForceField(torch.nn.Module):
         return env.reshape(g, m, self.channels, nu * self.n_in[b])
 
     @staticmethod
-    def _groups(n: int, like: torch.Tensor) -> torch.Tensor:
-        """(groups, n) 0/1 matrix summing the vector channels (3) and the quadrupole's (5)."""
-        rows = [[1.0] * 3 + [0.0] * (n - 3)] + ([[0.0] * 3 + [1.0] * 5] if n > 3 else [])
-        return torch.tensor(rows, dtype=like.dtype, device=like.device)
-
-    @staticmethod
     def _linear(z, w, bias):
         return _affine(z, w, bias)
 

@@ -12,13 +12,17 @@ and sensitivity nu (docs/dev/hipnn_inference.md §2.3-2.4)::
 orthonormal basis of traceless symmetric tensors, :func:`_angular_column`, so that hippynn's
 quadrupole norm is their plain sum of squares), with the pair vector
 r_ik = x_i - x_j (minimum image) and u its direction. The repulsive prior is a sum over
-the same pairs. In torch this is a dozen passes over (networks x pairs x sensitivities)
-tensors and as many again for autograd: most of a force call (bench/RESULTS.md). Here
-each pair's geometry, sensitivities and messages are formed in registers, once in the
-forward pass and once (recomputed, not stored) in the analytic backward pass, in
-parallel over beads (each bead writes only its own row). Why our own: it is the
-method's network; hippynn's kernels work on its flat pair layout with general input
-features, and numba has no vectorised exp without Intel's SVML, hence :func:`exp_neg`.
+the same pairs. With one bead type the kernel goes on to the interaction layer's linear
+map and norms, y[g, i] = out_0 + vecscale |out_1:4| + quadscale |out_4:9| with out = env V
+(:func:`_interact`), so that the (networks x beads x 9 x features) tensors never reach torch.
+In torch all this is a dozen passes over (networks x pairs x sensitivities) tensors and as
+many again for autograd: most of a force call (bench/RESULTS.md). Here each bead's pairs are
+gathered once, in the forward pass, with what both passes need of them (:data:`PAIR_ROWS`);
+the sensitivities are formed in registers in each pass; the beads run in parallel (each
+writes only its own row); the arithmetic is in the positions' float type (float32 in MD).
+Why our own: it is the method's network; hippynn's kernels work on its flat pair layout with
+general input features, and numba has no vectorised exp, sin or cos without Intel's SVML,
+hence :func:`exp_neg`, :func:`exp_neg32` and :func:`_sin_cos`.
 """
 
 from __future__ import annotations
