@@ -213,7 +213,8 @@ class OneBlockNetwork(torch.autograd.Function):
 
     Forward: y = y0 + z0 W_self + b_self; z = softplus(y) W_res + b_res + skip(z0); per atom
     layer z += softplus(z W_a + b_a) W_ra + b_ra; eps = z0 H_0 + z H_1 + h_1.
-    Backward: softplus' = sigmoid.
+    Backward: softplus' = sigmoid (torch's softplus is the identity above 20, where sigmoid
+    differs from 1 by 2e-9).
     """
 
     @staticmethod
@@ -227,20 +228,25 @@ class OneBlockNetwork(torch.autograd.Function):
             z = _affine(torch.nn.functional.softplus(u), form._buf(f"atom_rw0_{a}"), form._buf(f"atom_rb0_{a}")).add_(z)
             pre.append(u)
         eps = _affine(z, form.head_w1, form.head_b1).add_(torch.bmm(z0, form.head_w0.transpose(1, 2)))
-        ctx.form = form
-        ctx.save_for_backward(y, *pre)
+        ctx.form, ctx.n_pre = form, len(pre)
+        # the weights of the backward pass too: autograd then refuses a backward pass after one
+        # of them changed in place, as it would for the operations themselves
+        weights = [form.head_w1, form.res_w0] + [form._buf(f"atom{k}0_{a}") for a in range(1, form.n_atom_layers + 1)
+                                                 for k in ("_rw", "_w")]
+        ctx.save_for_backward(y, *pre, *weights)
         return eps
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_eps):
-        form = ctx.form
-        y, *pre = ctx.saved_tensors
-        gz = torch.bmm(g_eps, form.head_w1)
-        for a in range(form.n_atom_layers, 0, -1):
-            gh = torch.bmm(gz, form._buf(f"atom_rw0_{a}")).mul_(torch.sigmoid(pre[a - 1]))
-            gz = torch.bmm(gh, form._buf(f"atom_w0_{a}")).add_(gz)
-        return torch.bmm(gz, form.res_w0).mul_(torch.sigmoid(y)), None, None
+        y, *rest = ctx.saved_tensors
+        pre, (head_w1, res_w0, *atom) = rest[:ctx.n_pre], rest[ctx.n_pre:]
+        gz = torch.bmm(g_eps, head_w1)
+        for a in range(ctx.n_pre, 0, -1):
+            rw, w = atom[2 * (a - 1)], atom[2 * (a - 1) + 1]
+            gh = torch.bmm(gz, rw).mul_(torch.sigmoid(pre[a - 1]))
+            gz = torch.bmm(gh, w).add_(gz)
+        return torch.bmm(gz, res_w0).mul_(torch.sigmoid(y)), None, None
 
 
 class FastForceField(torch.nn.Module):
@@ -511,9 +517,14 @@ class FastForceField(torch.nn.Module):
         conversions per force call otherwise) and made again when a weight changes."""
         tensors = [self.mu0, self.sigma0, self.V0, self.prior_strength, self.prior_p, self.prior_onset]
         tensors += [getattr(self, name) for name in ("vecscale0", "quadscale0") if hasattr(self, name)]
-        key = (dtype, self.include_prior, tuple((t.data_ptr(), t._version) for t in tensors))
+        # (weights change through in-place torch operations or load_state_dict, which count
+        # versions; a write through .data or a numpy view of a weight does not)
+        versions = tuple((t.data_ptr(), -1 if t.is_inference() else t._version) for t in tensors)
+        key = (dtype, self.include_prior, self.prior_decay, self.cusp[0], versions)
+        if any(v == -1 for _, v in versions):  # inference tensors count no versions: made at every call
+            key = None
         cached = getattr(self, "_kernel_cache", None)
-        if cached is None or cached[0] != key:
+        if cached is None or key is None or cached[0] != key:
             def numpy(t):
                 return None if t is None else t.detach().to(dtype).cpu().contiguous().numpy()
 

@@ -31,6 +31,7 @@ import math
 import weakref
 
 import numba
+import numba.extending
 import numpy as np
 import torch
 
@@ -269,144 +270,151 @@ def _interact_backward(out, inter, g, gy, g_out, genv_gi):
 PAIR_ROWS = 17
 
 
-def _pair_kernels(F, exp):
-    """(forward, backward) pair kernels whose inner loops run in the float type F with the
-    exponential ``exp``: :func:`exp_neg` in float64 (the reference), :func:`exp_neg32` in
-    float32 (MD's precision: the force error stays below 1e-5 relative, tested). The constants
-    of the inner loops are F's, so that no operation there is promoted to float64."""
-    MHALF, ZERO = F(-0.5), F(0.0)
+def exp_neg_typed(x):
+    """:func:`exp_neg` for a float64 x, :func:`exp_neg32` for a float32 one (chosen when numba
+    compiles the caller: the kernels below are one function for both types)."""
+    raise NotImplementedError("exp_neg_typed runs only inside numba-compiled code")
 
-    @numba.njit(inline="always")
-    def constants(inv_mu, sig2, cutoff):
-        """(n_j, 1/mu and sigma^2 flattened over (G, NU) and padded to n_j, a multiple of
-        :data:`_LANES`, pi / (2 rc)): what both kernels read of the sensitivities and the cutoff."""
-        n_j = _padded(inv_mu.size)
-        imu, s2 = np.zeros(n_j, inv_mu.dtype), np.zeros(n_j, inv_mu.dtype)  # padding: exp(0) into unread columns
-        imu[:inv_mu.size], s2[:inv_mu.size] = inv_mu.ravel(), sig2.ravel()
-        return n_j, imu, s2, math.pi / 2.0 / cutoff
 
-    @numba.njit(parallel=True, fastmath=True, cache=True)
-    def forward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, inter, env, prior_bead, pairs,
-                count, y_pair, outs):  # pragma: no cover
-        """env (G, M, C, NU): the environment; prior_bead (M,): half of each of the bead's prior
-        pair terms; pairs (M, PAIR_ROWS, K'), count (M,): what the backward pass needs of each
-        bead's pairs within the cutoff (:data:`PAIR_ROWS`), packed and padded to K' =
-        _padded(K) (one gather of the geometry, the cosine and the exponentials for both passes).
-        With ``inter`` = (V (G, NU, O), vecscale (G, O), quadscale (G, O), cusp) (G = 0: none),
-        y_pair (G, M, O) gets the interaction layer's pair part, :func:`_interact`, and outs
-        (G, M, C, O) its linear map per channel, for the backward pass.
+@numba.extending.overload(exp_neg_typed, inline="always")
+def _exp_neg_typed(x):
+    if x == numba.types.float32:
+        return lambda x: exp_neg32(x)
+    return lambda x: exp_neg(x)
 
-        x, box (M, 3): positions and each bead's box edges; nbr, valid (M, K): candidates;
-        inv_mu, sig2 (G, NU): 1/mu and sigma^2, of type F; prior: (s p / a, a, t) of the pair
-        prior. The inner loops run over the G*NU sensitivities as rank-one updates (no
-        reductions), which is what lets them vectorise.
-        """
-        m, k_max = valid.shape
-        g_n, nu_n = inv_mu.shape
-        n_j, imu, s2, h = constants(inv_mu, sig2, cutoff)
-        for chunk in numba.prange((m + _CHUNK - 1) // _CHUNK):
-            geo, slot = _pair_scratch(k_max)
-            s = np.empty(n_j, imu.dtype)
-            acc = np.empty((channels, n_j), imu.dtype)
-            for i in range(chunk * _CHUNK, min(m, (chunk + 1) * _CHUNK)):
-                pairs_i = pairs[i]
-                a, q, phi = pairs_i[0:9], pairs_i[9], pairs_i[10]
-                n_p = _gather(x, box, nbr, valid, i, cutoff, slot, geo)
-                prior_bead[i] = _pair_values(geo, n_p, channels, h, prior, pairs_i)
-                _pad_pairs(n_p, pairs_i)
-                count[i] = n_p
-                for p in range(n_p):
-                    pairs_i[16, p] = slot[p]
-                acc[:] = ZERO
-                for p in range(n_p):
-                    qp, ph = q[p], phi[p]
+
+@numba.njit(inline="always")
+def _constants(inv_mu, sig2, cutoff):
+    """(n_j, 1/mu and sigma^2 flattened over (G, NU) and padded to n_j, a multiple of
+    :data:`_LANES`, pi / (2 rc), -1/2 and 0 of the arrays' type): what both kernels read of the
+    sensitivities and the cutoff. The inner loops' constants are of the arrays' float type, so
+    that no operation there is promoted to float64 (float32 in MD)."""
+    n_j = _padded(inv_mu.size)
+    imu, s2 = np.zeros(n_j, inv_mu.dtype), np.zeros(n_j, inv_mu.dtype)  # padding: exp(0) into unread columns
+    imu[:inv_mu.size], s2[:inv_mu.size] = inv_mu.ravel(), sig2.ravel()
+    return n_j, imu, s2, math.pi / 2.0 / cutoff, np.full(1, -0.5, inv_mu.dtype)[0], np.zeros(1, inv_mu.dtype)[0]
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def pair_forward(x, box, nbr, valid, inv_mu, sig2, cutoff, channels, prior, inter, env, prior_bead, pairs,
+            count, y_pair, outs):  # pragma: no cover
+    """env (G, M, C, NU): the environment; prior_bead (M,): half of each of the bead's prior
+    pair terms; pairs (M, PAIR_ROWS, K'), count (M,): what the backward pass needs of each
+    bead's pairs within the cutoff (:data:`PAIR_ROWS`), packed and padded to K' =
+    _padded(K) (one gather of the geometry, the cosine and the exponentials for both passes).
+    With ``inter`` = (V (G, NU, O), vecscale (G, O), quadscale (G, O), cusp) (G = 0: none),
+    y_pair (G, M, O) gets the interaction layer's pair part, :func:`_interact`, and outs
+    (G, M, C, O) its linear map per channel, for the backward pass.
+
+    x, box (M, 3): positions and each bead's box edges; nbr, valid (M, K): candidates;
+    inv_mu, sig2 (G, NU): 1/mu and sigma^2, of x's type; prior: (s p / a, a, t) of the pair
+    prior. The inner loops run over the G*NU sensitivities as rank-one updates (no
+    reductions), which is what lets them vectorise.
+    """
+    m, k_max = valid.shape
+    g_n, nu_n = inv_mu.shape
+    n_j, imu, s2, h, MHALF, ZERO = _constants(inv_mu, sig2, cutoff)
+    for chunk in numba.prange((m + _CHUNK - 1) // _CHUNK):
+        geo, slot = _pair_scratch(k_max)
+        s = np.empty(n_j, imu.dtype)
+        acc = np.empty((channels, n_j), imu.dtype)
+        for i in range(chunk * _CHUNK, min(m, (chunk + 1) * _CHUNK)):
+            pairs_i = pairs[i]
+            a, q, phi = pairs_i[0:9], pairs_i[9], pairs_i[10]
+            n_p = _gather(x, box, nbr, valid, i, cutoff, slot, geo)
+            prior_bead[i] = _pair_values(geo, n_p, channels, h, prior, pairs_i)
+            _pad_pairs(n_p, pairs_i)
+            count[i] = n_p
+            for p in range(n_p):
+                pairs_i[16, p] = slot[p]
+            acc[:] = ZERO
+            for p in range(n_p):
+                qp, ph = q[p], phi[p]
+                for j in range(n_j):
+                    t = qp - imu[j]
+                    s[j] = exp_neg_typed(MHALF * t * t * s2[j]) * ph
+                for c in range(channels):
+                    ac = a[c, p]
                     for j in range(n_j):
-                        t = qp - imu[j]
-                        s[j] = exp(MHALF * t * t * s2[j]) * ph
-                    for c in range(channels):
-                        ac = a[c, p]
-                        for j in range(n_j):
-                            acc[c, j] += ac * s[j]
-                for g in range(g_n):
-                    for c in range(channels):
-                        for nu in range(nu_n):
-                            env[g, i, c, nu] = acc[c, g * nu_n + nu]
-                    if inter[0].shape[0]:
-                        _interact(env[g, i], inter, g, outs[g, i], y_pair[g, i])
-
-    @numba.njit(parallel=True, fastmath=True, cache=True)
-    def backward(valid, inv_mu, sig2, cutoff, channels, prior, inter, pairs, count, outs, genv, g_y0, gprior,
-                 gpair):  # pragma: no cover
-        """gpair (M, K, 3) = dL/d r_ik from genv = dL/d env (G, M, C, NU), or with ``inter`` from
-        g_y0 = dL/d y_pair (G, M, O) and the forward pass's outs, and gprior = dL/d prior_bead (M,),
-        with the forward pass's pairs and count. Inner loops over the bead's pairs, as rank-one
-        updates."""
-        m, k_max = valid.shape
-        g_n, nu_n = inv_mu.shape
-        n_j, imu, s2, h = constants(inv_mu, sig2, cutoff)
-        for chunk in numba.prange((m + _CHUNK - 1) // _CHUNK):
-            k_pad = _padded(k_max)
-            ga = np.empty((9, k_pad), imu.dtype)
-            dl_dr = np.empty(k_pad, imu.dtype)
-            e, ephi, ds = np.empty(k_pad, imu.dtype), np.empty(k_pad, imu.dtype), np.empty(k_pad, imu.dtype)
-            genv_i = np.empty((g_n, channels, nu_n), imu.dtype)
-            g_out = np.empty((channels, inter[0].shape[2]), imu.dtype)
-            for i in range(chunk * _CHUNK, min(m, (chunk + 1) * _CHUNK)):
+                        acc[c, j] += ac * s[j]
+            for g in range(g_n):
+                for c in range(channels):
+                    for nu in range(nu_n):
+                        env[g, i, c, nu] = acc[c, g * nu_n + nu]
                 if inter[0].shape[0]:
-                    for g in range(g_n):
-                        _interact_backward(outs[g, i], inter, g, g_y0[g, i], g_out, genv_i[g])
-                else:
-                    genv_i[:] = genv[:, i]
-                n_p = count[i]
-                n_pad = _padded(n_p)
-                a, q, phi, dphi = pairs[i, 0:9], pairs[i, 9], pairs[i, 10], pairs[i, 11]
-                ga[:, :n_pad] = ZERO
-                gp = gprior[i]
+                    _interact(env[g, i], inter, g, outs[g, i], y_pair[g, i])
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def pair_backward(valid, inv_mu, sig2, cutoff, channels, prior, inter, pairs, count, outs, genv, g_y0, gprior,
+             gpair):  # pragma: no cover
+    """gpair (M, K, 3) = dL/d r_ik from genv = dL/d env (G, M, C, NU), or with ``inter`` from
+    g_y0 = dL/d y_pair (G, M, O) and the forward pass's outs, and gprior = dL/d prior_bead (M,),
+    with the forward pass's pairs and count. Inner loops over the bead's pairs, as rank-one
+    updates."""
+    m, k_max = valid.shape
+    g_n, nu_n = inv_mu.shape
+    n_j, imu, s2, h, MHALF, ZERO = _constants(inv_mu, sig2, cutoff)
+    for chunk in numba.prange((m + _CHUNK - 1) // _CHUNK):
+        k_pad = _padded(k_max)
+        ga = np.empty((9, k_pad), imu.dtype)
+        dl_dr = np.empty(k_pad, imu.dtype)
+        e, ephi, ds = np.empty(k_pad, imu.dtype), np.empty(k_pad, imu.dtype), np.empty(k_pad, imu.dtype)
+        genv_i = np.empty((g_n, channels, nu_n), imu.dtype)
+        g_out = np.empty((channels, inter[0].shape[2]), imu.dtype)
+        for i in range(chunk * _CHUNK, min(m, (chunk + 1) * _CHUNK)):
+            if inter[0].shape[0]:
+                for g in range(g_n):
+                    _interact_backward(outs[g, i], inter, g, g_y0[g, i], g_out, genv_i[g])
+            else:
+                genv_i[:] = genv[:, i]
+            n_p = count[i]
+            n_pad = _padded(n_p)
+            a, q, phi, dphi = pairs[i, 0:9], pairs[i, 9], pairs[i, 10], pairs[i, 11]
+            ga[:, :n_pad] = ZERO
+            gp = gprior[i]
+            for p in range(n_pad):
+                dl_dr[p] = pairs[i, 12, p] * gp
+            for j in range(g_n * nu_n):  # the real sensitivities (the padding's gradient is zero)
+                g, nu = j // nu_n, j % nu_n
+                imu_j, s2_j = imu[j], s2[j]
                 for p in range(n_pad):
-                    dl_dr[p] = pairs[i, 12, p] * gp
-                for j in range(g_n * nu_n):  # the real sensitivities (the padding's gradient is zero)
-                    g, nu = j // nu_n, j % nu_n
-                    imu_j, s2_j = imu[j], s2[j]
+                    t = q[p] - imu_j
+                    e[p] = exp_neg_typed(MHALF * t * t * s2_j)
+                    ephi[p] = e[p] * phi[p]
+                    ds[p] = ZERO
+                for c in range(channels):
+                    gv = genv_i[g, c, nu]
                     for p in range(n_pad):
-                        t = q[p] - imu_j
-                        e[p] = exp(MHALF * t * t * s2_j)
-                        ephi[p] = e[p] * phi[p]
-                        ds[p] = ZERO
-                    for c in range(channels):
-                        gv = genv_i[g, c, nu]
-                        for p in range(n_pad):
-                            ds[p] += gv * a[c, p]  # dL/ds
-                            ga[c, p] += gv * ephi[p]  # dL/da
-                    # ds/dr = e (sigma^2 t q^2 phi + phi')   (dt/dr = -q^2)
-                    for p in range(n_pad):
-                        t = q[p] - imu_j
-                        dl_dr[p] += ds[p] * e[p] * (s2_j * t * q[p] * q[p] * phi[p] + dphi[p])
-                for k in range(k_max):
-                    gpair[i, k, 0] = gpair[i, k, 1] = gpair[i, k, 2] = 0.0
-                for p in range(n_p):
-                    ux, uy, uz = pairs[i, 13, p], pairs[i, 14, p], pairs[i, 15, p]
-                    # dL/du from the angular channels (the trace's gradient lies along u and drops out below)
-                    gx = gy = gz = ZERO
-                    if channels > 1:
-                        gx += ga[1, p]
-                        gy += ga[2, p]
-                        gz += ga[3, p]
-                    if channels > 4:  # d a[4:9] / du, dropping the trace (along u)
-                        gx += SQRT2 * (ga[4, p] * uy + ga[5, p] * uz) + 2.0 * ux * (SQRT1_2 * ga[7, p] + SQRT3_2 * ga[8, p])
-                        gy += SQRT2 * (ga[4, p] * ux + ga[6, p] * uz) + 2.0 * uy * (SQRT3_2 * ga[8, p] - SQRT1_2 * ga[7, p])
-                        gz += SQRT2 * (ga[5, p] * ux + ga[6, p] * uy)
-                    along = gx * ux + gy * uy + gz * uz
-                    k = int(pairs[i, 16, p])
-                    gpair[i, k, 0] = dl_dr[p] * ux + (gx - along * ux) * q[p]
-                    gpair[i, k, 1] = dl_dr[p] * uy + (gy - along * uy) * q[p]
-                    gpair[i, k, 2] = dl_dr[p] * uz + (gz - along * uz) * q[p]
-
-    return forward, backward
+                        ds[p] += gv * a[c, p]  # dL/ds
+                        ga[c, p] += gv * ephi[p]  # dL/da
+                # ds/dr = e (sigma^2 t q^2 phi + phi')   (dt/dr = -q^2)
+                for p in range(n_pad):
+                    t = q[p] - imu_j
+                    dl_dr[p] += ds[p] * e[p] * (s2_j * t * q[p] * q[p] * phi[p] + dphi[p])
+            for k in range(k_max):
+                gpair[i, k, 0] = gpair[i, k, 1] = gpair[i, k, 2] = 0.0
+            for p in range(n_p):
+                ux, uy, uz = pairs[i, 13, p], pairs[i, 14, p], pairs[i, 15, p]
+                # dL/du from the angular channels (the trace's gradient lies along u and drops out below)
+                gx = gy = gz = ZERO
+                if channels > 1:
+                    gx += ga[1, p]
+                    gy += ga[2, p]
+                    gz += ga[3, p]
+                if channels > 4:  # d a[4:9] / du, dropping the trace (along u)
+                    gx += SQRT2 * (ga[4, p] * uy + ga[5, p] * uz) + 2.0 * ux * (SQRT1_2 * ga[7, p] + SQRT3_2 * ga[8, p])
+                    gy += SQRT2 * (ga[4, p] * ux + ga[6, p] * uz) + 2.0 * uy * (SQRT3_2 * ga[8, p] - SQRT1_2 * ga[7, p])
+                    gz += SQRT2 * (ga[5, p] * ux + ga[6, p] * uy)
+                along = gx * ux + gy * uy + gz * uz
+                k = int(pairs[i, 16, p])
+                gpair[i, k, 0] = dl_dr[p] * ux + (gx - along * ux) * q[p]
+                gpair[i, k, 1] = dl_dr[p] * uy + (gy - along * uy) * q[p]
+                gpair[i, k, 2] = dl_dr[p] * uz + (gz - along * uz) * q[p]
 
 
-#: the pair kernels by the dtype of the positions: float64 (the reference) and float32 (MD)
-PAIR_KERNELS = {np.dtype(np.float64): _pair_kernels(np.float64, exp_neg),
-                np.dtype(np.float32): _pair_kernels(np.float32, exp_neg32)}
+
+#: the dtypes the pair kernels run in: float64 (the reference) and float32 (MD)
+PAIR_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 @numba.njit(cache=True)
@@ -626,7 +634,10 @@ def _take_buffer(shape, dtype) -> np.ndarray:
 def _give_back_buffer(buffer: np.ndarray) -> None:
     if buffer.size == 0:
         return
-    free = _FREE_BUFFERS.setdefault((buffer.shape, buffer.dtype), [])
+    key = (buffer.shape, buffer.dtype)
+    if key not in _FREE_BUFFERS and len(_FREE_BUFFERS) >= 8:  # shapes of earlier lists or sizes: let go
+        _FREE_BUFFERS.clear()
+    free = _FREE_BUFFERS.setdefault(key, [])
     if len(free) < 4:
         free.append(buffer)
 
@@ -644,12 +655,12 @@ class PairEnvironment(torch.autograd.Function):
     inv_mu, sig2 (G, NU) tensors or arrays. With ``inter`` = (V (G, NU, O), vecscale (G, O) or None, quadscale (G, O) or None, cusp),
     the first output is instead the interaction layer's pair part y (G, M, O) of that env
     (:func:`_interact`; the same as :meth:`thermocg.models.fast.FastForceField._pair_interaction`).
-    The kernels compute in x's dtype (:data:`PAIR_KERNELS`: float32 or float64)."""
+    The kernels compute in x's dtype (float32 or float64)."""
 
     @staticmethod
     def forward(ctx, x, box, nbr, valid, inv_mu, sig2, prior, cutoff: float, channels: int, inter=None):
         xn = x.detach().contiguous().numpy()
-        if xn.dtype not in PAIR_KERNELS:
+        if xn.dtype not in PAIR_DTYPES:
             raise TypeError(f"the pair kernels run in float32 or float64, found positions of {xn.dtype}")
         valid_n = valid.contiguous().numpy()
         consts = (_numpy(inv_mu, xn.dtype), _numpy(sig2, xn.dtype), float(cutoff), int(channels),
@@ -673,10 +684,10 @@ class PairEnvironment(torch.autograd.Function):
         prior_bead = np.empty(m, dtype=xn.dtype)
         pairs = _take_buffer((m, PAIR_ROWS, -(-valid_n.shape[1] // _LANES) * _LANES), xn.dtype)
         count = np.empty(m, dtype=np.int64)
-        PAIR_KERNELS[xn.dtype][0](xn, box.detach().to(x.dtype).contiguous().numpy(), nbr.contiguous().numpy(),
+        pair_forward(xn, box.detach().to(x.dtype).contiguous().numpy(), nbr.contiguous().numpy(),
                                   valid_n, *consts, kernel_inter, env, prior_bead, pairs, count, y_pair, outs)
         ctx.nbr, ctx.valid, ctx.consts, ctx.pairs, ctx.count = nbr.contiguous().numpy(), valid_n, consts, pairs, count
-        ctx.inter, ctx.env, ctx.outs = kernel_inter, env, outs
+        ctx.inter, ctx.env_shape, ctx.outs = kernel_inter, env.shape, outs
         for buffer in (pairs, outs):
             weakref.finalize(ctx, _give_back_buffer, buffer)
         return torch.from_numpy(env if inter is None else y_pair), torch.from_numpy(prior_bead)
@@ -684,17 +695,17 @@ class PairEnvironment(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_first, gprior):
-        dtype, env = ctx.pairs.dtype, ctx.env
-        g_n, m = env.shape[:2]
+        dtype, env_shape = ctx.pairs.dtype, ctx.env_shape
+        g_n, m = env_shape[:2]
         fused = ctx.inter[0].shape[0] > 0
-        first_shape = (g_n, m, ctx.inter[0].shape[2]) if fused else env.shape
+        first_shape = (g_n, m, ctx.inter[0].shape[2]) if fused else env_shape
         g_first = (np.zeros(first_shape, dtype=dtype) if g_first is None
                    else g_first.detach().contiguous().numpy().astype(dtype, copy=False))
         genv, gy = (np.zeros((0, 0, 0, 0), dtype), g_first) if fused else (g_first, np.zeros((0, 0, 0), dtype))
         gprior = (np.zeros(m, dtype=dtype) if gprior is None else gprior.detach().contiguous().numpy().astype(
             dtype, copy=False))
         gpair = np.empty((*ctx.valid.shape, 3), dtype=dtype)
-        PAIR_KERNELS[dtype][1](ctx.valid, *ctx.consts, ctx.inter, ctx.pairs, ctx.count, ctx.outs, genv, gy, gprior,
+        pair_backward(ctx.valid, *ctx.consts, ctx.inter, ctx.pairs, ctx.count, ctx.outs, genv, gy, gprior,
                                gpair)
         grad = np.zeros((m, 3), dtype=dtype)
         scatter_pairs(ctx.nbr, ctx.valid, gpair, grad)

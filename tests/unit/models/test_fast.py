@@ -360,3 +360,31 @@ def test_the_kernels_follow_a_change_of_the_weights():
     form.kernels = "torch"  # the same weights through torch operations: no kept inputs
     expected = form.energy_and_forces(x, lengths, temps)[1]
     assert close(after, expected) and not close(after, before, rtol=1e-3)
+
+
+def test_the_pair_kernels_compile_once_and_load_from_numbas_cache(tmp_path):
+    """The numba kernels are cached on disk (cache=True): a second process loads them instead of
+    compiling them again (~10-20 s per kernel and dtype at every MD start otherwise)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, numpy as np\n"
+        "from thermocg.models import fast_kernels as fk\n"
+        "from thermocg.models.fast import FastForceField\n"
+        "import sys; sys.path.insert(0, %r)\n"
+        "from test_fast import perturbed_model, configurations\n"
+        "from thermocg.models.thermal import NetworkSettings\n"
+        "model = perturbed_model(NetworkSettings(shared=False), 2, 'beta', dtype=torch.float32)\n"
+        "x, lengths = configurations(dtype=torch.float32)\n"
+        "FastForceField.from_model(model).energy_and_forces(x, lengths, 300.0)\n"
+        "kernels = (fk.pair_forward, fk.pair_backward)\n"
+        "print(sum(sum(k.stats.cache_misses.values()) for k in kernels),"
+        " sum(sum(k.stats.cache_hits.values()) for k in kernels))\n"
+    ) % str(__import__("pathlib").Path(__file__).parent)
+    runs = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    misses, hits = (int(v) for v in runs[1].stdout.split()[-2:])
+    assert misses == 0 and hits == 2, runs[1].stdout
