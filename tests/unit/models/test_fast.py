@@ -234,14 +234,14 @@ def test_md_force_functions_of_both_engines_agree_in_float32():
         model_force_function(model, 1.0, "openmm")
 
 
-@pytest.mark.parametrize("shared,interaction", [(True, "quad"), (False, "vec")])
-def test_several_bead_types_equal_hippynn_and_types_matter(shared, interaction):
+@pytest.mark.parametrize("shared,interaction,layers", [(True, "quad", 1), (False, "vec", 1), (False, "scalar", 2)])
+def test_several_bead_types_equal_hippynn_and_types_matter(shared, interaction, layers):
     """A model of three bead types (a mixture): the inference form with each bead's type equals
     hippynn's model given species = type + 1, on torch ops and on the numba kernels; permuting the beads together with their types
     permutes the forces (the function is of the typed configuration); changing one bead's type
     changes the forces (the species input is used); a several-type model refuses a call without
     types."""
-    settings = NetworkSettings(shared=shared, interaction=interaction, n_types=3)
+    settings = NetworkSettings(shared=shared, interaction=interaction, n_types=3, n_interaction_layers=layers)
     model = perturbed_model(settings, 2, "beta")
     fast = FastForceField.from_model(model, skin_A=0.7)
     x, lengths = configurations()
@@ -300,13 +300,15 @@ def test_kernel_functions_match_numpy():
     assert np.abs(s - np.sin(t)).max() < 1e-15 and np.abs(c - np.cos(t)).max() < 1e-15
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_float32_kernels_are_as_close_to_float64_as_torch_ops(seed):
+@pytest.mark.parametrize("seed,interaction,layers", [(0, "quad", 1), (1, "quad", 1), (2, "quad", 1), (0, "vec", 1),
+                                                     (0, "scalar", 2)])
+def test_float32_kernels_are_as_close_to_float64_as_torch_ops(seed, interaction, layers):
     """MD runs in float32, and so do the pair kernels then (their own float32 exponential). The
     forces of the float32 form agree with float64 as closely as the same form in torch
     operations (torch's exp) does: float32's rounding of the network, not the kernels, sets the
     error (measured: 0.7-2.8e-5 of the largest force, both ways)."""
-    model = perturbed_model(NetworkSettings(shared=False, interaction="quad"), 2, "beta", seed=seed)
+    settings = NetworkSettings(shared=False, interaction=interaction, n_interaction_layers=layers)
+    model = perturbed_model(settings, 2, "beta", seed=seed)
     x, lengths = configurations(seed=seed + 5)
     temps = torch.tensor([250.0, 300.0, 700.0], dtype=torch.float64)
     f64 = FastForceField.from_model(model).energy_and_forces(x, lengths, temps)[1]
@@ -388,3 +390,23 @@ def test_the_pair_kernels_compile_once_and_load_from_numbas_cache(tmp_path):
         assert run.returncode == 0, run.stderr[-2000:]
     misses, hits = (int(v) for v in runs[1].stdout.split()[-2:])
     assert misses == 0 and hits == 2, runs[1].stdout
+
+
+@pytest.mark.parametrize("n_types", [1, 3])
+def test_the_kernels_without_the_prior_equal_torch_ops(n_types):
+    """Multiple time stepping's slow part (include_prior = False) on the numba kernels equals the
+    same on torch operations, for one and for several bead types, and adding the prior's own
+    forces gives the whole model's."""
+    model = perturbed_model(NetworkSettings(shared=False, n_types=n_types), 2, "beta", seed=7)
+    x, lengths = configurations(seed=8)
+    types = None if n_types == 1 else torch.as_tensor(np.random.default_rng(9).integers(0, 3, x.shape[:2]))
+    temps = torch.tensor([300.0, 400.0, 500.0], dtype=torch.float64)
+    form = FastForceField.from_model(model)
+    whole = form.energy_and_forces(x, lengths, temps, types)[1]
+    form.include_prior = False
+    slow = form.energy_and_forces(x, lengths, temps, types)[1]
+    form.kernels = "torch"
+    assert close(slow, form.energy_and_forces(x, lengths, temps, types)[1])
+    form.kernels = "auto"
+    assert close(slow + form.prior_energy_and_forces(x, lengths, temps)[1], whole)
+    assert not close(slow, whole, rtol=1e-3)  # the prior acts on these configurations
